@@ -1,0 +1,1 @@
+"""Herald: an event-sourced notification worker (outbox -> Celery relay -> Socket.IO)."""

@@ -1,0 +1,1 @@
+"""The HTTP API (`/api`), health endpoints and error handling."""

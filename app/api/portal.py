@@ -1,0 +1,117 @@
+"""Admin creation of users, projects and tickets; domain changes that write events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from app import access, portal
+from app.api.deps import DB, Caller
+from app.api.errors import ERROR_RESPONSES
+from app.models import Project
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserIn(Body):
+    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    role: Literal["client", "technician", "admin"]
+    name: Annotated[str, Field(max_length=200)] = ""
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    role: str
+    name: str
+
+
+class ProjectIn(Body):
+    name: Name
+    clientId: Annotated[int, Field(gt=0)]
+    technicianIds: Annotated[list[Annotated[int, Field(gt=0)]], Field(max_length=100)] = []
+
+
+class ProjectOut(BaseModel):
+    id: int
+    name: str
+    clientId: int
+    technicianIds: list[int]
+    progress: int
+    status: str
+
+
+class ProjectPatch(Body):
+    progress: Annotated[int, Field(ge=0, le=100)] | None = None
+    status: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+
+
+class TicketIn(Body):
+    projectId: Annotated[int, Field(gt=0)]
+    subject: Annotated[str, Field(min_length=1, max_length=300)]
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+
+
+class TicketOut(BaseModel):
+    id: int
+    projectId: int
+    subject: str
+    status: str
+    priority: str
+
+
+def _project_out(p: Project) -> ProjectOut:
+    return ProjectOut(id=p.id, name=p.name, clientId=p.client_id,
+                      technicianIds=p.technician_ids, progress=p.progress, status=p.status)
+
+
+@router.post("/users", status_code=201, response_model=UserOut, tags=["admin"])
+def create_user(body: UserIn, who: Caller, db: DB) -> UserOut:
+    """Create a user (admin)."""
+    access.require_admin(who)
+    user = portal.create_user(db, email=body.email, role=body.role, name=body.name)
+    return UserOut(id=user.id, email=user.email, role=user.role, name=user.name)
+
+
+@router.post("/projects", status_code=201, response_model=ProjectOut, tags=["admin"])
+def create_project(body: ProjectIn, who: Caller, db: DB) -> ProjectOut:
+    """Create a project with its client and technicians (admin)."""
+    access.require_admin(who)
+    project = portal.create_project(db, name=body.name, client_id=body.clientId,
+                                    technician_ids=body.technicianIds)
+    return _project_out(project)
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+def get_project(project_id: int, who: Caller, db: DB) -> ProjectOut:
+    """A project the caller may read."""
+    return _project_out(access.require_project_reader(db, who, project_id))
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+def patch_project(project_id: int, body: ProjectPatch, who: Caller, db: DB) -> ProjectOut:
+    """Change progress/status; writes `project-updated` and notifies the client."""
+    project = portal.update_project(db, who, project_id, progress=body.progress,
+                                    status=body.status)
+    return _project_out(project)
+
+
+@router.post("/tickets", status_code=201, response_model=TicketOut, tags=["admin"])
+def create_ticket(body: TicketIn, who: Caller, db: DB) -> TicketOut:
+    """Open a ticket on a project (admin)."""
+    access.require_admin(who)
+    t = portal.create_ticket(db, project_id=body.projectId, subject=body.subject,
+                             priority=body.priority)
+    return TicketOut(id=t.id, projectId=t.project_id, subject=t.subject, status=t.status,
+                     priority=t.priority)
+
+
+__all__ = ["router"]

@@ -1,0 +1,1 @@
+"""The Socket.IO gateway: authentication, rooms, replay, chat and typing."""

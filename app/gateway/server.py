@@ -1,0 +1,306 @@
+"""The Socket.IO server: connect-time JWT check, rooms, replay on (re)connect, chat, typing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import socketio
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import access, portal
+from app.auth import Principal, decode
+from app.errors import AuthError, HeraldError, InvalidInput
+from app.gateway import args
+from app.gateway.manager import HeraldRedisManager
+from app.models import ROLE_STREAMS
+from app.outbox.replay import Head, iter_after, read_head
+from app.outbox.streams import parse_stream, project_stream, ticket_stream, user_stream
+from app.outbox.tables import EventRecord
+
+log = logging.getLogger("herald.gateway")
+T = TypeVar("T")
+MAX_FRAME = 1_000_000
+MAX_POSITIONS = 200
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def fail(error: HeraldError) -> dict[str, Any]:
+    return {"ok": False, "error": error.to_dict()}
+
+
+class Gateway:
+    """Socket.IO handlers bound to a session factory and a Redis client manager."""
+
+    def __init__(
+        self, *, session_factory: sessionmaker[Session], secret: str, redis_url: str,
+        channel: str = "socketio", metrics: Any = None,
+    ) -> None:
+        self.factory = session_factory
+        self.secret = secret
+        self.metrics = metrics
+        self.manager = HeraldRedisManager(redis_url, channel=channel)
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi", client_manager=self.manager, cors_allowed_origins="*",
+            max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,
+        )
+        self.sockets = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._register()
+
+    # -- helpers -------------------------------------------------------------------------
+    async def db(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn(session)` in one transaction on a worker thread."""
+        def run() -> T:
+            with self.factory() as session, session.begin():
+                return fn(session)
+        return await asyncio.to_thread(run)
+
+    async def principal(self, sid: str) -> Principal:
+        session = await self.sio.get_session(sid)
+        who = session.get("who")
+        assert isinstance(who, Principal)
+        return who
+
+    def _register(self) -> None:
+        sio = self.sio
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        for name, handler in {
+            "join-project": self.join_project, "leave-project": self.leave_project,
+            "join-ticket": self.join_ticket, "leave-ticket": self.leave_ticket,
+            "typing-start": self.typing_start, "typing-stop": self.typing_stop,
+            "send-message": self.send_message, "heartbeat": self.heartbeat,
+        }.items():
+            sio.on(name, self._guarded(name, handler))
+
+    def _guarded(
+        self, name: str, handler: Callable[[str, Any], Any]
+    ) -> Callable[..., Any]:
+        async def call(sid: str, *data: Any) -> dict[str, Any]:
+            try:
+                return await handler(sid, data[0] if data else None)  # type: ignore[no-any-return]
+            except HeraldError as exc:
+                log.info("socket call refused event=%s sid=%s code=%s", name, sid, exc.code)
+                return fail(exc)
+            except Exception:
+                log.exception("socket call crashed event=%s sid=%s", name, sid)
+                return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+        return call
+
+    # -- connection ----------------------------------------------------------------------
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = _token_from(auth, environ)
+        try:
+            who = decode(token, secret=self.secret)
+            if who.role == "service":
+                raise AuthError("service tokens cannot connect", code="forbidden")
+        except AuthError as exc:
+            log.info("socket refused sid=%s code=%s", sid, exc.code)
+            if self.metrics is not None:
+                self.metrics.refused(exc.code)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Authentication error", {"code": exc.code}) from None
+        positions = _positions(auth)
+        await self.sio.save_session(sid, {"who": who})
+        auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
+        for room in auto:
+            await self.sio.enter_room(sid, room)
+        readable = await self.db(lambda s: {
+            name: read_head(s, name) for name in positions
+            if _readable(s, who, name)
+        })
+        for name in readable:
+            self.manager.open_gate(sid, name)
+            await self.sio.enter_room(sid, name)
+        self.sockets += 1
+        log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
+                 len(readable))
+        task = asyncio.create_task(self._after_connect(sid, who, positions, readable))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_connect(
+        self, sid: str, who: Principal, positions: dict[str, args.Position],
+        heads: dict[str, Head],
+    ) -> None:
+        for _ in range(200):  # the CONNECT packet goes out right after the connect handler
+            if self.manager.is_connected(sid, "/"):
+                break
+            await asyncio.sleep(0.005)
+        recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
+                     for name, pos in positions.items()}
+        try:
+            await self.sio.emit("connected", {"userId": who.sub, "email": who.email,
+                                              "role": who.role, "recovered": recovered}, to=sid)
+            for name, head in heads.items():
+                pos = positions[name]
+                start = pos.offset if recovered[name] else head.offset
+                await self._replay(sid, name, start, head)
+        except Exception:
+            log.exception("replay on connect failed sid=%s", sid)
+            self.manager.close_all(sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.manager.close_all(sid)
+        self.sockets = max(0, self.sockets - 1)
+        log.info("socket disconnected sid=%s reason=%s", sid, reason)
+
+    # -- replay --------------------------------------------------------------------------
+    async def _replay(self, sid: str, stream: str, after: int, head: Head) -> int:
+        """Send events after `after`, then the live ones held back meanwhile; close the gate.
+
+        The gate must already be open and the socket in the room. Returns the last offset.
+        """
+        last = after
+        sent = 0
+        try:
+            for _ in range(2):  # the stored history, then whatever committed while sending it
+                batches = iter_after(self.factory, stream, last, head.epoch)
+                while True:
+                    batch = await asyncio.to_thread(next, batches, None)
+                    if batch is None:
+                        break
+                    for event in batch:
+                        await self._send(sid, event.type, [event.payload, event.meta])
+                        last = event.offset
+                        sent += 1
+            while True:
+                buffered = self.manager.take_buffer(sid, stream)
+                if not buffered:
+                    break
+                for offset, name, data in buffered:
+                    if offset > last:
+                        await self._send(sid, name, data)
+                        last = offset
+        finally:
+            self.manager.close_gate(sid, stream)
+        if sent and self.metrics is not None:
+            self.metrics.replayed(sent)
+        if sent:
+            log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
+        return last
+
+    async def _send(self, sid: str, event: str, data: list[Any]) -> None:
+        await self.sio.emit(event, tuple(data), to=sid, ignore_queue=True)
+
+    async def _join(self, sid: str, stream: str, check: Callable[[Session], Any],
+                    position: args.Position | None) -> dict[str, Any]:
+        def authorise(session: Session) -> Head:
+            check(session)
+            return read_head(session, stream)
+        head = await self.db(authorise)
+        recovered = position is not None and head.can_recover(position.offset, position.epoch)
+        self.manager.open_gate(sid, stream)
+        await self.sio.enter_room(sid, stream)
+        after = position.offset if (position is not None and recovered) else head.offset
+        last = await self._replay(sid, stream, after, head)
+        log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)
+        return ok(stream=stream, offset=max(last, head.offset), epoch=head.epoch,
+                  recovered=recovered)
+
+    # -- handlers ------------------------------------------------------------------------
+    async def join_project(self, sid: str, data: Any) -> dict[str, Any]:
+        project_id, position = args.id_and_position(data, "projectId")
+        who = await self.principal(sid)
+        return await self._join(
+            sid, project_stream(project_id),
+            lambda s: access.require_project_reader(s, who, project_id), position)
+
+    async def join_ticket(self, sid: str, data: Any) -> dict[str, Any]:
+        ticket_id, position = args.id_and_position(data, "ticketId")
+        who = await self.principal(sid)
+        return await self._join(
+            sid, ticket_stream(ticket_id),
+            lambda s: access.require_ticket_reader(s, who, ticket_id), position)
+
+    async def leave_project(self, sid: str, data: Any) -> dict[str, Any]:
+        stream = project_stream(args.id_only(data, "projectId"))
+        await self.sio.leave_room(sid, stream)
+        return ok(stream=stream)
+
+    async def leave_ticket(self, sid: str, data: Any) -> dict[str, Any]:
+        stream = ticket_stream(args.id_only(data, "ticketId"))
+        await self.sio.leave_room(sid, stream)
+        return ok(stream=stream)
+
+    async def _typing(self, sid: str, data: Any, typing: bool) -> dict[str, Any]:
+        body = args.as_object(data)
+        ticket_id = args.as_id(body.get("ticketId"), "ticketId")
+        name = body.get("userName", "")
+        if typing:
+            name = args.as_text(name, "userName", min_len=1, max_len=200)
+        elif not isinstance(name, str) or len(name) > 200:
+            raise InvalidInput("userName must be a string", code="invalid_argument")
+        who = await self.principal(sid)
+        stream = ticket_stream(ticket_id)
+        if stream not in self.sio.rooms(sid):
+            await self.db(lambda s: access.require_ticket_reader(s, who, ticket_id))
+        await self.sio.emit("user-typing", {"ticketId": ticket_id, "userId": who.sub,
+                                            "userName": name, "isTyping": typing},
+                            room=stream, skip_sid=sid)
+        return ok()
+
+    async def typing_start(self, sid: str, data: Any) -> dict[str, Any]:
+        return await self._typing(sid, data, True)
+
+    async def typing_stop(self, sid: str, data: Any) -> dict[str, Any]:
+        return await self._typing(sid, data, False)
+
+    async def send_message(self, sid: str, data: Any) -> dict[str, Any]:
+        body = args.as_object(data)
+        ticket_id = args.as_id(body.get("ticketId"), "ticketId")
+        text = args.as_text(body.get("message"), "message", min_len=1,
+                            max_len=portal.MAX_MESSAGE)
+        cmid = body.get("clientMessageId")
+        if cmid is not None:
+            cmid = args.as_text(cmid, "clientMessageId", min_len=1, max_len=100)
+        who = await self.principal(sid)
+        message_id, created = await asyncio.to_thread(
+            portal.post_message, self.factory, who, ticket_id, text, cmid)
+        return ok(messageId=message_id, duplicate=not created)
+
+    async def heartbeat(self, sid: str, data: Any) -> dict[str, Any]:
+        return ok(serverTime=portal.iso(datetime.now(UTC)))
+
+
+def _readable(session: Session, who: Principal, name: str) -> bool:
+    try:
+        return access.may_read_stream(session, who, name)
+    except HeraldError:
+        return False
+
+
+def _token_from(auth: Any, environ: dict[str, Any]) -> Any:
+    if isinstance(auth, dict) and "token" in auth:
+        return auth["token"]
+    header = environ.get("HTTP_AUTHORIZATION")
+    if isinstance(header, str) and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _positions(auth: Any) -> dict[str, args.Position]:
+    """The well-formed entries of `positions` (others cannot be recovered and are ignored)."""
+    raw = auth.get("positions") if isinstance(auth, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, args.Position] = {}
+    for name, value in list(raw.items())[:MAX_POSITIONS]:
+        try:
+            parse_stream(name)
+            position = args.as_position(value)
+        except HeraldError:
+            continue
+        if position is not None:
+            out[name] = position
+    return out
+
+
+__all__ = ["EventRecord", "Gateway"]

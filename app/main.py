@@ -1,0 +1,49 @@
+"""The ASGI app: Socket.IO at /socket.io/, the HTTP API at /api, health, metrics, docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import socketio
+from fastapi import FastAPI
+
+from app import logs
+from app.api import errors, health, portal, streams
+from app.api.deps import AppContext
+from app.db import make_engine, make_session_factory
+from app.gateway.server import Gateway
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    """Build the web process: one engine, one Socket.IO server, one FastAPI app."""
+    settings = settings or get_settings()
+    logs.setup(settings.log_level)
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    ctx = AppContext(settings=settings, engine=engine, factory=factory)
+    ctx.extras["redis"] = redis.Redis.from_url(
+        settings.sio_redis_url, socket_timeout=2, socket_connect_timeout=2)
+    gateway = Gateway(session_factory=factory, secret=settings.secret,
+                      redis_url=settings.sio_redis_url, channel=settings.socketio_channel)
+    ctx.extras["gateway"] = gateway
+
+    api = FastAPI(title="Herald", version="0.1.0",
+                  description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
+    api.state.ctx = ctx
+    errors.install(api)
+    for router in (health.router, portal.router, streams.router):
+        api.include_router(router)
+    asgi = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
+    asgi.herald = ctx  # for tests and tools
+    return asgi
+
+
+def __getattr__(name: str) -> Any:
+    # `app.main:app` is built on first access, so importing this module reads no settings.
+    if name == "app":
+        value = create_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)

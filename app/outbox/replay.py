@@ -1,0 +1,83 @@
+"""Reading a stream's history: the head, whether a position can be recovered, events after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import Gone
+from app.outbox.tables import Event, EventRecord, Stream
+from app.outbox.writer import ensure_stream
+
+REPLAY_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A stream's last offset and epoch, and the last offset that was pruned."""
+
+    stream: str
+    offset: int
+    epoch: str
+    pruned_through: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "epoch": self.epoch}
+
+    def can_recover(self, offset: int, epoch: str | None) -> bool:
+        """True when every event after `offset` is still here, under the same epoch."""
+        if epoch is not None and epoch != self.epoch:
+            return False
+        return self.pruned_through <= offset <= self.offset
+
+
+def read_head(session: Session, stream: str) -> Head:
+    row = session.get(Stream, stream)
+    if row is None:
+        ensure_stream(session, stream)
+        row = session.get(Stream, stream)
+        assert row is not None
+    return Head(stream, int(row.head), row.epoch, int(row.pruned_through))
+
+
+def read_after(
+    session: Session, stream: str, after: int, *, limit: int, epoch: str
+) -> list[EventRecord]:
+    rows = session.execute(
+        select(Event.id, Event.offset, Event.type, Event.payload, Event.created_at)
+        .where(Event.stream == stream, Event.offset > after)
+        .order_by(Event.offset)
+        .limit(limit)
+    ).all()
+    return [EventRecord(r.id, stream, int(r.offset), epoch, r.type, r.payload, r.created_at)
+            for r in rows]
+
+
+def page(session: Session, stream: str, after: int, limit: int) -> tuple[list[EventRecord], Head]:
+    """Up to `limit` events after `after`; Gone if some of them were pruned."""
+    head = read_head(session, stream)
+    if after < head.pruned_through:
+        raise Gone(
+            f"events of {stream} after {after} were pruned (kept from {head.pruned_through + 1})"
+        )
+    return read_after(session, stream, after, limit=limit, epoch=head.epoch), head
+
+
+def iter_after(
+    factory: sessionmaker[Session], stream: str, after: int, epoch: str,
+    batch: int = REPLAY_BATCH,
+) -> Iterator[list[EventRecord]]:
+    """Events after `after` in bounded batches, each read in its own short transaction."""
+    while True:
+        with factory() as session, session.begin():
+            events = read_after(session, stream, after, limit=batch, epoch=epoch)
+        if not events:
+            return
+        yield events
+        after = events[-1].offset
+        if len(events) < batch:
+            return

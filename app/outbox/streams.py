@@ -1,0 +1,62 @@
+"""Stream names: the forms SPEC.md allows, and event type names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from app.errors import InvalidInput
+
+ROLE_STREAMS = frozenset({"clients", "technicians", "admins"})
+_ENTITY = re.compile(r"^(user|project|ticket)-([1-9][0-9]{0,17})$")
+_TYPE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+MAX_TYPE_LENGTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StreamName:
+    """A parsed stream name: `kind` is user, project, ticket or role; `id` is None for roles."""
+
+    name: str
+    kind: str
+    id: int | None
+
+
+def parse_stream(name: object) -> StreamName:
+    if not isinstance(name, str):
+        raise InvalidInput("stream must be a string", code="invalid_stream")
+    if name in ROLE_STREAMS:
+        return StreamName(name, "role", None)
+    match = _ENTITY.match(name)
+    if not match:
+        raise InvalidInput(
+            f"unknown stream {name[:100]!r}: expected user-ID, project-ID, ticket-ID, "
+            "clients, technicians or admins",
+            code="invalid_stream",
+        )
+    return StreamName(name, match.group(1), int(match.group(2)))
+
+
+def validate_type(event_type: object) -> str:
+    if (
+        not isinstance(event_type, str)
+        or len(event_type) > MAX_TYPE_LENGTH
+        or not _TYPE.match(event_type)
+    ):
+        raise InvalidInput(
+            "event type must be lower-case words joined by '-' (e.g. project-updated)",
+            code="invalid_type",
+        )
+    return event_type
+
+
+def user_stream(user_id: int) -> str:
+    return f"user-{user_id}"
+
+
+def project_stream(project_id: int) -> str:
+    return f"project-{project_id}"
+
+
+def ticket_stream(ticket_id: int) -> str:
+    return f"ticket-{ticket_id}"

@@ -1,0 +1,108 @@
+"""Outbox tables: streams (head + epoch), relay cursors (dispatched + failure state), events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, utcnow
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Stream(Base):
+    """A stream's head: the last offset handed out, locked by writers to append."""
+
+    __tablename__ = "streams"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32), default=new_epoch)
+    head: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Events with offset <= pruned_through are gone; replay from before it cannot recover.
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RelayCursor(Base):
+    """A stream's relay state, locked by the relay only: what went out, what failed."""
+
+    __tablename__ = "relay_cursors"
+    __table_args__ = (Index("ix_relay_cursors_state", "state", "next_attempt_at"),)
+
+    stream: Mapped[str] = mapped_column(
+        ForeignKey("streams.name", ondelete="CASCADE"), primary_key=True
+    )
+    dispatched: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(10), default="active")  # active | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Event(Base):
+    """One durable event: append-only, unique per (stream, offset)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("stream", "offset", name="uq_events_stream_offset"),
+        Index("ix_events_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    stream: Mapped[str] = mapped_column(ForeignKey("streams.name", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A service's idempotency key and the event it produced."""
+
+    __tablename__ = "idempotency_keys"
+
+    service: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event as clients see it: its name, payload and meta."""
+
+    id: str
+    stream: str
+    offset: int
+    epoch: str
+    type: str
+    payload: dict[str, Any]
+    ts: datetime
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        ts = self.ts.astimezone(UTC) if self.ts.tzinfo else self.ts
+        text = ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return {"id": self.id, "stream": self.stream, "offset": self.offset,
+                "epoch": self.epoch, "ts": text}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "payload": self.payload, "meta": self.meta}

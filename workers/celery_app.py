@@ -1,0 +1,34 @@
+"""The Celery app: Redis broker, late acks, no results, the beat schedule."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.settings import get_settings
+
+settings = get_settings()
+
+celery_app = Celery("herald", broker=settings.redis_url, include=["workers.tasks"])
+celery_app.conf.update(
+    task_default_queue=settings.celery_queue,
+    # A killed worker must not lose its task: ack after running, requeue on worker loss.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_acks_on_failure_or_timeout=True,
+    worker_prefetch_multiplier=4,
+    task_ignore_result=True,
+    result_backend=None,
+    task_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5,
+                              "visibility_timeout": 3600},
+    broker_pool_limit=10,
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    beat_schedule={
+        "relay-sweep": {"task": "herald.sweep", "schedule": settings.sweep_interval,
+                        "options": {"expires": max(5.0, settings.sweep_interval * 5)}},
+        "prune": {"task": "herald.prune", "schedule": 24 * 3600.0},
+    },
+)
