@@ -1,0 +1,1 @@
+"""Test support: real databases, real processes (web nodes, Celery workers), real clients."""

@@ -1,0 +1,78 @@
+"""The whole path: an admin's PATCH commits a row and its event; a client sees the event."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from tests.conftest import System
+from tests.support.clients import SocketClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_project_member_receives_project_updated_with_meta(system: System) -> None:
+    api = system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    socket = SocketClient(system.url, client_token)
+    await socket.connect()
+    try:
+        ack = await socket.call("join-project", project)
+        assert ack["ok"] is True and ack["stream"] == f"project-{project}"
+
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 40, "status": "active"})
+
+        [event] = await socket.wait_count("project-updated", 1)
+        assert event.payload == {"projectId": project, "progress": 40, "status": "active"}
+        meta = event.meta
+        assert meta is not None
+        assert set(meta) == {"id", "stream", "offset", "epoch", "ts"}
+        assert meta["stream"] == f"project-{project}" and meta["offset"] == 1
+        assert meta["epoch"] == ack["epoch"]
+        uuid.UUID(meta["id"])
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", meta["ts"])
+    finally:
+        await socket.close()
+
+
+async def test_project_update_notifies_the_client_on_its_user_stream(system: System) -> None:
+    api = system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    socket = SocketClient(system.url, client_token)
+    await socket.connect()
+    try:
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 75})
+        [note] = await socket.wait_count("notification", 1)
+        assert note.payload["type"] == "info" and note.meta is not None
+        assert note.meta["stream"] == f"user-{client_id}"
+    finally:
+        await socket.close()
+
+
+async def test_outsider_is_refused_the_join_and_receives_nothing(system: System) -> None:
+    api = system.api()
+    owner_id, owner_token = api.user("client")
+    _, outsider_token = api.user("client")
+    project = api.project(owner_id)
+    owner, outsider = SocketClient(system.url, owner_token), SocketClient(system.url,
+                                                                          outsider_token)
+    await owner.connect()
+    await outsider.connect()
+    try:
+        assert (await owner.call("join-project", project))["ok"] is True
+        ack = await outsider.call("join-project", {"projectId": project})
+        assert ack == {"ok": False, "error": {"code": "forbidden", "message": ack["error"]["message"]}}
+
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 10})
+        await owner.wait_count("project-updated", 1)
+        # the owner got it; give the outsider the same time again, then check
+        await owner.wait_count("notification", 1)
+        assert outsider.named("project-updated") == []
+        assert outsider.sio.connected
+    finally:
+        await owner.close()
+        await outsider.close()
