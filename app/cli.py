@@ -49,7 +49,10 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from app.auth import mint
     from app.models import User
 
-    ttl = parse_duration(args.ttl)
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise UsageError(f"--ttl: {exc}") from None
     if args.service:
         print(mint(secret=settings.secret, sub=args.service, email=f"{args.service}@services",
                    role="service", ttl=ttl))

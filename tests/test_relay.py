@@ -1,0 +1,155 @@
+"""The relay: order per stream, the cursor moves only after a publish succeeded."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from app.outbox.publisher import MemoryPublisher, RedisPublisher, socketio_messages
+from app.outbox.relay import RelayPolicy, relay
+from app.outbox.tables import EventRecord, RelayCursor
+from app.outbox.writer import append
+from tests.support.databases import Database
+from tests.support.env import RUN
+from tests.support.processes import free_port
+
+POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
+
+
+def write(database: Database, stream: str, count: int) -> None:
+    with database.factory() as session, session.begin():
+        for i in range(count):
+            append(session, stream, "project-updated", {"i": i})
+
+
+def cursor(database: Database, stream: str) -> RelayCursor:
+    with database.factory() as session:
+        row = session.get(RelayCursor, stream)
+        assert row is not None
+        return row
+
+
+def test_relay_publishes_each_stream_in_offset_order_and_advances_its_cursor(db: Database
+                                                                             ) -> None:
+    write(db, "project-1", 5)
+    write(db, "project-2", 3)
+    publisher = MemoryPublisher()
+    report = relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    assert report.published == 8
+    by_stream: dict[str, list[int]] = {}
+    for event in publisher.published:
+        by_stream.setdefault(event.stream, []).append(event.offset)
+    assert by_stream == {"project-1": [1, 2, 3, 4, 5], "project-2": [1, 2, 3]}
+    assert cursor(db, "project-1").dispatched == 5
+    assert cursor(db, "project-2").dispatched == 3
+
+
+def test_relay_is_idempotent_once_everything_is_dispatched(db: Database) -> None:
+    write(db, "user-1", 2)
+    publisher = MemoryPublisher()
+    relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    again = relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    assert again.published == 0 and len(publisher.published) == 2
+
+
+def test_relay_pages_through_a_stream_longer_than_one_batch(db: Database) -> None:
+    write(db, "project-1", 25)
+    publisher = MemoryPublisher()
+    small = RelayPolicy(max_events=10, max_streams=1)
+    relay(session_factory=db.factory, publisher=publisher, policy=small)
+    assert [e.offset for e in publisher.published] == list(range(1, 26))
+
+
+def test_cursor_does_not_move_while_redis_is_unreachable_and_events_go_out_later(
+    db: Database, redis_url: str,
+) -> None:
+    write(db, "project-1", 3)
+    dead = RedisPublisher(f"redis://127.0.0.1:{free_port()}/0", channel="x", timeout=0.5)
+    report = relay(session_factory=db.factory, publisher=dead, policy=POLICY)
+    assert report.transport_down and report.published == 0
+    assert cursor(db, "project-1").dispatched == 0
+    assert cursor(db, "project-1").attempts == 0  # an outage is not the stream's fault
+
+    channel = f"relay-test-{RUN}"
+    received = subscribe(redis_url, channel)
+    live = RedisPublisher(redis_url, channel=channel)
+    report = relay(session_factory=db.factory, publisher=live, policy=POLICY)
+    assert report.published == 3
+    messages = received.wait(3)
+    assert [m["data"][1]["offset"] for m in messages] == [1, 2, 3]
+    assert cursor(db, "project-1").dispatched == 3
+    received.stop()
+
+
+def test_refused_stream_backs_off_then_fails_while_other_streams_flow(db: Database) -> None:
+    write(db, "project-1", 2)
+    write(db, "project-2", 2)
+    publisher = MemoryPublisher()
+    publisher.fail_streams["project-1"] = "ResponseError: refused"
+    policy = RelayPolicy(max_attempts=3, backoff=0.2, backoff_cap=1)
+    report = relay(session_factory=db.factory, publisher=publisher, policy=policy)
+    assert [e.stream for e in publisher.published] == ["project-2", "project-2"]
+    assert report.rejected == {"project-1": "ResponseError: refused"}
+    first = cursor(db, "project-1")
+    assert first.dispatched == 0 and first.attempts == 1 and first.state == "active"
+    assert first.next_attempt_at is not None
+    deadline = time.monotonic() + 5
+    while cursor(db, "project-1").state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        relay(session_factory=db.factory, publisher=publisher, policy=policy)
+    failed = cursor(db, "project-1")
+    assert failed.state == "failed" and failed.attempts == 3
+    assert failed.last_error == "ResponseError: refused"
+
+
+def test_relay_message_is_python_socketio_emit_format() -> None:
+    record = EventRecord("id-1", "project-1", 1, "ep", "project-updated", {"a": 1},
+                         datetime(2026, 1, 1, tzinfo=UTC))
+    [raw] = socketio_messages([record])
+    message = json.loads(raw)
+    assert message["method"] == "emit" and message["event"] == "project-updated"
+    assert message["room"] == "project-1" and message["namespace"] == "/"
+    assert message["data"] == [{"a": 1}, record.meta]
+
+
+class Subscription:
+    """A raw Redis subscriber on a channel, collecting decoded messages."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        self.messages: list[dict[str, Any]] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            message = self.pubsub.get_message(timeout=0.1)
+            if message and message["type"] == "message":
+                self.messages.append(json.loads(message["data"]))
+
+    def wait(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.messages)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.pubsub.close()
+        self.client.close()
+
+
+def subscribe(url: str, channel: str) -> Subscription:
+    sub = Subscription(url, channel)
+    time.sleep(0.1)
+    return sub
+

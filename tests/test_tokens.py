@@ -1,0 +1,82 @@
+"""Connect-time JWT checks: each bad token is refused with its code; good ones connect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+import socketio
+
+from tests.conftest import System
+from tests.support.clients import SocketClient, token
+from tests.support.env import SECRET
+
+pytestmark = pytest.mark.anyio
+NOW = datetime.now(UTC)
+GOOD = {"sub": "1", "email": "a@test", "role": "client"}
+
+
+def forged(claims: dict[str, Any], key: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode({**claims}, key, algorithm=algorithm)
+
+
+def unsigned(claims: dict[str, Any]) -> str:
+    return jwt.encode({**claims, "exp": NOW + timedelta(hours=1)}, None, algorithm="none")
+
+
+BAD_TOKENS = {
+    "missing": (None, "token_missing"),
+    "empty": ("", "token_missing"),
+    "malformed": ("not-a-jwt", "token_invalid"),
+    "not a string": (12345, "token_invalid"),
+    "wrong signature": (forged({**GOOD, "exp": NOW + timedelta(hours=1)},
+                               key="another-secret-that-is-also-long-enough-000"),
+                        "token_invalid"),
+    "alg none": (unsigned(GOOD), "token_invalid"),
+    "other algorithm": (forged({**GOOD, "exp": NOW + timedelta(hours=1)}, algorithm="HS384"),
+                        "token_invalid"),
+    "expired": (forged({**GOOD, "exp": NOW - timedelta(minutes=5)}), "token_expired"),
+    "no exp": (forged(GOOD), "token_invalid"),
+    "no role": (forged({"sub": "1", "email": "a@test", "exp": NOW + timedelta(hours=1)}),
+                "token_invalid"),
+    "unknown role": (forged({**GOOD, "role": "root", "exp": NOW + timedelta(hours=1)}),
+                     "token_invalid"),
+    "no email": (forged({"sub": "1", "role": "client", "exp": NOW + timedelta(hours=1)}),
+                 "token_invalid"),
+    "service token": (token("billing", "service"), "forbidden"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENS))
+async def test_bad_token_is_refused_with_its_code(pg_system: System, case: str) -> None:
+    bad, code = BAD_TOKENS[case]
+    client = SocketClient(pg_system.url, bad)  # type: ignore[arg-type]
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect()
+    assert client.connect_error == {"message": "Authentication error", "data": {"code": code}}
+
+
+async def test_valid_token_connects_and_gets_connected_with_its_identity(pg_system: System
+                                                                        ) -> None:
+    api = pg_system.api()
+    user_id, user_token = api.user("technician", "tech@test")
+    client = SocketClient(pg_system.url, user_token)
+    await client.connect()
+    try:
+        [hello] = await client.wait_count("connected", 1)
+        assert hello.payload == {"userId": str(user_id), "email": "tech@test",
+                                 "role": "technician", "recovered": {}}
+        ack = await client.call("heartbeat")
+        assert ack["ok"] is True and ack["serverTime"].endswith("Z")
+    finally:
+        await client.close()
+
+
+async def test_bad_bearer_token_on_http_is_401_with_json_error(pg_system: System) -> None:
+    api = pg_system.api()
+    for header in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        response = api.http.patch("/api/projects/1", json={"progress": 1}, headers=header)
+        assert response.status_code == 401
+        assert set(response.json()["error"]) == {"code", "message"}
