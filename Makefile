@@ -27,7 +27,7 @@ dev: install
 
 ## make test: every test, against real Redis and PostgreSQL (started here when absent).
 test: services
-	$(BIN)/ruff check app workers migrations tests bench scripts
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
