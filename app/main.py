@@ -9,7 +9,7 @@ import socketio
 from fastapi import FastAPI
 
 from app import logs
-from app.api import errors, health, portal, streams
+from app.api import catalogue, errors, events, health, notifications, portal, streams, tickets
 from app.api.deps import AppContext
 from app.db import make_engine, make_session_factory
 from app.gateway.server import Gateway
@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> Any:
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
     api.state.ctx = ctx
     errors.install(api)
-    for router in (health.router, portal.router, streams.router):
+    for router in (health.router, portal.router, streams.router, tickets.router,
+                   catalogue.router, events.router, notifications.router):
         api.include_router(router)
     asgi = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     asgi.herald = ctx  # for tests and tools

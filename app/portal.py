@@ -15,8 +15,10 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.models import Message, Project, Ticket, User
 from app.outbox.streams import project_stream, ticket_stream, user_stream
 from app.outbox.writer import append, ensure_stream
+from app.text import check_text
 
 MAX_MESSAGE = 10_000
+MAX_CLIENT_ID = 100
 
 
 def iso(ts: datetime) -> str:
@@ -120,9 +122,10 @@ def post_message(
     Returns (message id, created). A repeated `client_message_id` from the same user
     stores nothing and returns the first message, also when two requests race.
     """
-    if not isinstance(body, str) or not 1 <= len(body) <= MAX_MESSAGE:
-        raise InvalidInput(f"message must be 1 to {MAX_MESSAGE} characters",
-                           code="invalid_message")
+    check_text(body, "message", min_len=1, max_len=MAX_MESSAGE, code="invalid_message")
+    if client_message_id is not None:
+        check_text(client_message_id, "clientMessageId", min_len=1, max_len=MAX_CLIENT_ID,
+                   code="invalid_client_message_id")
     uid = who.user_id
     if uid is None:
         raise Forbidden("only users chat")

@@ -1,0 +1,90 @@
+"""`POST /api/events`: backend services append events (one, or a batch in one transaction)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+
+from app import publish
+from app.api.deps import Caller, Context
+from app.api.errors import ERROR_RESPONSES
+from app.auth import Principal
+from app.errors import Conflict, Forbidden, InvalidInput, TooLarge
+
+router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stream: str = Field(description="user-ID, project-ID, ticket-ID, clients, technicians "
+                                    "or admins", examples=["project-1"])
+    type: str = Field(description="lower-case words joined by '-'",
+                      examples=["invoice-issued"])
+    data: dict[str, Any] = Field(description="the payload, a JSON object of at most 64 KiB")
+    idempotencyKey: str | None = Field(
+        default=None, description="1 to 200 characters; the same key from the same service "
+                                  "appends once and answers with the first event")
+
+
+class EventOut(BaseModel):
+    id: str
+    stream: str
+    offset: int
+    duplicate: bool = Field(description="True when idempotencyKey named an earlier event")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not a service token"},
+    410: {"description": "The idempotency key's event is past retention"},
+    413: {"description": "data over 64 KiB, or more than 1000 events"},
+    422: {"description": "Invalid stream name, event type, data or key: nothing is stored"},
+}
+
+
+def _service(who: Principal) -> str:
+    if who.role != "service":
+        raise Forbidden("only service tokens publish events")
+    return who.sub
+
+
+def _store(ctx: Context, service: str, specs: list[publish.EventSpec]
+           ) -> list[publish.Published]:
+    for spec in specs:  # everything is checked before the transaction opens
+        publish.validate(spec)
+    for _attempt in range(3):
+        try:
+            with ctx.factory() as session, session.begin():
+                return publish.publish_many(session, specs, service=service)
+        except IntegrityError:  # SQLite without ON CONFLICT support, or a lost race: again
+            continue
+    raise Conflict("could not store the events", code="conflict")
+
+
+@router.post("/events", status_code=201, responses=ERRORS,
+             response_model=EventOut | list[EventOut])
+def post_events(
+    body: Annotated[EventIn | list[EventIn], Body()], who: Caller, ctx: Context,
+    response: Response,
+) -> Any:
+    """Append one event, or a list of up to 1000 in order in one transaction (service tokens).
+
+    Answers `{id, stream, offset}` per event; all of a batch is stored or none of it.
+    """
+    service = _service(who)
+    items = body if isinstance(body, list) else [body]
+    if len(items) > publish.MAX_BATCH:
+        raise TooLarge(f"at most {publish.MAX_BATCH} events per request", code="too_large")
+    if not items:
+        raise InvalidInput("an empty list publishes nothing", code="empty_batch")
+    specs = [publish.EventSpec(e.stream, e.type, e.data, e.idempotencyKey) for e in items]
+    out = [EventOut(**p.to_dict()) for p in _store(ctx, service, specs)]
+    if all(o.duplicate for o in out):
+        response.status_code = 200
+    return out if isinstance(body, list) else out[0]
+
+
+__all__ = ["router"]

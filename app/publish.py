@@ -1,0 +1,171 @@
+"""Publishing events from backend services, inside their own SQLAlchemy transaction.
+
+A service that shares Herald's database calls `publish()` (or `publish_many()`) with its
+own session, next to its own domain writes; the events are committed or rolled back
+with them, and the relay is nudged after the commit. `POST /api/events` is the same
+function behind HTTP.
+
+    from app.publish import publish
+
+    with Session() as session, session.begin():
+        session.add(invoice)
+        publish(session, f"user-{client_id}", "invoice-issued", {"invoiceId": 7},
+                idempotency_key=f"invoice-{invoice.id}", service="billing")
+
+An `idempotency_key` is unique per `service`: publishing the same key again appends
+nothing and returns the first event (`created=False`), also when two transactions race
+(the second waits for the first and then sees its key).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import Gone, InvalidInput, TooLarge
+from app.outbox.streams import parse_stream, validate_type
+from app.outbox.tables import EventRecord, IdempotencyKey
+from app.outbox.writer import Nudger, append, check_data, load_event
+
+MAX_BATCH = 1000
+MAX_KEY = 200
+MAX_SERVICE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """An event as a publisher sees it: the record, and whether this call appended it."""
+
+    event: EventRecord
+    created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.event.id, "stream": self.event.stream,
+                "offset": self.event.offset, "duplicate": not self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event to publish: where, what, and an optional idempotency key."""
+
+    stream: str
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str | None = None
+
+
+def validate(spec: EventSpec) -> EventSpec:
+    """Raise InvalidInput / TooLarge for anything the outbox would refuse; store nothing."""
+    parse_stream(spec.stream)
+    validate_type(spec.type)
+    check_data(spec.data)
+    try:  # NaN and Infinity are not JSON: PostgreSQL would refuse them
+        json.dumps(spec.data, allow_nan=False)
+    except ValueError:
+        raise InvalidInput("data holds NaN or Infinity, which JSON has not",
+                           code="invalid_data") from None
+    key = spec.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY):
+        raise InvalidInput(f"idempotencyKey must be a string of 1 to {MAX_KEY} characters",
+                           code="invalid_idempotency_key")
+    return spec
+
+
+def publish(
+    session: Session, stream: str, type: str, data: dict[str, Any], *,
+    idempotency_key: str | None = None, service: str | None = None,
+    nudge: Nudger | None = None,
+) -> Published:
+    """Append one event in the session's current transaction (the caller commits).
+
+    `service` names the publisher and is required with an `idempotency_key`.
+    Raises InvalidInput (422) or TooLarge (413) before writing anything.
+    """
+    [published] = publish_many(
+        session, [EventSpec(stream, type, data, idempotency_key)], service=service,
+        nudge=nudge)
+    return published
+
+
+def publish_many(
+    session: Session, specs: Iterable[EventSpec], *, service: str | None = None,
+    nudge: Nudger | None = None,
+) -> list[Published]:
+    """Append events in order in the session's current transaction, after validating all.
+
+    Either every event is valid and appended (a repeated key answers its first event),
+    or an error is raised before any is written; the caller's rollback drops the rest.
+    """
+    items: Sequence[EventSpec] = list(specs)
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"at most {MAX_BATCH} events per batch", code="too_large")
+    for spec in items:
+        validate(spec)
+        if spec.idempotency_key is not None:
+            _check_service(service)
+    out: list[Published] = []
+    for spec in items:
+        key = spec.idempotency_key
+        if key is not None and service is not None:
+            out.append(_publish_once(session, spec, key, service, nudge))
+        else:
+            out.append(Published(append(session, spec.stream, spec.type, spec.data,
+                                        nudge=nudge), True))
+    return out
+
+
+def _check_service(service: str | None) -> None:
+    if not isinstance(service, str) or not 1 <= len(service) <= MAX_SERVICE:
+        raise InvalidInput("an idempotency key needs the publishing service's name",
+                           code="invalid_service")
+
+
+def _claim_key(session: Session, service: str, key: str) -> bool:
+    """Insert (service, key) unless present; True if this transaction now owns it.
+
+    On PostgreSQL a concurrent uncommitted claim makes this wait; after it commits the
+    insert does nothing and the caller reads the winner's event.
+    """
+    values = {"service": service, "key": key, "event_id": "", "created_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(IdempotencyKey).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(IdempotencyKey).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - other dialects: check, then insert
+        if session.get(IdempotencyKey, (service, key)) is not None:
+            return False
+        session.add(IdempotencyKey(**values))
+        session.flush()
+        return True
+    result = cast(CursorResult[Any], session.execute(stmt))
+    return result.rowcount == 1
+
+
+def _publish_once(
+    session: Session, spec: EventSpec, key: str, service: str, nudge: Nudger | None,
+) -> Published:
+    if _claim_key(session, service, key):
+        event = append(session, spec.stream, spec.type, spec.data, nudge=nudge)
+        session.execute(update(IdempotencyKey)
+                        .where(IdempotencyKey.service == service, IdempotencyKey.key == key)
+                        .values(event_id=event.id))
+        return Published(event, True)
+    event_id = session.scalar(select(IdempotencyKey.event_id).where(
+        IdempotencyKey.service == service, IdempotencyKey.key == key))
+    first = load_event(session, event_id) if event_id else None
+    if first is None:
+        raise Gone(f"the event of idempotency key {key[:50]!r} is past retention",
+                   code="idempotency_key_expired")
+    return Published(first, False)
+
+
+__all__ = ["MAX_BATCH", "EventSpec", "Published", "publish", "publish_many", "validate"]

@@ -1,0 +1,29 @@
+"""Text every supported database can store: no NUL characters, no lone surrogates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import InvalidInput
+
+
+def storable(value: str) -> bool:
+    """False for text PostgreSQL refuses (NUL) or that is not valid Unicode (lone surrogates)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(value: Any, name: str, *, min_len: int, max_len: int,
+               code: str = "invalid_argument") -> str:
+    """`value` if it is a storable string of `min_len` to `max_len` characters."""
+    if not isinstance(value, str) or not min_len <= len(value) <= max_len:
+        raise InvalidInput(f"{name} must be a string of {min_len} to {max_len} characters",
+                           code=code)
+    if not storable(value):
+        raise InvalidInput(f"{name} contains NUL or invalid characters", code=code)
+    return value

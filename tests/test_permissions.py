@@ -1,0 +1,179 @@
+"""The permission matrix: every role against every action, allowed or the exact error.
+
+Roles: the project's client, another client, a technician on the project, another
+technician, an admin, a backend service. HTTP actions run against the real web node;
+socket actions over real Socket.IO connections.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import socketio
+
+from tests.conftest import System
+from tests.support.clients import SocketClient
+from tests.support.world import ROLES, World, build_world
+
+OK = "ok"
+FORBIDDEN = (403, "forbidden")
+
+
+@pytest.fixture(scope="module")
+def world(pg_system_session: System) -> Iterator[World]:
+    w = build_world(pg_system_session)
+    yield w
+    w.api.close()
+
+
+Request = tuple[str, Callable[[World], str], Callable[[World], Any]]
+
+ACTIONS: dict[str, Request] = {
+    "patch-project": ("PATCH", lambda w: f"/api/projects/{w.project}",
+                      lambda w: {"progress": 50}),
+    "patch-ticket": ("PATCH", lambda w: f"/api/tickets/{w.ticket}",
+                     lambda w: {"status": "in-progress"}),
+    "post-message": ("POST", lambda w: f"/api/tickets/{w.ticket}/messages",
+                     lambda w: {"message": "hello"}),
+    "add-document": ("POST", lambda w: f"/api/projects/{w.project}/documents",
+                     lambda w: {"name": "plan.pdf", "url": "https://files.test/plan.pdf"}),
+    "create-intervention": ("POST", lambda w: "/api/interventions",
+                            lambda w: {"projectId": w.project, "title": "Boiler"}),
+    "patch-intervention": ("PATCH", lambda w: f"/api/interventions/{w.intervention}",
+                           lambda w: {"status": "scheduled"}),
+    "create-quote": ("POST", lambda w: "/api/quotes",
+                     lambda w: {"clientId": w.ids["client"], "amount": 250}),
+    "patch-quote": ("PATCH", lambda w: f"/api/quotes/{w.quote}", lambda w: {"status": "sent"}),
+    "read-quote": ("GET", lambda w: f"/api/quotes/{w.quote}", lambda w: None),
+    "notify": ("POST", lambda w: "/api/notifications",
+               lambda w: {"role": "client", "type": "info", "title": "Hi"}),
+    "publish-event": ("POST", lambda w: "/api/events",
+                      lambda w: {"stream": f"project-{w.project}", "type": "site-visit",
+                                 "data": {"at": "noon"}}),
+    "read-project-stream": ("GET", lambda w: f"/api/streams/project-{w.project}/events",
+                            lambda w: None),
+    "read-ticket-stream": ("GET", lambda w: f"/api/streams/ticket-{w.ticket}/events",
+                           lambda w: None),
+    "read-client-stream": ("GET", lambda w: f"/api/streams/user-{w.ids['client']}/events",
+                           lambda w: None),
+    "read-clients-stream": ("GET", lambda w: "/api/streams/clients/events", lambda w: None),
+}
+
+EDITORS = {"technician", "admin"}
+MEMBERS = {"client", "technician", "admin"}
+ALLOWED: dict[str, set[str]] = {
+    "patch-project": EDITORS,
+    "patch-ticket": EDITORS,
+    "post-message": MEMBERS,
+    "add-document": EDITORS,
+    "create-intervention": EDITORS,
+    "patch-intervention": EDITORS,
+    "create-quote": {"admin"},
+    "patch-quote": {"admin"},
+    "read-quote": {"client", "admin"},
+    "notify": {"admin"},
+    "publish-event": {"service"},
+    "read-project-stream": MEMBERS,
+    "read-ticket-stream": MEMBERS,
+    "read-client-stream": {"client", "admin"},
+    "read-clients-stream": {"client", "other-client", "admin"},
+}
+SUCCESS = {"POST": 201, "PATCH": 200, "GET": 200}
+
+
+def _http(world: World, action: str, token: str | None) -> Any:
+    method, path, body = ACTIONS[action]
+    return world.api.request(method, path(world), token if token is not None else "",
+                             json=body(world))
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_http_action_is_allowed_or_refused_with_the_exact_error(
+    world: World, action: str, role: str
+) -> None:
+    response = _http(world, action, world.token(role))
+    if role in ALLOWED[action]:
+        assert response.status_code == SUCCESS[ACTIONS[action][0]], response.text
+    else:
+        assert (response.status_code, response.json()["error"]["code"]) == FORBIDDEN
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_http_action_without_a_token_is_401_token_missing(world: World, action: str) -> None:
+    response = _http(world, action, None)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_missing"
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_http_action_with_a_forged_token_is_401_token_invalid(world: World, action: str
+                                                              ) -> None:
+    response = _http(world, action, world.token("admin")[:-4] + "AAAA")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_invalid"
+
+
+UNKNOWN = {
+    "patch-project": ("PATCH", "/api/projects/99999", {"progress": 1}, "admin"),
+    "patch-ticket": ("PATCH", "/api/tickets/99999", {"status": "open"}, "admin"),
+    "post-message": ("POST", "/api/tickets/99999/messages", {"message": "x"}, "admin"),
+    "add-document": ("POST", "/api/projects/99999/documents",
+                     {"name": "a", "url": "https://x.test/a"}, "admin"),
+    "create-intervention": ("POST", "/api/interventions", {"projectId": 99999}, "admin"),
+    "patch-intervention": ("PATCH", "/api/interventions/99999", {"status": "done"}, "admin"),
+    "create-quote": ("POST", "/api/quotes", {"clientId": 99999, "amount": 1}, "admin"),
+    "patch-quote": ("PATCH", "/api/quotes/99999", {"status": "sent"}, "admin"),
+    "read-quote": ("GET", "/api/quotes/99999", None, "admin"),
+    "notify-user": ("POST", "/api/notifications",
+                    {"userId": 99999, "type": "info", "title": "t"}, "admin"),
+}
+
+
+@pytest.mark.parametrize("action", list(UNKNOWN))
+def test_unknown_id_is_404_not_found_and_stores_nothing(world: World, action: str) -> None:
+    method, path, body, role = UNKNOWN[action]
+    before = world.counts()
+    response = world.api.request(method, path, world.token(role), json=body)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+    assert world.counts() == before
+
+
+SOCKET_ACTIONS: dict[str, Callable[[World], tuple[str, Any]]] = {
+    "join-project": lambda w: ("join-project", w.project),
+    "join-ticket": lambda w: ("join-ticket", {"ticketId": w.ticket}),
+    "send-message": lambda w: ("send-message", {"ticketId": w.ticket, "message": "hi",
+                                                "clientMessageId": uuid.uuid4().hex}),
+    "typing-start": lambda w: ("typing-start", {"ticketId": w.ticket, "userName": "Ann"}),
+}
+SOCKET_ALLOWED = MEMBERS
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "service"])
+async def test_socket_actions_are_allowed_or_acked_forbidden(world: World, role: str) -> None:
+    socket = SocketClient(world.url, world.token(role))
+    await socket.connect()
+    try:
+        for action, make in SOCKET_ACTIONS.items():
+            event, data = make(world)
+            ack = await socket.call(event, data)
+            if role in SOCKET_ALLOWED:
+                assert ack["ok"] is True, (action, ack)
+            else:
+                assert ack["ok"] is False and ack["error"]["code"] == "forbidden", (action, ack)
+        assert socket.sio.connected
+    finally:
+        await socket.close()
+
+
+@pytest.mark.anyio
+async def test_service_token_cannot_open_a_socket(world: World) -> None:
+    socket = SocketClient(world.url, world.token("service"))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await socket.connect()
+    assert socket.connect_error == {"message": "Authentication error",
+                                    "data": {"code": "forbidden"}}
