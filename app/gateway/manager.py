@@ -1,69 +1,156 @@
-"""A Redis client manager that holds back live events for a socket while it is replaying.
+"""A Redis client manager that keeps each socket's view of a stream in offset order.
 
 When a socket catches up on a stream, live events for that stream (arriving from the
-relay through Redis) must not overtake the replayed ones. While a (socket, stream)
-gate is open, live events for the stream are buffered for that socket and skipped in
-the room broadcast; the replay then sends the buffer, minus what it already sent.
+relay through Redis) must not overtake the replayed ones:
+
+* While a (socket, stream) **gate** is open, live events for the stream are buffered for
+  that socket and skipped in the room broadcast; the replay then sends the buffer,
+  minus what it already sent.
+* When the replay ends, the gate becomes a **floor**: the last offset the socket was
+  sent. Live events at or below it (a relay lagging behind the database) are skipped
+  for that socket; the first live event above it removes the floor.
+
+Live pub/sub is at most once: while this node is not subscribed (Redis restarting), it
+misses messages for good. So when the subscription comes back after a loss, the
+manager calls `on_resubscribed`, which disconnects the node's sockets: their clients
+reconnect with their positions and recover from the event table.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import socketio
 
+log = logging.getLogger("herald.gateway")
+
 Buffered = tuple[int, str, list[Any]]  # (offset, event name, arguments)
+MAX_RETRY_SLEEP = 2.0
 
 
 class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """AsyncRedisManager with per-socket replay gates."""
+    """AsyncRedisManager with per-socket replay gates and floors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._gates: dict[str, dict[str, list[Buffered]]] = defaultdict(dict)
+        self._gates: dict[str, dict[str, list[Buffered]]] = {}
+        self._floors: dict[str, dict[str, int]] = {}
+        self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
 
+    # -- gates and floors ----------------------------------------------------------------
     def open_gate(self, sid: str, room: str) -> None:
-        self._gates[room][sid] = []
+        """Hold back live events of `room` for `sid` until `close_gate`."""
+        self._gates.setdefault(room, {})[sid] = []
+        self._drop(self._floors, sid, room)
+
+    def is_gated(self, sid: str, room: str) -> bool:
+        return sid in self._gates.get(room, {})
 
     def take_buffer(self, sid: str, room: str) -> list[Buffered]:
-        """Buffered live events for (sid, room), emptied; the gate stays open."""
+        """Buffered live events for (sid, room) in offset order, emptied; the gate stays open."""
         gate = self._gates.get(room, {})
         buffered = gate.get(sid, [])
         if sid in gate:
             gate[sid] = []
         return sorted(buffered, key=lambda item: item[0])
 
-    def close_gate(self, sid: str, room: str) -> None:
-        gate = self._gates.get(room)
-        if gate is not None:
-            gate.pop(sid, None)
-            if not gate:
-                self._gates.pop(room, None)
+    def close_gate(self, sid: str, room: str, floor: int | None = None) -> None:
+        """Let live events through again, except those at or below `floor` (already sent)."""
+        self._drop(self._gates, sid, room)
+        if floor is not None and floor > 0 and self.is_connected(sid, "/"):
+            self._floors.setdefault(room, {})[sid] = floor
+        else:
+            self._drop(self._floors, sid, room)
 
     def close_all(self, sid: str) -> None:
-        for room in [r for r, gate in self._gates.items() if sid in gate]:
-            self.close_gate(sid, room)
+        for table in (self._gates, self._floors):
+            for room in [r for r, sids in table.items() if sid in sids]:
+                self._drop(table, sid, room)
+
+    @staticmethod
+    def _drop(table: dict[str, dict[str, Any]], sid: str, room: str) -> None:
+        sids = table.get(room)
+        if sids is not None:
+            sids.pop(sid, None)
+            if not sids:
+                table.pop(room, None)
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         room = message.get("room")
-        gate = self._gates.get(room) if isinstance(room, str) else None
-        offset = _durable_offset(message)
-        if gate and offset is not None:
-            for buffer in gate.values():
-                buffer.append((offset, message["event"], list(message["data"])))
-            skip = message.get("skip_sid")
-            skip_list = skip if isinstance(skip, list) else ([skip] if skip else [])
-            message = {**message, "skip_sid": [*skip_list, *gate.keys()]}
+        if isinstance(room, str) and (room in self._gates or room in self._floors):
+            offset = _durable_offset(message, room)
+            if offset is not None:
+                skip = self._hold_back(room, offset, message)
+                if skip:
+                    current = message.get("skip_sid")
+                    current = current if isinstance(current, list) else (
+                        [current] if current else [])
+                    message = {**message, "skip_sid": [*current, *skip]}
         await super()._handle_emit(message)
 
+    def _hold_back(self, room: str, offset: int, message: dict[str, Any]) -> list[str]:
+        """The sockets that must not get this live event now (buffered or already sent)."""
+        skip: list[str] = []
+        for sid, buffer in self._gates.get(room, {}).items():
+            buffer.append((offset, message["event"], list(message["data"])))
+            skip.append(sid)
+        floors = self._floors.get(room, {})
+        for sid, floor in list(floors.items()):
+            if offset <= floor:
+                skip.append(sid)
+            else:
+                self._drop(self._floors, sid, room)
+        return skip
 
-def _durable_offset(message: dict[str, Any]) -> int | None:
-    """The offset of a durable event message (payload + meta), None for anything else."""
+    # -- the subscription ----------------------------------------------------------------
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:  # pragma: no cover
+        """python-socketio's listener, with a short retry and a hook after a lost subscription.
+
+        Overrides a private method of the pinned python-socketio version (5.x): same
+        behaviour, but the retry sleep is capped at MAX_RETRY_SLEEP seconds (not 60) and
+        `on_resubscribed` runs once the channel is subscribed again after a failure.
+        """
+        retry_sleep = 0.25
+        lost = False
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                retry_sleep = 0.25
+                if lost:
+                    lost = False
+                    log.warning("socketio subscription restored channel=%s", self.channel)
+                    if self.on_resubscribed is not None:
+                        task: asyncio.Task[None] = asyncio.create_task(self.on_resubscribed())
+                        task.add_done_callback(_log_failure)
+                async for message in self.pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not lost:
+                    log.warning("socketio subscription lost channel=%s error=%s",
+                                self.channel, type(exc).__name__)
+                lost = True
+                await asyncio.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, MAX_RETRY_SLEEP)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("resubscription hook failed error=%s", type(task.exception()).__name__)
+
+
+def _durable_offset(message: dict[str, Any], room: str) -> int | None:
+    """The offset of a durable event message of `room` (payload + meta), None otherwise."""
     data = message.get("data")
     if message.get("binary") or not isinstance(data, list) or len(data) != 2:
         return None
     meta = data[1]
-    if isinstance(meta, dict) and isinstance(meta.get("offset"), int) and "stream" in meta:
+    if (isinstance(meta, dict) and isinstance(meta.get("offset"), int)
+            and meta.get("stream") == room):
         return int(meta["offset"])
     return None

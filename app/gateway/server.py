@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
 from app.auth import Principal, decode
-from app.errors import AuthError, HeraldError, InvalidInput
+from app.errors import AuthError, Gone, HeraldError, InvalidInput
 from app.gateway import args
 from app.gateway.manager import HeraldRedisManager
 from app.models import ROLE_STREAMS
@@ -52,6 +52,8 @@ class Gateway:
         )
         self.sockets = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.manager.on_resubscribed = self._resubscribed
         self._register()
 
     # -- helpers -------------------------------------------------------------------------
@@ -110,60 +112,112 @@ class Gateway:
         positions = _positions(auth)
         await self.sio.save_session(sid, {"who": who})
         auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
-        for room in auto:
-            await self.sio.enter_room(sid, room)
-        readable = await self.db(lambda s: {
+        heads = await self.db(lambda s: {
             name: read_head(s, name) for name in positions
             if _readable(s, who, name)
         })
-        for name in readable:
-            self.manager.open_gate(sid, name)
-            await self.sio.enter_room(sid, name)
+        # Every room is gated before the socket enters any: nothing live reaches the socket
+        # before `connected`, and nothing of a replayed stream overtakes its replay.
+        rooms = list(dict.fromkeys([*auto, *heads]))
+        for room in rooms:
+            await self._lock(sid, room).acquire()  # a new socket's lock: free, no wait
+            self.manager.open_gate(sid, room)
+        for room in rooms:
+            await self.sio.enter_room(sid, room)
         self.sockets += 1
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
-                 len(readable))
-        task = asyncio.create_task(self._after_connect(sid, who, positions, readable))
+                 len(heads))
+        task = asyncio.create_task(self._after_connect(sid, who, positions, heads, rooms))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _after_connect(
         self, sid: str, who: Principal, positions: dict[str, args.Position],
-        heads: dict[str, Head],
+        heads: dict[str, Head], rooms: list[str],
     ) -> None:
-        for _ in range(200):  # the CONNECT packet goes out right after the connect handler
-            if self.manager.is_connected(sid, "/"):
-                break
-            await asyncio.sleep(0.005)
-        recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
-                     for name, pos in positions.items()}
+        """Once the CONNECT packet is out: `connected`, then each stream's replay, in order."""
+        pending = list(rooms)
         try:
+            if not await self._until_connected(sid):
+                return
+            recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
+                         for name, pos in positions.items()}
             await self.sio.emit("connected", {"userId": who.sub, "email": who.email,
-                                              "role": who.role, "recovered": recovered}, to=sid)
-            for name, head in heads.items():
-                pos = positions[name]
-                start = pos.offset if recovered[name] else head.offset
-                await self._replay(sid, name, start, head)
-        except Exception:
-            log.exception("replay on connect failed sid=%s", sid)
+                                              "role": who.role, "recovered": recovered},
+                                to=sid, ignore_queue=True)
+            for room in rooms:
+                head = heads.get(room)
+                if head is None:  # an automatic room without a position: only what is live
+                    await self._flush(sid, room, 0)
+                else:
+                    pos = positions[room]
+                    await self._replay(sid, room, pos.offset if recovered[room] else head.offset,
+                                       head)
+                self._release(sid, room)
+                pending.remove(room)
+        except Exception as exc:
+            # Some events may be missing for this socket: drop it, so that its client
+            # reconnects with its positions and recovers (or learns it cannot).
+            log.error("replay on connect failed sid=%s error=%s", sid, type(exc).__name__)
             self.manager.close_all(sid)
+            await self._drop_socket(sid)
+        finally:
+            for room in pending:
+                self.manager.close_gate(sid, room)
+                self._release(sid, room)
+
+    async def _until_connected(self, sid: str, timeout: float = 30.0) -> bool:
+        """Wait for the CONNECT packet (sent right after the connect handler); False if gone."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.manager.is_connected(sid, "/"):
+            gone = not self.manager.is_pre_connected(sid, "/")
+            if gone or asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.manager.close_all(sid)
+        for key in [k for k in self._locks if k[0] == sid]:
+            self._locks.pop(key, None)
         self.sockets = max(0, self.sockets - 1)
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
+    async def _drop_socket(self, sid: str) -> None:
+        try:
+            await self.sio.disconnect(sid, ignore_queue=True)
+        except Exception as exc:  # already gone
+            log.info("socket drop failed sid=%s error=%s", sid, type(exc).__name__)
+
+    async def _resubscribed(self) -> None:
+        """Live events were lost while Redis was away: every socket here reconnects and recovers."""
+        sids = [sid for sid, _eio in self.manager.get_participants("/", None)]
+        log.warning("dropping sockets after a lost subscription sockets=%d", len(sids))
+        for sid in sids:
+            await self._drop_socket(sid)
+
     # -- replay --------------------------------------------------------------------------
+    def _lock(self, sid: str, stream: str) -> asyncio.Lock:
+        """One replay at a time per (socket, stream): a second join waits for the first."""
+        return self._locks.setdefault((sid, stream), asyncio.Lock())
+
+    def _release(self, sid: str, stream: str) -> None:
+        lock = self._locks.get((sid, stream))
+        if lock is not None and lock.locked():
+            lock.release()
+
     async def _replay(self, sid: str, stream: str, after: int, head: Head) -> int:
         """Send events after `after`, then the live ones held back meanwhile; close the gate.
 
-        The gate must already be open and the socket in the room. Returns the last offset.
+        The gate must already be open and the socket in the room. Returns the last offset
+        sent. Raises Gone if events in that range vanished (pruned meanwhile).
         """
         last = after
         sent = 0
         try:
             for _ in range(2):  # the stored history, then whatever committed while sending it
                 batches = iter_after(self.factory, stream, last, head.epoch)
-                while True:
+                while self.manager.is_connected(sid, "/"):
                     batch = await asyncio.to_thread(next, batches, None)
                     if batch is None:
                         break
@@ -171,6 +225,21 @@ class Gateway:
                         await self._send(sid, event.type, [event.payload, event.meta])
                         last = event.offset
                         sent += 1
+            if last < head.offset and self.manager.is_connected(sid, "/"):
+                raise Gone(f"events of {stream} after {last} were pruned during replay")
+        except BaseException:
+            self.manager.close_gate(sid, stream)
+            raise
+        last = await self._flush(sid, stream, last)
+        if sent and self.metrics is not None:
+            self.metrics.replayed(sent)
+        if sent:
+            log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
+        return last
+
+    async def _flush(self, sid: str, stream: str, last: int) -> int:
+        """Send the live events held back for (sid, stream) after `last`; close the gate."""
+        try:
             while True:
                 buffered = self.manager.take_buffer(sid, stream)
                 if not buffered:
@@ -180,11 +249,8 @@ class Gateway:
                         await self._send(sid, name, data)
                         last = offset
         finally:
-            self.manager.close_gate(sid, stream)
-        if sent and self.metrics is not None:
-            self.metrics.replayed(sent)
-        if sent:
-            log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
+            # No await between the last empty take_buffer and this: nothing slips through.
+            self.manager.close_gate(sid, stream, floor=last)
         return last
 
     async def _send(self, sid: str, event: str, data: list[Any]) -> None:
@@ -195,12 +261,23 @@ class Gateway:
         def authorise(session: Session) -> Head:
             check(session)
             return read_head(session, stream)
-        head = await self.db(authorise)
-        recovered = position is not None and head.can_recover(position.offset, position.epoch)
-        self.manager.open_gate(sid, stream)
-        await self.sio.enter_room(sid, stream)
-        after = position.offset if (position is not None and recovered) else head.offset
-        last = await self._replay(sid, stream, after, head)
+        async with self._lock(sid, stream):
+            head = await self.db(authorise)
+            recovered = position is not None and head.can_recover(position.offset,
+                                                                   position.epoch)
+            self.manager.open_gate(sid, stream)
+            await self.sio.enter_room(sid, stream)
+            after = position.offset if (position is not None and recovered) else head.offset
+            try:
+                last = await self._replay(sid, stream, after, head)
+            except Exception:
+                # The client got part of the history at most: out of the room, so that it
+                # never sees a gap; it may join again from its last offset.
+                await self.sio.leave_room(sid, stream)
+                raise
+            finally:
+                if not self.manager.is_connected(sid, "/"):
+                    self._locks.pop((sid, stream), None)
         log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)
         return ok(stream=stream, offset=max(last, head.offset), epoch=head.epoch,
                   recovered=recovered)

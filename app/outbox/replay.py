@@ -57,6 +57,16 @@ def read_after(
             for r in rows]
 
 
+def _check_contiguous(stream: str, after: int, events: list[EventRecord], head: int) -> None:
+    """Offsets are gapless: the first event after `after` must be after+1 (unless none is due).
+
+    A hole means retention removed it after the head was read: Gone, never a silent skip.
+    """
+    first = events[0].offset if events else None
+    if (first is not None and first != after + 1) or (first is None and head > after):
+        raise Gone(f"events of {stream} after {after} were pruned")
+
+
 def page(session: Session, stream: str, after: int, limit: int) -> tuple[list[EventRecord], Head]:
     """Up to `limit` events after `after`; Gone if some of them were pruned."""
     head = read_head(session, stream)
@@ -64,19 +74,27 @@ def page(session: Session, stream: str, after: int, limit: int) -> tuple[list[Ev
         raise Gone(
             f"events of {stream} after {after} were pruned (kept from {head.pruned_through + 1})"
         )
-    return read_after(session, stream, after, limit=limit, epoch=head.epoch), head
+    events = read_after(session, stream, after, limit=limit, epoch=head.epoch)
+    _check_contiguous(stream, after, events, head.offset)
+    return events, head
 
 
 def iter_after(
     factory: sessionmaker[Session], stream: str, after: int, epoch: str,
     batch: int = REPLAY_BATCH,
 ) -> Iterator[list[EventRecord]]:
-    """Events after `after` in bounded batches, each read in its own short transaction."""
+    """Events after `after` in bounded batches, each read in its own short transaction.
+
+    Each batch is one index range scan on (stream, offset): the cost grows with what is
+    read, not with the table. Raises Gone if a batch does not start right after `after`
+    (pruned meanwhile).
+    """
     while True:
         with factory() as session, session.begin():
             events = read_after(session, stream, after, limit=batch, epoch=epoch)
         if not events:
             return
+        _check_contiguous(stream, after, events, 0)
         yield events
         after = events[-1].offset
         if len(events) < batch:
