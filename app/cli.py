@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--data", default="{}")
     emit.set_defaults(fn=cmd_emit)
 
+    from app import cli_outbox, tail  # noqa: F401  (they append to EXTENSIONS)
+
     for register in EXTENSIONS:
         register(sub)
     return parser

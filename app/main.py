@@ -9,7 +9,9 @@ import socketio
 from fastapi import FastAPI
 
 from app import logs
+from app import metrics as herald_metrics
 from app.api import catalogue, errors, events, health, notifications, portal, streams, tickets
+from app.api.admin import router as admin_router
 from app.api.deps import AppContext
 from app.db import make_engine, make_session_factory
 from app.gateway.server import Gateway
@@ -25,9 +27,12 @@ def create_app(settings: Settings | None = None) -> Any:
     ctx = AppContext(settings=settings, engine=engine, factory=factory)
     ctx.extras["redis"] = redis.Redis.from_url(
         settings.sio_redis_url, socket_timeout=2, socket_connect_timeout=2)
+    node_metrics = herald_metrics.NodeMetrics()
     gateway = Gateway(session_factory=factory, secret=settings.secret,
-                      redis_url=settings.sio_redis_url, channel=settings.socketio_channel)
+                      redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
+                      metrics=node_metrics)
     ctx.extras["gateway"] = gateway
+    ctx.extras["node_metrics"] = node_metrics
 
     api = FastAPI(title="Herald", version="0.1.0",
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
@@ -35,6 +40,8 @@ def create_app(settings: Settings | None = None) -> Any:
     errors.install(api)
     for router in (health.router, portal.router, streams.router, tickets.router,
                    catalogue.router, events.router, notifications.router):
+        api.include_router(router)
+    for router in (admin_router, herald_metrics.router):  # operators: outbox, /metrics
         api.include_router(router)
     asgi = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     asgi.herald = ctx  # for tests and tools

@@ -1,14 +1,19 @@
-"""/healthz: the process is up. /readyz: the database and Redis answer."""
+"""/healthz: the process is up. /readyz: the database and Redis answer (503 naming what is down).
+
+Redis means the Socket.IO message queue (`SOCKETIO_REDIS_URL`) and, when it is another
+server, the Celery broker (`REDIS_URL`) that web nodes nudge the relay through.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.deps import Context
+from app.api.deps import AppContext, Context
 
 router = APIRouter(tags=["health"])
 
@@ -16,6 +21,16 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def _redis_clients(ctx: AppContext) -> dict[str, Any]:
+    clients = {"redis": ctx.extras.get("redis")}
+    if ctx.settings.redis_url != ctx.settings.sio_redis_url:
+        if "broker_redis" not in ctx.extras:
+            ctx.extras["broker_redis"] = redis.Redis.from_url(
+                ctx.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        clients["broker"] = ctx.extras["broker_redis"]
+    return clients
 
 
 @router.get("/readyz")
@@ -27,13 +42,13 @@ def readyz(ctx: Context) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
-    redis_client = ctx.extras.get("redis")
-    try:
-        if redis_client is None or not redis_client.ping():
-            raise ConnectionError("no answer")
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"down: {type(exc).__name__}"
+    for name, client in _redis_clients(ctx).items():
+        try:
+            if client is None or not client.ping():
+                raise ConnectionError("no answer")
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"down: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)

@@ -1,0 +1,208 @@
+"""What operators see and do: the outbox's state, the failed streams, retry, prune.
+
+Everything here reads or changes `relay_cursors` (the relay's state per stream) and
+`streams` (heads); nothing touches the events themselves except `prune`. Retrying
+puts a stream back in the relay's hands: state `active`, attempts 0, no wait, and a
+nudge after the commit (the beat sweep picks it up anyway if the nudge is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import utcnow
+from app.errors import InvalidInput, NotFound
+from app.outbox import writer
+from app.outbox.retention import prune_events
+from app.outbox.streams import parse_stream
+from app.outbox.tables import Event, RelayCursor, Stream
+
+log = logging.getLogger("herald.ops")
+
+MAX_LISTED = 100
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they are UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    aware = _aware(value)
+    return aware.isoformat(timespec="milliseconds").replace("+00:00", "Z") if aware else None
+
+
+def _age(value: datetime | None, now: datetime) -> float | None:
+    aware = _aware(value)
+    return round(max(0.0, (now - aware).total_seconds()), 3) if aware else None
+
+
+def _camel(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON keys as the rest of the API spells them; ages are in seconds."""
+    out = {}
+    for key, value in fields.items():
+        head, *rest = key.split("_")
+        name = head + "".join(part.title() for part in rest)
+        out[name + "Seconds" if name.endswith("Age") else name] = value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLag:
+    """One stream that is behind: how far, since when, and what the relay last said."""
+
+    stream: str
+    head: int
+    dispatched: int
+    pending: int
+    state: str
+    attempts: int
+    oldest_pending_age: float | None
+    next_attempt_at: str | None
+    last_error: str | None
+    failed_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _camel(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The outbox at a glance."""
+
+    events_pending: int
+    streams_behind: int
+    oldest_pending_age: float | None
+    failed_streams: int
+    retrying_streams: int
+    streams: list[StreamLag]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _camel(asdict(self))
+        out["streams"] = [s.to_dict() for s in self.streams]
+        return out
+
+
+def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[StreamLag]:
+    first_pending = (
+        select(Event.created_at)
+        .where(Event.stream == RelayCursor.stream, Event.offset == RelayCursor.dispatched + 1)
+        .correlate(RelayCursor)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(RelayCursor, Stream.head, first_pending.label("oldest"))
+        .join(Stream, Stream.name == RelayCursor.stream)
+        .where(where)
+        .order_by(RelayCursor.state.desc(), first_pending.asc(), RelayCursor.stream)
+        .limit(limit)
+    ).all()
+    return [
+        StreamLag(
+            stream=c.stream, head=int(head), dispatched=int(c.dispatched),
+            pending=max(0, int(head) - int(c.dispatched)), state=c.state,
+            attempts=int(c.attempts), oldest_pending_age=_age(oldest, now),
+            next_attempt_at=_iso(c.next_attempt_at), last_error=c.last_error,
+            failed_at=_iso(c.failed_at),
+        )
+        for c, head, oldest in rows
+    ]
+
+
+def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LISTED) -> Status:
+    """Events pending, streams behind, the oldest pending event's age, failed streams, lag."""
+    now = now or utcnow()
+    behind = Stream.head > RelayCursor.dispatched
+    pending, streams_behind = session.execute(
+        select(func.coalesce(func.sum(Stream.head - RelayCursor.dispatched), 0), func.count())
+        .select_from(RelayCursor).join(Stream, Stream.name == RelayCursor.stream)
+        .where(behind)
+    ).one()
+    failed = session.scalar(select(func.count()).select_from(RelayCursor)
+                            .where(RelayCursor.state == "failed")) or 0
+    retrying = session.scalar(select(func.count()).select_from(RelayCursor).where(
+        RelayCursor.state == "active", RelayCursor.attempts > 0)) or 0
+    oldest = session.scalar(
+        select(func.min(Event.created_at))
+        .join(RelayCursor, and_(RelayCursor.stream == Event.stream,
+                                Event.offset == RelayCursor.dispatched + 1))
+    )
+    return Status(
+        events_pending=int(pending), streams_behind=int(streams_behind),
+        oldest_pending_age=_age(oldest, now), failed_streams=int(failed),
+        retrying_streams=int(retrying),
+        streams=_lag_rows(session, now, or_(behind, RelayCursor.state == "failed"), limit),
+    )
+
+
+def failed(session: Session, *, now: datetime | None = None,
+           limit: int = 1000) -> list[StreamLag]:
+    """Streams the relay gave up on, oldest failure first: attempts, last error, since when."""
+    now = now or utcnow()
+    rows = _lag_rows(session, now, RelayCursor.state == "failed", limit)
+    return sorted(rows, key=lambda r: (r.failed_at or "", r.stream))
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    if not names:
+        raise InvalidInput("name at least one stream, or ask for all", code="invalid_argument")
+    for name in names:
+        parse_stream(name)
+    return list(dict.fromkeys(names))
+
+
+def retry(
+    factory: sessionmaker[Session], *, streams: Sequence[str] | None = None,
+    all_failed: bool = False,
+) -> list[str]:
+    """Give streams back to the relay now; returns the names retried (sorted).
+
+    `streams`: these streams, whatever their state (unknown names raise NotFound and
+    nothing changes). `all_failed`: every failed stream and every stream waiting on a
+    backoff delay. The relay is nudged after the commit.
+    """
+    if (streams is None) == (not all_failed):
+        raise InvalidInput("give stream names or all, not both", code="invalid_argument")
+    with factory() as session, session.begin():
+        if all_failed:
+            condition: Any = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
+                                 RelayCursor.next_attempt_at.is_not(None))
+        else:
+            names = _check_names(streams or [])
+            known = set(session.scalars(select(RelayCursor.stream)
+                                        .where(RelayCursor.stream.in_(names))))
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise NotFound(f"no such stream: {', '.join(missing)}")
+            condition = RelayCursor.stream.in_(names)
+        chosen = sorted(session.scalars(select(RelayCursor.stream).where(condition)
+                                        .with_for_update()))
+        if chosen:
+            session.execute(
+                update(RelayCursor).where(RelayCursor.stream.in_(chosen))
+                .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
+            )
+    if chosen:
+        log.info("outbox retry streams=%d names=%s", len(chosen), ",".join(chosen[:20]))
+        try:
+            writer.default_nudger()(chosen)
+        except Exception as exc:  # the sweep relays them anyway
+            log.warning("relay nudge failed after retry streams=%d error=%s", len(chosen),
+                        type(exc).__name__)
+    return chosen
+
+
+def prune(factory: sessionmaker[Session], *, retention: timedelta) -> int:
+    """Drop dispatched events older than `retention` (see app.outbox.retention)."""
+    if retention.total_seconds() < 0:
+        raise InvalidInput("retention must not be negative", code="invalid_argument")
+    return prune_events(factory, retention=retention)

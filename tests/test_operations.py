@@ -1,0 +1,217 @@
+"""Operators: a failing stream backs off, fails, is seen failed, and is retried once more.
+
+The relay is driven here in the test process (as a worker runs it) against the real
+PostgreSQL database, publishing through the real Redis to a real web node, with one
+stream's publishes refused by a fault-injecting wrapper around the real publisher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from app.db import utcnow
+from app.errors import InvalidInput, NotFound
+from app.outbox import ops, writer
+from app.outbox.relay import RelayPolicy, relay
+from app.outbox.tables import RelayCursor
+from tests.support.clients import SocketClient, token
+from tests.support.databases import Database
+from tests.support.env import REDIS_URL
+from tests.support.ops import FaultyPublisher, herald_json
+from tests.support.processes import WebNode
+
+pytestmark = pytest.mark.anyio
+
+CHANNEL_ENV = "HERALD_SOCKETIO_CHANNEL"
+
+
+@pytest.fixture(scope="module")
+def ops_web(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[WebNode]:
+    """A real web node on the per-run PostgreSQL database (tables emptied by `pg_db`)."""
+    node = WebNode({"DATABASE_URL": pg_url}, tmp_path_factory.mktemp("ops-web"))
+    node.start()
+    yield node
+    node.stop()
+
+
+def _append(db: Database, stream: str, n: int, start: int = 1) -> None:
+    with db.factory() as session, session.begin():
+        for i in range(start, start + n):
+            writer.append(session, stream, "notification",
+                          {"type": "info", "title": f"{stream} #{i}", "message": "m"})
+
+
+def _cursor(db: Database, stream: str) -> RelayCursor:
+    with db.factory() as session:
+        cursor = session.get(RelayCursor, stream)
+        assert cursor is not None
+        session.expunge(cursor)
+        return cursor
+
+
+def _aware(value: datetime | None) -> datetime:
+    assert value is not None
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+def _offsets(socket: SocketClient, stream: str) -> list[int]:
+    return [e.meta["offset"] for e in socket.events if e.meta and e.meta.get("stream") == stream]
+
+
+async def test_failing_stream_backs_off_fails_and_retry_delivers_it_once_in_order(
+    pg_db: Database, ops_web: WebNode, tmp_path: Path
+) -> None:
+    bad, good = "project-901", "project-902"
+    admin = token(1, "admin")
+    socket = SocketClient(ops_web.url, admin, positions={bad: {"offset": 0},
+                                                         good: {"offset": 0}})
+    await socket.connect()
+    publisher = FaultyPublisher(REDIS_URL, os.environ[CHANNEL_ENV])
+    publisher.failing[bad] = "ResponseError: injected refusal"
+    policy = RelayPolicy(max_attempts=4, backoff=0.5, backoff_cap=60)
+    clock = [utcnow()]  # the relay's "now", moved to each next attempt time
+    http = httpx.Client(base_url=ops_web.url, timeout=10,
+                        headers={"Authorization": f"Bearer {admin}"})
+    try:
+        _append(pg_db, bad, 3)
+        delays: list[float] = []
+        for attempt in range(1, policy.max_attempts + 1):
+            _append(pg_db, good, 1, start=attempt)
+            relay(session_factory=pg_db.factory, publisher=publisher, policy=policy,
+                  clock=lambda: clock[0])
+            cursor = _cursor(pg_db, bad)
+            assert cursor.attempts == attempt and cursor.last_error is not None
+            assert "injected refusal" in cursor.last_error
+            # the other stream kept flowing: this round's event reached the client
+            await socket.wait_for(lambda n=attempt: _offsets(socket, good) == list(
+                range(1, n + 1)))
+            if attempt < policy.max_attempts:
+                assert cursor.state == "active"
+                next_at = _aware(cursor.next_attempt_at)
+                delays.append((next_at - clock[0]).total_seconds())
+                # before its time the stream is not tried again
+                before = publisher.calls
+                relay(session_factory=pg_db.factory, publisher=publisher, policy=policy,
+                      clock=lambda at=next_at: at - timedelta(milliseconds=1))
+                assert publisher.calls == before and _cursor(pg_db, bad).attempts == attempt
+                clock[0] = next_at
+        assert all(later > earlier * 1.5 for earlier, later in itertools.pairwise(delays))
+        assert delays[0] >= policy.backoff
+
+        cursor = _cursor(pg_db, bad)
+        assert cursor.state == "failed" and cursor.next_attempt_at is None
+        # a failed stream waits for an operator, however much time passes
+        relay(session_factory=pg_db.factory, publisher=publisher, policy=policy,
+              clock=lambda: clock[0] + timedelta(days=1))
+        assert _cursor(pg_db, bad).attempts == policy.max_attempts
+        assert _offsets(socket, bad) == []
+
+        [listed] = herald_json("outbox", "failed", database_url=pg_db.url)["streams"]
+        assert listed["stream"] == bad and listed["attempts"] == policy.max_attempts
+        assert "injected refusal" in listed["lastError"] and listed["pending"] == 3
+        assert listed["failedAt"] is not None
+        over_http = http.get("/api/admin/outbox/failed").json()["streams"]
+        assert [(s["stream"], s["attempts"], s["pending"]) for s in over_http] == [
+            (bad, policy.max_attempts, 3)]
+        state = http.get("/api/admin/outbox").json()
+        assert state["failedStreams"] == 1 and state["eventsPending"] == 3
+
+        publisher.failing.clear()  # the cause is fixed; the operator retries
+        answer = http.post("/api/admin/outbox/retry", json={"streams": [bad]})
+        assert answer.status_code == 200 and answer.json() == {"retried": [bad]}
+        cursor = _cursor(pg_db, bad)
+        assert (cursor.state, cursor.attempts, cursor.next_attempt_at) == ("active", 0, None)
+        relay(session_factory=pg_db.factory, publisher=publisher, policy=policy)
+        await socket.wait_for(lambda: len(_offsets(socket, bad)) >= 3)
+        relay(session_factory=pg_db.factory, publisher=publisher, policy=policy)
+        await socket.call("heartbeat")  # anything still in flight arrives before the ack
+        assert _offsets(socket, bad) == [1, 2, 3]
+        assert _offsets(socket, good) == [1, 2, 3, 4]
+        assert http.get("/api/admin/outbox").json()["eventsPending"] == 0
+    finally:
+        http.close()
+        publisher.close()
+        await socket.close()
+
+
+def test_admin_outbox_api_needs_an_admin_and_a_valid_body(pg_db: Database,
+                                                          ops_web: WebNode) -> None:
+    with httpx.Client(base_url=ops_web.url, timeout=10) as http:
+        assert http.get("/api/admin/outbox").status_code == 401
+        tech = {"Authorization": f"Bearer {token(5, 'technician')}"}
+        for method, path in [("GET", "/api/admin/outbox"), ("GET", "/api/admin/outbox/failed"),
+                             ("POST", "/api/admin/outbox/retry")]:
+            answer = http.request(method, path, headers=tech, json={"all": True})
+            assert answer.status_code == 403, (path, answer.text)
+            assert answer.json()["error"]["code"] == "forbidden"
+        admin = {"Authorization": f"Bearer {token(1, 'admin')}"}
+        for body in [{}, {"streams": []}, {"streams": ["user-1"], "all": True}, {"all": False},
+                     {"streams": "user-1"}, {"streams": ["nonsense"]}]:
+            answer = http.post("/api/admin/outbox/retry", headers=admin, json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            assert set(answer.json()["error"]) == {"code", "message"}
+        answer = http.post("/api/admin/outbox/retry", headers=admin,
+                           json={"streams": ["user-424242"]})
+        assert answer.status_code == 404
+
+
+def _fail(db: Database, stream: str, *, attempts: int, state: str) -> None:
+    with db.factory() as session, session.begin():
+        session.execute(update(RelayCursor).where(RelayCursor.stream == stream).values(
+            attempts=attempts, state=state, last_error="boom", failed_at=utcnow()
+            if state == "failed" else None,
+            next_attempt_at=None if state == "failed" else utcnow() + timedelta(hours=1)))
+
+
+def test_status_counts_pending_events_streams_behind_and_failures(db: Database) -> None:
+    _append(db, "user-1", 3)
+    _append(db, "user-2", 2)
+    _append(db, "user-3", 1)
+    with db.factory() as session, session.begin():
+        session.execute(update(RelayCursor).where(RelayCursor.stream == "user-3")
+                        .values(dispatched=1))
+    _fail(db, "user-2", attempts=8, state="failed")
+    _fail(db, "user-1", attempts=2, state="active")
+    with db.factory() as session:
+        state = ops.status(session, now=utcnow() + timedelta(seconds=30))
+    assert (state.events_pending, state.streams_behind) == (5, 2)
+    assert (state.failed_streams, state.retrying_streams) == (1, 1)
+    assert state.oldest_pending_age is not None and 30 <= state.oldest_pending_age < 60
+    assert {s.stream: (s.pending, s.state, s.attempts) for s in state.streams} == {
+        "user-1": (3, "active", 2), "user-2": (2, "failed", 8)}
+    assert state.streams[0].stream == "user-2"  # failed streams first
+
+
+def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_nothing(
+    db: Database,
+) -> None:
+    for name in ("user-1", "user-2", "user-3"):
+        _append(db, name, 1)
+    _fail(db, "user-1", attempts=8, state="failed")
+    _fail(db, "user-2", attempts=3, state="active")
+    with pytest.raises(NotFound):
+        ops.retry(db.factory, streams=["user-1", "user-77"])
+    assert _cursor(db, "user-1").state == "failed"
+    with pytest.raises(InvalidInput):
+        ops.retry(db.factory, streams=["user-1"], all_failed=True)
+    nudged: list[list[str]] = []
+    writer.set_default_nudger(nudged.append)
+    assert ops.retry(db.factory, all_failed=True) == ["user-1", "user-2"]
+    assert nudged == [["user-1", "user-2"]]
+    with db.factory() as session:
+        rows = session.execute(select(RelayCursor.stream, RelayCursor.state,
+                                      RelayCursor.attempts, RelayCursor.next_attempt_at)
+                               .order_by(RelayCursor.stream)).all()
+    assert [tuple(r) for r in rows] == [("user-1", "active", 0, None),
+                                       ("user-2", "active", 0, None),
+                                       ("user-3", "active", 0, None)]
+    assert ops.retry(db.factory, all_failed=True) == []
