@@ -149,7 +149,8 @@ def _fresh(system: System) -> System:
         node.stop()
         system.webs.remove(node)
     for worker in list(system.workers):
-        if not worker.alive():
+        if not worker.alive() or worker is not system.workers[0]:
+            worker.stop()
             system.workers.remove(worker)
     if not system.workers:
         system.add_worker()
