@@ -1,0 +1,94 @@
+"""`herald outbox …` as operators run it: a real subprocess on the real database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from app.cli import main
+from app.db import utcnow
+from app.outbox import writer
+from app.outbox.tables import RelayCursor
+from tests.support.databases import Database
+from tests.support.ops import herald, herald_json
+
+
+def _backlog(db: Database) -> None:
+    """user-1: 3 events, 1 published; user-2: 2 events, failed after 8 attempts."""
+    with db.factory() as session, session.begin():
+        for stream, n in (("user-1", 3), ("user-2", 2)):
+            for i in range(n):
+                writer.append(session, stream, "notification",
+                              {"type": "info", "title": f"#{i}", "message": "m"})
+    with db.factory() as session, session.begin():
+        session.execute(update(RelayCursor).where(RelayCursor.stream == "user-1")
+                        .values(dispatched=1))
+        session.execute(update(RelayCursor).where(RelayCursor.stream == "user-2").values(
+            state="failed", attempts=8, last_error="ResponseError: OOM command not allowed",
+            failed_at=utcnow() - timedelta(minutes=5)))
+
+
+def test_status_reports_pending_failed_and_lag_as_json_and_as_a_table(pg_db: Database) -> None:
+    _backlog(pg_db)
+    state = herald_json("outbox", "status", database_url=pg_db.url)
+    assert (state["eventsPending"], state["streamsBehind"], state["failedStreams"]) == (4, 2, 1)
+    assert state["oldestPendingAgeSeconds"] >= 0
+    assert {s["stream"]: (s["pending"], s["state"]) for s in state["streams"]} == {
+        "user-1": (2, "active"), "user-2": (2, "failed")}
+    table = herald("outbox", "status", database_url=pg_db.url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["events", "pending", "4"]
+    assert "failed streams    1" in table.stdout
+    [user2] = [line for line in lines if line.startswith("user-2 ")]
+    assert user2.split()[:6] == ["user-2", "failed", "2", "0", "2", "8"]
+
+
+def test_failed_lists_the_stream_then_retry_gives_it_back_to_the_relay(pg_db: Database) -> None:
+    _backlog(pg_db)
+    [row] = herald_json("outbox", "failed", database_url=pg_db.url)["streams"]
+    assert (row["stream"], row["attempts"], row["pending"]) == ("user-2", 8, 2)
+    assert row["lastError"] == "ResponseError: OOM command not allowed"
+    assert row["failedAt"].endswith("Z")
+
+    assert herald_json("outbox", "retry", "user-2", database_url=pg_db.url) == {
+        "retried": ["user-2"]}
+    with pg_db.factory() as session:
+        cursor = session.get(RelayCursor, "user-2")
+        assert cursor is not None
+        assert (cursor.state, cursor.attempts, cursor.next_attempt_at) == ("active", 0, None)
+    assert herald_json("outbox", "failed", database_url=pg_db.url) == {"streams": []}
+
+
+def test_prune_drops_only_published_events(pg_db: Database) -> None:
+    _backlog(pg_db)
+    assert herald_json("outbox", "prune", "--older-than", "0s",
+                       database_url=pg_db.url)["pruned"] == 1
+    state = herald_json("outbox", "status", database_url=pg_db.url)
+    assert state["eventsPending"] == 4
+
+
+def test_exit_codes_are_2_for_bad_usage_and_1_for_failures(pg_db: Database) -> None:
+    _backlog(pg_db)
+    usage = herald("outbox", "retry", database_url=pg_db.url)
+    assert usage.returncode == 2 and usage.stderr.strip().startswith("herald:")
+    unknown = herald("outbox", "retry", "user-404", database_url=pg_db.url)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "herald: no such stream: user-404"
+    down = herald("outbox", "status", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
+    assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["outbox"], ["outbox", "frobnicate"], ["outbox", "retry", "user-1", "--all"],
+    ["outbox", "retry", "not-a-stream"], ["outbox", "prune", "--older-than", "soon"],
+    ["tail"], ["tail", "user-1"], ["tail", "user-1", "--token", "t", "--user", "1"],
+    ["tail", "bogus", "--token", "t"], ["tail", "user-1", "--token", "t", "--from", "-1"],
+])
+def test_bad_usage_exits_2_before_touching_anything(argv: list[str],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""

@@ -1,0 +1,105 @@
+"""`herald tail` follows a stream as a client, and survives its web node restarting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import System
+from tests.support.processes import BIN, ROOT, WebNode
+
+
+class TailProcess:
+    """`herald tail …` as a subprocess; stdout lines collected by a reader thread."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.lines: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen([str(BIN / "herald"), "tail", *argv], cwd=ROOT,
+                                     env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                     stderr=log.open("wb"), text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, what: Callable[[], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tail exited {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; printed {self.offsets()}; {self.stderr()}")
+            time.sleep(0.05)
+
+    def offsets(self) -> list[int]:
+        return [line["meta"]["offset"] for line in self.lines]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
+    """A web node of our own, on a port we can restart it on."""
+    web = WebNode(pg_system.env, tmp_path)
+    web.start()
+    yield web
+    web.stop()
+
+
+def test_tail_prints_each_event_once_across_a_web_node_restart(
+    pg_system: System, node: WebNode, tmp_path: Path
+) -> None:
+    api = pg_system.api()
+    client_id, _ = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+
+    def update(progress: int) -> None:
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
+
+    update(1)  # before the tail starts: shown because of --from 0
+    tail = TailProcess([stream, "--from", "0", "--user", str(client_id), "--url", node.url],
+                       pg_system.env, tmp_path / "tail.err")
+    try:
+        tail.wait_for(lambda: tail.offsets() == [1])
+        update(2)
+        tail.wait_for(lambda: tail.offsets() == [1, 2])
+        first = tail.lines[0]
+        assert first["type"] == "project-updated"
+        assert (first["payload"]["projectId"], first["payload"]["progress"]) == (project, 1)
+        assert set(first["meta"]) == {"id", "stream", "offset", "epoch", "ts"}
+
+        node.kill()  # the node crashes; events keep being written and relayed meanwhile
+        update(3)
+        update(4)
+        restarted = WebNode(pg_system.env, tmp_path, port=node.port)
+        restarted.start()
+        node.proc = restarted.proc  # the fixture stops whichever process runs now
+        tail.wait_for(lambda: len(tail.offsets()) >= 4)
+        update(5)
+        tail.wait_for(lambda: len(tail.offsets()) >= 5)
+        time.sleep(0.3)  # a duplicate, if any, would arrive right behind
+        assert tail.offsets() == [1, 2, 3, 4, 5]
+        assert [line["payload"]["progress"] for line in tail.lines] == [1, 2, 3, 4, 5]
+        assert len({line["meta"]["id"] for line in tail.lines}) == 5
+        assert "connection lost" in tail.stderr()
+    finally:
+        tail.stop()
