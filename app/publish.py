@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.errors import Gone, InvalidInput, TooLarge
 from app.outbox.streams import parse_stream, validate_type
-from app.outbox.tables import EventRecord, IdempotencyKey
-from app.outbox.writer import Nudger, append, check_data, load_event
+from app.outbox.tables import EventRecord, IdempotencyKey, Stream
+from app.outbox.writer import Nudger, append, check_data, ensure_stream, load_event
 
 MAX_BATCH = 1000
 MAX_KEY = 200
@@ -111,6 +111,7 @@ def publish_many(
         validate(spec)
         if spec.idempotency_key is not None:
             _check_service(service)
+    _lock_streams(session, {spec.stream for spec in items})
     out: list[Published] = []
     for spec in items:
         key = spec.idempotency_key
@@ -120,6 +121,18 @@ def publish_many(
             out.append(Published(append(session, spec.stream, spec.type, spec.data,
                                         nudge=nudge), True))
     return out
+
+
+def _lock_streams(session: Session, names: set[str]) -> None:
+    """Lock the batch's streams in name order, so two batches never wait on each other in a
+    cycle (batch 1 appending to A then B, batch 2 to B then A would otherwise deadlock)."""
+    if len(names) < 2:
+        return
+    ordered = sorted(names)
+    for name in ordered:
+        ensure_stream(session, name)
+    session.execute(select(Stream.name).where(Stream.name.in_(ordered))
+                    .order_by(Stream.name).with_for_update()).all()
 
 
 def _check_service(service: str | None) -> None:
@@ -146,8 +159,7 @@ def _claim_key(session: Session, service: str, key: str) -> bool:
         session.add(IdempotencyKey(**values))
         session.flush()
         return True
-    result = cast(CursorResult[Any], session.execute(stmt))
-    return result.rowcount == 1
+    return session.execute(stmt.returning(IdempotencyKey.key)).first() is not None
 
 
 def _publish_once(
