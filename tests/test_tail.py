@@ -23,9 +23,10 @@ class TailProcess:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self.lines: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen([str(BIN / "herald"), "tail", *argv], cwd=ROOT,
-                                     env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                     stderr=log.open("wb"), text=True)
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen([str(BIN / "herald"), "tail", *argv], cwd=ROOT,
+                                         env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                         stderr=err, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -53,6 +54,9 @@ class TailProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture

@@ -53,19 +53,18 @@ class PrivateRedis:
         server = shutil.which("redis-server")
         if server is None:
             pytest.skip("redis-server is not installed")
-        log = (self.log_dir / f"redis-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
-        client = redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        with (self.log_dir / f"redis-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis_lib.RedisError:
-                time.sleep(0.05)
+        with redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return
+                except redis_lib.RedisError:
+                    time.sleep(0.05)
         raise RuntimeError("private redis-server did not start")
 
     def stop(self) -> None:

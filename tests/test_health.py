@@ -1,0 +1,112 @@
+"""Health: /healthz is the process, /readyz is the database and Redis; a Redis outage
+does not lose or block domain writes, and the backlog drains by itself afterwards."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.outbox.publisher import RedisPublisher
+from app.outbox.relay import RelayPolicy, relay
+from tests.support.clients import token
+from tests.support.databases import Database
+from tests.support.ops import PrivateRedis
+from tests.support.processes import WebNode, Worker
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _until(probe: Any, done: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out; last: {value}"
+        time.sleep(0.1)
+
+
+def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
+    pg_db: Database, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """The whole Redis goes away: Celery broker and Socket.IO message queue alike."""
+    env = {"DATABASE_URL": pg_db.url, "REDIS_URL": private_redis.url,
+           "SOCKETIO_REDIS_URL": private_redis.url}
+    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path, beat=True)
+    web.start()
+    worker.start()
+    http = httpx.Client(base_url=web.url, timeout=15,
+                        headers={"Authorization": f"Bearer {token(1, 'admin')}"})
+
+    def outbox() -> dict[str, Any]:
+        answer = http.get("/api/admin/outbox")
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    try:
+        client = http.post("/api/users", json={"email": "c@x.io", "role": "client"}).json()
+        project = http.post("/api/projects", json={"name": "P", "clientId": client["id"]}
+                            ).json()["id"]
+        http.patch(f"/api/projects/{project}", json={"progress": 1}).raise_for_status()
+        _until(outbox, lambda s: s["eventsPending"] == 0)
+        ready = http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+
+        private_redis.stop()
+        down = _until(lambda: http.get("/readyz"), lambda r: r.status_code == 503)
+        assert down.json()["checks"]["database"] == "ok"
+        assert down.json()["checks"]["redis"].startswith("down")
+        assert http.get("/healthz").status_code == 200
+
+        for progress in (2, 3, 4):  # each commits project-updated + a notification
+            answer = http.patch(f"/api/projects/{project}", json={"progress": progress})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["progress"] == progress
+        # what a worker's relay run does now: Redis is unreachable, no stream is blamed
+        publisher = RedisPublisher(private_redis.url, channel=os.environ["HERALD_SOCKETIO_CHANNEL"],
+                                   timeout=1)
+        report = relay(session_factory=pg_db.factory, publisher=publisher,
+                       policy=RelayPolicy(max_attempts=1))
+        publisher.close()
+        assert report.transport_down is not None and report.published == 0
+        stuck = outbox()
+        assert (stuck["eventsPending"], stuck["streamsBehind"]) == (6, 2)
+        assert (stuck["failedStreams"], stuck["retryingStreams"]) == (0, 0)
+        assert all(s["attempts"] == 0 and s["nextAttemptAt"] is None for s in stuck["streams"])
+
+        private_redis.start()  # same port; nobody runs a command
+        drained = _until(outbox, lambda s: s["eventsPending"] == 0, timeout=40)
+        assert (drained["failedStreams"], drained["streamsBehind"]) == (0, 0)
+        assert _until(lambda: http.get("/readyz"), lambda r: r.status_code == 200)
+    finally:
+        http.close()
+        worker.stop()
+        web.stop()
+
+
+def test_readyz_names_the_database_when_it_does_not_answer(redis_url: str,
+                                                          tmp_path: Path) -> None:
+    web = WebNode({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}, tmp_path)
+    web.start()
+    try:
+        assert httpx.get(f"{web.url}/healthz", timeout=10).json() == {"status": "ok"}
+        answer = httpx.get(f"{web.url}/readyz", timeout=10)
+        assert answer.status_code == 503
+        body = answer.json()
+        assert body["status"] == "unavailable" and body["checks"]["redis"] == "ok"
+        assert body["checks"]["database"].startswith("down: ")
+    finally:
+        web.stop()
