@@ -83,7 +83,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("retry takes stream names or --all, not both")
     try:
         retried = ops.retry(_factory(settings), streams=args.streams or None,
-                            all_failed=bool(args.all))
+                            all_failed=bool(args.all), actor="cli")
     except InvalidInput as exc:
         raise UsageError(exc.message) from None
     except NotFound as exc:

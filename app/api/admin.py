@@ -52,5 +52,5 @@ async def outbox_retry(body: RetryIn, who: Caller, ctx: Context) -> dict[str, An
     """Give the streams back to the relay now (state active, attempts 0) and nudge it."""
     access.require_admin(who)
     retried = await asyncio.to_thread(ops.retry, ctx.factory, streams=body.streams,
-                                      all_failed=body.all)
+                                      all_failed=body.all, actor=f"admin:{who.sub}")
     return {"retried": retried}

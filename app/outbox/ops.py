@@ -162,13 +162,13 @@ def _check_names(names: Sequence[str]) -> list[str]:
 
 def retry(
     factory: sessionmaker[Session], *, streams: Sequence[str] | None = None,
-    all_failed: bool = False,
+    all_failed: bool = False, actor: str = "unknown",
 ) -> list[str]:
     """Give streams back to the relay now; returns the names retried (sorted).
 
     `streams`: these streams, whatever their state (unknown names raise NotFound and
     nothing changes). `all_failed`: every failed stream and every stream waiting on a
-    backoff delay. The relay is nudged after the commit.
+    backoff delay. The relay is nudged after the commit. `actor` (who asked) is logged.
     """
     if (streams is None) == (not all_failed):
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
@@ -192,7 +192,8 @@ def retry(
                 .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
             )
     if chosen:
-        log.info("outbox retry streams=%d names=%s", len(chosen), ",".join(chosen[:20]))
+        log.info("outbox retry streams=%d names=%s by=%s", len(chosen), ",".join(chosen[:20]),
+                 actor)
         try:
             writer.default_nudger()(chosen)
         except Exception as exc:  # the sweep relays them anyway
