@@ -19,14 +19,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TextIO
-
-import socketio
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app.cli import EXTENSIONS, Failure, UsageError, _factory
 from app.errors import HeraldError
 from app.outbox.streams import parse_stream
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import socketio
 
 FAR_AFTER = 2**62  # asks the HTTP API for no events, only the head
 
@@ -101,6 +102,8 @@ class Tail:
         return {"token": self.token(), "positions": positions}
 
     def client(self) -> socketio.AsyncClient:
+        import socketio  # here: the other herald commands need not load it
+
         sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
 
         @sio.on("*")  # type: ignore[untyped-decorator]
@@ -120,6 +123,8 @@ class Tail:
 
     async def run(self) -> None:
         """Follow until interrupted; raises Failure if refused or never connected."""
+        import socketio
+
         connected_once = False
         attempt = 0
         while True:

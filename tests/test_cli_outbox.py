@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.cli import main
 from app.db import utcnow
-from app.outbox import writer
-from app.outbox.tables import RelayCursor
+from app.outbox import ops, writer
+from app.outbox.tables import Event, RelayCursor
 from tests.support.databases import Database
 from tests.support.ops import herald, herald_json
 
@@ -59,25 +60,33 @@ def test_failed_lists_the_stream_then_retry_gives_it_back_to_the_relay(pg_db: Da
         cursor = session.get(RelayCursor, "user-2")
         assert cursor is not None
         assert (cursor.state, cursor.attempts, cursor.next_attempt_at) == ("active", 0, None)
-    assert herald_json("outbox", "failed", database_url=pg_db.url) == {"streams": []}
+        assert ops.failed(session) == []
 
 
 def test_prune_drops_only_published_events(pg_db: Database) -> None:
     _backlog(pg_db)
     assert herald_json("outbox", "prune", "--older-than", "0s",
                        database_url=pg_db.url)["pruned"] == 1
-    state = herald_json("outbox", "status", database_url=pg_db.url)
-    assert state["eventsPending"] == 4
+    with pg_db.factory() as session:
+        assert session.scalars(select(Event.stream).order_by(Event.stream, Event.offset)
+                               ).all() == ["user-1", "user-1", "user-2", "user-2"]
+        assert ops.status(session).events_pending == 4
 
 
 def test_exit_codes_are_2_for_bad_usage_and_1_for_failures(pg_db: Database) -> None:
     _backlog(pg_db)
-    usage = herald("outbox", "retry", database_url=pg_db.url)
+    runs = {
+        "usage": (("outbox", "retry"), pg_db.url),
+        "unknown": (("outbox", "retry", "user-404"), pg_db.url),
+        "down": (("outbox", "status"), "postgresql+psycopg://postgres@127.0.0.1:1/x"),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:  # three real processes, side by side
+        futures = {name: pool.submit(herald, *argv, database_url=url)
+                   for name, (argv, url) in runs.items()}
+        usage, unknown, down = (futures[name].result() for name in runs)
     assert usage.returncode == 2 and usage.stderr.strip().startswith("herald:")
-    unknown = herald("outbox", "retry", "user-404", database_url=pg_db.url)
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == "herald: no such stream: user-404"
-    down = herald("outbox", "status", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert "Traceback" not in down.stderr
 
