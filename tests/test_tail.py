@@ -107,3 +107,16 @@ def test_tail_prints_each_event_once_across_a_web_node_restart(
         assert "connection lost" in tail.stderr()
     finally:
         tail.stop()
+
+
+def test_tail_exits_1_with_one_line_when_it_may_not_read_the_stream(pg_system: System) -> None:
+    api = pg_system.api()
+    owner_id, _ = api.user("client")
+    _, outsider = api.user("client")
+    project = api.project(owner_id)
+    done = subprocess.run([str(BIN / "herald"), "tail", f"project-{project}", "--token", outsider,
+                           "--url", pg_system.url], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **pg_system.env})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"herald: project-{project}: forbidden: not allowed to read stream project-{project}"]
