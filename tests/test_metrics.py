@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
+import redis as redis_lib
 
+from app.metrics import NodeSnapshot, RelayMeter, counters_key, render
+from app.outbox import writer
+from app.outbox.relay import RelayReport
 from tests.conftest import System
 from tests.support.clients import SocketClient
+from tests.support.databases import Database
 from tests.support.ops import scrape
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -94,3 +101,48 @@ async def test_node_gauges_count_sockets_rooms_replays_and_refusals(pg_system: S
                    and ("code", "token_invalid") in labels)
 
     assert refused(after) - refused(before) == 1
+
+
+def _snapshot() -> NodeSnapshot:
+    return NodeSnapshot("test-node", 0, 0, 0, 0, {})
+
+
+def test_relay_meter_counts_into_redis_what_every_node_then_serves(pg_db: Database,
+                                                                  redis_url: str) -> None:
+    channel = f"metrics-{uuid.uuid4().hex[:8]}"
+    client = redis_lib.Redis.from_url(redis_url)
+    meter = RelayMeter(client, channel=channel)
+    with pg_db.factory() as session, session.begin():
+        events = [writer.append(session, "user-1", "notification",
+                                {"type": "info", "title": "t", "message": "m"})
+                  for _ in range(3)]
+    try:
+        meter.published(events)
+        meter.published(events[:1])
+        meter.finish(RelayReport(published=4, rejected={"user-2": "x", "user-3": "y"},
+                                 failed=["user-3"], transport_down=None))
+        meter.finish(RelayReport(transport_down="redis unreachable"))
+        samples = scrape(render(factory=pg_db.factory, redis_client=client, channel=channel,
+                                snap=_snapshot()).decode())
+        assert _value(samples, "herald_events_published_total") == 4
+        assert _value(samples, "herald_relay_batches_total") == 2
+        assert _value(samples, "herald_publish_failures_total", reason="rejected") == 2
+        assert _value(samples, "herald_publish_failures_total", reason="transport_down") == 1
+        assert _value(samples, "herald_streams_marked_failed_total") == 1
+        assert _value(samples, "herald_events_appended_total") == 3
+        assert _value(samples, "herald_events_pending") == 3
+    finally:
+        client.delete(counters_key(channel))
+        client.close()
+
+
+def test_a_scrape_without_redis_still_answers_and_says_redis_is_down(pg_db: Database) -> None:
+    dead = redis_lib.Redis(port=free_port(), socket_connect_timeout=0.5)
+    RelayMeter(dead, channel="x").published([])  # nothing to count: no call at all
+    RelayMeter(dead, channel="x").finish(RelayReport(transport_down="down"))  # swallowed
+    samples = scrape(render(factory=pg_db.factory, redis_client=dead, channel="x",
+                            snap=_snapshot()).decode())
+    assert _value(samples, "herald_metrics_source_up", source="redis") == 0
+    assert _value(samples, "herald_metrics_source_up", source="database") == 1
+    assert not any(name == "herald_events_published_total" for name, _ in samples)
+    assert _value(samples, "herald_events_pending") == 0
