@@ -1,0 +1,419 @@
+"""No loss across failures: a killed worker, a stopped Redis, a killed web node, racing relays.
+
+Everything here is real: PostgreSQL, Redis (the shared one, or a private redis-server
+that the test stops and starts), uvicorn web nodes and Celery workers as subprocesses,
+Socket.IO clients over websockets, and a tap on the Socket.IO Redis channel itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging.config  # noqa: F401  (alembic imports it; importing it late in a thread can trip importlib)
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import select
+
+from app import portal
+from app.db import make_engine, make_session_factory
+from app.migrate import upgrade
+from app.outbox.nudge import celery_nudger
+from app.outbox.publisher import RedisPublisher
+from app.outbox.relay import RelayPolicy, relay
+from app.outbox.tables import RelayCursor, Stream
+from app.outbox.writer import append
+from tests.conftest import System
+from tests.support.clients import Api, Received, SocketClient, token
+from tests.support.databases import create_pg_database, drop_pg_database, require_pg
+from tests.support.env import REDIS_URL
+from tests.support.processes import WebNode, Worker, free_port
+
+pytestmark = pytest.mark.anyio
+CHANNEL = os.environ["HERALD_SOCKETIO_CHANNEL"]
+
+
+# -- helpers -------------------------------------------------------------------------------
+@dataclass
+class Tap:
+    """Everything published on the Socket.IO channel: (stream, offset) in arrival order."""
+
+    url: str
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    # (count, action): run `action` in the tap's thread as soon as `count` messages arrived
+    trigger: tuple[int, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.redis = redis_lib.Redis.from_url(self.url)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(CHANNEL)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is None or message.get("type") != "message":
+                continue
+            data = json.loads(message["data"])
+            args = data.get("data")
+            if data.get("method") == "emit" and isinstance(args, list) and len(args) == 2:
+                self.seen.append((args[1]["stream"], int(args[1]["offset"])))
+                if self.trigger is not None and len(self.seen) >= self.trigger[0]:
+                    action, self.trigger = self.trigger[1], None
+                    action()
+
+    def unique(self) -> int:
+        return len(set(self.seen))
+
+    def wait_unique(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.unique() < count:
+            assert time.monotonic() < deadline, f"only {self.unique()} of {count} published"
+            time.sleep(0.05)
+
+    def per_stream(self) -> dict[str, list[tuple[int, int]]]:
+        """stream -> [(arrival index, offset)]"""
+        out: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for index, (stream, offset) in enumerate(list(self.seen)):
+            out[stream].append((index, offset))
+        return out
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.pubsub.close()
+        self.redis.close()
+
+
+def write_rounds(factory: Any, streams: list[str], rounds: int, pause: float,
+                 progress: list[int], nudge: bool = True) -> None:
+    """`rounds` transactions, each appending one event to every stream.
+
+    With `nudge`, each commit nudges the Celery relay; without, the beat sweep finds them.
+    """
+    for i in range(rounds):
+        with factory() as session, session.begin():
+            for stream in streams:
+                append(session, stream, "notification",
+                       {"type": "info", "title": str(i), "message": stream},
+                       nudge=celery_nudger if nudge else None)
+        progress[0] = i + 1
+        time.sleep(pause)
+
+
+def offsets(events: list[Received], stream: str) -> list[int]:
+    return [e.meta["offset"] for e in events if e.meta and e.meta.get("stream") == stream]
+
+
+def heads(factory: Any, streams: list[str]) -> dict[str, tuple[int, int]]:
+    """stream -> (head, dispatched)"""
+    with factory() as session:
+        rows = session.execute(
+            select(Stream.name, Stream.head, RelayCursor.dispatched)
+            .join(RelayCursor, RelayCursor.stream == Stream.name)
+            .where(Stream.name.in_(streams))
+        ).all()
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def wait_relayed(factory: Any, streams: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(head != done for head, done in heads(factory, streams).values()):
+        assert time.monotonic() < deadline, f"not relayed: {heads(factory, streams)}"
+        time.sleep(0.1)
+
+
+# -- a killed Celery worker -----------------------------------------------------------------
+@pytest.mark.slow
+def test_worker_killed_mid_relay_loses_nothing_and_only_resends_its_batch_in_flight(
+    pg_system: System,
+) -> None:
+    streams = [f"project-{1000 + i}" for i in range(30)]
+    rounds = 100  # 3000 events
+    victim = pg_system.workers[0]
+    # Killed from the tap's thread the moment the 600th message is on the wire: the relay
+    # is then inside a batch (sweeps of a growing backlog publish hundreds at once).
+    tap = Tap(REDIS_URL, trigger=(600, victim.kill))
+    progress = [0]
+    writer = threading.Thread(target=write_rounds,
+                              args=(pg_system.factory, streams, rounds, 0.002, progress, False))
+    try:
+        writer.start()
+        tap.wait_unique(600, timeout=60)
+        while victim.alive():
+            time.sleep(0.01)
+        time.sleep(0.5)
+        restart_index = len(tap.seen)  # nothing published from here until the new worker
+        pg_system.add_worker()
+        writer.join()
+        tap.wait_unique(len(streams) * rounds, timeout=90)
+        time.sleep(0.5)  # anything re-sent late would show now
+    finally:
+        writer.join()
+        tap.close()
+
+    resent = 0
+    for stream in streams:
+        arrivals = tap.per_stream()[stream]
+        first_seen: dict[int, int] = {}
+        highest = 0
+        for index, offset in arrivals:
+            if offset > highest:
+                assert offset == highest + 1, f"{stream}: gap before {offset}"
+                highest = offset
+                first_seen[offset] = index
+            else:  # a re-send: only of what the killed worker published
+                assert first_seen[offset] < restart_index, f"{stream}: {offset} twice"
+                resent += 1
+        assert highest == rounds
+    policy = RelayPolicy()
+    assert resent <= policy.max_streams * policy.max_events  # at most the batch in flight
+
+
+# -- racing relays ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System) -> None:
+    streams = [f"ticket-{2000 + i}" for i in range(30)]
+    rounds = 100
+    pg_system.add_worker(concurrency=2, beat=False)  # two more relaying processes
+    tap = Tap(REDIS_URL)
+    progress = [0]
+    done = threading.Event()
+
+    def relay_loop() -> None:  # and two in-process relays, small claims to interleave
+        publisher = RedisPublisher(REDIS_URL, channel=CHANNEL)
+        policy = RelayPolicy(max_streams=4, max_events=7)
+        while not done.is_set():
+            relay(session_factory=pg_system.factory, publisher=publisher, policy=policy)
+            time.sleep(0.002)
+        publisher.close()
+
+    relays = [threading.Thread(target=relay_loop) for _ in range(2)]
+    for thread in relays:
+        thread.start()
+    try:
+        write_rounds(pg_system.factory, streams, rounds, 0.005, progress)
+        tap.wait_unique(len(streams) * rounds, timeout=90)
+        time.sleep(0.3)
+    finally:
+        done.set()
+        for thread in relays:
+            thread.join()
+        tap.close()
+    per_stream = tap.per_stream()
+    for stream in streams:
+        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 1))
+
+
+# -- web nodes --------------------------------------------------------------------------------
+async def test_an_event_reaches_sockets_on_every_web_node(pg_system: System) -> None:
+    pg_system.add_web()
+    pg_system.add_web()
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    sockets = [SocketClient(node.url, client_token) for node in pg_system.webs]
+    try:
+        for socket in sockets:
+            await socket.connect()
+            assert (await socket.call("join-project", project))["ok"] is True
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 5})
+        for socket in sockets:
+            [event] = await socket.wait_count("project-updated", 1)
+            assert event.meta is not None and event.meta["offset"] == 1
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
+@pytest.mark.slow
+async def test_clients_of_a_killed_web_node_reconnect_elsewhere_and_recover(
+    pg_system: System,
+) -> None:
+    doomed = pg_system.add_web()
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    socket = SocketClient(doomed.url, client_token)
+    await socket.connect()
+    assert (await socket.call("join-project", project))["ok"] is True
+    api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
+    [last] = await socket.wait_count("project-updated", 1)
+    assert last.meta is not None
+
+    doomed.kill()
+    await socket.wait_for(lambda: not socket.sio.connected)
+    for progress in range(2, 12):
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
+
+    back = SocketClient(pg_system.url, client_token, positions={
+        stream: {"offset": last.meta["offset"], "epoch": last.meta["epoch"]}})
+    await back.connect()
+    try:
+        [connected] = await back.wait_count("connected", 1)
+        assert connected.payload["recovered"] == {stream: True}
+        await back.wait_for(lambda: len(offsets(back.events, stream)) >= 10)
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 50})
+        await back.wait_for(lambda: len(offsets(back.events, stream)) >= 11)
+        await asyncio.sleep(0.3)
+        assert offsets(back.events, stream) == list(range(2, 13))
+    finally:
+        await back.close()
+        await socket.close()
+
+
+# -- Redis stopped ----------------------------------------------------------------------------
+class PrivateRedis:
+    """A redis-server of our own, on a free port, that this test may stop and start."""
+
+    def __init__(self, log_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = log_dir / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5).ping():
+                    return
+            except redis_lib.RedisError:
+                pass
+            assert time.monotonic() < deadline, "private redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Isolated:
+    """Herald on its own PostgreSQL database and its own Redis."""
+
+    redis: PrivateRedis
+    factory: Any
+    web: WebNode
+    worker: Worker
+    api: Api
+    env: dict[str, str]
+    log_dir: Path
+    worker_restarts: int = 0
+
+    def supervise_until_relayed(self, streams: list[str], timeout: float) -> None:
+        """Wait for the relay, restarting the worker if it died, as a process supervisor does.
+
+        kombu's Redis transport can take the whole worker down when the broker vanishes
+        while a task is being acked ("Unrecoverable error: AttributeError ... 'hostname'",
+        celery/kombu#582): the outbox loses nothing, but the worker needs a restart.
+        """
+        deadline = time.monotonic() + timeout
+        while any(head != done for head, done in heads(self.factory, streams).values()):
+            assert time.monotonic() < deadline, f"not relayed: {heads(self.factory, streams)}"
+            if not self.worker.alive():
+                self.worker = Worker(self.env, self.log_dir, beat=True)
+                self.worker.start()
+                self.worker_restarts += 1
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> Iterator[Isolated]:
+    require_pg()
+    private = PrivateRedis(tmp_path)
+    private.start()
+    url = create_pg_database("_redisdown")
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
+    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path, beat=True)
+    try:
+        web.start()
+        worker.start()
+        with factory() as session, session.begin():
+            admin = portal.create_user(session, email="root@test", role="admin", name="root")
+            admin_token = token(admin.id, "admin", "root@test")
+        api = Api(web.url, admin_token)
+        isolated = Isolated(private, factory, web, worker, api, env, tmp_path)
+        yield isolated
+        api.close()
+    finally:
+        web.stop()
+        worker.stop()
+        if "isolated" in locals():
+            isolated.worker.stop()
+        private.stop()
+        engine.dispose()
+        drop_pg_database(url)
+
+
+@pytest.mark.slow
+async def test_redis_down_writes_succeed_and_the_backlog_is_recovered(
+    isolated: Isolated,
+) -> None:
+    api = isolated.api
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    socket = SocketClient(isolated.web.url, client_token)
+    await socket.connect()
+    assert (await socket.call("join-project", project))["ok"] is True
+    api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
+    [first] = await socket.wait_count("project-updated", 1)
+    assert first.meta is not None
+
+    isolated.redis.stop()
+    started = time.monotonic()
+    for progress in range(2, 22):  # the API keeps taking writes
+        response = api.request("PATCH", f"/api/projects/{project}", json={"progress": progress})
+        assert response.status_code == 200, response.text
+    writing = time.monotonic() - started
+    assert writing < 20, f"writes took {writing:.1f}s with Redis down"
+    assert heads(isolated.factory, [stream])[stream] == (21, 1)  # stored, not yet relayed
+    assert offsets(socket.events, stream) == [1]
+
+    isolated.redis.start()  # empty: the queued nudges are gone, the sweep finds the backlog
+    await asyncio.to_thread(isolated.supervise_until_relayed, [stream], 60)
+    # The web node missed whatever went out before it re-subscribed: it drops its sockets
+    # so that their clients recover from the event table.
+    await socket.wait_for(lambda: not socket.sio.connected, timeout=30)
+    seen = offsets(socket.events, stream)
+    assert seen == list(range(1, len(seen) + 1))
+
+    back = SocketClient(isolated.web.url, client_token, positions={
+        stream: {"offset": seen[-1], "epoch": first.meta["epoch"]}})
+    await back.connect()
+    try:
+        [connected] = await back.wait_count("connected", 1)
+        assert connected.payload["recovered"] == {stream: True}
+        await back.wait_for(lambda: offsets(back.events, stream)[-1:] == [21], timeout=20)
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 99})
+        await back.wait_for(lambda: offsets(back.events, stream)[-1:] == [22], timeout=20)
+        assert offsets(back.events, stream) == list(range(seen[-1] + 1, 23))
+    finally:
+        await back.close()
+        await socket.close()
