@@ -20,11 +20,13 @@ nothing and returns the first event (`created=False`), also when two transaction
 from __future__ import annotations
 
 import json
+import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,8 +34,9 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.errors import Gone, InvalidInput, TooLarge
 from app.outbox.streams import parse_stream, validate_type
-from app.outbox.tables import EventRecord, IdempotencyKey, Stream
-from app.outbox.writer import Nudger, append, check_data, ensure_stream, load_event
+from app.outbox.tables import Event, EventRecord, IdempotencyKey, Stream
+from app.outbox.writer import Nudger, check_data, ensure_stream, load_event
+from app.outbox.writer import _schedule_nudge as schedule_nudge
 
 MAX_BATCH = 1000
 MAX_KEY = 200
@@ -103,6 +106,7 @@ def publish_many(
 
     Either every event is valid and appended (a repeated key answers its first event),
     or an error is raised before any is written; the caller's rollback drops the rest.
+    Events of one stream get consecutive offsets in list order.
     """
     items: Sequence[EventSpec] = list(specs)
     if len(items) > MAX_BATCH:
@@ -112,27 +116,68 @@ def publish_many(
         if spec.idempotency_key is not None:
             _check_service(service)
     _lock_streams(session, {spec.stream for spec in items})
-    out: list[Published] = []
-    for spec in items:
+    results: list[Published | None] = [None] * len(items)
+    new: dict[int, str] = {}  # index -> the id its event will get
+    owners: dict[str, int | Published] = {}  # key -> index appending it, or the stored event
+    for i, spec in enumerate(items):
         key = spec.idempotency_key
-        if key is not None and service is not None:
-            out.append(_publish_once(session, spec, key, service, nudge))
-        else:
-            out.append(Published(append(session, spec.stream, spec.type, spec.data,
-                                        nudge=nudge), True))
-    return out
+        if key is None or service is None:
+            new[i] = str(uuid.uuid4())
+        elif key not in owners:
+            event_id = str(uuid.uuid4())
+            if _claim_key(session, service, key, event_id):
+                new[i] = event_id
+                owners[key] = i
+            else:
+                owners[key] = Published(_first_event(session, service, key), False)
+    for i, record in _append_rows(session, items, new, nudge).items():
+        results[i] = Published(record, True)
+    for i, spec in enumerate(items):
+        if results[i] is None:  # a repeated key: answer its first event
+            owner = owners[spec.idempotency_key or ""]
+            first = owner if isinstance(owner, Published) else results[owner]
+            assert first is not None
+            results[i] = Published(first.event, False)
+    return [r for r in results if r is not None]
+
+
+def _append_rows(
+    session: Session, items: Sequence[EventSpec], new: dict[int, str], nudge: Nudger | None,
+) -> dict[int, EventRecord]:
+    """One head bump per stream and one multi-row insert for the whole batch."""
+    counts = Counter(items[i].stream for i in new)
+    next_offset: dict[str, list[Any]] = {}
+    for stream in sorted(counts):
+        head, epoch = session.execute(
+            update(Stream).where(Stream.name == stream).values(head=Stream.head + counts[stream])
+            .returning(Stream.head, Stream.epoch)).one()
+        next_offset[stream] = [int(head) - counts[stream] + 1, str(epoch)]
+    now = utcnow()
+    records: dict[int, EventRecord] = {}
+    for i, event_id in new.items():
+        spec = items[i]
+        slot = next_offset[spec.stream]
+        records[i] = EventRecord(event_id, spec.stream, slot[0], slot[1], spec.type, spec.data,
+                                 now)
+        slot[0] += 1
+    if records:
+        session.execute(insert(Event), [
+            {"id": r.id, "stream": r.stream, "offset": r.offset, "type": r.type,
+             "payload": r.payload, "created_at": now} for r in records.values()])
+    for stream in counts:
+        schedule_nudge(session, stream, nudge)
+    return records
 
 
 def _lock_streams(session: Session, names: set[str]) -> None:
-    """Lock the batch's streams in name order, so two batches never wait on each other in a
-    cycle (batch 1 appending to A then B, batch 2 to B then A would otherwise deadlock)."""
-    if len(names) < 2:
-        return
+    """Create missing streams, then lock them in name order, so two batches never wait on
+    each other in a cycle (A then B against B then A would otherwise deadlock)."""
     ordered = sorted(names)
     for name in ordered:
         ensure_stream(session, name)
-    session.execute(select(Stream.name).where(Stream.name.in_(ordered))
-                    .order_by(Stream.name).with_for_update()).all()
+    if len(ordered) > 1:
+        session.execute(select(Stream.name).where(Stream.name.in_(ordered))
+                        .order_by(Stream.name).with_for_update()).all()
 
 
 def _check_service(service: str | None) -> None:
@@ -141,13 +186,13 @@ def _check_service(service: str | None) -> None:
                            code="invalid_service")
 
 
-def _claim_key(session: Session, service: str, key: str) -> bool:
+def _claim_key(session: Session, service: str, key: str, event_id: str) -> bool:
     """Insert (service, key) unless present; True if this transaction now owns it.
 
     On PostgreSQL a concurrent uncommitted claim makes this wait; after it commits the
     insert does nothing and the caller reads the winner's event.
     """
-    values = {"service": service, "key": key, "event_id": "", "created_at": utcnow()}
+    values = {"service": service, "key": key, "event_id": event_id, "created_at": utcnow()}
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         stmt: Any = pg_insert(IdempotencyKey).values(**values).on_conflict_do_nothing()
@@ -162,22 +207,14 @@ def _claim_key(session: Session, service: str, key: str) -> bool:
     return session.execute(stmt.returning(IdempotencyKey.key)).first() is not None
 
 
-def _publish_once(
-    session: Session, spec: EventSpec, key: str, service: str, nudge: Nudger | None,
-) -> Published:
-    if _claim_key(session, service, key):
-        event = append(session, spec.stream, spec.type, spec.data, nudge=nudge)
-        session.execute(update(IdempotencyKey)
-                        .where(IdempotencyKey.service == service, IdempotencyKey.key == key)
-                        .values(event_id=event.id))
-        return Published(event, True)
+def _first_event(session: Session, service: str, key: str) -> EventRecord:
     event_id = session.scalar(select(IdempotencyKey.event_id).where(
         IdempotencyKey.service == service, IdempotencyKey.key == key))
     first = load_event(session, event_id) if event_id else None
     if first is None:
         raise Gone(f"the event of idempotency key {key[:50]!r} is past retention",
                    code="idempotency_key_expired")
-    return Published(first, False)
+    return first
 
 
 __all__ = ["MAX_BATCH", "EventSpec", "Published", "publish", "publish_many", "validate"]

@@ -16,7 +16,7 @@ from app.models import Project, User
 from app.outbox.tables import Event, IdempotencyKey, Stream
 from app.publish import EventSpec, publish, publish_many
 from tests.conftest import System
-from tests.support.clients import token
+from tests.support.clients import SocketClient, token
 from tests.support.databases import Database
 from tests.support.world import World, build_world
 
@@ -52,6 +52,23 @@ def test_one_event_answers_201_with_id_stream_and_offset(world: World) -> None:
     assert body == {"id": body["id"], "stream": stream, "offset": 1, "duplicate": False}
     [stored] = _stream_events(world, stream)
     assert (stored.id, stored.type, stored.payload) == (body["id"], "invoice-issued", {"n": 1})
+
+
+@pytest.mark.anyio
+async def test_batch_reaches_a_joined_socket_in_offset_order(world: World) -> None:
+    ticket = world.fresh_ticket()
+    socket = SocketClient(world.url, world.token("client"))
+    await socket.connect()
+    try:
+        assert (await socket.call("join-ticket", ticket))["ok"] is True
+        batch = [{"stream": f"ticket-{ticket}", "type": "step", "data": {"i": i}}
+                 for i in range(50)]
+        assert _post(world, batch).status_code == 201
+        received = await socket.wait_count("step", 50)
+        assert [e.payload["i"] for e in received] == list(range(50))
+        assert [e.meta["offset"] for e in received if e.meta] == list(range(1, 51))
+    finally:
+        await socket.close()
 
 
 def test_batch_lands_in_order_with_consecutive_offsets(world: World) -> None:
