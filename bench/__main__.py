@@ -1,0 +1,130 @@
+"""`python -m bench` (`make bench`): relay, replay and end-to-end figures, in one run.
+
+Needs PostgreSQL and Redis (the test ones: TEST_PG_URL / REDIS_URL). Creates and drops
+its own database, uses its own Socket.IO channels and Celery queues, starts a real web
+node and real Celery workers. Prints medians over repetitions, and ratios measured side
+by side in the same run. `--quick` is a fast smoke run with small sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.db import make_engine, make_session_factory
+from app.migrate import upgrade
+from bench import infra, latency_bench, relay_bench, replay_bench
+from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
+from bench.stats import Report
+
+FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
+        "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
+        "threads": 4, "updates": 20}
+QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
+         "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
+         "threads": 2, "updates": 5}
+PARTS = ("relay", "replay", "e2e")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a fast smoke run")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable)")
+    parser.add_argument("--reps", type=int, help="relay repetitions")
+    parser.add_argument("--relay-events", type=int)
+    parser.add_argument("--relay-streams", type=int)
+    parser.add_argument("--no-celery-relay", action="store_true",
+                        help="skip the relay through a Celery worker")
+    parser.add_argument("--replay", help="missed-event counts, comma-separated")
+    parser.add_argument("--replay-reps", type=int)
+    parser.add_argument("--rate", type=float, help="end-to-end events per second")
+    parser.add_argument("--duration", type=float, help="end-to-end seconds (after warm-up)")
+    parser.add_argument("--e2e-reps", type=int)
+    parser.add_argument("--streams", type=int, help="end-to-end streams (one client each)")
+    parser.add_argument("--threads", type=int, help="end-to-end writer threads")
+    parser.add_argument("--updates", type=int, help="single PATCH updates to time")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.parts = tuple(args.only or PARTS)
+    return args
+
+
+def header(url: str) -> None:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"Herald benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"  machine: {os.cpu_count()} CPUs ({platform.machine()}), load average {load} "
+          f"(shared machine: quote medians and ratios)")
+    print(f"  {infra.server_versions(url)}, Python {platform.python_version()}")
+    print(f"  logs of the processes: {infra.LOG_DIR}", flush=True)
+
+
+async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
+    engine = make_engine(url, pool_size=args.threads + 4, max_overflow=10)
+    factory = make_session_factory(engine)
+    base = {"DATABASE_URL": url}
+    relay_worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
+                                 "HERALD_CELERY_QUEUE": RELAY_QUEUE}, RELAY_QUEUE)
+    web = infra.WebNode({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
+    worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL,
+                           "HERALD_CELERY_QUEUE": QUEUE}, QUEUE)
+    procs: list[infra.Process] = []
+    if "relay" in args.parts and not args.no_celery_relay:
+        procs.append(relay_worker)
+    if "replay" in args.parts or "e2e" in args.parts:
+        procs.append(web)
+    if "e2e" in args.parts:
+        procs.append(worker)
+    await asyncio.to_thread(infra.start_all, *procs)
+    try:
+        if "relay" in args.parts:
+            sizes = relay_bench.RelaySizes(args.relay_events, args.relay_streams, args.reps)
+            await asyncio.to_thread(relay_bench.run, report, factory, sizes,
+                                    not args.no_celery_relay)
+        if "replay" in args.parts:
+            missed = tuple(int(x) for x in str(args.replay).split(",") if x.strip())
+            await replay_bench.run(report, factory, web.url,
+                                   replay_bench.ReplaySizes(missed, args.replay_reps))
+        if "e2e" in args.parts:
+            await latency_bench.run(report, factory, web.url, latency_bench.LatencySizes(
+                args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
+                args.updates))
+    finally:
+        await asyncio.to_thread(infra.stop_all, *procs)
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        infra.check_services()
+    except infra.Unavailable as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    url = infra.create_database()
+    report = Report()
+    try:
+        upgrade(url)
+        header(url)
+        asyncio.run(measure(args, url, report))
+    finally:
+        infra.drop_database(url)
+    print(f"\n(done in {time.perf_counter() - started:.0f} s)")
+    if args.json is not None:
+        args.json.write_text(json.dumps([f.to_dict() for f in report.figures], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""End to end: commit -> Celery nudge -> Celery worker relay -> Redis -> web node -> client.
+
+Writer threads in this process append events at a steady total rate, each in its own
+transaction, with the real Celery nudger (after commit). Each event carries `t`, the
+wall-clock time just before its COMMIT; the client's latency is its receive time - t
+(same machine, same clock: it includes the commit itself). The first second is warm-up.
+Also: one PATCH /api/projects/{id} over HTTP -> the project's client receives
+`project-updated`, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import portal
+from app.outbox import writer
+from bench.clients import Listener, token
+from bench.stats import Figure, Report, median, percentile
+
+WARMUP = 1.0
+
+
+@dataclass(frozen=True)
+class LatencySizes:
+    rate: float
+    duration: float
+    reps: int
+    streams: int
+    threads: int
+    updates: int
+
+
+def _users(factory: sessionmaker[Session], count: int, role: str) -> list[int]:
+    with factory() as session, session.begin():
+        return [int(portal.create_user(session, email=f"{role}-{uuid.uuid4().hex[:8]}@bench",
+                                       role=role, name="bench").id) for _ in range(count)]
+
+
+class PacedWriter:
+    """`threads` threads appending to `streams` round-robin at `rate` events/s in total."""
+
+    def __init__(self, factory: sessionmaker[Session], streams: list[str], rate: float,
+                 duration: float, threads: int) -> None:
+        self.factory = factory
+        self.streams = streams
+        self.rate = rate
+        self.total = int(rate * duration)
+        self.threads = threads
+        self.written = 0
+        self.late = 0  # events that started more than 5 ms after their slot
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def _run(self, index: int, start: float) -> None:
+        for seq in range(index, self.total, self.threads):
+            slot = start + seq / self.rate
+            delay = slot - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -0.005:
+                with self._lock:
+                    self.late += 1
+            stream = self.streams[seq % len(self.streams)]
+            try:
+                with self.factory() as session, session.begin():
+                    writer.append(session, stream, "notification",
+                                  {"type": "info", "title": "bench", "message": f"event {seq}",
+                                   "seq": seq, "warm": seq < self.rate * WARMUP,
+                                   "t": time.time()})
+            except Exception as exc:  # reported, not raised: the run goes on
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self.written += 1
+
+    def run(self) -> float:
+        """Write everything; returns the achieved rate (events/s)."""
+        start = time.perf_counter() + 0.05
+        workers = [threading.Thread(target=self._run, args=(i, start), daemon=True)
+                   for i in range(self.threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        return self.total / (time.perf_counter() - start)
+
+
+async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySizes
+                     ) -> dict[str, float]:
+    users = await asyncio.to_thread(_users, factory, sizes.streams, "client")
+    latencies: list[float] = []
+    received: set[int] = set()
+
+    def on_event(name: str, args: tuple[Any, ...], at: float) -> None:
+        payload = args[0] if args else None
+        if name != "notification" or not isinstance(payload, dict) or "t" not in payload:
+            return
+        received.add(int(payload["seq"]))
+        if not payload["warm"]:
+            latencies.append(1000 * (at - float(payload["t"])))
+
+    listeners = [Listener(url, token(uid, "client"), on_event=on_event) for uid in users]
+    for listener in listeners:
+        await listener.connect()
+    for listener in listeners:
+        await listener.wait_connected()
+    writer.set_default_nudger(None)  # the real one: a Celery task after each commit
+    paced = PacedWriter(factory, [f"user-{uid}" for uid in users], sizes.rate,
+                        sizes.duration + WARMUP, sizes.threads)
+    achieved = await asyncio.to_thread(paced.run)
+    deadline = time.monotonic() + 15
+    while len(received) < paced.total - len(paced.errors) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for listener in listeners:
+        await listener.close()
+    if paced.errors:
+        raise RuntimeError(f"{len(paced.errors)} appends failed: {paced.errors[0]}")
+    if len(received) < paced.total:
+        raise RuntimeError(f"only {len(received)} of {paced.total} events arrived")
+    return {"rate": achieved, "p50": percentile(latencies, 50),
+            "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
+            "max": max(latencies), "late": paced.late, "n": len(latencies)}
+
+
+async def single_updates(factory: sessionmaker[Session], url: str, count: int
+                         ) -> tuple[list[float], list[float]]:
+    """(commit-to-client, HTTP round trip) in ms for `count` PATCHes, one at a time."""
+    [admin] = await asyncio.to_thread(_users, factory, 1, "admin")
+    [client] = await asyncio.to_thread(_users, factory, 1, "client")
+
+    def make_project() -> int:
+        with factory() as session, session.begin():
+            return int(portal.create_project(session, name="bench", client_id=client,
+                                             technician_ids=[]).id)
+
+    project = await asyncio.to_thread(make_project)
+    arrived: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue()
+
+    def on_event(name: str, args: tuple[Any, ...], at: float) -> None:
+        if name == "project-updated":
+            arrived.put_nowait((args[0], at))
+
+    listener = Listener(url, token(client, "client"), on_event=on_event)
+    await listener.connect()
+    await listener.wait_connected()
+    ack = await listener.call("join-project", project)
+    if not ack.get("ok"):
+        raise RuntimeError(f"join-project refused: {ack}")
+    e2e: list[float] = []
+    http: list[float] = []
+    headers = {"Authorization": f"Bearer {token(admin, 'admin')}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as api:
+        for i in range(count + 1):  # the first one warms the path up and is not counted
+            progress = i % 101
+            start = time.time()
+            response = await api.patch(f"/api/projects/{project}", json={"progress": progress})
+            done = time.time()
+            response.raise_for_status()
+            payload, at = await asyncio.wait_for(arrived.get(), 10)
+            if payload["progress"] != progress:
+                raise RuntimeError(f"expected progress {progress}, got {payload}")
+            if i:
+                e2e.append(1000 * (at - start))
+                http.append(1000 * (done - start))
+            await asyncio.sleep(0.05)
+    await listener.close()
+    return e2e, http
+
+
+async def run(report: Report, factory: sessionmaker[Session], url: str,
+              sizes: LatencySizes) -> None:
+    report.section(f"End to end at a steady {sizes.rate:,.0f} events/s for {sizes.duration:g} s "
+                   f"({sizes.threads} writer threads, {sizes.streams} streams, one Celery "
+                   f"worker -c 1, one web node), median of {sizes.reps}")
+    runs = [await steady_run(factory, url, sizes) for _ in range(sizes.reps)]
+    report.add(Figure("e2e", "achieved write rate", median([r["rate"] for r in runs]),
+                      "ev/s", [r["rate"] for r in runs]))
+    report.add(Figure("e2e", "commit -> client p50", median([r["p50"] for r in runs]), "ms",
+                      [r["p50"] for r in runs], note="goal <= 10 ms"))
+    report.add(Figure("e2e", "commit -> client p90", median([r["p90"] for r in runs]), "ms",
+                      [r["p90"] for r in runs]))
+    report.add(Figure("e2e", "commit -> client p99", median([r["p99"] for r in runs]), "ms",
+                      [r["p99"] for r in runs], note="goal <= 50 ms"))
+    report.add(Figure("e2e", "commit -> client max", median([r["max"] for r in runs]), "ms",
+                      [r["max"] for r in runs]))
+    report.section(f"One update: PATCH /api/projects/{{id}} -> client receives "
+                   f"project-updated, {sizes.updates} one at a time")
+    e2e, http = await single_updates(factory, url, sizes.updates)
+    report.add(Figure("update", "request sent -> client receives, median", median(e2e), "ms"))
+    report.add(Figure("update", "request sent -> client receives, p90",
+                      percentile(e2e, 90), "ms"))
+    report.add(Figure("update", "HTTP round trip of the PATCH, median", median(http), "ms"))

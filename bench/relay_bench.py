@@ -1,0 +1,175 @@
+"""Relay throughput: relay() with the real RedisPublisher, beside the raw PUBLISH ceiling.
+
+The events are written once (writer.append, big transactions) and relayed once per
+repetition: resetting every relay cursor to 0 makes the same events pending again.
+Each repetition measures, back to back on the same Redis and the same messages:
+  1. the ceiling: the pre-built Socket.IO messages, pipelined PUBLISH, nothing else;
+  2. relay() in this process (one process = one worker), PostgreSQL + RedisPublisher;
+  3. the same through a real Celery worker process (-c 1), from send_task to the last
+     cursor advanced (polled in the database).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.outbox.publisher import RedisPublisher, socketio_messages
+from app.outbox.relay import RelayPolicy, relay
+from app.outbox.tables import EventRecord, RelayCursor, Stream
+from bench import fixtures
+from bench.env import REDIS_URL, RELAY_CHANNEL, RELAY_QUEUE
+from bench.stats import Figure, Report, median
+
+PIPELINE_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class RelaySizes:
+    events: int
+    streams: int
+    reps: int
+
+
+def _event(i: int, streams: int) -> tuple[str, str, dict[str, Any]]:
+    """Event number i: round-robin over the streams, a project update or a notification."""
+    project = i % streams + 1
+    if i % 2:
+        return (f"project-{project}", "project-updated",
+                {"projectId": project, "progress": i % 101, "status": "active"})
+    return (f"project-{project}", "notification",
+            {"type": "info", "title": "Project updated",
+             "message": f"Project {project}: step {i} of the renovation is done, the next "
+                        "visit is planned."})
+
+
+def write_events(factory: sessionmaker[Session], sizes: RelaySizes, appended: int) -> float:
+    """Write the events; the first `appended` through writer.append (returns its rate)."""
+    items = [_event(i, sizes.streams) for i in range(sizes.events)]
+    appended = min(appended, sizes.events)
+    start = time.perf_counter()
+    fixtures.append_all(factory, items[:appended])
+    rate = appended / (time.perf_counter() - start) if appended else math.nan
+    fixtures.bulk_write(factory, items[appended:])
+    return rate
+
+
+def reset_cursors(factory: sessionmaker[Session]) -> None:
+    with factory() as session, session.begin():
+        session.execute(update(RelayCursor).values(dispatched=0, attempts=0, state="active",
+                                                   next_attempt_at=None, last_error=None))
+
+
+def pending_streams(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return int(session.scalar(
+            select(func.count()).select_from(RelayCursor)
+            .join(Stream, Stream.name == RelayCursor.stream)
+            .where(Stream.head > RelayCursor.dispatched)) or 0)
+
+
+class _Capture:
+    """A publisher that keeps what the relay gives it, in order (to get the same messages)."""
+
+    def __init__(self) -> None:
+        self.events: list[EventRecord] = []
+
+    def publish(self, events: Sequence[EventRecord]) -> None:
+        self.events.extend(events)
+
+    def close(self) -> None:
+        return None
+
+
+def relay_order(factory: sessionmaker[Session]) -> list[EventRecord]:
+    reset_cursors(factory)
+    capture = _Capture()
+    relay(session_factory=factory, publisher=capture, policy=RelayPolicy())
+    return capture.events
+
+
+def publish_raw(client: redis.Redis[bytes], messages: Sequence[str]) -> float:
+    """Seconds to PUBLISH the messages, pipelined in chunks, results checked."""
+    start = time.perf_counter()
+    for at in range(0, len(messages), PIPELINE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for message in messages[at:at + PIPELINE_CHUNK]:
+            pipe.publish(RELAY_CHANNEL, message)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):
+                raise result
+    return time.perf_counter() - start
+
+
+def relay_in_process(factory: sessionmaker[Session], publisher: RedisPublisher,
+                     expected: int) -> float:
+    reset_cursors(factory)
+    start = time.perf_counter()
+    report = relay(session_factory=factory, publisher=publisher, policy=RelayPolicy())
+    elapsed = time.perf_counter() - start
+    if report.published != expected:
+        raise RuntimeError(f"relay published {report.published} of {expected} events")
+    return elapsed
+
+
+def relay_in_worker(factory: sessionmaker[Session], timeout: float = 120) -> float:
+    from workers.celery_app import celery_app
+
+    reset_cursors(factory)
+    start = time.perf_counter()
+    celery_app.send_task("herald.relay", args=[None], queue=RELAY_QUEUE, retry=False)
+    deadline = start + timeout
+    while pending_streams(factory):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the Celery worker did not relay the events in time")
+        time.sleep(0.005)
+    return time.perf_counter() - start
+
+
+def run(report: Report, factory: sessionmaker[Session], sizes: RelaySizes,
+        worker: bool) -> None:
+    report.section(f"Relay throughput: {sizes.events:,} events over {sizes.streams} streams, "
+                   f"PostgreSQL -> Redis, median of {sizes.reps}")
+    append_rate = write_events(factory, sizes, appended=max(sizes.events // 10, 1))
+    events = relay_order(factory)
+    if len(events) != sizes.events:
+        raise RuntimeError(f"expected {sizes.events} pending events, found {len(events)}")
+    start = time.perf_counter()
+    messages = socketio_messages(events)
+    build = time.perf_counter() - start
+    client = redis.Redis.from_url(REDIS_URL)
+    publisher = RedisPublisher(REDIS_URL, channel=RELAY_CHANNEL)
+    ceiling: list[float] = []
+    inproc: list[float] = []
+    celery: list[float] = []
+    for _ in range(sizes.reps):
+        ceiling.append(sizes.events / publish_raw(client, messages))
+        inproc.append(sizes.events / relay_in_process(factory, publisher, sizes.events))
+        if worker:
+            celery.append(sizes.events / relay_in_worker(factory))
+    publisher.close()
+    client.close()
+    report.add(Figure("relay", "raw pipelined PUBLISH of the same messages (ceiling)",
+                            median(ceiling), "ev/s", ceiling))
+    report.add(Figure("relay", "relay() in one process, RedisPublisher",
+                            median(inproc), "ev/s", inproc))
+    report.add(Figure("relay", "  ratio relay() / ceiling (median of per-rep ratios)",
+                      100 * median([a / b for a, b in zip(inproc, ceiling, strict=True)]), "%",
+                      note="goal >= 30 %"))
+    if celery:
+        report.add(Figure("relay", "relay via a real Celery worker (-c 1)", median(celery),
+                          "ev/s", celery, note="send_task -> last cursor advanced"))
+        report.add(Figure("relay", "  ratio Celery worker / ceiling",
+                          100 * median([a / b for a, b in zip(celery, ceiling, strict=True)]),
+                          "%", note="goal >= 30 %"))
+    report.add(Figure("relay", "(set-up) writer.append, one big transaction",
+                      append_rate, "ev/s", note=f"{max(sizes.events // 10, 1):,} events"))
+    report.add(Figure("relay", "(diagnostic) building the messages only",
+                      sizes.events / build, "ev/s"))

@@ -1,0 +1,32 @@
+"""`python -m bench` keeps running: a tiny quick run prints every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.databases import require_pg
+from tests.support.processes import ROOT
+
+TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "10",
+        "--replay", "50", "--replay-reps", "1", "--rate", "40", "--duration", "0.5",
+        "--e2e-reps", "1", "--streams", "2", "--threads", "1", "--updates", "2"]
+
+
+def test_quick_bench_prints_relay_replay_and_latency_figures(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    require_pg()
+    out = tmp_path / "figures.json"
+    done = subprocess.run([sys.executable, "-m", "bench", *TINY, "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    names = {(f["section"], f["name"]) for f in figures}
+    for section in ("relay", "replay", "e2e", "update"):
+        assert any(s == section for s, _ in names), (section, done.stdout)
+    assert all(f["value"] == f["value"] and f["value"] > 0 for f in figures), figures  # no NaN
+    assert "ratio relay() / ceiling" in done.stdout
+    assert "50 missed events" in done.stdout
+    assert "commit -> client p99" in done.stdout
