@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import socketio
+from socketio.packet import EVENT
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
@@ -254,7 +255,14 @@ class Gateway:
         return last
 
     async def _send(self, sid: str, event: str, data: list[Any]) -> None:
-        await self.sio.emit(event, tuple(data), to=sid, ignore_queue=True)
+        """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
+        by python-socketio's Packet, but without emit's room lookup, binary scan and task
+        per packet (a replay sends thousands). Event data is JSON: never binary."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return
+        pkt = self.sio.packet_class(EVENT, namespace="/", data=[event, *data], binary=False)
+        await self.sio.eio.send(eio_sid, pkt.encode())
 
     async def _join(self, sid: str, stream: str, check: Callable[[Session], Any],
                     position: args.Position | None) -> dict[str, Any]:
