@@ -417,3 +417,17 @@ async def test_redis_down_writes_succeed_and_the_backlog_is_recovered(
     finally:
         await back.close()
         await socket.close()
+
+
+# -- an acknowledged write --------------------------------------------------------------------
+def test_a_write_is_committed_before_the_api_acknowledges_it(pg_system: System) -> None:
+    """A 2xx means stored: the transaction commits before the response is sent, never after
+    (a commit failing after a 200 would be a write the caller believes was made)."""
+    api = pg_system.api()
+    client_id, _ = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    for progress in range(1, 41):
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
+        head, _ = heads(pg_system.factory, [stream])[stream]
+        assert head == progress, f"answered 200 for write {progress}, committed {head}"

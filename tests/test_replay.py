@@ -13,6 +13,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
 from app.db import utcnow
+from app.errors import Gone
 from app.outbox.nudge import celery_nudger
 from app.outbox.replay import REPLAY_BATCH, iter_after, read_after
 from app.outbox.retention import prune_events
@@ -308,3 +309,39 @@ def test_replay_reads_a_range_of_the_stream_offset_index(pg_db: Database) -> Non
     assert [len(b) for b in batches] == [200, 200, 100]
     assert [e.offset for b in batches for e in b] == list(range(1501, 2001))
 
+
+
+async def test_concurrent_replays_of_one_stream_on_one_socket_do_not_interleave(
+    pg_system: System,
+) -> None:
+    """A client that restores a room on connect and joins it again at once (or twice)."""
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    emit(pg_system, stream, 600)  # more than one replay batch
+    socket = SocketClient(pg_system.url, client_token, positions={stream: {"offset": 0}})
+    await socket.connect()
+    try:
+        join = {"projectId": project, "position": {"offset": 100}}
+        acks = await asyncio.gather(socket.call("join-project", join),
+                                    socket.call("join-project", join))
+        assert all(ack["ok"] and ack["recovered"] and ack["offset"] == 600 for ack in acks)
+        await socket.wait_for(lambda: len(offsets(socket.events, stream)) >= 600 + 2 * 500)
+        got = offsets(socket.events, stream)
+        assert got == [*range(1, 601), *range(101, 601), *range(101, 601)]
+    finally:
+        await socket.close()
+
+
+def test_a_replay_that_meets_a_pruned_range_is_gone_not_skipped(pg_db: Database) -> None:
+    with pg_db.factory() as session, session.begin():
+        for i in range(6):
+            append(session, "project-1", "notification",
+                   {"type": "info", "title": str(i), "message": ""})
+    batches = iter_after(pg_db.factory, "project-1", 0, "e", batch=2)
+    assert [e.offset for e in next(batches)] == [1, 2]
+    with pg_db.factory() as session, session.begin():  # retention strikes mid-replay
+        session.execute(text("DELETE FROM events WHERE \"offset\" <= 4"))
+    with pytest.raises(Gone):
+        next(batches)

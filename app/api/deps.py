@@ -40,7 +40,9 @@ def get_db(ctx: Context) -> Iterator[Session]:
         yield session
 
 
-DB = Annotated[Session, Depends(get_db)]
+# scope="function": commit before the response is sent (the default runs it after: a 2xx
+# could precede the commit, or a failed commit). See tests/test_durability.py.
+DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def get_principal(request: Request, ctx: Context) -> Principal:
