@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import AfterValidator
+
 from app.errors import InvalidInput
 
 
@@ -27,3 +29,13 @@ def check_text(value: Any, name: str, *, min_len: int, max_len: int,
     if not storable(value):
         raise InvalidInput(f"{name} contains NUL or invalid characters", code=code)
     return value
+
+
+def _storable_or_error(value: str) -> str:
+    if not storable(value):
+        raise ValueError("contains NUL or invalid characters")
+    return value
+
+
+Storable = AfterValidator(_storable_or_error)
+"""Pydantic: `Annotated[str, Storable]` refuses text a database cannot store (-> 422)."""

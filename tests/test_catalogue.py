@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import System
 from tests.support.clients import Received, SocketClient
 from tests.support.world import World, build_world
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    """The same portal on SQLite and on PostgreSQL (each module-wide, built once)."""
+    name = "sqlite_system_session" if request.param == "sqlite" else "pg_system_session"
+    w = build_world(request.getfixturevalue(name))
     yield w
     w.api.close()
 
@@ -199,6 +201,13 @@ async def test_service_event_reaches_the_room_with_its_own_type(world: World) ->
     ("PATCH", "/api/quotes/{q}", {"status": "paid"}),
     ("PATCH", "/api/projects/{p}", {"progress": 101}),
     ("PATCH", "/api/tickets/{big}", {"status": "open"}),
+    ("PATCH", "/api/projects/{big}", {"progress": 1}),
+    ("POST", "/api/tickets", {"projectId": "{big}", "subject": "s"}),
+    ("POST", "/api/users", {"email": "nul@x.test", "role": "client", "name": "a\x00b"}),
+    ("POST", "/api/tickets", {"projectId": "{p}", "subject": "\ud800"}),
+    ("POST", "/api/projects/{p}/documents", {"name": "a\x00", "url": "https://x.test/a"}),
+    ("POST", "/api/interventions", {"projectId": "{p}", "notes": "\ud800"}),
+    ("POST", "/api/notifications", {"role": "client", "type": "info", "title": "a\x00"}),
 ])
 def test_invalid_body_is_422_and_stores_nothing(world: World, method: str, path: str,
                                                 body: dict[str, Any]) -> None:
@@ -212,7 +221,8 @@ def test_invalid_body_is_422_and_stores_nothing(world: World, method: str, path:
 
     before = world.counts()
     response = world.api.request(method, path.format(**ids),
-                                 json={k: fill(v) for k, v in body.items()})
+                                 content=json.dumps({k: fill(v) for k, v in body.items()}),
+                                 headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert world.counts() == before
 

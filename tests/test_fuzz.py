@@ -20,7 +20,7 @@ from tests.conftest import System
 from tests.support.clients import SocketClient
 from tests.support.world import World, build_world
 
-FUZZ = settings(max_examples=40, deadline=None, database=None,
+FUZZ = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(-3, 2**64)
@@ -132,7 +132,7 @@ def test_publishing_api_survives_arbitrary_json(world: World) -> None:
     headers = {"Authorization": f"Bearer {world.token('service')}",
                "Content-Type": "application/json"}
     with httpx.Client(base_url=world.url, timeout=20) as http:
-        @settings(FUZZ, max_examples=80)
+        @settings(FUZZ, max_examples=60)
         @given(body=JSON | _event_like())
         def post(body: Any) -> None:
             response = http.post("/api/events", content=json.dumps(body), headers=headers)
@@ -174,7 +174,7 @@ def test_write_route_answers_arbitrary_json_with_a_4xx_or_success(
         "NaN", "12.5", "\ud800", "a\x00b", world.project, world.ids["client"], 2**40, 10**30])
     values = st.one_of(good, good, JSON)
     with httpx.Client(base_url=world.url, timeout=20) as http:
-        @settings(FUZZ, max_examples=25)
+        @settings(FUZZ, max_examples=15)
         @given(body=JSON | st.dictionaries(fields, values, max_size=5))
         def send(body: Any) -> None:
             response = http.request(method, url, content=json.dumps(body), headers=headers)

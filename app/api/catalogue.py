@@ -12,7 +12,7 @@ from app import access, documents, interventions, quotes
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body
-from app.text import check_text
+from app.text import Storable
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -22,14 +22,14 @@ InterventionStatus = Literal["planned", "scheduled", "in-progress", "done", "can
 QuoteStatus = Literal["draft", "sent", "accepted", "rejected", "expired"]
 Amount = Annotated[Decimal, Field(ge=0, lt=10**10, decimal_places=2,
                                   description="A number or decimal string, 2 decimals at most")]
-Short = Annotated[str, Field(min_length=1, max_length=200)]
-Notes = Annotated[str, Field(max_length=2000)]
+Short = Annotated[str, Field(min_length=1, max_length=200), Storable]
+Notes = Annotated[str, Field(max_length=2000), Storable]
 
 
 class DocumentIn(Body):
-    name: Annotated[str, Field(min_length=1, max_length=documents.MAX_NAME)]
+    name: Annotated[str, Field(min_length=1, max_length=documents.MAX_NAME), Storable]
     url: Annotated[str, Field(min_length=1, max_length=documents.MAX_URL,
-                              description="http(s) URL where the file is served")]
+                              description="http(s) URL where the file is served"), Storable]
 
 
 class DocumentOut(BaseModel):
@@ -41,8 +41,8 @@ class DocumentOut(BaseModel):
 
 class InterventionFields(Body):
     title: Short | None = None
-    scheduledAt: Annotated[str | None, Field(max_length=40,
-                                             description="ISO 8601 date-time")] = None
+    scheduledAt: Annotated[str, Field(max_length=40, description="ISO 8601 date-time"),
+                           Storable] | None = None
     notes: Notes | None = None
 
     def details(self) -> dict[str, Any]:
@@ -88,17 +88,10 @@ class QuoteOut(BaseModel):
     status: str
 
 
-def _check_texts(*values: str | None) -> None:
-    for value in values:
-        if value is not None:
-            check_text(value, "text", min_len=0, max_len=10_000, code="invalid")
-
-
 @router.post("/projects/{project_id}/documents", status_code=201, response_model=DocumentOut,
              tags=["documents"])
 def add_document(project_id: PathId, body: DocumentIn, who: Caller, db: DB) -> DocumentOut:
     """Attach a document (admins, the project's technicians); writes `document-added`."""
-    _check_texts(body.name, body.url)
     doc = documents.add_document(db, who, project_id, name=body.name, url=body.url)
     return DocumentOut(id=doc.id, projectId=doc.project_id, name=doc.name, url=doc.url)
 
@@ -107,7 +100,6 @@ def add_document(project_id: PathId, body: DocumentIn, who: Caller, db: DB) -> D
              tags=["interventions"])
 def create_intervention(body: InterventionIn, who: Caller, db: DB) -> InterventionOut:
     """Plan an intervention (admins, the project's technicians); writes `intervention-updated`."""
-    _check_texts(body.title, body.scheduledAt, body.notes)
     item = interventions.create_intervention(db, who, body.projectId, status=body.status,
                                              details=body.details())
     return InterventionOut(**interventions.intervention_dict(item))
@@ -118,7 +110,6 @@ def create_intervention(body: InterventionIn, who: Caller, db: DB) -> Interventi
 def patch_intervention(intervention_id: PathId, body: InterventionPatch, who: Caller,
                        db: DB) -> InterventionOut:
     """Change an intervention (admins, the project's technicians); writes `intervention-updated`."""
-    _check_texts(body.title, body.scheduledAt, body.notes)
     item = interventions.update_intervention(db, who, intervention_id, status=body.status,
                                              details=body.details())
     return InterventionOut(**interventions.intervention_dict(item))

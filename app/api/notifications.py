@@ -12,7 +12,7 @@ from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body
 from app.errors import InvalidInput
-from app.text import check_text
+from app.text import Storable
 
 router = APIRouter(prefix="/api", tags=["notifications"], responses=ERROR_RESPONSES)
 
@@ -23,8 +23,8 @@ class NotificationIn(Body):
     role: Literal["client", "technician", "admin"] | None = Field(
         default=None, description="everyone of a role (clients, technicians, admins stream)")
     type: Literal["success", "error", "info", "warning"]
-    title: Annotated[str, Field(min_length=1, max_length=notifications.MAX_TITLE)]
-    message: Annotated[str, Field(max_length=notifications.MAX_TEXT)] = ""
+    title: Annotated[str, Field(min_length=1, max_length=notifications.MAX_TITLE), Storable]
+    message: Annotated[str, Field(max_length=notifications.MAX_TEXT), Storable] = ""
 
     @model_validator(mode="after")
     def one_target(self) -> NotificationIn:
@@ -43,8 +43,6 @@ class NotificationOut(BaseModel):
 def notify(body: NotificationIn, who: Caller, db: DB) -> NotificationOut:
     """Send a `notification` to a user's stream or a role stream (admins)."""
     access.require_admin(who)
-    for text in (body.title, body.message):
-        check_text(text, "text", min_len=0, max_len=notifications.MAX_TEXT, code="invalid")
     if body.userId is not None:
         event = notifications.notify_user(db, body.userId, body.type, body.title, body.message)
     elif body.role is not None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import access, portal
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.models import Project
+from app.text import Storable
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200), Storable]
+PathId = Annotated[int, Path(gt=0, lt=2**53)]
 
 
 class Body(BaseModel):
@@ -22,9 +24,10 @@ class Body(BaseModel):
 
 
 class UserIn(Body):
-    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+                     Storable]
     role: Literal["client", "technician", "admin"]
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[str, Field(max_length=200), Storable] = ""
 
 
 class UserOut(BaseModel):
@@ -36,8 +39,9 @@ class UserOut(BaseModel):
 
 class ProjectIn(Body):
     name: Name
-    clientId: Annotated[int, Field(gt=0)]
-    technicianIds: Annotated[list[Annotated[int, Field(gt=0)]], Field(max_length=100)] = []
+    clientId: Annotated[int, Field(gt=0, lt=2**53)]
+    technicianIds: Annotated[list[Annotated[int, Field(gt=0, lt=2**53)]],
+                             Field(max_length=100)] = []
 
 
 class ProjectOut(BaseModel):
@@ -51,12 +55,12 @@ class ProjectOut(BaseModel):
 
 class ProjectPatch(Body):
     progress: Annotated[int, Field(ge=0, le=100)] | None = None
-    status: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    status: Annotated[str, Field(min_length=1, max_length=40), Storable] | None = None
 
 
 class TicketIn(Body):
-    projectId: Annotated[int, Field(gt=0)]
-    subject: Annotated[str, Field(min_length=1, max_length=300)]
+    projectId: Annotated[int, Field(gt=0, lt=2**53)]
+    subject: Annotated[str, Field(min_length=1, max_length=300), Storable]
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
 
 
@@ -91,13 +95,13 @@ def create_project(body: ProjectIn, who: Caller, db: DB) -> ProjectOut:
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def get_project(project_id: int, who: Caller, db: DB) -> ProjectOut:
+def get_project(project_id: PathId, who: Caller, db: DB) -> ProjectOut:
     """A project the caller may read."""
     return _project_out(access.require_project_reader(db, who, project_id))
 
 
 @router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def patch_project(project_id: int, body: ProjectPatch, who: Caller, db: DB) -> ProjectOut:
+def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB) -> ProjectOut:
     """Change progress/status; writes `project-updated` and notifies the client."""
     project = portal.update_project(db, who, project_id, progress=body.progress,
                                     status=body.status)
