@@ -135,6 +135,32 @@ async def test_repeated_client_message_id_on_the_socket_stores_one_message(world
         await author.close()
 
 
+async def test_racing_sends_from_two_sockets_of_one_user_store_one_message(world: World
+                                                                            ) -> None:
+    ticket = world.fresh_ticket()
+    tabs = await _connected(world, "client", "client", "client")
+    try:
+        body = {"ticketId": ticket, "message": "from every tab", "clientMessageId": "tab-race"}
+        acks = await asyncio.gather(*(tab.call("send-message", body) for tab in tabs))
+        assert all(ack["ok"] for ack in acks)
+        assert len({ack["messageId"] for ack in acks}) == 1
+        assert sorted(ack["duplicate"] for ack in acks) == [False, True, True]
+        assert len(_messages(world, ticket)) == 1
+    finally:
+        await _close(tabs)
+
+
+def test_client_message_id_reused_on_another_ticket_is_409(world: World) -> None:
+    first, second = world.fresh_ticket(), world.fresh_ticket()
+    body = {"message": "hi", "clientMessageId": uuid.uuid4().hex}
+    world.api.ok("POST", f"/api/tickets/{first}/messages", world.token("client"), json=body)
+    response = world.api.request("POST", f"/api/tickets/{second}/messages",
+                                 world.token("client"), json=body)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "duplicate_client_message_id"
+    assert _messages(world, second) == []
+
+
 def test_racing_http_retries_with_one_client_message_id_store_one_message(world: World
                                                                           ) -> None:
     ticket = world.fresh_ticket()

@@ -57,7 +57,8 @@ def patch_ticket(ticket_id: PathId, body: TicketPatch, who: Caller, db: DB) -> T
 
 @router.post("/tickets/{ticket_id}/messages", status_code=201, response_model=MessageOut,
              responses={200: {"model": MessageOut,
-                              "description": "A repeated clientMessageId: the first message"}})
+                              "description": "A repeated clientMessageId: the first message"},
+                        409: {"description": "clientMessageId was used for another ticket"}})
 def post_message(ticket_id: PathId, body: MessageIn, who: Caller, ctx: Context,
                  response: Response) -> MessageOut:
     """Post a chat message (the ticket's participants); writes `new-message`."""
