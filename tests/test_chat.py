@@ -76,6 +76,27 @@ async def test_typing_reaches_the_others_in_the_ticket_room_but_not_the_sender(
         await _close([sender, peer, admin])
 
 
+async def test_typing_reaches_a_participant_connected_to_another_web_node(world: World
+                                                                          ) -> None:
+    ticket = world.fresh_ticket()
+    node = world.system.add_web()
+    try:
+        sender = SocketClient(world.url, world.token("client"))
+        peer = SocketClient(node.url, world.token("technician"))
+        await asyncio.gather(sender.connect(), peer.connect())
+        try:
+            assert (await peer.call("join-ticket", ticket))["ok"] is True
+            await sender.call("typing-start", {"ticketId": ticket, "userName": "Ann"})
+            [typing] = await peer.wait_count("user-typing", 1)
+            assert typing.args == ({"ticketId": ticket, "userId": str(world.ids["client"]),
+                                    "userName": "Ann", "isTyping": True},)
+        finally:
+            await _close([sender, peer])
+    finally:
+        node.stop()
+        world.system.webs.remove(node)
+
+
 async def test_typing_is_not_stored_in_the_stream_history(world: World) -> None:
     ticket = world.fresh_ticket()
     [sender] = await _connected(world, "technician")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -14,6 +15,7 @@ from app.api.errors import ERROR_RESPONSES
 from app.auth import Principal
 from app.errors import Conflict, Forbidden, InvalidInput, TooLarge
 
+log = logging.getLogger("herald.publish")
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
 
 
@@ -82,6 +84,9 @@ def post_events(
         raise InvalidInput("an empty list publishes nothing", code="empty_batch")
     specs = [publish.EventSpec(e.stream, e.type, e.data, e.idempotencyKey) for e in items]
     out = [EventOut(**p.to_dict()) for p in _store(ctx, service, specs)]
+    duplicates = sum(1 for o in out if o.duplicate)
+    log.info("events published service=%s events=%d duplicates=%d streams=%d", service[:50],
+             len(out) - duplicates, duplicates, len({o.stream for o in out}))
     if all(o.duplicate for o in out):
         response.status_code = 200
     return out if isinstance(body, list) else out[0]
