@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app import portal
 from app.db import make_engine, make_session_factory
@@ -143,64 +143,88 @@ def test_worker_killed_mid_relay_loses_nothing_and_only_resends_its_batch_in_fli
     streams = [f"project-{1000 + i}" for i in range(30)]
     rounds = 100  # 3000 events
     victim = pg_system.workers[0]
-    # Killed from the tap's thread the moment the 600th message is on the wire: the relay
-    # is then inside a batch (sweeps of a growing backlog publish hundreds at once).
+    # Killed from the tap's thread the moment the 600th message is on the wire. A slow
+    # trigger on the cursor update widens the window between a batch's publish and its
+    # commit (10 ms per stream), so the kill lands inside a batch, as a crash would.
     tap = Tap(REDIS_URL, trigger=(600, victim.kill))
     progress = [0]
     writer = threading.Thread(target=write_rounds,
                               args=(pg_system.factory, streams, rounds, 0.002, progress, False))
+    slow_cursor_updates(pg_system, True)
     try:
         writer.start()
         tap.wait_unique(600, timeout=60)
         while victim.alive():
             time.sleep(0.01)
+        slow_cursor_updates(pg_system, False)
         time.sleep(0.5)
         restart_index = len(tap.seen)  # nothing published from here until the new worker
+        committed = {s: done for s, (_, done) in heads(pg_system.factory, streams).items()}
         pg_system.add_worker()
         writer.join()
         tap.wait_unique(len(streams) * rounds, timeout=90)
         time.sleep(0.5)  # anything re-sent late would show now
     finally:
+        slow_cursor_updates(pg_system, False)
         writer.join()
         tap.close()
 
     resent = 0
     for stream in streams:
         arrivals = tap.per_stream()[stream]
-        first_seen: dict[int, int] = {}
-        highest = 0
+        highest, duplicates = 0, set()
         for index, offset in arrivals:
             if offset > highest:
                 assert offset == highest + 1, f"{stream}: gap before {offset}"
                 highest = offset
-                first_seen[offset] = index
-            else:  # a re-send: only of what the killed worker published
-                assert first_seen[offset] < restart_index, f"{stream}: {offset} twice"
-                resent += 1
+            else:
+                duplicates.add(offset)
+                assert index >= restart_index, f"{stream}: {offset} twice before the restart"
         assert highest == rounds
-    policy = RelayPolicy()
-    assert resent <= policy.max_streams * policy.max_events  # at most the batch in flight
+        # exactly the batch in flight: published by the killed worker, never committed
+        before = [offset for index, offset in arrivals if index < restart_index]
+        in_flight = set(range(committed.get(stream, 0) + 1, max(before, default=0) + 1))
+        assert duplicates == in_flight, stream
+        resent += len(duplicates)
+    assert resent > 0, "the kill did not land inside a batch"
+
+
+def slow_cursor_updates(system: System, on: bool) -> None:
+    """A test-only PostgreSQL trigger that makes each relay cursor update take 10 ms."""
+    with system.factory() as session, session.begin():
+        if on:
+            session.execute(text(
+                "CREATE OR REPLACE FUNCTION herald_test_slow() RETURNS trigger AS $$ "
+                "BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$ LANGUAGE plpgsql"))
+            session.execute(text(
+                "CREATE TRIGGER herald_test_slow BEFORE UPDATE ON relay_cursors "
+                "FOR EACH ROW EXECUTE FUNCTION herald_test_slow()"))
+        else:
+            session.execute(text("DROP TRIGGER IF EXISTS herald_test_slow ON relay_cursors"))
 
 
 # -- racing relays ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System) -> None:
     streams = [f"ticket-{2000 + i}" for i in range(30)]
-    rounds = 100
+    rounds = 50  # 1500 events
     pg_system.add_worker(concurrency=2, beat=False)  # two more relaying processes
     tap = Tap(REDIS_URL)
     progress = [0]
     done = threading.Event()
+    by_test = [0, 0]
 
-    def relay_loop() -> None:  # and two in-process relays, small claims to interleave
+    def relay_loop(me: int) -> None:  # and two in-process relays, small claims to interleave
         publisher = RedisPublisher(REDIS_URL, channel=CHANNEL)
         policy = RelayPolicy(max_streams=4, max_events=7)
         while not done.is_set():
-            relay(session_factory=pg_system.factory, publisher=publisher, policy=policy)
+            report = relay(session_factory=pg_system.factory, publisher=publisher,
+                           policy=policy)
+            by_test[me] += report.published
             time.sleep(0.002)
         publisher.close()
 
-    relays = [threading.Thread(target=relay_loop) for _ in range(2)]
+    relays = [threading.Thread(target=relay_loop, args=(i,)) for i in range(2)]
     for thread in relays:
         thread.start()
     try:
@@ -215,6 +239,8 @@ def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System
     per_stream = tap.per_stream()
     for stream in streams:
         assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 1))
+    # they all took part: both in-process relays and the Celery workers published some
+    assert all(by_test) and sum(by_test) < len(streams) * rounds, by_test
 
 
 # -- web nodes --------------------------------------------------------------------------------

@@ -345,3 +345,45 @@ def test_a_replay_that_meets_a_pruned_range_is_gone_not_skipped(pg_db: Database)
         session.execute(text("DELETE FROM events WHERE \"offset\" <= 4"))
     with pytest.raises(Gone):
         next(batches)
+
+
+async def test_a_replay_that_cannot_finish_drops_the_socket_or_refuses_the_join(
+    pg_system: System,
+) -> None:
+    """History vanishing under a replay (retention racing it) never leaves a silent gap."""
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    emit(pg_system, stream, 5)
+    wait_dispatched(pg_system, [stream])
+    with pg_system.factory() as session, session.begin():
+        # as if retention deleted them right after the head was read: pruned_through lags
+        session.execute(text("DELETE FROM events WHERE stream = :s AND \"offset\" <= 3"),
+                        {"s": stream})
+    _, epoch = head_of(pg_system, stream)
+
+    socket = SocketClient(pg_system.url, client_token,
+                          positions={stream: {"offset": 0, "epoch": epoch}})
+    await socket.connect()
+    try:
+        await socket.wait_for(lambda: not socket.sio.connected)
+        assert offsets(socket.events, stream) == []
+    finally:
+        await socket.close()
+
+    socket = SocketClient(pg_system.url, client_token)
+    await socket.connect()
+    try:
+        ack = await socket.call("join-project", {"projectId": project,
+                                                 "position": {"offset": 1, "epoch": epoch}})
+        assert ack["ok"] is False and ack["error"]["code"] == "gone"
+        assert offsets(socket.events, stream) == []
+        emit(pg_system, stream, 1, start=5)  # not in the room: the gap is not papered over
+        ack = await socket.call("join-project", {"projectId": project,
+                                                 "position": {"offset": 3, "epoch": epoch}})
+        assert ack["ok"] is True and ack["recovered"] is True
+        await socket.wait_for(lambda: offsets(socket.events, stream) == [4, 5, 6])
+        assert socket.sio.connected
+    finally:
+        await socket.close()
