@@ -177,3 +177,48 @@ async def test_service_token_cannot_open_a_socket(world: World) -> None:
         await socket.connect()
     assert socket.connect_error == {"message": "Authentication error",
                                     "data": {"code": "forbidden"}}
+
+
+BAD_CALLS: dict[str, tuple[str, Callable[[World], Any], str]] = {
+    "join-project-text": ("join-project", lambda w: "abc", "invalid_argument"),
+    "join-project-float": ("join-project", lambda w: 1.5, "invalid_argument"),
+    "join-project-bool": ("join-project", lambda w: True, "invalid_argument"),
+    "join-project-missing-id": ("join-project", lambda w: {"id": 1}, "invalid_argument"),
+    "join-project-unknown": ("join-project", lambda w: 99999, "not_found"),
+    "join-project-bad-position": ("join-project",
+                                 lambda w: {"projectId": w.project, "position": {"offset": -1}},
+                                 "invalid_argument"),
+    "join-ticket-unknown": ("join-ticket", lambda w: {"ticketId": 99999}, "not_found"),
+    "join-ticket-list": ("join-ticket", lambda w: [w.ticket], "invalid_argument"),
+    "leave-ticket-none": ("leave-ticket", lambda w: None, "invalid_argument"),
+    "leave-project-negative": ("leave-project", lambda w: -3, "invalid_argument"),
+    "typing-no-name": ("typing-start", lambda w: {"ticketId": w.ticket}, "invalid_argument"),
+    "typing-unknown-ticket": ("typing-start", lambda w: {"ticketId": 99999, "userName": "A"},
+                              "not_found"),
+    "typing-stop-text": ("typing-stop", lambda w: "stop", "invalid_argument"),
+    "send-no-ticket": ("send-message", lambda w: {"message": "hi"}, "invalid_argument"),
+    "send-unknown-ticket": ("send-message", lambda w: {"ticketId": 99999, "message": "hi"},
+                            "not_found"),
+    "send-bad-client-id": ("send-message",
+                           lambda w: {"ticketId": w.ticket, "message": "hi",
+                                      "clientMessageId": 7}, "invalid_argument"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+async def test_bad_socket_call_gets_its_error_ack_and_keeps_the_connection(
+    world: World, case: str
+) -> None:
+    event, make, code = BAD_CALLS[case]
+    socket = SocketClient(world.url, world.token("client"))
+    await socket.connect()
+    try:
+        before = world.counts()
+        ack = await socket.call(event, make(world))
+        assert ack["ok"] is False and ack["error"]["code"] == code, ack
+        assert isinstance(ack["error"]["message"], str) and ack["error"]["message"]
+        assert (await socket.call("heartbeat"))["ok"] is True
+        assert socket.sio.connected and world.counts() == before
+    finally:
+        await socket.close()

@@ -101,6 +101,9 @@ BAD_ITEMS = {
     "unknown-field": ({"stream": "clients", "type": "x", "data": {}, "room": "a"}, 422,
                       "invalid"),
     "missing-type": ({"stream": "clients", "data": {}}, 422, "invalid"),
+    "notification-shape": ({"stream": "clients", "type": "notification",
+                            "data": {"type": "fatal", "title": "x", "message": ""}}, 422,
+                           "invalid_notification"),
 }
 
 
@@ -125,6 +128,13 @@ def test_bad_single_event_is_refused_with_its_code(world: World, bad: str) -> No
     response = _post(world, item)
     assert (response.status_code, response.json()["error"]["code"]) == (status, code)
     assert world.counts() == before
+
+
+def test_service_notification_in_spec_shape_is_stored(world: World) -> None:
+    user = world.ids["client"]
+    response = _post(world, {"stream": f"user-{user}", "type": "notification",
+                             "data": {"type": "success", "title": "Paid", "message": "Thanks"}})
+    assert response.status_code == 201, response.text
 
 
 def test_data_of_exactly_64_kib_is_accepted(world: World) -> None:
