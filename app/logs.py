@@ -32,5 +32,12 @@ def setup(level: str = "INFO") -> None:
     handler._herald = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("socketio", "engineio", "httpx", "uvicorn.access"):
+    # uvicorn's loggers keep their own plain-text handlers unless told otherwise.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    # Per-task and per-tick chatter (the sweep runs every second) stays out of INFO:
+    # Herald's own relay lines say what happened.
+    for noisy in ("socketio", "engineio", "httpx", "uvicorn.access", "celery.app.trace",
+                  "celery.worker.strategy", "celery.beat", "kombu"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -31,13 +31,16 @@ Herald is starting on http://127.0.0.1:{port}
   client token (user {seeded['client']}): {client}
 
 Try it (in another terminal):
-  .venv/bin/herald tail project-{seeded['project']} --token {client}
+  .venv/bin/herald tail project-{seeded['project']} user-{seeded['client']} --token {client}
   curl -X PATCH http://127.0.0.1:{port}/api/projects/{seeded['project']} \\
-       -H "Authorization: Bearer {admin[:16]}..." -H 'Content-Type: application/json' \\
+       -H "Authorization: Bearer {admin}" -H 'Content-Type: application/json' \\
        -d '{{"progress": 60, "status": "active"}}'
 """, flush=True)
     honcho = BIN / "honcho"
-    os.execv(honcho, [str(honcho), "start", "-f", "Procfile", "web", "worker", "beat"])
+    # The Procfile names uvicorn, celery and alembic: find them in this virtualenv.
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    # honcho hands each process its own PORT from a base port; the web, listed first, gets ours.
+    os.execv(honcho, [str(honcho), "start", "-f", "Procfile", "-p", port, "web", "worker", "beat"])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from app import logs
 from app.settings import get_settings
 
 settings = get_settings()
@@ -25,6 +29,8 @@ celery_app.conf.update(
                               "visibility_timeout": 3600},
     broker_pool_limit=10,
     worker_hijack_root_logger=False,
+    # Our handler writes JSON lines to stderr; Celery must not re-log them as warnings.
+    worker_redirect_stdouts=False,
     timezone="UTC",
     beat_schedule={
         "relay-sweep": {"task": "herald.sweep", "schedule": settings.sweep_interval,
@@ -32,3 +38,9 @@ celery_app.conf.update(
         "prune": {"task": "herald.prune", "schedule": 24 * 3600.0},
     },
 )
+
+
+@setup_logging.connect
+def _setup_logging(**_kwargs: Any) -> None:
+    """Herald's one-line JSON logs in workers and beat too (instead of Celery's format)."""
+    logs.setup(settings.log_level)
