@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select
 
 from app.outbox import ops
@@ -43,24 +46,37 @@ def counters_key(channel: str) -> str:
     return f"herald:metrics:{channel}"
 
 
+def quick_redis(url: str) -> redis.Redis[bytes]:
+    """A client that fails at once when Redis is away (redis-py retries for seconds)."""
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1,
+                                retry=Retry(NoBackoff(), 0))
+
+
 class RelayMeter:
-    """Counts what the relay did into Redis; a metrics failure never fails the relay."""
+    """Counts what the relay did into Redis; a metrics failure never fails or slows the relay.
+
+    Increments that Redis did not take (it is down: exactly when `transport_down` is
+    worth counting) are kept in the process and added with the next write that works.
+    """
 
     def __init__(self, redis_client: Any, *, channel: str) -> None:
         self.redis = redis_client
         self.key = counters_key(channel)
+        self.unsent: Counter[str] = Counter()
 
     def _incr(self, fields: dict[str, int]) -> None:
-        fields = {k: v for k, v in fields.items() if v}
-        if not fields:
+        self.unsent.update({k: v for k, v in fields.items() if v})
+        if not self.unsent:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for name, amount in fields.items():
+            pipe = self.redis.pipeline(transaction=True)
+            for name, amount in self.unsent.items():
                 pipe.hincrby(self.key, name, amount)
             pipe.execute()
         except Exception as exc:
-            log.debug("relay metrics not recorded error=%s", type(exc).__name__)
+            log.debug("relay metrics kept for later error=%s", type(exc).__name__)
+            return
+        self.unsent.clear()
 
     def published(self, events: Sequence[EventRecord]) -> None:
         """`relay(on_published=...)`: called after each batch went out."""
@@ -71,6 +87,17 @@ class RelayMeter:
         self._incr({"failures:rejected": len(report.rejected),
                     "failures:transport_down": 1 if report.transport_down else 0,
                     "streams_failed": len(report.failed)})
+
+
+_meters: dict[tuple[str, str], RelayMeter] = {}
+
+
+def relay_meter(url: str, *, channel: str) -> RelayMeter:
+    """This process's meter for a Redis URL and channel (its unsent counts live on)."""
+    key = (url, channel)
+    if key not in _meters:
+        _meters[key] = RelayMeter(quick_redis(url), channel=channel)
+    return _meters[key]
 
 
 @dataclass
@@ -223,6 +250,9 @@ async def metrics(request: Request) -> Response:
     """Prometheus exposition of the outbox, the relay and this node."""
     ctx = request.app.state.ctx
     snap = node_snapshot(ctx.extras["node_metrics"], ctx.extras["gateway"])
-    body = await asyncio.to_thread(render, factory=ctx.factory, redis_client=ctx.extras["redis"],
+    if "metrics_redis" not in ctx.extras:
+        ctx.extras["metrics_redis"] = quick_redis(ctx.settings.sio_redis_url)
+    body = await asyncio.to_thread(render, factory=ctx.factory,
+                                   redis_client=ctx.extras["metrics_redis"],
                                    channel=ctx.settings.socketio_channel, snap=snap)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from app.metrics import NodeSnapshot, RelayMeter, counters_key, render
+from app.metrics import NodeSnapshot, RelayMeter, counters_key, quick_redis, render
 from app.outbox import writer
 from app.outbox.relay import RelayReport
 from tests.conftest import System
@@ -137,12 +137,35 @@ def test_relay_meter_counts_into_redis_what_every_node_then_serves(pg_db: Databa
 
 
 def test_a_scrape_without_redis_still_answers_and_says_redis_is_down(pg_db: Database) -> None:
-    dead = redis_lib.Redis(port=free_port(), socket_connect_timeout=0.5)
-    RelayMeter(dead, channel="x").published([])  # nothing to count: no call at all
-    RelayMeter(dead, channel="x").finish(RelayReport(transport_down="down"))  # swallowed
+    dead = quick_redis(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
     samples = scrape(render(factory=pg_db.factory, redis_client=dead, channel="x",
                             snap=_snapshot()).decode())
+    assert time.monotonic() - started < 5  # no retrying for seconds on a dead Redis
     assert _value(samples, "herald_metrics_source_up", source="redis") == 0
     assert _value(samples, "herald_metrics_source_up", source="database") == 1
     assert not any(name == "herald_events_published_total" for name, _ in samples)
     assert _value(samples, "herald_events_pending") == 0
+
+
+def test_counts_redis_did_not_take_are_added_once_it_answers(pg_db: Database,
+                                                             redis_url: str) -> None:
+    channel = f"metrics-{uuid.uuid4().hex[:8]}"
+    meter = RelayMeter(quick_redis(f"redis://127.0.0.1:{free_port()}/0"), channel=channel)
+    meter.finish(RelayReport(transport_down="redis unreachable"))  # never raises
+    meter.finish(RelayReport(transport_down="redis unreachable"))
+    live = redis_lib.Redis.from_url(redis_url)
+    try:
+        assert live.hgetall(counters_key(channel)) == {}
+        meter.redis = live  # Redis is back
+        with pg_db.factory() as session, session.begin():
+            event = writer.append(session, "user-1", "notification",
+                                  {"type": "info", "title": "t", "message": "m"})
+        meter.published([event])
+        assert live.hgetall(counters_key(channel)) == {
+            b"failures:transport_down": b"2", b"published": b"1", b"batches": b"1"}
+        meter.published([event])
+        assert live.hget(counters_key(channel), "failures:transport_down") == b"2"
+    finally:
+        live.delete(counters_key(channel))
+        live.close()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import logs
 from app.db import make_engine, make_session_factory
-from app.metrics import RelayMeter
+from app.metrics import relay_meter
 from app.outbox import relay as relay_mod
 from app.outbox.publisher import RedisPublisher
 from app.outbox.retention import prune_events
@@ -60,7 +60,7 @@ def _close(**_kwargs: Any) -> None:
 
 def _run(streams: list[str] | None) -> int:
     ctx = context()
-    meter = RelayMeter(ctx.publisher.redis, channel=ctx.settings.socketio_channel)
+    meter = relay_meter(ctx.settings.sio_redis_url, channel=ctx.settings.socketio_channel)
     report = relay_mod.relay(session_factory=ctx.factory, publisher=ctx.publisher,
                              policy=ctx.policy, streams=streams, on_published=meter.published)
     meter.finish(report)
