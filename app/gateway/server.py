@@ -371,8 +371,11 @@ def _token_from(auth: Any, environ: dict[str, Any]) -> Any:
     return None
 
 
+UNRECOVERABLE = args.Position(-1, None)  # a malformed position: joined, `recovered: false`
+
+
 def _positions(auth: Any) -> dict[str, args.Position]:
-    """The well-formed entries of `positions` (others cannot be recovered and are ignored)."""
+    """`positions` by stream name; names of no known form are ignored."""
     raw = auth.get("positions") if isinstance(auth, dict) else None
     if not isinstance(raw, dict):
         return {}
@@ -380,11 +383,12 @@ def _positions(auth: Any) -> dict[str, args.Position]:
     for name, value in list(raw.items())[:MAX_POSITIONS]:
         try:
             parse_stream(name)
-            position = args.as_position(value)
         except HeraldError:
             continue
-        if position is not None:
-            out[name] = position
+        try:
+            out[name] = args.as_position(value) or UNRECOVERABLE
+        except HeraldError:
+            out[name] = UNRECOVERABLE
     return out
 
 
