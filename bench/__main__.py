@@ -85,7 +85,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         procs.append(web)
     if "e2e" in args.parts:
         procs.append(worker)
-    await asyncio.to_thread(infra.start_all, *procs)
+    # The processes touch the database only when asked: migrate while they start.
+    await asyncio.to_thread(infra.start_all, *procs, meanwhile=lambda: upgrade(url))
+    header(url)
     try:
         if "relay" in args.parts:
             sizes = relay_bench.RelaySizes(args.relay_events, args.relay_streams, args.reps)
@@ -115,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     url = infra.create_database()
     report = Report()
     try:
-        upgrade(url)
-        header(url)
         asyncio.run(measure(args, url, report))
     finally:
         infra.drop_database(url)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -163,11 +164,13 @@ class Worker(Process):
         return " ready." in self.log()
 
 
-def start_all(*procs: Process) -> None:
-    """Spawn every process, then wait for each (they start in parallel)."""
+def start_all(*procs: Process, meanwhile: Callable[[], None] | None = None) -> None:
+    """Spawn every process, run `meanwhile`, then wait for each (they start in parallel)."""
     for proc in procs:
         proc.spawn()
     try:
+        if meanwhile is not None:
+            meanwhile()
         for proc in procs:
             proc.wait_ready()
     except Exception:

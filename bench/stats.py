@@ -42,11 +42,17 @@ class Figure:
     note: str = ""
 
     def text(self) -> str:
-        shown = fmt_rate(self.value) if self.unit == "ev/s" else (
-            fmt_ms(self.value) if self.unit == "ms" else f"{self.value:,.2f} {self.unit}")
+        if self.unit == "ev/s":
+            shown = fmt_rate(self.value)
+        elif self.unit == "ms":
+            shown = fmt_ms(self.value)
+        elif self.unit == "tasks":
+            shown = f"{self.value:,.0f} tasks"
+        else:
+            shown = f"{self.value:,.1f} {self.unit}"
         runs = ""
         if len(self.runs) > 1:
-            each = ", ".join(f"{r:,.0f}" if self.unit == "ev/s" else f"{r:,.1f}"
+            each = ", ".join(f"{r:,.0f}" if self.unit in {"ev/s", "tasks"} else f"{r:,.1f}"
                              for r in self.runs)
             runs = f"  [{each}]"
         note = f"  {self.note}" if self.note else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ from pathlib import Path
 from tests.support.databases import require_pg
 from tests.support.processes import ROOT
 
+# Tiny sizes; the relay through a second Celery worker is left to `make bench` (its start
+# alone would take a third of this test's time on a loaded two-core machine).
 TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "10",
-        "--replay", "50", "--replay-reps", "1", "--rate", "40", "--duration", "0.5",
-        "--e2e-reps", "1", "--streams", "2", "--threads", "1", "--updates", "2"]
+        "--no-celery-relay",
+        "--replay", "50", "--replay-reps", "1", "--rate", "20", "--duration", "1",
+        "--e2e-reps", "1", "--streams", "2", "--threads", "2", "--updates", "2"]
 
 
 def test_quick_bench_prints_relay_replay_and_latency_figures(redis_url: str,
@@ -26,7 +30,7 @@ def test_quick_bench_prints_relay_replay_and_latency_figures(redis_url: str,
     names = {(f["section"], f["name"]) for f in figures}
     for section in ("relay", "replay", "e2e", "update"):
         assert any(s == section for s, _ in names), (section, done.stdout)
-    assert all(f["value"] == f["value"] and f["value"] > 0 for f in figures), figures  # no NaN
+    assert all(math.isfinite(f["value"]) and f["value"] >= 0 for f in figures), figures
     assert "ratio relay() / ceiling" in done.stdout
     assert "50 missed events" in done.stdout
     assert "commit -> client p99" in done.stdout
