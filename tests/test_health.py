@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.metrics import quick_redis
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
 from tests.support.clients import token
@@ -78,6 +79,9 @@ def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
         # what a worker's relay run does now: Redis is unreachable, no stream is blamed
         publisher = RedisPublisher(private_redis.url, channel=os.environ["HERALD_SOCKETIO_CHANNEL"],
                                    timeout=1)
+        # without redis-py's reconnect retries: the worker's Celery consumer backs off
+        # longer the longer Redis stays away, so keep the outage short
+        publisher.redis = quick_redis(private_redis.url)
         report = relay(session_factory=pg_db.factory, publisher=publisher,
                        policy=RelayPolicy(max_attempts=1))
         publisher.close()
@@ -88,7 +92,7 @@ def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
         assert all(s["attempts"] == 0 and s["nextAttemptAt"] is None for s in stuck["streams"])
 
         private_redis.start()  # same port; nobody runs a command
-        drained = _until(outbox, lambda s: s["eventsPending"] == 0, timeout=40)
+        drained = _until(outbox, lambda s: s["eventsPending"] == 0, timeout=60)
         assert (drained["failedStreams"], drained["streamsBehind"]) == (0, 0)
         assert _until(lambda: http.get("/readyz"), lambda r: r.status_code == 200)
     finally:
