@@ -33,12 +33,14 @@ def _backlog(db: Database) -> None:
 
 def test_status_reports_pending_failed_and_lag_as_json_and_as_a_table(pg_db: Database) -> None:
     _backlog(pg_db)
-    state = herald_json("outbox", "status", database_url=pg_db.url)
+    with ThreadPoolExecutor(2) as pool:  # two real processes, side by side
+        as_json = pool.submit(herald_json, "outbox", "status", database_url=pg_db.url)
+        as_table = pool.submit(herald, "outbox", "status", database_url=pg_db.url)
+        state, table = as_json.result(), as_table.result()
     assert (state["eventsPending"], state["streamsBehind"], state["failedStreams"]) == (4, 2, 1)
     assert state["oldestPendingAgeSeconds"] >= 0
     assert {s["stream"]: (s["pending"], s["state"]) for s in state["streams"]} == {
         "user-1": (2, "active"), "user-2": (2, "failed")}
-    table = herald("outbox", "status", database_url=pg_db.url)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["events", "pending", "4"]

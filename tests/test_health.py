@@ -11,10 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from app.api import health
+from app.api.deps import AppContext
+from app.db import make_engine, make_session_factory
 from app.metrics import quick_redis
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
+from app.settings import Settings
 from tests.support.clients import token
 from tests.support.databases import Database
 from tests.support.ops import PrivateRedis
@@ -101,16 +106,24 @@ def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
         web.stop()
 
 
-def test_readyz_names_the_database_when_it_does_not_answer(redis_url: str,
-                                                          tmp_path: Path) -> None:
-    web = WebNode({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}, tmp_path)
-    web.start()
+@pytest.mark.anyio
+async def test_readyz_names_the_database_when_it_does_not_answer(redis_url: str) -> None:
+    """The readiness handler itself, in process, against a database port nobody listens on."""
+    settings = Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
+                        redis_url=redis_url)
+    engine = make_engine(settings.database_url)
+    api = FastAPI()
+    api.state.ctx = AppContext(settings=settings, engine=engine,
+                               factory=make_session_factory(engine))
+    api.include_router(health.router)
     try:
-        assert httpx.get(f"{web.url}/healthz", timeout=10).json() == {"status": "ok"}
-        answer = httpx.get(f"{web.url}/readyz", timeout=10)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
+                                     base_url="http://herald") as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            answer = await http.get("/readyz")
         assert answer.status_code == 503
         body = answer.json()
         assert body["status"] == "unavailable" and body["checks"]["redis"] == "ok"
         assert body["checks"]["database"].startswith("down: ")
     finally:
-        web.stop()
+        engine.dispose()
