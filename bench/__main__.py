@@ -26,10 +26,10 @@ from bench.stats import Report
 
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
-        "threads": 4, "updates": 20}
+        "threads": 4, "updates": 20, "low_rate": 50.0}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
-         "threads": 2, "updates": 5}
+         "threads": 2, "updates": 5, "low_rate": 0.0}
 PARTS = ("relay", "replay", "e2e")
 
 
@@ -46,6 +46,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--replay", help="missed-event counts, comma-separated")
     parser.add_argument("--replay-reps", type=int)
     parser.add_argument("--rate", type=float, help="end-to-end events per second")
+    parser.add_argument("--low-rate", type=float,
+                        help="also end to end at this lower rate (0: not)")
     parser.add_argument("--duration", type=float, help="end-to-end seconds (after warm-up)")
     parser.add_argument("--e2e-reps", type=int)
     parser.add_argument("--streams", type=int, help="end-to-end streams (one client each)")
@@ -100,7 +102,7 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "e2e" in args.parts:
             await latency_bench.run(report, factory, web.url, latency_bench.LatencySizes(
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
-                args.updates))
+                args.updates), low_rate=args.low_rate)
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -78,7 +78,7 @@ class PacedWriter:
                 with self.factory() as session, session.begin():
                     writer.append(session, stream, "notification",
                                   {"type": "info", "title": "bench", "message": f"event {seq}",
-                                   "seq": seq, "warm": seq < self.rate * WARMUP,
+                                   "seq": seq, "warm": time.perf_counter() < start + WARMUP,
                                    "t": time.time()})
             except Exception as exc:  # reported, not raised: the run goes on
                 self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -196,25 +196,33 @@ async def single_updates(factory: sessionmaker[Session], url: str, count: int
     return e2e, http
 
 
-async def run(report: Report, factory: sessionmaker[Session], url: str,
-              sizes: LatencySizes) -> None:
+async def steady(report: Report, factory: sessionmaker[Session], url: str,
+                 sizes: LatencySizes, section: str) -> None:
     report.section(f"End to end at a steady {sizes.rate:,.0f} events/s for {sizes.duration:g} s "
                    f"({sizes.threads} writer threads, {sizes.streams} streams, one Celery "
                    f"worker -c 1, one web node), median of {sizes.reps}")
     runs = [await steady_run(factory, url, sizes) for _ in range(sizes.reps)]
-    report.add(Figure("e2e", "achieved write rate", median([r["rate"] for r in runs]),
+    goal = sizes.rate >= 500
+    report.add(Figure(section, "achieved write rate", median([r["rate"] for r in runs]),
                       "ev/s", [r["rate"] for r in runs]))
-    report.add(Figure("e2e", "Celery nudge tasks queued when the writers stopped",
+    report.add(Figure(section, "Celery nudge tasks queued when the writers stopped",
                       median([r["backlog"] for r in runs]), "tasks",
                       [r["backlog"] for r in runs], note="one nudge task per commit"))
-    report.add(Figure("e2e", "commit -> client p50", median([r["p50"] for r in runs]), "ms",
-                      [r["p50"] for r in runs], note="goal <= 10 ms"))
-    report.add(Figure("e2e", "commit -> client p90", median([r["p90"] for r in runs]), "ms",
+    report.add(Figure(section, "commit -> client p50", median([r["p50"] for r in runs]), "ms",
+                      [r["p50"] for r in runs], note="goal <= 10 ms" if goal else ""))
+    report.add(Figure(section, "commit -> client p90", median([r["p90"] for r in runs]), "ms",
                       [r["p90"] for r in runs]))
-    report.add(Figure("e2e", "commit -> client p99", median([r["p99"] for r in runs]), "ms",
-                      [r["p99"] for r in runs], note="goal <= 50 ms"))
-    report.add(Figure("e2e", "commit -> client max", median([r["max"] for r in runs]), "ms",
+    report.add(Figure(section, "commit -> client p99", median([r["p99"] for r in runs]), "ms",
+                      [r["p99"] for r in runs], note="goal <= 50 ms" if goal else ""))
+    report.add(Figure(section, "commit -> client max", median([r["max"] for r in runs]), "ms",
                       [r["max"] for r in runs]))
+
+
+async def run(report: Report, factory: sessionmaker[Session], url: str,
+              sizes: LatencySizes, low_rate: float | None = None) -> None:
+    await steady(report, factory, url, sizes, "e2e")
+    if low_rate:
+        await steady(report, factory, url, replace(sizes, rate=low_rate), "e2e-low")
     report.section(f"One update: PATCH /api/projects/{{id}} -> client receives "
                    f"project-updated, {sizes.updates} one at a time")
     e2e, http = await single_updates(factory, url, sizes.updates)
