@@ -68,7 +68,7 @@ class Tail:
     positions: dict[str, Position]
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
-    max_delay: float = 5.0
+    max_delay: float = 2.0
     refused: Any = None
     _lost: asyncio.Event = field(default_factory=asyncio.Event)
 
