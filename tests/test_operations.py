@@ -7,6 +7,7 @@ stream's publishes refused by a fault-injecting wrapper around the real publishe
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from app.errors import InvalidInput, NotFound
 from app.outbox import ops, writer
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor
+from tests.conftest import System
 from tests.support.clients import SocketClient, token
 from tests.support.databases import Database
 from tests.support.env import REDIS_URL
@@ -215,3 +217,36 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
                                        ("user-2", "active", 0, None),
                                        ("user-3", "active", 0, None)]
     assert ops.retry(db.factory, all_failed=True) == []
+
+
+async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
+    pg_system: System,
+) -> None:
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    with pg_system.factory() as session, session.begin():  # as if its publishes had failed
+        writer.ensure_stream(session, stream)
+        session.execute(update(RelayCursor).where(RelayCursor.stream == stream).values(
+            state="failed", attempts=8, last_error="ResponseError: refused", failed_at=utcnow()))
+    socket = SocketClient(pg_system.url, client_token)
+    await socket.connect()
+    try:
+        assert (await socket.call("join-project", project))["ok"] is True
+        for progress in (10, 20):
+            api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
+        # the client's notifications flow; the failed stream waits for an operator
+        await socket.wait_count("notification", 2)
+        await asyncio.sleep(1.0)  # two sweeps of the real worker
+        assert socket.named("project-updated") == []
+        assert api.ok("GET", "/api/admin/outbox")["failedStreams"] == 1
+
+        assert api.ok("POST", "/api/admin/outbox/retry", json={"all": True}) == {
+            "retried": [stream]}
+        await socket.wait_count("project-updated", 2)
+        await socket.call("heartbeat")
+        assert [e.payload["progress"] for e in socket.named("project-updated")] == [10, 20]
+        assert _offsets(socket, stream) == [1, 2]
+    finally:
+        await socket.close()
