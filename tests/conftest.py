@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,13 @@ class System:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.database_url}
+        env = {"DATABASE_URL": self.database_url}
+        if self.kind != "postgres":
+            # Only the PostgreSQL system shares this process's channel and queue (tests nudge
+            # and publish to it in-process); any other system must not hear its events.
+            env["HERALD_SOCKETIO_CHANNEL"] = f"{os.environ['HERALD_SOCKETIO_CHANNEL']}-{self.kind}"
+            env["HERALD_CELERY_QUEUE"] = f"{os.environ['HERALD_CELERY_QUEUE']}-{self.kind}"
+        return env
 
     @property
     def url(self) -> str:

@@ -93,7 +93,8 @@ class Worker(Process):
     def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 1,
                  beat: bool = False) -> None:
         argv = [str(BIN / "celery"), "-A", "workers", "worker", "--loglevel", "INFO",
-                "-Q", os.environ["HERALD_CELERY_QUEUE"], "-c", str(concurrency),
+                "-Q", env.get("HERALD_CELERY_QUEUE", os.environ["HERALD_CELERY_QUEUE"]),
+                "-c", str(concurrency),
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "-n", f"herald-test-{time.monotonic_ns()}@%h"]
         if beat:
