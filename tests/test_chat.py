@@ -62,9 +62,9 @@ async def test_typing_reaches_the_others_in_the_ticket_room_but_not_the_sender(
 
         typing = await peer.wait_count("user-typing", 2)
         assert [t.args for t in typing] == [
-            ({"ticketId": ticket, "userId": str(world.ids["client"]), "userName": "Ann",
+            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "Ann",
               "isTyping": True},),
-            ({"ticketId": ticket, "userId": str(world.ids["client"]), "userName": "",
+            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "",
               "isTyping": False},),
         ]
         # a round trip on the sender's and the admin's sockets: anything sent before is in
@@ -88,7 +88,7 @@ async def test_typing_reaches_a_participant_connected_to_another_web_node(world:
             assert (await peer.call("join-ticket", ticket))["ok"] is True
             await sender.call("typing-start", {"ticketId": ticket, "userName": "Ann"})
             [typing] = await peer.wait_count("user-typing", 1)
-            assert typing.args == ({"ticketId": ticket, "userId": str(world.ids["client"]),
+            assert typing.args == ({"ticketId": ticket, "userId": world.ids["client"],
                                     "userName": "Ann", "isTyping": True},)
         finally:
             await _close([sender, peer])

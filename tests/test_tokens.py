@@ -66,7 +66,7 @@ async def test_valid_token_connects_and_gets_connected_with_its_identity(pg_syst
     await client.connect()
     try:
         [hello] = await client.wait_count("connected", 1)
-        assert hello.payload == {"userId": str(user_id), "email": "tech@test",
+        assert hello.payload == {"userId": user_id, "email": "tech@test",
                                  "role": "technician", "recovered": {}}
         ack = await client.call("heartbeat")
         assert ack["ok"] is True and ack["serverTime"].endswith("Z")

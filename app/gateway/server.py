@@ -143,7 +143,7 @@ class Gateway:
                 return
             recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
                          for name, pos in positions.items()}
-            await self.sio.emit("connected", {"userId": who.sub, "email": who.email,
+            await self.sio.emit("connected", {"userId": who.user_id, "email": who.email,
                                               "role": who.role, "recovered": recovered},
                                 to=sid, ignore_queue=True)
             for room in rooms:
@@ -327,7 +327,7 @@ class Gateway:
         stream = ticket_stream(ticket_id)
         if stream not in self.sio.rooms(sid):
             await self.db(lambda s: access.require_ticket_reader(s, who, ticket_id))
-        await self.sio.emit("user-typing", {"ticketId": ticket_id, "userId": who.sub,
+        await self.sio.emit("user-typing", {"ticketId": ticket_id, "userId": who.user_id,
                                             "userName": name, "isTyping": typing},
                             room=stream, skip_sid=sid)
         return ok()
