@@ -26,10 +26,12 @@ from bench.stats import Report
 
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
-        "threads": 4, "updates": 20, "low_rate": 50.0}
+        "threads": 4, "updates": 20, "low_rate": 50.0,
+        "relay_loop": True}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
-         "threads": 2, "updates": 5, "low_rate": 0.0}
+         "threads": 2, "updates": 5, "low_rate": 0.0,
+         "relay_loop": False}
 PARTS = ("relay", "replay", "e2e")
 
 
@@ -52,6 +54,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-reps", type=int)
     parser.add_argument("--streams", type=int, help="end-to-end streams (one client each)")
     parser.add_argument("--threads", type=int, help="end-to-end writer threads")
+    parser.add_argument("--relay-loop", action=argparse.BooleanOptionalAction,
+                        help="also end to end through the coalesced-nudge relay-loop "
+                             "prototype (bench/relay_loop.py)")
     parser.add_argument("--updates", type=int, help="single PATCH updates to time")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -87,6 +92,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         procs.append(web)
     if "e2e" in args.parts:
         procs.append(worker)
+    loop = infra.RelayLoop({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
+    if "e2e" in args.parts and args.relay_loop:
+        procs.append(loop)
     # The processes touch the database only when asked: migrate while they start.
     await asyncio.to_thread(infra.start_all, *procs, meanwhile=lambda: upgrade(url))
     header(url)
@@ -102,7 +110,8 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "e2e" in args.parts:
             await latency_bench.run(report, factory, web.url, latency_bench.LatencySizes(
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
-                args.updates), low_rate=args.low_rate)
+                args.updates), low_rate=args.low_rate,
+                relay_loop=args.relay_loop)
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

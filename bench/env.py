@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import uuid
 
-RUN = uuid.uuid4().hex[:10]
+# A child process started by the bench (bench.relay_loop) inherits the run it belongs to.
+RUN = os.environ.get("BENCH_RUN") or uuid.uuid4().hex[:10]
+os.environ["BENCH_RUN"] = RUN
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 CHANNEL = f"herald-bench-{RUN}"
 # The relay benchmark publishes on a channel nobody listens to, so that the raw PUBLISH
@@ -18,6 +20,7 @@ CHANNEL = f"herald-bench-{RUN}"
 RELAY_CHANNEL = f"herald-bench-{RUN}-relay"
 QUEUE = f"herald-bench-{RUN}"
 RELAY_QUEUE = f"herald-bench-{RUN}-relay"  # the relay benchmark's own worker
+NUDGES = f"herald-bench-{RUN}-nudges"  # the relay-loop prototype's wake-up list
 
 os.environ["HERALD_ENV"] = "test"
 os.environ["JWT_SECRET"] = SECRET

@@ -164,6 +164,16 @@ class Worker(Process):
         return " ready." in self.log()
 
 
+class RelayLoop(Process):
+    """`python -m bench.relay_loop`: the coalesced-nudge relay prototype."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__("relay-loop", [sys.executable, "-m", "bench.relay_loop"], env)
+
+    def ready(self) -> bool:
+        return "relay loop ready." in self.log()
+
+
 def start_all(*procs: Process, meanwhile: Callable[[], None] | None = None) -> None:
     """Spawn every process, run `meanwhile`, then wait for each (they start in parallel)."""
     for proc in procs:

@@ -11,6 +11,7 @@ Also: one PATCH /api/projects/{id} over HTTP -> the project's client receives
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import portal
 from app.outbox import writer
 from bench.clients import Listener, token
-from bench.env import QUEUE, REDIS_URL
+from bench.env import NUDGES, QUEUE, REDIS_URL
 from bench.stats import Figure, Report, median, percentile
 
 WARMUP = 1.0
@@ -98,8 +99,18 @@ class PacedWriter:
         return len(self.written) / (time.perf_counter() - start)
 
 
-async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySizes
-                     ) -> dict[str, float]:
+def loop_nudger(streams: list[str]) -> None:
+    """The relay-loop prototype's nudge: one LPUSH (the loop coalesces them)."""
+    _loop_redis().lpush(NUDGES, 1)
+
+
+@functools.cache
+def _loop_redis() -> redis.Redis[bytes]:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySizes,
+                     nudger: writer.Nudger | None = None) -> dict[str, float]:
     users = await asyncio.to_thread(_users, factory, sizes.streams, "client")
     latencies: list[float] = []
     received: set[int] = set()
@@ -117,10 +128,13 @@ async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySiz
         await listener.connect()
     for listener in listeners:
         await listener.wait_connected()
-    writer.set_default_nudger(None)  # the real one: a Celery task after each commit
+    writer.set_default_nudger(nudger)  # None: the real one, a Celery task after each commit
     paced = PacedWriter(factory, [f"user-{uid}" for uid in users], sizes.rate,
                         sizes.duration + WARMUP, sizes.threads)
-    achieved = await asyncio.to_thread(paced.run)
+    try:
+        achieved = await asyncio.to_thread(paced.run)
+    finally:
+        writer.set_default_nudger(None)
     backlog = await asyncio.to_thread(queued_tasks)
     deadline = time.monotonic() + 120
     while not paced.written <= received and time.monotonic() < deadline:
@@ -197,17 +211,21 @@ async def single_updates(factory: sessionmaker[Session], url: str, count: int
 
 
 async def steady(report: Report, factory: sessionmaker[Session], url: str,
-                 sizes: LatencySizes, section: str) -> None:
+                 sizes: LatencySizes, section: str, loop: bool = False) -> None:
+    relayer = ("the relay-loop PROTOTYPE (coalesced nudges, not Herald's current path)"
+               if loop else "one Celery worker -c 1")
     report.section(f"End to end at a steady {sizes.rate:,.0f} events/s for {sizes.duration:g} s "
-                   f"({sizes.threads} writer threads, {sizes.streams} streams, one Celery "
-                   f"worker -c 1, one web node), median of {sizes.reps}")
-    runs = [await steady_run(factory, url, sizes) for _ in range(sizes.reps)]
+                   f"({sizes.threads} writer threads, {sizes.streams} streams, {relayer}, "
+                   f"one web node), median of {sizes.reps}")
+    runs = [await steady_run(factory, url, sizes, loop_nudger if loop else None)
+            for _ in range(sizes.reps)]
     goal = sizes.rate >= 500
     report.add(Figure(section, "achieved write rate", median([r["rate"] for r in runs]),
                       "ev/s", [r["rate"] for r in runs]))
-    report.add(Figure(section, "Celery nudge tasks queued when the writers stopped",
-                      median([r["backlog"] for r in runs]), "tasks",
-                      [r["backlog"] for r in runs], note="one nudge task per commit"))
+    if not loop:
+        report.add(Figure(section, "Celery nudge tasks queued when the writers stopped",
+                          median([r["backlog"] for r in runs]), "tasks",
+                          [r["backlog"] for r in runs], note="one nudge task per commit"))
     report.add(Figure(section, "commit -> client p50", median([r["p50"] for r in runs]), "ms",
                       [r["p50"] for r in runs], note="goal <= 10 ms" if goal else ""))
     report.add(Figure(section, "commit -> client p90", median([r["p90"] for r in runs]), "ms",
@@ -219,10 +237,13 @@ async def steady(report: Report, factory: sessionmaker[Session], url: str,
 
 
 async def run(report: Report, factory: sessionmaker[Session], url: str,
-              sizes: LatencySizes, low_rate: float | None = None) -> None:
+              sizes: LatencySizes, low_rate: float | None = None,
+              relay_loop: bool = False) -> None:
     await steady(report, factory, url, sizes, "e2e")
     if low_rate:
         await steady(report, factory, url, replace(sizes, rate=low_rate), "e2e-low")
+    if relay_loop:
+        await steady(report, factory, url, sizes, "e2e-loop", loop=True)
     report.section(f"One update: PATCH /api/projects/{{id}} -> client receives "
                    f"project-updated, {sizes.updates} one at a time")
     e2e, http = await single_updates(factory, url, sizes.updates)
