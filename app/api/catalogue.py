@@ -5,19 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app import access, documents, interventions, quotes
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
-from app.api.portal import Body
+from app.api.portal import Body, PathId
 from app.text import Storable
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 Id = Annotated[int, Field(gt=0, lt=2**53)]
-PathId = Annotated[int, Path(gt=0, lt=2**53)]
 InterventionStatus = Literal["planned", "scheduled", "in-progress", "done", "cancelled"]
 QuoteStatus = Literal["draft", "sent", "accepted", "rejected", "expired"]
 Amount = Annotated[Decimal, Field(ge=0, lt=10**10, decimal_places=2,

@@ -4,32 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from app import portal
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
-from app.api.portal import Body
+from app.api.portal import Body, PathId, TicketOut
 
 router = APIRouter(prefix="/api", tags=["tickets"], responses=ERROR_RESPONSES)
 
 TicketStatus = Literal["open", "in-progress", "waiting", "resolved", "closed"]
-PathId = Annotated[int, Path(gt=0, lt=2**53)]
 Priority = Literal["low", "normal", "high", "urgent"]
 
 
 class TicketPatch(Body):
     status: TicketStatus | None = None
     priority: Priority | None = None
-
-
-class TicketOut(BaseModel):
-    id: int
-    projectId: int
-    subject: str
-    status: str
-    priority: str
 
 
 class MessageIn(Body):
