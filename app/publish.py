@@ -36,8 +36,7 @@ from app.db import utcnow
 from app.errors import Gone, InvalidInput, TooLarge
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import Event, EventRecord, IdempotencyKey, Stream
-from app.outbox.writer import Nudger, check_data, ensure_stream, load_event
-from app.outbox.writer import _schedule_nudge as schedule_nudge
+from app.outbox.writer import Nudger, check_data, ensure_stream, load_event, schedule_nudge
 
 MAX_BATCH = 1000
 MAX_KEY = 200

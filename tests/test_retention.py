@@ -12,7 +12,7 @@ from app.db import utcnow
 from app.errors import Gone
 from app.outbox.replay import Head, page, read_head
 from app.outbox.retention import prune_events
-from app.outbox.tables import Event, RelayCursor, Stream
+from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 from app.outbox.writer import append
 from tests.conftest import System
 from tests.support.databases import Database
@@ -127,3 +127,20 @@ def test_prune_runs_as_the_daily_beat_task_on_a_real_worker(pg_system: System) -
         assert time.monotonic() < deadline, left
         time.sleep(0.05)
     assert pruned is not None and pruned.pruned_through == 2 and pruned.head == 3
+
+
+def test_prune_forgets_idempotency_keys_older_than_retention(db: Database) -> None:
+    """The idempotency window is the retention period: older keys may be used again."""
+    from app.publish import publish
+
+    for key in ("old", "new"):
+        with db.factory() as session, session.begin():
+            publish(session, "admins", "notification",
+                    {"type": "info", "title": key, "message": ""},
+                    idempotency_key=key, service="billing")
+    with db.factory() as session, session.begin():
+        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == "old")
+                        .values(created_at=utcnow() - OLD))
+    prune_events(db.factory, retention=timedelta(days=7))
+    with db.factory() as session:
+        assert list(session.scalars(select(IdempotencyKey.key))) == ["new"]

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
-from app.outbox.tables import Event, RelayCursor, Stream
+from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 
 log = logging.getLogger("herald.retention")
 
@@ -49,9 +49,18 @@ def prune_events(
         if len(rows) < batch_streams:
             break
         after = rows[-1][0]
-    if total:
-        log.info("pruned events=%d streams=%d cutoff=%s", total, streams, cutoff.isoformat())
+    keys = _prune_idempotency_keys(factory, cutoff)
+    if total or keys:
+        log.info("pruned events=%d streams=%d idempotency_keys=%d cutoff=%s", total, streams,
+                 keys, cutoff.isoformat())
     return total
+
+
+def _prune_idempotency_keys(factory: sessionmaker[Session], cutoff: datetime) -> int:
+    """Idempotency keys last as long as events: a key older than retention may be reused."""
+    with factory() as session, session.begin():
+        result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _prune_stream(factory: sessionmaker[Session], stream: str, through: int, chunk: int) -> int:

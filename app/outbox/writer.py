@@ -104,7 +104,7 @@ def append(
         insert(Event).values(id=event_id, stream=stream, offset=offset, type=type,
                              payload=data, created_at=now)
     )
-    _schedule_nudge(session, stream, nudge)
+    schedule_nudge(session, stream, nudge)
     return EventRecord(event_id, stream, offset, epoch, type, data, now)
 
 
@@ -128,7 +128,8 @@ def load_event(session: Session, event_id: str) -> EventRecord | None:
                        event.created_at)
 
 
-def _schedule_nudge(session: Session, stream: str, nudge: Nudger | None) -> None:
+def schedule_nudge(session: Session, stream: str, nudge: Nudger | None = None) -> None:
+    """Nudge the relay for `stream` after the session commits (nothing if it rolls back)."""
     pending: set[str] = session.info.setdefault(_PENDING, set())
     pending.add(stream)
     if nudge is not None:
