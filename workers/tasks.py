@@ -13,6 +13,7 @@ from app import logs
 from app.db import make_engine, make_session_factory
 from app.metrics import relay_meter
 from app.outbox import relay as relay_mod
+from app.outbox.nudge import clear_due
 from app.outbox.publisher import RedisPublisher
 from app.outbox.retention import prune_events
 from app.settings import Settings, get_settings
@@ -74,6 +75,12 @@ def relay(streams: list[str] | None = None) -> int:
                                 or not all(isinstance(s, str) for s in streams)):
         log.warning("relay task ignored malformed argument")
         return 0
+    if streams is None:  # a coalesced nudge: later commits may nudge again from now on
+        settings = context().settings
+        try:
+            clear_due(settings.redis_url, settings.celery_queue)
+        except Exception as exc:  # the key expires by itself; relay anyway
+            log.warning("relay could not clear the due mark error=%s", type(exc).__name__)
     return _run(streams)
 
 
