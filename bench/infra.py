@@ -138,7 +138,8 @@ class WebNode(Process):
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         super().__init__("web", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
-                                 "--port", str(self.port), "--no-access-log"], env)
+                                 "--port", str(self.port), "--no-access-log",
+                                 "--ws-per-message-deflate", "false"], env)
 
     @property
     def url(self) -> str:

@@ -212,7 +212,7 @@ async def single_updates(factory: sessionmaker[Session], url: str, count: int
 
 async def steady(report: Report, factory: sessionmaker[Session], url: str,
                  sizes: LatencySizes, section: str, loop: bool = False) -> None:
-    relayer = ("the relay-loop PROTOTYPE (coalesced nudges, not Herald's current path)"
+    relayer = ("the relay-loop PROTOTYPE (a relay loop woken by LPUSH, not Herald's path)"
                if loop else "one Celery worker -c 1")
     report.section(f"End to end at a steady {sizes.rate:,.0f} events/s for {sizes.duration:g} s "
                    f"({sizes.threads} writer threads, {sizes.streams} streams, {relayer}, "
@@ -225,7 +225,8 @@ async def steady(report: Report, factory: sessionmaker[Session], url: str,
     if not loop:
         report.add(Figure(section, "Celery nudge tasks queued when the writers stopped",
                           median([r["backlog"] for r in runs]), "tasks",
-                          [r["backlog"] for r in runs], note="one nudge task per commit"))
+                          [r["backlog"] for r in runs],
+                          note="nudges coalesce: at most one relay task due"))
     report.add(Figure(section, "commit -> client p50", median([r["p50"] for r in runs]), "ms",
                       [r["p50"] for r in runs], note="goal <= 10 ms" if goal else ""))
     report.add(Figure(section, "commit -> client p90", median([r["p90"] for r in runs]), "ms",

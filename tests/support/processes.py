@@ -65,7 +65,8 @@ class WebNode(Process):
     def __init__(self, env: dict[str, str], log_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         super().__init__("web", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
-                                 "--port", str(self.port), "--no-access-log"],
+                                 "--port", str(self.port), "--no-access-log",
+                                 "--ws-per-message-deflate", "false"],
                          env, log_dir)
 
     @property
