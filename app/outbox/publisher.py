@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 import redis
 import socketio
 
@@ -41,7 +42,16 @@ class _MessageBuilder(socketio.PubSubManager):  # type: ignore[misc]
         self.captured.append(data)
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; orjson where it can (payloads are JSON from the database),
+    the standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        return _json_encode(message).encode()
 
 
 def _reference_messages(events: Sequence[EventRecord]) -> list[dict[str, Any]]:
@@ -69,7 +79,7 @@ def _direct_is_exact() -> bool:
     return list(direct.items()) == list(reference.items())
 
 
-def socketio_messages(events: Sequence[EventRecord]) -> list[str]:
+def socketio_messages(events: Sequence[EventRecord]) -> list[bytes]:
     """Each event as the JSON message a python-socketio PubSubManager publishes.
 
     Built directly (going through emit() costs more than the PUBLISH itself), but only

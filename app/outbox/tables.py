@@ -99,8 +99,8 @@ class EventRecord:
 
     @property
     def meta(self) -> dict[str, Any]:
-        ts = self.ts.astimezone(UTC) if self.ts.tzinfo else self.ts
-        text = ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        ts = self.ts.astimezone(UTC).replace(tzinfo=None) if self.ts.tzinfo else self.ts
+        text = ts.isoformat(timespec="milliseconds") + "Z"
         return {"id": self.id, "stream": self.stream, "offset": self.offset,
                 "epoch": self.epoch, "ts": text}
 
