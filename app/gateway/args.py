@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import InvalidInput
+from app.errors import HeraldError, InvalidInput
+from app.outbox.streams import parse_stream
 
 MAX_ID = 2**53
 
@@ -70,3 +71,36 @@ def as_text(value: Any, name: str, *, min_len: int, max_len: int) -> str:
         raise InvalidInput(f"{name} must be a string of {min_len} to {max_len} characters",
                            code="invalid_argument")
     return value
+
+
+MAX_POSITIONS = 200
+
+
+def token_from(auth: Any, environ: dict[str, Any]) -> Any:
+    if isinstance(auth, dict) and "token" in auth:
+        return auth["token"]
+    header = environ.get("HTTP_AUTHORIZATION")
+    if isinstance(header, str) and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+UNRECOVERABLE = Position(-1, None)  # a malformed position: joined, `recovered: false`
+
+
+def positions_from(auth: Any) -> dict[str, Position]:
+    """`positions` by stream name; names of no known form are ignored."""
+    raw = auth.get("positions") if isinstance(auth, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, Position] = {}
+    for name, value in list(raw.items())[:MAX_POSITIONS]:
+        try:
+            parse_stream(name)
+        except HeraldError:
+            continue
+        try:
+            out[name] = as_position(value) or UNRECOVERABLE
+        except HeraldError:
+            out[name] = UNRECOVERABLE
+    return out

@@ -9,23 +9,22 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import socketio
-from socketio.packet import EVENT
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
 from app.auth import Principal, decode
-from app.errors import AuthError, Gone, HeraldError, InvalidInput
+from app.errors import AuthError, HeraldError, InvalidInput
 from app.gateway import args
 from app.gateway.manager import HeraldRedisManager
+from app.gateway.replay import Replayer
 from app.models import ROLE_STREAMS
-from app.outbox.replay import Head, iter_after, read_head
-from app.outbox.streams import parse_stream, project_stream, ticket_stream, user_stream
+from app.outbox.replay import Head, read_head
+from app.outbox.streams import project_stream, ticket_stream, user_stream
 from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
 T = TypeVar("T")
 MAX_FRAME = 1_000_000
-MAX_POSITIONS = 200
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -53,7 +52,8 @@ class Gateway:
         )
         self.sockets = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
+                                 metrics=metrics)
         self.manager.on_resubscribed = self._resubscribed
         self._register()
 
@@ -99,7 +99,7 @@ class Gateway:
 
     # -- connection ----------------------------------------------------------------------
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = _token_from(auth, environ)
+        token = args.token_from(auth, environ)
         try:
             who = decode(token, secret=self.secret)
             if who.role == "service":
@@ -110,7 +110,7 @@ class Gateway:
                 self.metrics.refused(exc.code)
             raise socketio.exceptions.ConnectionRefusedError(
                 "Authentication error", {"code": exc.code}) from None
-        positions = _positions(auth)
+        positions = args.positions_from(auth)
         await self.sio.save_session(sid, {"who": who})
         auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
         heads = await self.db(lambda s: {
@@ -121,7 +121,7 @@ class Gateway:
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
         for room in rooms:
-            await self._lock(sid, room).acquire()  # a new socket's lock: free, no wait
+            await self.replayer.lock(sid, room).acquire()  # a new socket's lock: free, no wait
             self.manager.open_gate(sid, room)
         for room in rooms:
             await self.sio.enter_room(sid, room)
@@ -149,12 +149,13 @@ class Gateway:
             for room in rooms:
                 head = heads.get(room)
                 if head is None:  # an automatic room without a position: only what is live
-                    await self._flush(sid, room, 0)
+                    await self.replayer.flush(sid, room, 0)
                 else:
                     pos = positions[room]
-                    await self._replay(sid, room, pos.offset if recovered[room] else head.offset,
-                                       head)
-                self._release(sid, room)
+                    await self.replayer.replay(sid, room,
+                                               pos.offset if recovered[room] else head.offset,
+                                               head)
+                self.replayer.release(sid, room)
                 pending.remove(room)
         except Exception as exc:
             # Some events may be missing for this socket: drop it, so that its client
@@ -165,7 +166,7 @@ class Gateway:
         finally:
             for room in pending:
                 self.manager.close_gate(sid, room)
-                self._release(sid, room)
+                self.replayer.release(sid, room)
 
     async def _until_connected(self, sid: str, timeout: float = 30.0) -> bool:
         """Wait for the CONNECT packet (sent right after the connect handler); False if gone."""
@@ -179,8 +180,7 @@ class Gateway:
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.manager.close_all(sid)
-        for key in [k for k in self._locks if k[0] == sid]:
-            self._locks.pop(key, None)
+        self.replayer.forget(sid)
         self.sockets = max(0, self.sockets - 1)
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
@@ -197,79 +197,12 @@ class Gateway:
         for sid in sids:
             await self._drop_socket(sid)
 
-    # -- replay --------------------------------------------------------------------------
-    def _lock(self, sid: str, stream: str) -> asyncio.Lock:
-        """One replay at a time per (socket, stream): a second join waits for the first."""
-        return self._locks.setdefault((sid, stream), asyncio.Lock())
-
-    def _release(self, sid: str, stream: str) -> None:
-        lock = self._locks.get((sid, stream))
-        if lock is not None and lock.locked():
-            lock.release()
-
-    async def _replay(self, sid: str, stream: str, after: int, head: Head) -> int:
-        """Send events after `after`, then the live ones held back meanwhile; close the gate.
-
-        The gate must already be open and the socket in the room. Returns the last offset
-        sent. Raises Gone if events in that range vanished (pruned meanwhile).
-        """
-        last = after
-        sent = 0
-        try:
-            for _ in range(2):  # the stored history, then whatever committed while sending it
-                batches = iter_after(self.factory, stream, last, head.epoch)
-                while self.manager.is_connected(sid, "/"):
-                    batch = await asyncio.to_thread(next, batches, None)
-                    if batch is None:
-                        break
-                    for event in batch:
-                        await self._send(sid, event.type, [event.payload, event.meta])
-                        last = event.offset
-                        sent += 1
-            if last < head.offset and self.manager.is_connected(sid, "/"):
-                raise Gone(f"events of {stream} after {last} were pruned during replay")
-        except BaseException:
-            self.manager.close_gate(sid, stream)
-            raise
-        last = await self._flush(sid, stream, last)
-        if sent and self.metrics is not None:
-            self.metrics.replayed(sent)
-        if sent:
-            log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
-        return last
-
-    async def _flush(self, sid: str, stream: str, last: int) -> int:
-        """Send the live events held back for (sid, stream) after `last`; close the gate."""
-        try:
-            while True:
-                buffered = self.manager.take_buffer(sid, stream)
-                if not buffered:
-                    break
-                for offset, name, data in buffered:
-                    if offset > last:
-                        await self._send(sid, name, data)
-                        last = offset
-        finally:
-            # No await between the last empty take_buffer and this: nothing slips through.
-            self.manager.close_gate(sid, stream, floor=last)
-        return last
-
-    async def _send(self, sid: str, event: str, data: list[Any]) -> None:
-        """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
-        by python-socketio's Packet, but without emit's room lookup, binary scan and task
-        per packet (a replay sends thousands). Event data is JSON: never binary."""
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-        if eio_sid is None:
-            return
-        pkt = self.sio.packet_class(EVENT, namespace="/", data=[event, *data], binary=False)
-        await self.sio.eio.send(eio_sid, pkt.encode())
-
     async def _join(self, sid: str, stream: str, check: Callable[[Session], Any],
                     position: args.Position | None) -> dict[str, Any]:
         def authorise(session: Session) -> Head:
             check(session)
             return read_head(session, stream)
-        async with self._lock(sid, stream):
+        async with self.replayer.lock(sid, stream):
             head = await self.db(authorise)
             recovered = position is not None and head.can_recover(position.offset,
                                                                    position.epoch)
@@ -277,7 +210,7 @@ class Gateway:
             await self.sio.enter_room(sid, stream)
             after = position.offset if (position is not None and recovered) else head.offset
             try:
-                last = await self._replay(sid, stream, after, head)
+                last = await self.replayer.replay(sid, stream, after, head)
             except Exception:
                 # The client got part of the history at most: out of the room, so that it
                 # never sees a gap; it may join again from its last offset.
@@ -285,7 +218,7 @@ class Gateway:
                 raise
             finally:
                 if not self.manager.is_connected(sid, "/"):
-                    self._locks.pop((sid, stream), None)
+                    self.replayer.forget(sid, stream)
         log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)
         return ok(stream=stream, offset=max(last, head.offset), epoch=head.epoch,
                   recovered=recovered)
@@ -360,36 +293,6 @@ def _readable(session: Session, who: Principal, name: str) -> bool:
         return access.may_read_stream(session, who, name)
     except HeraldError:
         return False
-
-
-def _token_from(auth: Any, environ: dict[str, Any]) -> Any:
-    if isinstance(auth, dict) and "token" in auth:
-        return auth["token"]
-    header = environ.get("HTTP_AUTHORIZATION")
-    if isinstance(header, str) and header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return None
-
-
-UNRECOVERABLE = args.Position(-1, None)  # a malformed position: joined, `recovered: false`
-
-
-def _positions(auth: Any) -> dict[str, args.Position]:
-    """`positions` by stream name; names of no known form are ignored."""
-    raw = auth.get("positions") if isinstance(auth, dict) else None
-    if not isinstance(raw, dict):
-        return {}
-    out: dict[str, args.Position] = {}
-    for name, value in list(raw.items())[:MAX_POSITIONS]:
-        try:
-            parse_stream(name)
-        except HeraldError:
-            continue
-        try:
-            out[name] = args.as_position(value) or UNRECOVERABLE
-        except HeraldError:
-            out[name] = UNRECOVERABLE
-    return out
 
 
 __all__ = ["EventRecord", "Gateway"]
