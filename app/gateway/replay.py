@@ -9,6 +9,8 @@ replay at a time per (socket, stream).
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 from typing import Any
 
@@ -16,6 +18,7 @@ import socketio
 from socketio.packet import EVENT
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import jsoncodec
 from app.errors import Gone
 from app.gateway.manager import HeraldRedisManager
 from app.outbox.replay import Head, iter_after
@@ -102,5 +105,27 @@ class Replayer:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:
             return
+        await self.sio.eio.send(eio_sid, self.encode(event, data))
+
+    def encode(self, event: str, data: list[Any]) -> str:
+        """The Socket.IO EVENT packet for the default namespace, JSON by app.jsoncodec when
+        that matches python-socketio's own encoding (checked once), else by Packet."""
+        if _packet_prefix_matches(self.sio.packet_class):
+            return _EVENT_PREFIX + jsoncodec.dumps([event, *data]).decode()
         pkt = self.sio.packet_class(EVENT, namespace="/", data=[event, *data], binary=False)
-        await self.sio.eio.send(eio_sid, pkt.encode())
+        return str(pkt.encode())
+
+
+_EVENT_PREFIX = str(EVENT)
+
+
+@functools.cache
+def _packet_prefix_matches(packet_class: Any) -> bool:
+    """Whether python-socketio encodes a default-namespace EVENT as its type + JSON."""
+    data = ["probe", {"a": [1, None], "b": "é"}, {"offset": 1}]
+    encoded = str(packet_class(EVENT, namespace="/", data=data, binary=False).encode())
+    prefix, body = encoded[:len(_EVENT_PREFIX)], encoded[len(_EVENT_PREFIX):]
+    try:
+        return prefix == _EVENT_PREFIX and json.loads(body) == data
+    except ValueError:
+        return False

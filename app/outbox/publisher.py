@@ -9,16 +9,15 @@ redis-py pipeline whose failures raise.
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
 import redis
 import socketio
 
+from app import jsoncodec
 from app.errors import PublishRejected, TransportDown
 from app.outbox.tables import EventRecord
 
@@ -42,16 +41,8 @@ class _MessageBuilder(socketio.PubSubManager):  # type: ignore[misc]
         self.captured.append(data)
 
 
-_json_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
 def _encode(message: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; orjson where it can (payloads are JSON from the database),
-    the standard library for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.dumps(message)
-    except TypeError:
-        return _json_encode(message).encode()
+    return jsoncodec.dumps(message)
 
 
 def _reference_messages(events: Sequence[EventRecord]) -> list[dict[str, Any]]:

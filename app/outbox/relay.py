@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import Text, cast, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.errors import PublishRejected, TransportDown
+from app.jsoncodec import loads
 from app.outbox.publisher import Publisher
 from app.outbox.tables import Event, EventRecord, RelayCursor, Stream
 
@@ -145,8 +146,11 @@ def _pending_events(
     # locked by this transaction, so their `dispatched` is the one read at claim time.
     # Executed on the Connection (Core rows): the ORM's row loading would cost more here
     # than the query itself.
+    # The payload is read as text and decoded here (app.jsoncodec): the driver's JSON
+    # loader is the relay's single largest cost otherwise.
     rows = session.connection().execute(
-        select(Event.id, Event.stream, Event.offset, Event.type, Event.payload, Event.created_at)
+        select(Event.id, Event.stream, Event.offset, Event.type,
+               cast(Event.payload, Text), Event.created_at)
         .join(RelayCursor, RelayCursor.stream == Event.stream)
         .where(RelayCursor.stream.in_(list(cursors)),
                Event.offset > RelayCursor.dispatched,
@@ -155,7 +159,8 @@ def _pending_events(
     ).all()
     epochs = {name: epoch for name, (_done, _attempts, epoch) in cursors.items()}
     return [
-        EventRecord(id_, stream, int(offset), epochs[stream], type_, payload, created_at)
+        EventRecord(id_, stream, int(offset), epochs[stream], type_, loads(payload),
+                    created_at)
         for id_, stream, offset, type_, payload, created_at in rows
     ]
 

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Gone
+from app.jsoncodec import loads
 from app.outbox.tables import Event, EventRecord, Stream
 from app.outbox.writer import ensure_stream
 
@@ -47,14 +48,15 @@ def read_head(session: Session, stream: str) -> Head:
 def read_after(
     session: Session, stream: str, after: int, *, limit: int, epoch: str
 ) -> list[EventRecord]:
-    rows = session.execute(
-        select(Event.id, Event.offset, Event.type, Event.payload, Event.created_at)
+    # Core rows, payload as text decoded by app.jsoncodec: replays read thousands.
+    rows = session.connection().execute(
+        select(Event.id, Event.offset, Event.type, cast(Event.payload, Text), Event.created_at)
         .where(Event.stream == stream, Event.offset > after)
         .order_by(Event.offset)
         .limit(limit)
     ).all()
-    return [EventRecord(r.id, stream, int(r.offset), epoch, r.type, r.payload, r.created_at)
-            for r in rows]
+    return [EventRecord(id_, stream, int(offset), epoch, type_, loads(payload), created_at)
+            for id_, offset, type_, payload, created_at in rows]
 
 
 def _check_contiguous(stream: str, after: int, events: list[EventRecord], head: int) -> None:
