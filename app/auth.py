@@ -65,12 +65,3 @@ def decode(token: Any, *, secret: str) -> Principal:
         raise AuthError("invalid token subject", code="token_invalid")
     return Principal(sub=sub, email=email, role=role)
 
-
-def bearer(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return "\x00malformed"
-    return value.strip()
