@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -106,14 +106,6 @@ def append(
     )
     schedule_nudge(session, stream, nudge)
     return EventRecord(event_id, stream, offset, epoch, type, data, now)
-
-
-def append_many(
-    session: Session, items: Iterable[tuple[str, str, dict[str, Any]]], *,
-    nudge: Nudger | None = None,
-) -> list[EventRecord]:
-    """Append several events in order, in the caller's transaction."""
-    return [append(session, s, t, d, nudge=nudge) for s, t, d in items]
 
 
 def load_event(session: Session, event_id: str) -> EventRecord | None:
