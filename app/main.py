@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import socketio
 from fastapi import FastAPI
 
@@ -25,8 +24,6 @@ def create_app(settings: Settings | None = None) -> Any:
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     ctx = AppContext(settings=settings, engine=engine, factory=factory)
-    ctx.extras["redis"] = redis.Redis.from_url(
-        settings.sio_redis_url, socket_timeout=2, socket_connect_timeout=2)
     node_metrics = herald_metrics.NodeMetrics()
     gateway = Gateway(session_factory=factory, secret=settings.secret,
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
