@@ -19,7 +19,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+            # the whole traceback, still one line once JSON-escaped
+            line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
 
 

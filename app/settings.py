@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
     ] = 1.0
     log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # Celery's remote control (pidbox) lives on an auto-delete queue whose clean-up can
+    # crash a worker when Redis goes away (kombu: AttributeError 'hostname'); off unless
+    # asked for (Flower's inspect/control and `celery inspect` need it).
+    worker_remote_control: Annotated[
+        bool, Field(validation_alias="HERALD_WORKER_REMOTE_CONTROL")
+    ] = False
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -20,6 +20,8 @@ celery_app.conf.update(
     task_reject_on_worker_lost=True,
     task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=4,
+    # See Settings.worker_remote_control: a worker must survive Redis going away.
+    worker_enable_remote_control=settings.worker_remote_control,
     task_ignore_result=True,
     result_backend=None,
     task_serializer="json",
