@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
 from tests.conftest import System
-from tests.support.clients import SocketClient
+from tests.support.clients import Api, SocketClient
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_project_member_receives_project_updated_with_meta(system: System) -> None:
+@asynccontextmanager
+async def project_client(system: System) -> AsyncIterator[tuple[Api, int, int, SocketClient]]:
+    """A project, its client, and the client's connected socket: (api, client, project, socket)."""
     api = system.api()
     client_id, client_token = api.user("client")
     project = api.project(client_id)
     socket = SocketClient(system.url, client_token)
     await socket.connect()
     try:
+        yield api, client_id, project, socket
+    finally:
+        await socket.close()
+
+
+async def test_project_member_receives_project_updated_with_meta(system: System) -> None:
+    async with project_client(system) as (api, _client_id, project, socket):
         ack = await socket.call("join-project", project)
         assert ack["ok"] is True and ack["stream"] == f"project-{project}"
 
@@ -34,23 +45,27 @@ async def test_project_member_receives_project_updated_with_meta(system: System)
         assert meta["epoch"] == ack["epoch"]
         uuid.UUID(meta["id"])
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", meta["ts"])
-    finally:
-        await socket.close()
+
+
+async def test_a_client_that_left_the_project_receives_no_more_of_its_events(system: System
+                                                                           ) -> None:
+    async with project_client(system) as (api, _client_id, project, socket):
+        assert (await socket.call("join-project", project))["ok"] is True
+        assert (await socket.call("leave-project", project)) == {"ok": True,
+                                                                  "stream": f"project-{project}"}
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 5})
+        # The notification to the client's own stream is relayed in the same batch, after
+        # project-{id} (streams go out in name order): once it is here, the other would be.
+        await socket.wait_count("notification", 1)
+        assert socket.named("project-updated") == []
 
 
 async def test_project_update_notifies_the_client_on_its_user_stream(system: System) -> None:
-    api = system.api()
-    client_id, client_token = api.user("client")
-    project = api.project(client_id)
-    socket = SocketClient(system.url, client_token)
-    await socket.connect()
-    try:
+    async with project_client(system) as (api, client_id, project, socket):
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 75})
         [note] = await socket.wait_count("notification", 1)
         assert note.payload["type"] == "info" and note.meta is not None
         assert note.meta["stream"] == f"user-{client_id}"
-    finally:
-        await socket.close()
 
 
 async def test_outsider_is_refused_the_join_and_receives_nothing(system: System) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, inspect
 
 from app.migrate import downgrade, upgrade
@@ -41,8 +40,7 @@ def test_postgres_upgrades_from_empty_and_downgrades_to_base() -> None:
         drop_pg_database(url)
 
 
-@pytest.mark.parametrize("kind", ["sqlite"])
-def test_sqlite_runs_in_wal_mode(tmp_path: Path, kind: str) -> None:
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     from sqlalchemy import text
 
     from app.db import make_engine
