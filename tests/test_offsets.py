@@ -24,7 +24,7 @@ def test_offsets_stay_gapless_and_unique_under_concurrent_appends(pg_db: Databas
 
     (That commits follow offset order is the next test's: it needs a deterministic wait.)"""
     threads, per_thread = 8, 25
-    commit_order: list[int] = []
+    handed_out: list[int] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
@@ -35,9 +35,8 @@ def test_offsets_stay_gapless_and_unique_under_concurrent_appends(pg_db: Databas
                     record = append(session, "project-1", "project-updated",
                                     {"writer": n, "i": i})
                     time.sleep(0.001)  # hold the stream lock a little: force contention
-                # a commit that finished later must have a larger offset
                 with lock:
-                    commit_order.append(record.offset)
+                    handed_out.append(record.offset)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -49,10 +48,10 @@ def test_offsets_stay_gapless_and_unique_under_concurrent_appends(pg_db: Databas
     assert not errors
     total = threads * per_thread
     assert offsets(pg_db, "project-1") == list(range(1, total + 1))
-    assert sorted(commit_order) == list(range(1, total + 1))
+    assert sorted(handed_out) == list(range(1, total + 1))
 
 
-def test_a_later_writer_waits_for_the_earlier_commit_so_offsets_follow_commit_order(
+def test_a_later_writer_waits_for_the_earlier_commit_so_offsets_follow_handed_out(
     pg_db: Database,
 ) -> None:
     """Offset 2 cannot commit (or even be handed out) before offset 1's transaction ends."""
