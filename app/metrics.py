@@ -24,19 +24,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import func, select
 
 from app.outbox import ops
 from app.outbox.relay import RelayReport
 from app.outbox.tables import EventRecord, Stream
+from app.redisconn import quick_redis
 
 log = logging.getLogger("herald.metrics")
 
@@ -44,12 +42,6 @@ log = logging.getLogger("herald.metrics")
 def counters_key(channel: str) -> str:
     """The Redis hash holding the relay's counters for one deployment (one channel)."""
     return f"herald:metrics:{channel}"
-
-
-def quick_redis(url: str) -> redis.Redis[bytes]:
-    """A client that fails at once when Redis is away (redis-py retries for seconds)."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1,
-                                retry=Retry(NoBackoff(), 0))
 
 
 class RelayMeter:

@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from app.api import health
 from app.api.deps import AppContext
 from app.db import make_engine, make_session_factory
-from app.metrics import quick_redis
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
+from app.redisconn import quick_redis
 from app.settings import Settings
 from tests.support.clients import token
 from tests.support.databases import Database

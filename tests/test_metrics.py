@@ -9,9 +9,10 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from app.metrics import NodeSnapshot, RelayMeter, counters_key, quick_redis, render
+from app.metrics import NodeSnapshot, RelayMeter, counters_key, render
 from app.outbox import writer
 from app.outbox.relay import RelayReport
+from app.redisconn import quick_redis
 from tests.conftest import System
 from tests.support.clients import SocketClient
 from tests.support.databases import Database

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import text
 
 from app.api.deps import AppContext, Context
+from app.redisconn import quick_redis
 
 router = APIRouter(tags=["health"])
 
@@ -25,17 +23,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _probe(url: str) -> redis.Redis[bytes]:
-    """A client that answers at once when Redis is away (redis-py retries for seconds)."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1,
-                                retry=Retry(NoBackoff(), 0))
-
-
 def _redis_clients(ctx: AppContext) -> dict[str, Any]:
     if "ready_redis" not in ctx.extras:
-        ctx.extras["ready_redis"] = {"redis": _probe(ctx.settings.sio_redis_url)}
+        ctx.extras["ready_redis"] = {"redis": quick_redis(ctx.settings.sio_redis_url)}
         if ctx.settings.redis_url != ctx.settings.sio_redis_url:
-            ctx.extras["ready_redis"]["broker"] = _probe(ctx.settings.redis_url)
+            ctx.extras["ready_redis"]["broker"] = quick_redis(ctx.settings.redis_url)
     clients: dict[str, Any] = ctx.extras["ready_redis"]
     return clients
 

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import redis
 
+from app.redisconn import quick_redis
+
 RELAY_TASK = "herald.relay"
 DUE_TTL = 10  # seconds: a lost task delays nudges at most this long (the sweep runs anyway)
 # After a failed nudge, skip nudging for this long: reaching a dead broker takes seconds
@@ -33,8 +35,6 @@ def due_key(queue: str) -> str:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis[bytes]:
-    from app.metrics import quick_redis
-
     return quick_redis(url)
 
 
