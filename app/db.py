@@ -30,6 +30,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(ts: datetime) -> str:
+    """`2026-01-02T03:04:05.678Z`: UTC to the millisecond (SQLite hands back naive UTC)."""
+    plain = ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    return plain.isoformat(timespec="milliseconds") + "Z"
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if url.startswith("sqlite"):

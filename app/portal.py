@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -11,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import access
 from app.auth import Principal
+from app.db import iso_utc
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.models import Message, Project, Ticket, User
 from app.outbox.streams import project_stream, ticket_stream, user_stream
@@ -19,11 +19,6 @@ from app.text import check_text
 
 MAX_MESSAGE = 10_000
 MAX_CLIENT_ID = 100
-
-
-def iso(ts: datetime) -> str:
-    ts = ts.astimezone(UTC) if ts.tzinfo else ts
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def create_user(session: Session, *, email: str, role: str, name: str = "") -> User:
@@ -105,7 +100,7 @@ def update_ticket(
 def message_payload(message: Message, author: User) -> dict[str, Any]:
     return {"ticketId": message.ticket_id, "messageId": message.id, "message": message.body,
             "author": {"id": author.id, "email": author.email},
-            "createdAt": iso(message.created_at)}
+            "createdAt": iso_utc(message.created_at)}
 
 
 def _existing_message(session: Session, author_id: int, client_message_id: str) -> Message | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import socketio
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
 from app.auth import Principal, decode
+from app.db import iso_utc, utcnow
 from app.errors import AuthError, HeraldError, InvalidInput
 from app.gateway import args
 from app.gateway.manager import HeraldRedisManager
@@ -285,7 +285,7 @@ class Gateway:
         return ok(messageId=message_id, duplicate=not created)
 
     async def heartbeat(self, sid: str, data: Any) -> dict[str, Any]:
-        return ok(serverTime=portal.iso(datetime.now(UTC)))
+        return ok(serverTime=iso_utc(utcnow()))
 
 
 def _readable(session: Session, who: Principal, name: str) -> bool:

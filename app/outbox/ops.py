@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import utcnow
+from app.db import iso_utc, utcnow
 from app.errors import InvalidInput, NotFound
 from app.outbox import writer
 from app.outbox.retention import prune_events
@@ -37,8 +37,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    aware = _aware(value)
-    return aware.isoformat(timespec="milliseconds").replace("+00:00", "Z") if aware else None
+    return iso_utc(value) if value is not None else None
 
 
 def _age(value: datetime | None, now: datetime) -> float | None:

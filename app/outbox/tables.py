@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, utcnow
+from app.db import Base, iso_utc, utcnow
 
 
 def new_epoch() -> str:
@@ -99,10 +99,8 @@ class EventRecord:
 
     @property
     def meta(self) -> dict[str, Any]:
-        ts = self.ts.astimezone(UTC).replace(tzinfo=None) if self.ts.tzinfo else self.ts
-        text = ts.isoformat(timespec="milliseconds") + "Z"
         return {"id": self.id, "stream": self.stream, "offset": self.offset,
-                "epoch": self.epoch, "ts": text}
+                "epoch": self.epoch, "ts": iso_utc(self.ts)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "payload": self.payload, "meta": self.meta}
