@@ -20,7 +20,6 @@ from app.gateway.replay import Replayer
 from app.models import ROLE_STREAMS
 from app.outbox.replay import Head, read_head
 from app.outbox.streams import project_stream, ticket_stream, user_stream
-from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
 T = TypeVar("T")
@@ -295,4 +294,4 @@ def _readable(session: Session, who: Principal, name: str) -> bool:
         return False
 
 
-__all__ = ["EventRecord", "Gateway"]
+__all__ = ["Gateway"]
