@@ -106,6 +106,34 @@ async def test_reconnect_to_another_node_replays_exactly_the_missed_events_then_
         await second.close()
 
 
+async def test_connected_reports_the_head_of_every_joined_stream_and_delivers_what_follows(
+    pg_system: System,
+) -> None:
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    api.ok("PATCH", f"/api/projects/{project}", json={"progress": 5})  # user stream: notified
+    stream, own = f"project-{project}", f"user-{client_id}"
+    wait_dispatched(pg_system, [stream, own])
+    client = SocketClient(pg_system.url, client_token,
+                          positions={stream: {"offset": 0, "epoch": head_of(pg_system,
+                                                                            stream)[1]}})
+    await client.connect()
+    try:
+        [connected] = await client.wait_count("connected", 1)
+        heads = connected.payload["positions"]
+        assert set(heads) == {own, "clients", stream}
+        for name in heads:
+            offset, epoch = head_of(pg_system, name)
+            assert heads[name] == {"offset": offset, "epoch": epoch}
+        assert heads[own]["offset"] == 1
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 6})
+        [note] = await client.wait_count("notification", 1)
+        assert note.meta is not None and note.meta["offset"] == heads[own]["offset"] + 1
+    finally:
+        await client.close()
+
+
 async def test_join_with_a_position_acks_after_the_replay(pg_system: System) -> None:
     api = pg_system.api()
     client_id, client_token = api.user("client")

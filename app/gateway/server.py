@@ -112,10 +112,10 @@ class Gateway:
         positions = args.positions_from(auth)
         await self.sio.save_session(sid, {"who": who})
         auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
-        heads = await self.db(lambda s: {
-            name: read_head(s, name) for name in positions
-            if _readable(s, who, name)
-        })
+        auto_heads, heads = await self.db(lambda s: (
+            {name: read_head(s, name) for name in auto},
+            {name: read_head(s, name) for name in positions if _readable(s, who, name)},
+        ))
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
@@ -127,7 +127,8 @@ class Gateway:
         self.sockets += 1
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
                  len(heads))
-        task = asyncio.create_task(self._after_connect(sid, who, positions, heads, rooms))
+        task = asyncio.create_task(
+            self._after_connect(sid, who, positions, {**auto_heads, **heads}, rooms))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -142,18 +143,20 @@ class Gateway:
                 return
             recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
                          for name, pos in positions.items()}
+            # The head of every stream the socket is in, so that a client can track streams
+            # it never asked for (its user and role streams).
+            heads_now = {room: heads[room].to_dict() for room in rooms}
             await self.sio.emit("connected", {"userId": who.user_id, "email": who.email,
-                                              "role": who.role, "recovered": recovered},
+                                              "role": who.role, "recovered": recovered,
+                                              "positions": heads_now},
                                 to=sid, ignore_queue=True)
             for room in rooms:
-                head = heads.get(room)
-                if head is None:  # an automatic room without a position: only what is live
-                    await self.replayer.flush(sid, room, 0)
-                else:
-                    pos = positions[room]
-                    await self.replayer.replay(sid, room,
-                                               pos.offset if recovered[room] else head.offset,
-                                               head)
+                head = heads[room]
+                pos = positions.get(room)
+                # From the position when it can be recovered, else from the head announced
+                # above: whatever committed since that head read reaches the socket too.
+                after = pos.offset if pos is not None and recovered[room] else head.offset
+                await self.replayer.replay(sid, room, after, head)
                 self.replayer.release(sid, room)
                 pending.remove(room)
         except Exception as exc:
