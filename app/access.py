@@ -1,4 +1,4 @@
-"""Who may read which stream and change which thing (SPEC.md "Tokens")."""
+"""Who may read which stream and change which thing (docs/protocol.md, "Tokens")."""
 
 from __future__ import annotations
 

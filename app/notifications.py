@@ -18,7 +18,7 @@ MAX_TEXT = 2000
 
 
 def payload(kind: str, title: str, message: str) -> dict[str, Any]:
-    """SPEC.md's `notification` payload, validated."""
+    """The protocol's `notification` payload, validated."""
     if kind not in KINDS:
         raise InvalidInput(f"notification type must be one of {', '.join(KINDS)}",
                            code="invalid_notification")

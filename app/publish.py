@@ -75,7 +75,7 @@ def validate(spec: EventSpec) -> EventSpec:
     except ValueError:
         raise InvalidInput("data holds NaN or Infinity, which JSON has not",
                            code="invalid_data") from None
-    if spec.type == "notification":  # SPEC.md's shape, which every client relies on
+    if spec.type == "notification":  # the protocol's shape, which every client relies on
         kind, title, text = (spec.data.get(k) for k in ("type", "title", "message"))
         notifications.payload(kind, title, text)  # type: ignore[arg-type]
     key = spec.idempotency_key

@@ -1,4 +1,4 @@
-"""Stream names: the forms SPEC.md allows, and event type names."""
+"""Stream names: the forms the protocol allows (docs/protocol.md), and event type names."""
 
 from __future__ import annotations
 
