@@ -10,7 +10,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from herald_client import FileStore, History, MemoryStore, Position, Subscriber
+from herald_client import (
+    AuthError,
+    FileStore,
+    Forbidden,
+    HeraldError,
+    History,
+    MemoryStore,
+    Position,
+    Subscriber,
+)
 from herald_client.types import Event
 from sqlalchemy import update
 
@@ -265,3 +274,20 @@ async def test_an_expired_token_is_replaced_through_get_token_on_reconnect(
         assert calls == ["short", "short", "fresh"]
     finally:
         await got.close()
+
+
+@pytest.mark.parametrize(("kind", "error", "code"), [
+    ("garbage", AuthError, "token_invalid"),
+    ("expired", AuthError, "token_expired"),
+    ("service", Forbidden, "forbidden"),
+])
+async def test_a_refused_connection_raises_its_typed_error_from_start(
+    pg_system: System, kind: str, error: type[HeraldError], code: str
+) -> None:
+    tokens = {"garbage": "not-a-jwt",
+              "expired": token(1, "client", ttl=timedelta(seconds=-10)),
+              "service": token("billing", "service")}
+    sub = Subscriber(pg_system.url, get_token=lambda: tokens[kind])
+    with pytest.raises(error) as raised:
+        await asyncio.wait_for(sub.start(), 30)
+    assert raised.value.code == code

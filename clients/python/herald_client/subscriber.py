@@ -100,7 +100,11 @@ class Subscriber:
     async def start(self) -> None:
         """Connect (retrying until it works); raises AuthError/Forbidden if refused for good."""
         self._spawn(self._process())
-        await self._connect_loop()
+        try:
+            await self._connect_loop()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Save the last position handed out, disconnect, stop; the iterator then ends."""
