@@ -233,7 +233,7 @@ async def test_a_join_with_a_position_of_another_epoch_calls_on_reset(pg_system:
     got = Collector(sub)
     try:
         await got.wait_for(lambda: sub.connected)
-        sub.tracker.follow(stream, Position(0, "an-epoch-long-gone"))
+        sub.track(stream, Position(0, "an-epoch-long-gone"))
         await sub.join_project(project)
         await got.wait_for(lambda: bool(resets))
         assert resets == [(stream, head(pg_system, stream))]

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -174,8 +175,6 @@ class Subscriber:
     async def send_message(self, ticket_id: int, text: str,
                            client_message_id: str | None = None) -> dict[str, Any]:
         """Post a chat message; a repeated client_message_id stores nothing new."""
-        import uuid
-
         return await self.call("send-message", {
             "ticketId": ticket_id, "message": text,
             "clientMessageId": client_message_id or str(uuid.uuid4())})
@@ -293,8 +292,8 @@ class Subscriber:
                     await self._on_event(item[1], item[2])
                 elif item[0] == "ack":
                     await self._seed(item[1], item[2], item[3])
-                elif item[0] == "catchup":
-                    await self._catch_up(item[1], item[2])
+                elif item[0] == "catchup" and not await self._catch_up(item[1], item[2]):
+                    self._later(item, delay=2.0)  # still failing: again (a reconnect also heals)
             except Exception:
                 log.exception("event handling failed item=%s", item[0])
 
