@@ -86,25 +86,29 @@ class Collector:
 async def test_resumes_across_a_web_node_crash_with_no_loss_and_no_duplicate(
     pg_system: System, node: WebNode, tmp_path: Path
 ) -> None:
-    user_id, user_token = pg_system.api().user("client")
-    stream = f"user-{user_id}"
+    api = pg_system.api()
+    user_id, user_token = api.user("client")
+    project = api.project(user_id)
+    streams = [f"user-{user_id}", f"project-{project}"]  # automatic, and joined by the client
     changes: list[bool] = []
     sub = Subscriber(node.url, get_token=lambda: user_token, on_connection_change=changes.append)
     await sub.start()
+    await sub.join_project(project)
     got = Collector(sub)
     stop = threading.Event()
-    written: list[int] = []
+    written: dict[str, int] = dict.fromkeys(streams, 0)
 
     def writer() -> None:  # events keep being written before, during and after the crash
         while not stop.is_set():
-            emit(pg_system, stream, f"n{len(written)}")
-            written.append(len(written) + 1)
+            for stream in streams:
+                emit(pg_system, stream, f"n{written[stream]}")
+                written[stream] += 1
             time.sleep(0.03)
 
     thread = threading.Thread(target=writer, daemon=True)
     try:
         thread.start()
-        await got.wait_for(lambda: len(got.offsets(stream)) >= 5)
+        await got.wait_for(lambda: all(len(got.offsets(s)) >= 5 for s in streams))
         node.kill()
         await asyncio.sleep(1.0)
         restarted = WebNode(pg_system.env, tmp_path, port=node.port)
@@ -114,12 +118,12 @@ async def test_resumes_across_a_web_node_crash_with_no_loss_and_no_duplicate(
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.to_thread(thread.join, 10)
-        total = len(written)
-        await got.wait_for(lambda: len(got.offsets(stream)) >= total)
+        await got.wait_for(lambda: all(len(got.offsets(s)) >= written[s] for s in streams))
         await asyncio.sleep(0.5)  # a duplicate, if any, would arrive right behind
-        assert got.offsets(stream) == list(range(1, total + 1))
-        assert [e.payload["title"] for e in got.events if e.meta and e.meta.stream == stream] \
-            == [f"n{i}" for i in range(total)]
+        for stream in streams:
+            assert got.offsets(stream) == list(range(1, written[stream] + 1))
+            assert [e.payload["title"] for e in got.events if e.meta and e.meta.stream == stream] \
+                == [f"n{i}" for i in range(written[stream])]
     finally:
         stop.set()
         await got.close()
