@@ -113,6 +113,7 @@ class DropFirstAnswer:
         for sock in (src, dst):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def _swallow(self, upstream: socket.socket, client: socket.socket) -> None:
         with contextlib.suppress(OSError):

@@ -224,8 +224,6 @@ class Subscriber:
     async def _connect_loop(self) -> None:
         attempt = 0
         while not self._closing:
-            while self._sio.eio.state not in ("disconnected", "connected"):
-                await asyncio.sleep(0.05)  # a server disconnect still closing its transport
             if self._sio.connected:
                 return
             try:
@@ -248,7 +246,15 @@ class Subscriber:
         self._notify(False)
         if reason == socketio.AsyncClient.reason.SERVER_DISCONNECT and not self._closing:
             log.info("server disconnected the socket; reconnecting")
-            self._spawn(self._connect_loop())
+            self._spawn(self._after_server_disconnect())
+
+    async def _after_server_disconnect(self) -> None:
+        for _ in range(100):  # python-socketio closes the transport after this handler
+            if not self._sio.connected and self._sio.eio.state == "disconnected":
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(HeraldError):  # a refusal reaches the iterator already
+            await self._connect_loop()
 
     async def _on_connect_error(self, data: Any = None) -> None:
         code, message = _refusal(data)
