@@ -179,6 +179,12 @@ class Subscriber:
             "ticketId": ticket_id, "message": text,
             "clientMessageId": client_message_id or str(uuid.uuid4())})
 
+    async def start_typing(self, ticket_id: int, user_name: str) -> None:
+        await self.call("typing-start", {"ticketId": ticket_id, "userName": user_name})
+
+    async def stop_typing(self, ticket_id: int) -> None:
+        await self.call("typing-stop", {"ticketId": ticket_id})
+
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
         """Emit with an ack once connected; returns the ack or raises its typed error."""
         await self._wait_ready()
