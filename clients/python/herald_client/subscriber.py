@@ -29,22 +29,17 @@ from typing import Any
 import socketio
 
 from herald_client.errors import (
-    AuthError,
-    Forbidden,
-    Gone,
     HeraldError,
-    NotFound,
     Unavailable,
     error_from_ack,
 )
-from herald_client.history import PAGE, History
+from herald_client.history import History
+from herald_client.pipeline import Pipeline, ResetHandler
 from herald_client.retry import Backoff
 from herald_client.storage import MemoryStore, PositionStore
-from herald_client.tracker import Tracker, Verdict
 from herald_client.types import Event, Meta, Position, TokenSource, resolve
 
 log = logging.getLogger("herald_client")
-ResetHandler = Callable[[str, Position], Any]
 FATAL = {"token_missing", "token_invalid", "forbidden"}
 _CLOSED = object()
 
@@ -72,16 +67,14 @@ class Subscriber:
         self.url = url.rstrip("/")
         self._get_token = get_token
         self.storage = storage or MemoryStore()
-        self._stored = self.storage.load()
-        self.tracker = Tracker(self._stored)
-        self._on_reset = on_reset
         self._on_change = on_connection_change
         self._history = history or History(self.url, self._http_token)
+        self._ready = asyncio.Event()
+        self._pipe = Pipeline(storage=self.storage, history=self._history, on_reset=on_reset,
+                              connected=self._on_connected)
+        self.tracker = self._pipe.tracker
         self._reconnect = reconnect or Backoff(attempts=0, base=0.5, cap=5.0)
         self._connect_timeout, self._call_timeout = connect_timeout, call_timeout
-        self._inbound: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._out: asyncio.Queue[Any] = asyncio.Queue()
-        self._ready = asyncio.Event()
         self._token: str | None = None
         self._last: Meta | None = None
         self._fatal: HeraldError | None = None
@@ -100,7 +93,7 @@ class Subscriber:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect (retrying until it works); raises AuthError/Forbidden if refused for good."""
-        self._spawn(self._process())
+        self._spawn(self._pipe.run())
         try:
             await self._connect_loop()
         except BaseException:
@@ -115,11 +108,12 @@ class Subscriber:
         self._commit_last()
         with contextlib.suppress(Exception):
             await self._sio.shutdown()
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self._pipe.tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._history.aclose()
-        self._out.put_nowait(_CLOSED)
+        self._pipe.out.put_nowait(_CLOSED)
 
     async def __aenter__(self) -> Subscriber:
         await self.start()
@@ -133,9 +127,9 @@ class Subscriber:
 
     async def __anext__(self) -> Event:
         self._commit_last()  # the application asks for more: the previous one is handled
-        item = await self._out.get()
+        item = await self._pipe.out.get()
         if item is _CLOSED:
-            self._out.put_nowait(_CLOSED)
+            self._pipe.out.put_nowait(_CLOSED)
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             raise item
@@ -165,11 +159,11 @@ class Subscriber:
         return await self._join("join-ticket", "ticketId", ticket_id, f"ticket-{ticket_id}")
 
     async def leave_project(self, project_id: int) -> None:
-        self._forget(f"project-{project_id}")
+        self._pipe.forget(f"project-{project_id}")
         await self.call("leave-project", project_id)
 
     async def leave_ticket(self, ticket_id: int) -> None:
-        self._forget(f"ticket-{ticket_id}")
+        self._pipe.forget(f"ticket-{ticket_id}")
         await self.call("leave-ticket", ticket_id)
 
     async def send_message(self, ticket_id: int, text: str,
@@ -205,7 +199,7 @@ class Subscriber:
                                                      else {})})
         head = Position(int(ack["offset"]), str(ack["epoch"]))
         recovered = bool(ack.get("recovered")) if have is not None else None
-        self._inbound.put_nowait(("ack", stream, head, recovered))
+        self._pipe.put(("ack", stream, head, recovered))
         return head
 
     async def _wait_ready(self) -> None:
@@ -276,13 +270,17 @@ class Subscriber:
         if self._fatal is None:
             log.warning("connection refused code=%s", error.code)
             self._fatal = error
-            self._out.put_nowait(error)
+            self._pipe.out.put_nowait(error)
             self._spawn(self._sio.shutdown())
 
     async def _on_any(self, name: str, *args: Any) -> None:
         # No await before the put: handlers run as tasks, this keeps arrival order.
         if not self._closing:
-            self._inbound.put_nowait(("event", name, args))
+            self._pipe.put(("event", name, args))
+
+    def _on_connected(self) -> None:
+        self._ready.set()
+        self._notify(True)
 
     def _notify(self, up: bool) -> None:
         if self._on_change is not None:
@@ -295,150 +293,10 @@ class Subscriber:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- the ordered pipeline --------------------------------------------------------------
-    async def _process(self) -> None:
-        while True:
-            item = await self._inbound.get()
-            try:
-                if item[0] == "event":
-                    await self._on_event(item[1], item[2])
-                elif item[0] == "ack":
-                    await self._seed(item[1], item[2], item[3])
-                elif item[0] == "catchup" and not await self._catch_up(item[1], item[2]):
-                    self._later(item, delay=2.0)  # still failing: again (a reconnect also heals)
-            except Exception:
-                log.exception("event handling failed item=%s", item[0])
-
-    async def _on_event(self, name: str, args: tuple[Any, ...]) -> None:
-        if name == "connected":
-            await self._on_connected(args[0] if args and isinstance(args[0], dict) else {})
-            return
-        payload = args[0] if args else None
-        meta = Meta.parse(args[1]) if len(args) > 1 else None
-        if meta is None:
-            self._out.put_nowait(Event(name, payload, None))  # ephemeral (typing)
-            return
-        event = Event(name, payload, meta)
-        verdict = self.tracker.classify(meta)
-        if verdict is Verdict.GAP:
-            log.info("gap stream=%s have=%d got=%d", meta.stream,
-                     self.tracker.seen[meta.stream].offset, meta.offset)
-            if not await self._catch_up(meta.stream, meta.offset - 1):
-                self._later(("catchup", meta.stream, meta.offset))
-                return
-        elif verdict is Verdict.RESET:
-            await self._reset(meta.stream, None, Position(meta.offset - 1, meta.epoch))
-        if self.tracker.classify(meta) is Verdict.DELIVER:
-            self._deliver(event)
-
-    async def _on_connected(self, data: dict[str, Any]) -> None:
-        positions = data.get("positions") if isinstance(data.get("positions"), dict) else {}
-        recovered = data.get("recovered") if isinstance(data.get("recovered"), dict) else {}
-        assert isinstance(positions, dict) and isinstance(recovered, dict)
-        for stream, raw in positions.items():
-            rec = recovered.get(stream)
-            await self._seed(stream, Position.from_dict(raw), rec if isinstance(rec, bool)
-                             else None)
-        for stream, rec in recovered.items():
-            if rec is False and stream not in positions and stream in self.tracker.seen:
-                log.warning("stream not readable any more, forgotten stream=%s", stream)
-                self._forget(stream)
-        self._ready.set()
-        self._notify(True)
-
-    async def _seed(self, stream: str, head: Position, recovered: bool | None) -> None:
-        new = stream not in self.tracker.seen
-        if self.tracker.seed(stream, head, recovered):
-            await self._reset(stream, head)
-        elif new:
-            self._commit(stream, head)
-
-    async def _catch_up(self, stream: str, upto: int) -> bool:
-        """Deliver the stream's events up to offset `upto` from the HTTP history; False if
-        that failed for now (a later attempt or the next reconnect repairs it)."""
-        try:
-            while True:
-                have = self.tracker.seen.get(stream)
-                if have is None or have.offset >= upto:
-                    return True
-                events, head = await self._history.page(stream, have.offset,
-                                                        min(PAGE, upto - have.offset))
-                if have.epoch is not None and head.epoch != have.epoch:
-                    await self._reset(stream, head)
-                    return True
-                for event in events:
-                    assert event.meta is not None
-                    if self.tracker.classify(event.meta) is Verdict.DELIVER:
-                        self._deliver(event)
-                if not events or have.offset >= head.offset:
-                    return True
-        except Gone:
-            await self._reset(stream, None, None)
-            return True
-        except (Forbidden, NotFound) as exc:
-            log.warning("stream not readable any more, forgotten stream=%s code=%s",
-                        stream, exc.code)
-            self._forget(stream)
-            return True
-        except HeraldError as exc:
-            log.warning("gap repair failed stream=%s error=%s", stream, exc.code)
-            return False
-
-    async def _reset(self, stream: str, head: Position | None,
-                     fallback: Position | None = None) -> None:
-        """The stream cannot be recovered: continue from its head and tell the application."""
-        if head is None:
-            try:
-                head = await self._history.head(stream)
-            except HeraldError:
-                if fallback is None:
-                    raise
-                head = fallback
-        self.tracker.reset(stream, head)
-        self._commit(stream, head, force=True)
-        log.warning("stream reset stream=%s offset=%d epoch=%s", stream, head.offset, head.epoch)
-        if self._on_reset is not None:
-            await resolve(self._on_reset, stream, head)
-
-    def _later(self, item: tuple[Any, ...], delay: float = 1.0) -> None:
-        async def put() -> None:
-            await asyncio.sleep(delay)
-            self._inbound.put_nowait(item)
-        self._spawn(put())
-
-    def _deliver(self, event: Event) -> None:
-        assert event.meta is not None
-        self.tracker.advance(event.meta)
-        self._out.put_nowait(event)
-
-    # -- storage ---------------------------------------------------------------------------
     def _commit_last(self) -> None:
         if self._last is not None:
-            self._commit(self._last.stream, Position(self._last.offset, self._last.epoch))
+            self._pipe.commit(self._last.stream, Position(self._last.offset, self._last.epoch))
             self._last = None
 
-    def _commit(self, stream: str, pos: Position, force: bool = False) -> None:
-        old = self._stored.get(stream)
-        if not force and old is not None and stream in self.tracker.seen:
-            if old.epoch is not None and pos.epoch is not None and old.epoch != pos.epoch:
-                return  # a reset came in between: that head stands
-            if pos.offset <= old.offset and (old.epoch is not None or pos.epoch is None):
-                return
-        if not force and stream not in self.tracker.seen:
-            return  # left meanwhile
-        self._stored[stream] = pos
-        self._save()
 
-    def _forget(self, stream: str) -> None:
-        self.tracker.leave(stream)
-        if self._stored.pop(stream, None) is not None:
-            self._save()
-
-    def _save(self) -> None:
-        try:
-            self.storage.save(self._stored)
-        except Exception:
-            log.exception("saving positions failed")
-
-
-__all__ = ["AuthError", "Subscriber"]
+__all__ = ["ResetHandler", "Subscriber"]
