@@ -7,10 +7,10 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: dev test install services lint typecheck bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python -e '.[dev]'
 	@touch $@
 
 install: $(BIN)/.installed

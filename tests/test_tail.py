@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -120,3 +121,50 @@ def test_tail_exits_1_with_one_line_when_it_may_not_read_the_stream(pg_system: S
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         f"herald: project-{project}: forbidden: not allowed to read stream project-{project}"]
+
+
+def test_tail_starts_each_stream_after_its_own_from_offset(
+    pg_system: System, tmp_path: Path
+) -> None:
+    api = pg_system.api()
+    client_id, _ = api.user("client")
+    first, second = api.project(client_id), api.project(client_id)
+    for project in (first, second):
+        for progress in (1, 2, 3):
+            api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
+    a, b = f"project-{first}", f"project-{second}"
+    tail = TailProcess([a, b, "--from", f"{a}:1", "--from", f"{b}:2", "--user", str(client_id),
+                        "--url", pg_system.url], pg_system.env, tmp_path / "tail.err")
+    try:
+        tail.wait_for(lambda: len(tail.lines) >= 3)
+        api.ok("PATCH", f"/api/projects/{second}", json={"progress": 4})
+        tail.wait_for(lambda: len(tail.lines) >= 4)
+        time.sleep(0.3)
+        by_stream = {s: [line["meta"]["offset"] for line in tail.lines
+                         if line["meta"]["stream"] == s] for s in (a, b)}
+        assert by_stream == {a: [2, 3], b: [3, 4]}
+    finally:
+        tail.stop()
+
+
+def test_tail_exits_0_without_a_traceback_on_ctrl_c(pg_system: System, tmp_path: Path) -> None:
+    client_id, _ = pg_system.api().user("client")
+    tail = TailProcess([f"user-{client_id}", "--user", str(client_id), "--url", pg_system.url],
+                       pg_system.env, tmp_path / "tail.err")
+    try:
+        tail.wait_for(lambda: "connected to" in tail.stderr())
+        tail.proc.send_signal(signal.SIGINT)
+        assert tail.proc.wait(15) == 0
+        assert "Traceback" not in tail.stderr()
+    finally:
+        tail.stop()
+
+
+def test_tail_refuses_a_from_for_a_stream_it_does_not_follow(pg_system: System) -> None:
+    done = subprocess.run([str(BIN / "herald"), "tail", "user-1", "--from", "user-2:3",
+                           "--token", "t", "--url", pg_system.url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **pg_system.env})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == \
+        "herald: --from user-2:3: user-2 is not one of the streams followed"
