@@ -294,18 +294,28 @@ async def test_replay_under_live_load_delivers_every_offset_once_in_order(
         ack = await by_join.call("join-project", {"projectId": project,
                                                   "position": {"offset": 0}})
         assert ack["ok"] is True and ack["recovered"] is True
+        # A first join (no position) acks the head it started from: every later event,
+        # including those committed during the join, reaches the socket after it.
+        from_head = SocketClient(pg_system.webs[0].url, client_token)
+        await from_head.connect()
+        head_ack = await from_head.call("join-project", project)
+        assert head_ack["ok"] is True
     finally:
         await asyncio.to_thread(thread.join)
     try:
         for socket in (by_connect, by_join):
             await socket.wait_for(lambda s=socket: len(offsets(s.events, stream)) >= total,
                                   timeout=60)
+        await from_head.wait_for(lambda: total in offsets(from_head.events, stream), timeout=60)
         await asyncio.sleep(0.3)
         for socket in (by_connect, by_join):
             assert offsets(socket.events, stream) == list(range(1, total + 1))
+        assert offsets(from_head.events, stream) == list(range(head_ack["offset"] + 1,
+                                                               total + 1))
     finally:
         await by_connect.close()
         await by_join.close()
+        await from_head.close()
 
 
 def test_replay_reads_a_range_of_the_stream_offset_index(pg_db: Database) -> None:

@@ -212,7 +212,7 @@ class Gateway:
             await self.sio.enter_room(sid, stream)
             after = position.offset if (position is not None and recovered) else head.offset
             try:
-                last = await self.replayer.replay(sid, stream, after, head)
+                await self.replayer.replay(sid, stream, after, head)
             except Exception:
                 # The client got part of the history at most: out of the room, so that it
                 # never sees a gap; it may join again from its last offset.
@@ -222,8 +222,9 @@ class Gateway:
                 if not self.manager.is_connected(sid, "/"):
                     self.replayer.forget(sid, stream)
         log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)
-        return ok(stream=stream, offset=max(last, head.offset), epoch=head.epoch,
-                  recovered=recovered)
+        # The head the join started from (like `connected.positions`): every event after it
+        # reaches the socket, whether replayed during the join or live afterwards.
+        return ok(stream=stream, offset=head.offset, epoch=head.epoch, recovered=recovered)
 
     # -- handlers ------------------------------------------------------------------------
     async def join_project(self, sid: str, data: Any) -> dict[str, Any]:
