@@ -1,4 +1,4 @@
-"""Every server→client event of the protocol (docs/protocol.md), end to end over a real socket, and the OpenAPI."""
+"""Every server→client event of the protocol, end to end over a real socket, and the OpenAPI."""
 
 from __future__ import annotations
 
