@@ -360,7 +360,7 @@ class Isolated:
         while any(head != done for head, done in heads(self.factory, streams).values()):
             assert time.monotonic() < deadline, f"not relayed: {heads(self.factory, streams)}"
             if not self.worker.alive():
-                self.worker = Worker(self.env, self.log_dir, beat=True)
+                self.worker = Worker(self.env, self.log_dir)
                 self.worker.start()
                 self.worker_restarts += 1
             time.sleep(0.1)
@@ -376,7 +376,7 @@ def isolated(tmp_path: Path) -> Iterator[Isolated]:
     engine = make_engine(url)
     factory = make_session_factory(engine)
     env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
-    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path, beat=True)
+    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
     try:
         web.start()
         worker.start()
