@@ -15,6 +15,7 @@ from app.auth import Principal, decode
 from app.db import iso_utc, utcnow
 from app.errors import AuthError, HeraldError, InvalidInput
 from app.gateway import args
+from app.gateway.catchup import CatchUp, close_transport
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.replay import Replayer
 from app.models import ROLE_STREAMS
@@ -53,6 +54,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
                                  metrics=metrics)
+        self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
         self.manager.on_resubscribed = self._resubscribed
         self._register()
 
@@ -160,8 +162,8 @@ class Gateway:
                 self.replayer.release(sid, room)
                 pending.remove(room)
         except Exception as exc:
-            # Some events may be missing for this socket: drop it, so that its client
-            # reconnects with its positions and recovers (or learns it cannot).
+            # Some events may be missing for this socket: close its transport, so that its
+            # client reconnects with its positions and recovers (or learns it cannot).
             log.error("replay on connect failed sid=%s error=%s", sid, type(exc).__name__)
             self.manager.close_all(sid)
             await self._drop_socket(sid)
@@ -187,17 +189,12 @@ class Gateway:
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
     async def _drop_socket(self, sid: str) -> None:
-        try:
-            await self.sio.disconnect(sid, ignore_queue=True)
-        except Exception as exc:  # already gone
-            log.info("socket drop failed sid=%s error=%s", sid, type(exc).__name__)
+        """Close the transport (never a Socket.IO disconnect, which clients take as final)."""
+        await close_transport(self.sio, sid)
 
     async def _resubscribed(self) -> None:
-        """Live events were lost while Redis was away: every socket here reconnects and recovers."""
-        sids = [sid for sid, _eio in self.manager.get_participants("/", None)]
-        log.warning("dropping sockets after a lost subscription sockets=%d", len(sids))
-        for sid in sids:
-            await self._drop_socket(sid)
+        """Live events were lost while Redis was away: catch every room up from the database."""
+        await self.catchup.all_rooms()
 
     async def _join(self, sid: str, stream: str, check: Callable[[Session], Any],
                     position: args.Position | None) -> dict[str, Any]:
