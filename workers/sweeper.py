@@ -39,7 +39,8 @@ class Sweeper:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interval = settings.sweep_interval
-        engine = make_engine(settings.database_url, pool_size=1, max_overflow=1) \
+        engine = make_engine(settings.database_url, pool_size=1, max_overflow=1,
+                             **settings.db_timeouts) \
             if not settings.is_sqlite else make_engine(settings.database_url)
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         self.engine = engine
