@@ -30,7 +30,7 @@ from tests.support.databases import create_pg_database, drop_pg_database, requir
 from tests.support.env import REDIS_URL
 from tests.support.ops import PrivateRedis, scrape
 from tests.support.processes import WebNode, Worker
-from tests.test_durability import Tap, write_rounds
+from tests.test_durability import Tap, slow_cursor_updates, write_rounds
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +39,9 @@ pytestmark = pytest.mark.anyio
 def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
     pg_system: System,
 ) -> None:
+    """The issue's case: the killed worker held the relay task that the nudges coalesced
+    into (reserved, acked late: back in the queue only after the visibility timeout), so
+    the commits after the kill nudge nothing; only a sweep finds their events."""
     assert all("-B" not in w.argv for w in pg_system.workers)
     streams = [f"project-{3000 + i}" for i in range(10)]
     rounds = 150  # 1500 events, each commit nudging the relay as the API does
@@ -47,11 +50,15 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
     progress = [0]
     writer = threading.Thread(target=write_rounds,
                               args=(pg_system.factory, streams, rounds, 0.01, progress))
+    # Slow relay batches (10 ms per cursor update): the worker is busy relaying when it
+    # dies, with the next coalesced relay task already reserved.
+    slow_cursor_updates(pg_system, True)
     try:
         writer.start()
         tap.wait_unique(200, timeout=60)
         while victim.alive():
             time.sleep(0.01)
+        slow_cursor_updates(pg_system, False)
         pg_system.workers.remove(victim)
         at_kill = progress[0]
         writer.join()  # the rest of the burst is written with no worker running
@@ -59,6 +66,7 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
         pg_system.add_worker()
         tap.wait_unique(len(streams) * rounds, timeout=60)
     finally:
+        slow_cursor_updates(pg_system, False)
         writer.join()
         tap.close()
     per_stream = tap.per_stream()
