@@ -29,6 +29,7 @@ from tests.support.databases import (  # noqa: F401  (fixtures)
     truncate_all,
 )
 from tests.support.env import CI, REDIS_URL
+from tests.support.postgres import private_pg  # noqa: F401  (fixture)
 from tests.support.processes import WebNode, Worker
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from tests.support.clients import Api, token
 from tests.support.databases import create_pg_database, drop_pg_database, require_pg
 from tests.support.env import CI
 from tests.support.ops import PrivateRedis
+from tests.support.postgres import PrivatePostgres
 from tests.support.processes import ROOT, WebNode, Worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -62,7 +64,8 @@ def restartable(tmp_path: Path, redis_url: str) -> Iterator[Restartable]:
     upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    env = {"DATABASE_URL": url, "SOCKETIO_REDIS_URL": private.url}
+    env = {"DATABASE_URL": url, "SOCKETIO_REDIS_URL": private.url,
+           "HERALD_CELERY_QUEUE": f"{os.environ['HERALD_CELERY_QUEUE']}-restart"}
     web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
     try:
         web.start()
@@ -200,3 +203,69 @@ async def test_python_socketio_client_receives_every_patch_across_three_redis_re
         assert disconnects == []
     finally:
         await sio.disconnect()
+
+
+async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_recover(
+    private_pg: PrivatePostgres, tmp_path: Path, redis_url: str,
+) -> None:
+    """The fallback: the database is down when the subscription comes back, so the node
+    cannot read what its rooms missed. It closes those transports (not a Socket.IO
+    disconnect), and python-socketio's client retries until the database is back, then
+    recovers from its positions."""
+    private = PrivateRedis(tmp_path)
+    private.start()
+    upgrade(private_pg.url)
+    engine = make_engine(private_pg.url)
+    factory = make_session_factory(engine)
+    env = {"DATABASE_URL": private_pg.url, "SOCKETIO_REDIS_URL": private.url,
+           "HERALD_CELERY_QUEUE": f"{os.environ['HERALD_CELERY_QUEUE']}-fallback"}
+    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
+    sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
+                               reconnection_delay_max=1)
+    try:
+        web.start()
+        worker.start()
+        with factory() as session, session.begin():
+            admin = portal.create_user(session, email="root@test", role="admin", name="root")
+            client = portal.create_user(session, email="c@test", role="client", name="c")
+        api = Api(web.url, token(admin.id, "admin", "root@test"))
+        project = api.project(client.id)
+        stream = f"project-{project}"
+        offsets: list[int] = []
+        reasons: list[Any] = []
+        position: dict[str, Any] = {"offset": 0}
+
+        @sio.event  # type: ignore[misc]
+        async def disconnect(reason: Any = None) -> None:
+            reasons.append(reason)
+
+        @sio.on("project-updated")  # type: ignore[misc]
+        async def updated(_payload: Any, meta: dict[str, Any]) -> None:
+            offsets.append(meta["offset"])
+            position.update(offset=meta["offset"], epoch=meta["epoch"])
+
+        await sio.connect(web.url, transports=["websocket"], wait_timeout=10,
+                          auth=lambda: {"token": token(client.id, "client", "c@test"),
+                                        "positions": {stream: dict(position)}})
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
+        await wait_until(lambda: offsets == [1], "first event not received")
+
+        await asyncio.to_thread(private_pg.stop)
+        await asyncio.to_thread(private.stop)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(private.start)  # resubscribed; the catch-up cannot read
+        await wait_until(lambda: reasons, "the transport was not closed")
+        assert reasons[0] == sio.reason.TRANSPORT_ERROR, reasons  # not SERVER_DISCONNECT
+        await asyncio.sleep(2)  # it retries meanwhile: the node closes those transports too
+        await asyncio.to_thread(private_pg.start)
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 2})
+        await wait_until(lambda: 2 in offsets, f"not recovered: {offsets} {reasons}")
+        assert first_seen(offsets) == [1, 2]
+        assert sio.connected
+        api.close()
+    finally:
+        await sio.disconnect()
+        web.stop()
+        worker.stop()
+        private.stop()
+        engine.dispose()

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import UNAVAILABLE
 from app.errors import HeraldError
 
 log = logging.getLogger("herald.api")
@@ -53,15 +53,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code)
 
-    @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(sa_exc.InterfaceError)
-    @app.exception_handler(sa_exc.TimeoutError)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         """The database is down, restarting or unreachable: 503, not a 500; retry later."""
         log.warning("database unavailable method=%s path=%s error=%s", request.method,
                     request.url.path, type(getattr(exc, "orig", None) or exc).__name__)
         return JSONResponse(error_body("unavailable", "the database is unavailable; retry later"),
                             status_code=503, headers={"Retry-After": "5"})
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,7 @@ log = logging.getLogger("herald.gateway")
 
 Buffered = tuple[int, str, list[Any]]  # (offset, event name, arguments)
 MAX_RETRY_SLEEP = 2.0
+PRUNE_MARKS_EVERY = 1000
 
 
 class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
@@ -42,6 +43,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._gates: dict[str, dict[str, list[Buffered]]] = {}
         self._floors: dict[str, dict[str, int]] = {}
         self._marks: dict[str, int] = {}
+        self._notes = 0
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     # -- gates and floors ----------------------------------------------------------------
@@ -92,6 +94,9 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         others = [s for s in self.members(room) if s != sid]
         mark = self._marks.get(room)
         self._marks[room] = last if mark is None or not others else min(mark, last)
+        self._notes += 1
+        if self._notes % PRUNE_MARKS_EVERY == 0:
+            self.stream_rooms()  # forget the marks of rooms that emptied meanwhile
 
     def set_mark(self, room: str, last: int) -> None:
         """Every socket here in `room` was sent it through `last` (a catch-up closed)."""

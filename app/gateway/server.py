@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
 from app.auth import Principal, decode
-from app.db import iso_utc, utcnow
+from app.db import UNAVAILABLE, iso_utc, utcnow
 from app.errors import AuthError, HeraldError, InvalidInput
 from app.gateway import args
 from app.gateway.catchup import CatchUp, close_transport
@@ -114,10 +114,19 @@ class Gateway:
         positions = args.positions_from(auth)
         await self.sio.save_session(sid, {"who": who})
         auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
-        auto_heads, heads = await self.db(lambda s: (
-            {name: read_head(s, name) for name in auto},
-            {name: read_head(s, name) for name in positions if _readable(s, who, name)},
-        ))
+        try:
+            auto_heads, heads = await self.db(lambda s: (
+                {name: read_head(s, name) for name in auto},
+                {name: read_head(s, name) for name in positions if _readable(s, who, name)},
+            ))
+        except UNAVAILABLE as exc:
+            # Not a refusal (final for socket.io-client): a lost transport, which clients
+            # retry with backoff until the database is back.
+            log.warning("socket connect while the database is unavailable sid=%s error=%s",
+                        sid, type(exc).__name__)
+            await close_transport(self.sio, sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Service unavailable", {"code": "unavailable"}) from None
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
