@@ -102,6 +102,14 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         """Every socket here in `room` was sent it through `last` (a catch-up closed)."""
         self._marks[room] = max(last, self._marks.get(room, 0))
 
+    def live(self, room: str, offset: int) -> None:
+        """A live event of `room` reached this node: the mark follows it, only without a gap
+        (a message lost while unsubscribed leaves the mark before it, and the catch-up
+        after resubscribing starts there)."""
+        mark = self._marks.get(room)
+        if mark is not None and offset == mark + 1:
+            self._marks[room] = offset
+
     def members(self, room: str) -> list[str]:
         return list(self.rooms.get("/", {}).get(room, {}))
 
@@ -120,13 +128,10 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         if not isinstance(room, str):
             await super()._handle_emit(message)
             return
-        mark = self._marks.get(room)
-        if mark is not None or room in self._gates or room in self._floors:
+        if room in self._marks or room in self._gates or room in self._floors:
             offset = _durable_offset(message, room)
-            if offset is not None and mark is not None and offset == mark + 1:
-                # Only without a gap: a message lost while unsubscribed leaves the mark
-                # before it, and the catch-up after resubscribing starts there.
-                self._marks[room] = offset
+            if offset is not None:
+                self.live(room, offset)
             if offset is not None and (room in self._gates or room in self._floors):
                 skip = self._hold_back(room, offset, message)
                 if skip:
