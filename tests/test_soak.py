@@ -38,7 +38,7 @@ from tests.support.processes import Process, WebNode, Worker, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "35"))
-CLIENTS = 4
+CLIENTS = 6
 
 
 @dataclass
