@@ -3,7 +3,8 @@
 A private PostgreSQL cluster (initdb + pg_ctl as the postgres user, in a temp dir, on a
 free port — never the shared one) under a real web node and Celery worker. While it is
 stopped, writes answer 503 `unavailable` quickly (connect and pool timeouts, not a hang
-and not a 500) and /readyz names the database as down. Once it is back, the first write
+and not a 500), socket calls get an error ack `unavailable` on a connection that stays
+open, and /readyz names the database as down. Once it is back, the first write
 succeeds (pool pre-ping), the relay resumes on its own, and a connected client holds
 every committed event in offset order.
 """
@@ -70,6 +71,9 @@ async def test_writes_answer_503_while_postgres_is_down_and_nothing_is_lost_afte
             down = http.patch(f"/api/projects/{project}", json={"progress": progress})
             assert down.status_code == 503, down.text
             assert down.json()["error"]["code"] == "unavailable"
+        refused = await socket.call("join-project", project)
+        assert refused["ok"] is False and refused["error"]["code"] == "unavailable"
+        assert socket.sio.connected
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"].startswith("down")

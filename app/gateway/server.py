@@ -93,6 +93,12 @@ class Gateway:
             except HeraldError as exc:
                 log.info("socket call refused event=%s sid=%s code=%s", name, sid, exc.code)
                 return fail(exc)
+            except UNAVAILABLE as exc:
+                log.warning("socket call while the database is unavailable event=%s sid=%s "
+                            "error=%s", name, sid, type(exc).__name__)
+                return {"ok": False, "error": {"code": "unavailable",
+                                               "message": "the database is unavailable; "
+                                                          "retry later"}}
             except Exception:
                 log.exception("socket call crashed event=%s sid=%s", name, sid)
                 return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
