@@ -25,8 +25,12 @@ dev: install
 	$(BIN)/herald migrate
 	@$(BIN)/python scripts/dev.py
 
+# The official socket.io-client, for the tests that check what Node clients see.
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+
 ## make test: every test, against real Redis and PostgreSQL (started here when absent).
-test: services
+test: services tests/node/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -42,4 +46,4 @@ bench: services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

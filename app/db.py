@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING = {
@@ -18,6 +19,12 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# The database is down, restarting, unreachable or out of connections: worth a retry later
+# (HTTP 503, a transport close for sockets), never a 500.
+UNAVAILABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError,
+                                            sa_exc.TimeoutError)
 
 
 class Base(DeclarativeBase):
@@ -36,8 +43,16 @@ def iso_utc(ts: datetime) -> str:
     return plain.isoformat(timespec="milliseconds") + "Z"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions."""
+def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
+                **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions.
+
+    PostgreSQL gets bounded waits, so that a database that is down or unreachable costs a
+    request a few seconds and a clear error, never a hang: `connect_timeout` (seconds to
+    open a connection), `statement_timeout` (seconds a statement may run; 0: no limit),
+    a pool checkout wait of `connect_timeout` too, and a pre-ping, so that the first
+    request after a database restart gets a fresh connection instead of a dead one.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -45,6 +60,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_pragmas(engine)
         return engine
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("connect_timeout", max(1, round(connect_timeout)))
+    if statement_timeout > 0:
+        connect_args.setdefault("options",
+                                f"-c statement_timeout={int(statement_timeout * 1000)}")
+    kwargs["connect_args"] = connect_args
+    kwargs.setdefault("pool_timeout", connect_timeout)
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

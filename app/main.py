@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Any:
     """Build the web process: one engine, one Socket.IO server, one FastAPI app."""
     settings = settings or get_settings()
     logs.setup(settings.log_level)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **settings.db_timeouts)
     factory = make_session_factory(engine)
     ctx = AppContext(settings=settings, engine=engine, factory=factory)
     node_metrics = herald_metrics.NodeMetrics()

@@ -5,7 +5,7 @@ Where each number comes from (so any web node can serve the whole picture):
   (the sum of stream heads), events pending, streams behind, relay lag (the age of the
   oldest event not yet published), failed and retrying streams;
 - Redis (workers count there, so no worker needs an HTTP port): events published,
-  publish failures by reason, streams marked failed — a hash
+  publish failures by reason, streams marked failed, the time of the last sweep — a hash
   `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
   replayed events, refused connections by code.
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,13 @@ class RelayMeter:
     def published(self, events: Sequence[EventRecord]) -> None:
         """`relay(on_published=...)`: called after each batch went out."""
         self._incr({"published": len(events), "batches": 1})
+
+    def swept(self, when: float) -> None:
+        """A worker's sweep went through every stream at `when` (Unix time)."""
+        try:
+            self.redis.hset(self.key, "last_sweep", f"{when:.3f}")
+        except Exception as exc:
+            log.debug("sweep time not recorded error=%s", type(exc).__name__)
 
     def finish(self, report: RelayReport) -> None:
         """After a relay run: what failed."""
@@ -169,7 +178,7 @@ def _database(factory: Any) -> list[Metric]:
 
 def _redis(redis_client: Any, channel: str) -> list[Metric]:
     raw = redis_client.hgetall(counters_key(channel)) or {}
-    values = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+    values = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
     published = CounterMetricFamily("herald_events_published",
                                     "Events the relay published to the Socket.IO queue.")
     published.add_metric([], values.get("published", 0))
@@ -185,7 +194,19 @@ def _redis(redis_client: Any, channel: str) -> list[Metric]:
     marked = CounterMetricFamily("herald_streams_marked_failed",
                                  "Times a stream reached the attempt limit and was marked failed.")
     marked.add_metric([], values.get("streams_failed", 0))
-    return [published, batches, failures, marked]
+    return [published, batches, failures, marked, *_sweep(values.get("last_sweep"))]
+
+
+def _sweep(last: float | None) -> list[Metric]:
+    """When a worker last swept every stream; +Inf seconds when none ever did."""
+    return [
+        _gauge("herald_relay_last_sweep_timestamp_seconds",
+               "Unix time of the last complete relay sweep by any worker (0: never).",
+               last or 0.0),
+        _gauge("herald_relay_seconds_since_sweep",
+               "Seconds since the last complete relay sweep by any worker (+Inf: never).",
+               max(0.0, time.time() - last) if last else math.inf),
+    ]
 
 
 def _node(snap: NodeSnapshot) -> list[Metric]:

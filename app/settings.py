@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
     ] = 1.0
     log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
+    db_connect_timeout: Annotated[
+        float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
+    ] = 5.0
+    db_statement_timeout: Annotated[
+        float, Field(ge=0, validation_alias="HERALD_DB_STATEMENT_TIMEOUT")
+    ] = 30.0
     # Celery's remote control (pidbox) lives on an auto-delete queue whose clean-up can
     # crash a worker when Redis goes away (kombu: AttributeError 'hostname'); off unless
     # asked for (Flower's inspect/control and `celery inspect` need it).
@@ -105,6 +112,12 @@ class Settings(BaseSettings):
     @property
     def sio_redis_url(self) -> str:
         return self.socketio_redis_url or self.redis_url
+
+    @property
+    def db_timeouts(self) -> dict[str, float]:
+        """`make_engine(url, **settings.db_timeouts)`."""
+        return {"connect_timeout": self.db_connect_timeout,
+                "statement_timeout": self.db_statement_timeout}
 
     @property
     def is_sqlite(self) -> bool:

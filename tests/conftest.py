@@ -29,6 +29,7 @@ from tests.support.databases import (  # noqa: F401  (fixtures)
     truncate_all,
 )
 from tests.support.env import CI, REDIS_URL
+from tests.support.postgres import private_pg  # noqa: F401  (fixture)
 from tests.support.processes import WebNode, Worker
 
 
@@ -64,7 +65,10 @@ def no_celery_nudges() -> Iterator[None]:
 
 @dataclass
 class System:
-    """Herald running for real: web node(s) and a Celery worker (with beat) on one database."""
+    """Herald running for real: web node(s) and a Celery worker on one database.
+
+    No beat: workers sweep the outbox themselves (workers/sweeper.py), so every test that
+    uses a System also shows that nothing waits on beat."""
 
     database_url: str
     kind: str
@@ -97,7 +101,7 @@ class System:
         self.webs.append(node)
         return node
 
-    def add_worker(self, concurrency: int = 1, beat: bool = True) -> Worker:
+    def add_worker(self, concurrency: int = 1, beat: bool = False) -> Worker:
         worker = Worker(self.env, self.log_dir, concurrency=concurrency, beat=beat)
         worker.start()
         self.workers.append(worker)

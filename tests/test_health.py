@@ -50,7 +50,7 @@ def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
     """The whole Redis goes away: Celery broker and Socket.IO message queue alike."""
     env = {"DATABASE_URL": pg_db.url, "REDIS_URL": private_redis.url,
            "SOCKETIO_REDIS_URL": private_redis.url}
-    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path, beat=True)
+    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
     web.start()
     worker.start()
     http = httpx.Client(base_url=web.url, timeout=15,

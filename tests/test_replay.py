@@ -451,3 +451,24 @@ def test_gate_buffers_then_floor_skips_what_the_replay_already_sent() -> None:
     manager.open_gate("b", "s")
     manager.close_all("b")
     assert live(8) == [] and not manager.is_gated("b", "s")
+
+
+def test_room_mark_is_the_lowest_replay_end_and_follows_live_events_only_without_a_gap() -> None:
+    """The manager's per-room mark alone (the real catch-up is tests/test_redis_restart.py)."""
+    manager = HeraldRedisManager("redis://127.0.0.1:1/0", channel="unused")
+    manager.rooms = {"/": {None: {"a": "ea", "b": "eb"}, "s": {"a": "ea"}}}
+    manager.note_sent("a", "s", 5)  # alone in the room: the mark is its replay's end
+    assert manager.mark("s") == 5
+    manager.rooms["/"]["s"]["b"] = "eb"
+    manager.note_sent("b", "s", 3)  # a second socket sent less: the mark is the lower one
+    assert manager.mark("s") == 3
+    manager.live("s", 4)
+    manager.live("s", 4)  # a duplicate changes nothing
+    assert manager.mark("s") == 4
+    manager.live("s", 6)  # 5 was lost (not subscribed): the mark stays before the gap
+    assert manager.mark("s") == 4
+    manager.set_mark("s", 6)  # the catch-up sent everything through 6
+    manager.live("s", 7)
+    assert manager.mark("s") == 7
+    del manager.rooms["/"]["s"]
+    assert manager.stream_rooms() == {} and manager.mark("s") is None  # emptied: forgotten

@@ -1,4 +1,4 @@
-"""Celery workers: `celery -A workers worker` relays the outbox, `celery -A workers beat` sweeps."""
+"""Celery workers: `celery -A workers worker` relays and sweeps, `celery -A workers beat` prunes."""
 
 from workers.celery_app import celery_app
 

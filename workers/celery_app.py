@@ -1,4 +1,4 @@
-"""The Celery app: Redis broker, late acks, no results, the beat schedule."""
+"""The Celery app: Redis broker, late acks, no results, the beat schedule (pruning)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from app.settings import get_settings
 
 settings = get_settings()
 
-celery_app = Celery("herald", broker=settings.redis_url, include=["workers.tasks"])
+celery_app = Celery("herald", broker=settings.redis_url,
+                    include=["workers.tasks", "workers.sweeper"])
 celery_app.conf.update(
     task_default_queue=settings.celery_queue,
     # A killed worker must not lose its task: ack after running, requeue on worker loss.
@@ -34,11 +35,12 @@ celery_app.conf.update(
     # Our handler writes JSON lines to stderr; Celery must not re-log them as warnings.
     worker_redirect_stdouts=False,
     timezone="UTC",
+    # Workers sweep the outbox themselves (workers/sweeper.py); beat only prunes.
     beat_schedule={
-        "relay-sweep": {"task": "herald.sweep", "schedule": settings.sweep_interval,
-                        "options": {"expires": max(5.0, settings.sweep_interval * 5)}},
         "prune": {"task": "herald.prune", "schedule": 24 * 3600.0},
     },
+    # Creates the schedule file's directory: `--schedule var/...` works on a fresh checkout.
+    beat_scheduler="workers.beat:HeraldScheduler",
 )
 
 

@@ -40,7 +40,8 @@ def context() -> WorkerContext:
     if _ctx is None:
         settings = get_settings()
         logs.setup(settings.log_level)
-        engine = make_engine(settings.database_url, pool_size=2, max_overflow=2) \
+        engine = make_engine(settings.database_url, pool_size=2, max_overflow=2,
+                             **settings.db_timeouts) \
             if not settings.is_sqlite else make_engine(settings.database_url)
         _ctx = WorkerContext(
             settings=settings,

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import UNAVAILABLE
 from app.errors import HeraldError
 
 log = logging.getLogger("herald.api")
@@ -19,6 +20,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "The caller may not do this"},
     404: {"description": "Unknown id"},
     422: {"description": "Invalid body"},
+    503: {"description": "The database is unavailable; retry later"},
 }
 
 
@@ -50,6 +52,16 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The database is down, restarting or unreachable: 503, not a 500; retry later."""
+        log.warning("database unavailable method=%s path=%s error=%s", request.method,
+                    request.url.path, type(getattr(exc, "orig", None) or exc).__name__)
+        return JSONResponse(error_body("unavailable", "the database is unavailable; retry later"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:

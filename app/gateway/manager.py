@@ -11,9 +11,12 @@ relay through Redis) must not overtake the replayed ones:
   for that socket; the first live event above it removes the floor.
 
 Live pub/sub is at most once: while this node is not subscribed (Redis restarting), it
-misses messages for good. So when the subscription comes back after a loss, the
-manager calls `on_resubscribed`, which disconnects the node's sockets: their clients
-reconnect with their positions and recover from the event table.
+misses messages for good. So the manager keeps, per room, a **mark**: the offset through
+which every socket of this node in the room was sent the stream (set when a replay
+closes its gate, advanced by each live event that follows it without a gap). When the
+subscription comes back after a loss, the manager calls `on_resubscribed`, and the
+gateway catches each room up from the event table after its mark (app/gateway/catchup.py):
+the clients see no disconnect and no gap, at worst a duplicate.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ log = logging.getLogger("herald.gateway")
 
 Buffered = tuple[int, str, list[Any]]  # (offset, event name, arguments)
 MAX_RETRY_SLEEP = 2.0
+PRUNE_MARKS_EVERY = 1000
 
 
 class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
@@ -38,6 +42,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._gates: dict[str, dict[str, list[Buffered]]] = {}
         self._floors: dict[str, dict[str, int]] = {}
+        self._marks: dict[str, int] = {}
+        self._notes = 0
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     # -- gates and floors ----------------------------------------------------------------
@@ -78,11 +84,55 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             if not sids:
                 table.pop(room, None)
 
+    # -- marks ---------------------------------------------------------------------------
+    def mark(self, room: str) -> int | None:
+        """The offset through which every socket here in `room` was sent the stream."""
+        return self._marks.get(room)
+
+    def note_sent(self, sid: str, room: str, last: int) -> None:
+        """`sid` was sent `room` through `last` (its replay closed): lower the mark to it."""
+        others = [s for s in self.members(room) if s != sid]
+        mark = self._marks.get(room)
+        self._marks[room] = last if mark is None or not others else min(mark, last)
+        self._notes += 1
+        if self._notes % PRUNE_MARKS_EVERY == 0:
+            self.stream_rooms()  # forget the marks of rooms that emptied meanwhile
+
+    def set_mark(self, room: str, last: int) -> None:
+        """Every socket here in `room` was sent it through `last` (a catch-up closed)."""
+        self._marks[room] = max(last, self._marks.get(room, 0))
+
+    def live(self, room: str, offset: int) -> None:
+        """A live event of `room` reached this node: the mark follows it, only without a gap
+        (a message lost while unsubscribed leaves the mark before it, and the catch-up
+        after resubscribing starts there)."""
+        mark = self._marks.get(room)
+        if mark is not None and offset == mark + 1:
+            self._marks[room] = offset
+
+    def members(self, room: str) -> list[str]:
+        return list(self.rooms.get("/", {}).get(room, {}))
+
+    def stream_rooms(self) -> dict[str, list[str]]:
+        """Rooms (streams) with sockets here, and their sockets; forgets the marks of the rest."""
+        namespace = self.rooms.get("/", {})
+        sids = set(namespace.get(None, {}))
+        rooms = {name: list(members) for name, members in namespace.items()
+                 if name is not None and name not in sids and members}
+        for room in [r for r in self._marks if r not in rooms]:
+            self._marks.pop(room, None)
+        return rooms
+
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         room = message.get("room")
-        if isinstance(room, str) and (room in self._gates or room in self._floors):
+        if not isinstance(room, str):
+            await super()._handle_emit(message)
+            return
+        if room in self._marks or room in self._gates or room in self._floors:
             offset = _durable_offset(message, room)
             if offset is not None:
+                self.live(room, offset)
+            if offset is not None and (room in self._gates or room in self._floors):
                 skip = self._hold_back(room, offset, message)
                 if skip:
                     current = message.get("skip_sid")

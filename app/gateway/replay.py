@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import jsoncodec
 from app.errors import Gone
 from app.gateway.manager import HeraldRedisManager
-from app.outbox.replay import Head, iter_after
+from app.outbox.replay import Head, iter_after, read_head
 
 log = logging.getLogger("herald.gateway")
 
@@ -76,11 +76,46 @@ class Replayer:
             self.manager.close_gate(sid, stream)
             raise
         last = await self.flush(sid, stream, last)
+        self.manager.note_sent(sid, stream, last)
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
         if sent:
             log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
         return last
+
+    async def catch_up(self, stream: str, sids: list[str], after: int) -> int:
+        """Send every socket in `sids` the events of `stream` after `after`, then what their
+        gates held back; close the gates. Each event is encoded once for all the sockets.
+
+        The gates must already be open. Returns the offset through which every socket was
+        sent the stream. Raises Gone if events after `after` were pruned.
+        """
+        def head_now() -> Head:
+            with self.factory() as session, session.begin():
+                return read_head(session, stream)
+        last = after
+        sent = 0
+        try:
+            head = await asyncio.to_thread(head_now)
+            for _ in range(2):  # the stored history, then whatever committed while sending it
+                batches = iter_after(self.factory, stream, last, head.epoch)
+                while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                    for event in batch:
+                        packet = self.encode(event.type, [event.payload, event.meta])
+                        for sid in sids:
+                            await self.send_packet(sid, packet)
+                        last = event.offset
+                        sent += len(sids)
+            if last < head.offset:
+                raise Gone(f"events of {stream} after {last} were pruned during catch-up")
+        except BaseException:
+            for sid in sids:
+                self.manager.close_gate(sid, stream)
+            raise
+        reached = [await self.flush(sid, stream, last) for sid in sids]
+        if sent and self.metrics is not None:
+            self.metrics.replayed(sent)
+        return min(reached, default=last)
 
     async def flush(self, sid: str, stream: str, last: int) -> int:
         """Send the live events held back for (sid, stream) after `last`; close the gate."""
@@ -102,10 +137,13 @@ class Replayer:
         """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
         by python-socketio's Packet, but without emit's room lookup, binary scan and task
         per packet (a replay sends thousands). Event data is JSON: never binary."""
+        await self.send_packet(sid, self.encode(event, data))
+
+    async def send_packet(self, sid: str, packet: str) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:
             return
-        await self.sio.eio.send(eio_sid, self.encode(event, data))
+        await self.sio.eio.send(eio_sid, packet)
 
     def encode(self, event: str, data: list[Any]) -> str:
         """The Socket.IO EVENT packet for the default namespace, JSON by app.jsoncodec when

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import access, portal
 from app.auth import Principal, decode
-from app.db import iso_utc, utcnow
+from app.db import UNAVAILABLE, iso_utc, utcnow
 from app.errors import AuthError, HeraldError, InvalidInput
 from app.gateway import args
+from app.gateway.catchup import CatchUp, close_transport
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.replay import Replayer
 from app.models import ROLE_STREAMS
@@ -53,6 +54,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
                                  metrics=metrics)
+        self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
         self.manager.on_resubscribed = self._resubscribed
         self._register()
 
@@ -91,6 +93,12 @@ class Gateway:
             except HeraldError as exc:
                 log.info("socket call refused event=%s sid=%s code=%s", name, sid, exc.code)
                 return fail(exc)
+            except UNAVAILABLE as exc:
+                log.warning("socket call while the database is unavailable event=%s sid=%s "
+                            "error=%s", name, sid, type(exc).__name__)
+                return {"ok": False, "error": {"code": "unavailable",
+                                               "message": "the database is unavailable; "
+                                                          "retry later"}}
             except Exception:
                 log.exception("socket call crashed event=%s sid=%s", name, sid)
                 return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
@@ -112,10 +120,19 @@ class Gateway:
         positions = args.positions_from(auth)
         await self.sio.save_session(sid, {"who": who})
         auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
-        auto_heads, heads = await self.db(lambda s: (
-            {name: read_head(s, name) for name in auto},
-            {name: read_head(s, name) for name in positions if _readable(s, who, name)},
-        ))
+        try:
+            auto_heads, heads = await self.db(lambda s: (
+                {name: read_head(s, name) for name in auto},
+                {name: read_head(s, name) for name in positions if _readable(s, who, name)},
+            ))
+        except UNAVAILABLE as exc:
+            # Not a refusal (final for socket.io-client): a lost transport, which clients
+            # retry with backoff until the database is back.
+            log.warning("socket connect while the database is unavailable sid=%s error=%s",
+                        sid, type(exc).__name__)
+            await close_transport(self.sio, sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Service unavailable", {"code": "unavailable"}) from None
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
@@ -160,8 +177,8 @@ class Gateway:
                 self.replayer.release(sid, room)
                 pending.remove(room)
         except Exception as exc:
-            # Some events may be missing for this socket: drop it, so that its client
-            # reconnects with its positions and recovers (or learns it cannot).
+            # Some events may be missing for this socket: close its transport, so that its
+            # client reconnects with its positions and recovers (or learns it cannot).
             log.error("replay on connect failed sid=%s error=%s", sid, type(exc).__name__)
             self.manager.close_all(sid)
             await self._drop_socket(sid)
@@ -187,17 +204,12 @@ class Gateway:
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
     async def _drop_socket(self, sid: str) -> None:
-        try:
-            await self.sio.disconnect(sid, ignore_queue=True)
-        except Exception as exc:  # already gone
-            log.info("socket drop failed sid=%s error=%s", sid, type(exc).__name__)
+        """Close the transport (never a Socket.IO disconnect, which clients take as final)."""
+        await close_transport(self.sio, sid)
 
     async def _resubscribed(self) -> None:
-        """Live events were lost while Redis was away: every socket here reconnects and recovers."""
-        sids = [sid for sid, _eio in self.manager.get_participants("/", None)]
-        log.warning("dropping sockets after a lost subscription sockets=%d", len(sids))
-        for sid in sids:
-            await self._drop_socket(sid)
+        """Live events were lost while Redis was away: catch every room up from the database."""
+        await self.catchup.all_rooms()
 
     async def _join(self, sid: str, stream: str, check: Callable[[Session], Any],
                     position: args.Position | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ other (every task pays a transaction). Now a nudge first sets a "relay due" key 
 Redis with SET NX: if it was already set, a relay task is already waiting and will see
 this commit, so nothing is sent. The task deletes the key *before* it claims streams,
 so a commit that lands after the claim finds the key gone and sends a new task. The
-key expires on its own, and the beat sweep catches anything a lost task left behind.
+key expires on its own, and the workers' sweep catches anything a lost task left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from app.redisconn import quick_redis
 RELAY_TASK = "herald.relay"
 DUE_TTL = 10  # seconds: a lost task delays nudges at most this long (the sweep runs anyway)
 # After a failed nudge, skip nudging for this long: reaching a dead broker takes seconds
-# (client retries), and the commit is already done; the beat sweep relays meanwhile.
+# (client retries), and the commit is already done; the workers' sweep relays meanwhile.
 PAUSE_AFTER_FAILURE = 5.0
 _paused_until = 0.0
 

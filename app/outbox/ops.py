@@ -3,7 +3,7 @@
 Everything here reads or changes `relay_cursors` (the relay's state per stream) and
 `streams` (heads); nothing touches the events themselves except `prune`. Retrying
 puts a stream back in the relay's hands: state `active`, attempts 0, no wait, and a
-nudge after the commit (the beat sweep picks it up anyway if the nudge is lost).
+nudge after the commit (the workers' sweep picks it up anyway if the nudge is lost).
 """
 
 from __future__ import annotations

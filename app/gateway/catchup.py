@@ -1,0 +1,99 @@
+"""After a lost Redis subscription: catch every room of this node up from the event table.
+
+Live pub/sub is at most once: whatever the relay published while this node was not
+subscribed never reaches its sockets. Disconnecting them would make clients recover,
+but a Socket.IO disconnect from the server is final for the official clients (no
+automatic reconnection), and closing every transport at once is a reconnect storm.
+So the node repairs the gap itself, room by room: it waits for any replay in progress
+on the room (the per-(socket, stream) replay locks), gates the room's sockets, sends
+the events after the room's mark (the offset through which all of them were sent the
+stream, app/gateway/manager.py) read from the database, then what the gates held back,
+and closes the gates on a floor. Order per socket holds; a socket may see an event twice
+(clients de-duplicate by (stream, offset)) but never misses one.
+
+If a room cannot be caught up (database down, events pruned), its sockets' transports
+are closed — an engine.io close, never a Socket.IO disconnect — so that their clients
+reconnect with their positions and recover (or learn that they cannot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import socketio
+
+from app.gateway.manager import HeraldRedisManager
+from app.gateway.replay import Replayer
+
+log = logging.getLogger("herald.gateway")
+PARALLEL_ROOMS = 8
+
+
+class CatchUp:
+    """Catches the rooms of one Socket.IO server up after a resubscription."""
+
+    def __init__(self, *, sio: socketio.AsyncServer, manager: HeraldRedisManager,
+                 replayer: Replayer) -> None:
+        self.sio = sio
+        self.manager = manager
+        self.replayer = replayer
+
+    async def all_rooms(self) -> None:
+        rooms = self.manager.stream_rooms()
+        log.warning("catching up after a lost subscription rooms=%d sockets=%d", len(rooms),
+                    len({sid for sids in rooms.values() for sid in sids}))
+        limit = asyncio.Semaphore(PARALLEL_ROOMS)
+
+        async def one(room: str) -> None:
+            async with limit:
+                await self.room(room)
+        await asyncio.gather(*(one(room) for room in rooms))
+
+    async def room(self, room: str) -> None:
+        held: list[asyncio.Lock] = []
+        sids: list[str] = []
+        try:
+            for sid in self.manager.members(room):
+                lock = self.replayer.lock(sid, room)
+                await lock.acquire()  # a replay in progress on (sid, room) ends first
+                held.append(lock)
+            sids = [s for s in self.manager.members(room) if self.manager.is_connected(s, "/")]
+            after = self.manager.mark(room)
+            if not sids:
+                return
+            if after is None:
+                raise LookupError(f"no mark for {room}")
+            for sid in sids:
+                self.manager.open_gate(sid, room)
+            last = await self.replayer.catch_up(room, sids, after)
+            self.manager.set_mark(room, last)
+            if last > after:
+                log.info("caught up room=%s after=%d last=%d sockets=%d", room, after, last,
+                         len(sids))
+        except Exception as exc:
+            log.error("catch-up failed room=%s sockets=%d error=%s", room, len(sids),
+                      type(exc).__name__)
+            for sid in sids:
+                await close_transport(self.sio, sid)
+        finally:
+            for lock in held:
+                if lock.locked():
+                    lock.release()
+
+
+async def close_transport(sio: socketio.AsyncServer, sid: str) -> None:
+    """Close the socket's engine.io transport without a Socket.IO or engine.io CLOSE packet.
+
+    Both the official client and python-socketio's treat that as a lost connection and
+    reconnect (a Socket.IO DISCONNECT, or python-engineio's CLOSE packet, is final).
+    """
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+    if socket is None:
+        return
+    try:
+        await socket.queue.put(None)  # a websocket's writer closes the connection
+        await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_CLOSE)
+    except Exception as exc:  # already gone
+        log.info("transport close failed sid=%s error=%s", sid, type(exc).__name__)

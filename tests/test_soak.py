@@ -1,0 +1,304 @@
+"""Soak: steady writes while workers, web nodes and Redis are SIGKILLed at random.
+
+Real everything: PostgreSQL, a private redis-server (Celery broker and Socket.IO queue),
+two uvicorn web nodes on fixed ports, two Celery workers (no beat), and resuming
+python-socketio clients (automatic reconnection, an `auth` callable sending their
+current positions, positions tracked from `connected.positions`, event meta and join
+acks). A supervisor restarts whatever exits, as systemd or Kubernetes would. At the end
+every client holds every committed event of its streams, in offset order once
+de-duplicated by (stream, offset). Bounded: HERALD_SOAK_SECONDS (default 35) of chaos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from sqlalchemy import select
+
+from app import portal
+from app.db import make_engine, make_session_factory
+from app.migrate import upgrade
+from app.outbox.tables import RelayCursor, Stream
+from tests.support.clients import token
+from tests.support.databases import create_pg_database, drop_pg_database, require_pg
+from tests.support.ops import PrivateRedis
+from tests.support.processes import Process, WebNode, Worker, free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "35"))
+CLIENTS = 6
+
+
+@dataclass
+class Cluster:
+    """Two web nodes, two workers and a Redis, kept running by a supervisor thread."""
+
+    redis: PrivateRedis
+    env: dict[str, str]
+    log_dir: Path
+    ports: list[int]
+    webs: list[WebNode] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=lambda: {"web": 0, "worker": 0,
+                                                               "redis": 0})
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        self.webs = [WebNode(self.env, self.log_dir, port=port) for port in self.ports]
+        self.workers = [Worker(self.env, self.log_dir) for _ in range(2)]
+        for proc in [*self.webs, *self.workers]:
+            proc.start()
+
+    def redis_alive(self) -> bool:
+        return self.redis.proc is not None and self.redis.proc.poll() is None
+
+    def supervise(self) -> None:
+        """Restart whatever exited (Redis first: the others need it to come up)."""
+        while not self.stopping.is_set():
+            # A process that dies while starting (Redis killed again) is retried next round.
+            with self.lock, contextlib.suppress(RuntimeError):
+                self._revive()
+            time.sleep(0.2)
+
+    def _revive(self) -> None:
+        if not self.redis_alive():
+            self.redis.start()
+            self.restarts["redis"] += 1
+        for i, web in enumerate(self.webs):
+            if not web.alive():
+                self.webs[i] = WebNode(self.env, self.log_dir, port=web.port)
+                self.restarts["web"] += 1
+                self.webs[i].start()
+        for i, worker in enumerate(self.workers):
+            if not worker.alive():
+                self.workers[i] = Worker(self.env, self.log_dir)
+                self.restarts["worker"] += 1
+                self.workers[i].start()
+
+    def chaos(self, seconds: float, rng: random.Random, kills: list[str]) -> None:
+        """SIGKILL a random worker, web node or Redis every 1.5-3 s."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(1.5, 3.0))
+            target = rng.choice(["worker", "worker", "web", "web", "redis"])
+            with self.lock:
+                if target == "redis" and self.redis.proc is not None:
+                    self.redis.proc.kill()
+                    self.redis.proc.wait(10)
+                else:
+                    procs: list[Process] = list(self.webs if target == "web" else self.workers)
+                    rng.choice(procs).kill()
+            kills.append(target)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for proc in [*self.webs, *self.workers]:
+            proc.stop()
+        self.redis.stop()
+
+
+@dataclass
+class Resuming:
+    """A client as the client libraries behave: positions kept, sent on every reconnect."""
+
+    url: str
+    token: str
+    streams: list[str]
+    project: int
+    positions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received: dict[str, list[int]] = field(default_factory=dict)
+    duplicates: int = 0
+    unrecovered: list[str] = field(default_factory=list)
+    connects: int = 0
+
+    def __post_init__(self) -> None:
+        self.positions = {s: {"offset": 0} for s in self.streams}
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
+                                        reconnection_delay_max=1.0)
+        self.sio.on("*", self._on_any)
+        self.sio.on("connect", self._on_connect)
+
+    def auth(self) -> dict[str, Any]:
+        return {"token": self.token, "positions": {s: dict(p) for s, p in
+                                                   self.positions.items()}}
+
+    async def _on_connect(self) -> None:
+        self.connects += 1
+        if self.connects == 1:
+            self.sio.start_background_task(self._join)
+
+    async def _join(self) -> None:
+        stream = f"project-{self.project}"
+        ack = await self.sio.call("join-project", {"projectId": self.project,
+                                                   "position": self.positions[stream]},
+                                  timeout=10)
+        if ack.get("ok"):
+            self._advance(stream, ack["offset"], ack["epoch"])
+
+    def _advance(self, stream: str, offset: int, epoch: str | None) -> None:
+        current = self.positions.setdefault(stream, {"offset": 0})
+        current["offset"] = max(int(current["offset"]), int(offset))
+        if epoch:
+            current["epoch"] = epoch
+
+    async def _on_any(self, name: str, *args: Any) -> None:
+        if name == "connected":
+            payload = args[0]
+            self.unrecovered += [s for s, ok in payload["recovered"].items() if not ok]
+            for stream, head in payload["positions"].items():
+                if stream not in self.positions:  # a stream it never asked for: from its head
+                    self._advance(stream, head["offset"], head["epoch"])
+            return
+        meta = args[1] if len(args) == 2 and isinstance(args[1], dict) else None
+        if meta is None or "stream" not in meta:
+            return
+        seen = self.received.setdefault(meta["stream"], [])
+        if meta["offset"] in seen:
+            self.duplicates += 1
+        seen.append(meta["offset"])
+        self._advance(meta["stream"], meta["offset"], meta["epoch"])
+
+    def first_seen(self, stream: str) -> list[int]:
+        return list(dict.fromkeys(self.received.get(stream, [])))
+
+
+def writes(urls: list[str], admin: str, projects: list[int], stop: threading.Event,
+           answers: dict[str, int]) -> None:
+    """Steady PATCHes over HTTP to every project, through either web node."""
+    clients = [httpx.Client(base_url=url, timeout=5,
+                            headers={"Authorization": f"Bearer {admin}"}) for url in urls]
+    i = 0
+    try:
+        while not stop.is_set():
+            i += 1
+            project = projects[i % len(projects)]
+            try:
+                response = clients[i % 2].patch(f"/api/projects/{project}",
+                                                json={"progress": i % 101})
+                key = str(response.status_code)
+            except httpx.HTTPError:
+                key = "no answer"
+            answers[key] = answers.get(key, 0) + 1
+            time.sleep(0.03)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def heads(factory: Any) -> dict[str, tuple[int, int]]:
+    with factory() as session:
+        rows = session.execute(select(Stream.name, Stream.head, RelayCursor.dispatched)
+                               .join(RelayCursor, RelayCursor.stream == Stream.name)).all()
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+async def until(check: Callable[[], bool], what: Callable[[], str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what()
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str) -> Iterator[tuple[Cluster, Any, str]]:
+    require_pg()
+    private = PrivateRedis(tmp_path)
+    private.start()
+    url = create_pg_database("_soak")
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
+    with factory() as session, session.begin():
+        admin = portal.create_user(session, email="root@test", role="admin", name="root")
+    cluster = Cluster(private, env, tmp_path, [free_port(), free_port()])
+    try:
+        cluster.start()
+        yield cluster, factory, token(admin.id, "admin", "root@test")
+    finally:
+        cluster.stop()
+        engine.dispose()
+        drop_pg_database(url)
+
+
+@pytest.mark.timeout(300)
+async def test_every_client_holds_every_committed_event_after_random_kills(
+    cluster: tuple[Cluster, Any, str],
+) -> None:
+    system, factory, admin = cluster
+    urls = [web.url for web in system.webs]
+    api = httpx.Client(base_url=urls[0], timeout=10, headers={"Authorization": f"Bearer {admin}"})
+    clients: list[Resuming] = []
+    projects: list[int] = []
+    for i in range(CLIENTS):
+        email = f"soak{i}@test"
+        user = api.post("/api/users", json={"email": email, "role": "client", "name": email})
+        user_id = user.json()["id"]
+        project = api.post("/api/projects", json={"name": f"P{i}", "clientId": user_id,
+                                                  "technicianIds": []}).json()["id"]
+        projects.append(project)
+        clients.append(Resuming(urls[i % 2], token(user_id, "client", email),
+                                [f"user-{user_id}", f"project-{project}"], project))
+    api.close()
+    for client in clients:
+        await client.sio.connect(client.url, auth=client.auth, transports=["websocket"],
+                                 wait_timeout=10)
+
+    seed = int(os.environ.get("HERALD_SOAK_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    kills: list[str] = []
+    answers: dict[str, int] = {}
+    stop_writes = threading.Event()
+    threads = [threading.Thread(target=system.supervise, daemon=True),
+               threading.Thread(target=writes, args=(urls, admin, projects, stop_writes,
+                                                     answers), daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        await asyncio.to_thread(system.chaos, SOAK_SECONDS, rng, kills)
+        stop_writes.set()
+        threads[1].join(10)
+        await until(lambda: all(h == d for h, d in heads(factory).values()),
+                    lambda: f"outbox not drained: {heads(factory)}", 90)
+        committed = {s: h for s, (h, _) in heads(factory).items()}
+
+        def complete() -> bool:
+            return all(set(c.received.get(s, [])) >= set(range(1, committed.get(s, 0) + 1))
+                       for c in clients for s in c.streams)
+
+        def missing() -> str:
+            return str({(i, s): committed.get(s, 0) - len(set(c.received.get(s, [])))
+                        for i, c in enumerate(clients) for s in c.streams})
+        await until(complete, lambda: f"missing per (client, stream): {missing()}", 90)
+    finally:
+        system.stopping.set()
+        stop_writes.set()
+        for client in clients:
+            await client.sio.disconnect()
+
+    total = sum(committed.get(s, 0) for c in clients for s in c.streams)
+    received = sum(len(c.received.get(s, [])) for c in clients for s in c.streams)
+    duplicates = sum(c.duplicates for c in clients)
+    print(f"\nsoak seed={seed} seconds={SOAK_SECONDS:.0f} kills={len(kills)} "
+          f"({', '.join(f'{k}={kills.count(k)}' for k in sorted(set(kills)))}) "
+          f"restarts={system.restarts} writes={answers} "
+          f"committed={total} received={received} duplicates={duplicates} "
+          f"reconnects={sum(c.connects - 1 for c in clients)}")
+    assert kills, "nothing was killed"
+    for client in clients:
+        assert client.unrecovered == []
+        for stream in client.streams:
+            assert client.first_seen(stream) == list(range(1, committed[stream] + 1)), stream
