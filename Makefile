@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: dev test install services lint typecheck bench clean
+.PHONY: dev test install browser services lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed browser
+
+## Debian's chromium for the browser tests (tests/browser): Playwright for Python drives it by
+## executable_path, since Playwright's own browser download cannot work here. Under CI=true a
+## browser that cannot be installed fails the run; elsewhere the browser tests skip.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null; } || { echo "make: could not install chromium (apt-get install chromium)"; \
+	                       test "$$CI" != true; }; }
 
 services: install
 	@$(BIN)/python scripts/services.py redis postgres

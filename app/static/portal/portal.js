@@ -17,7 +17,10 @@ const state = {
   tickets: new Map(),    // id -> ticket
   openTicket: null,      // id of the ticket in the chat panel
   typing: new Map(),     // userId -> {name, timer}
+  received: [],          // {type, stream, offset} of each durable event handed to the page
 };
+const DURABLE = ['project-updated', 'ticket-updated', 'new-message', 'notification',
+                 'document-added', 'intervention-updated', 'quote-updated'];
 
 // -- loading state over HTTP -------------------------------------------------------------
 async function loadProjects() {
@@ -77,6 +80,14 @@ const me = () => state.session.user.id;
 
 // -- events -------------------------------------------------------------------------------
 function wire(herald) {
+  // What the client delivered, in order (for debugging, and for the browser tests that count
+  // lost or repeated events); the last 2000.
+  for (const type of DURABLE) {
+    herald.on(type, (_payload, meta) => {
+      state.received.push({ type, stream: meta?.stream, offset: meta?.offset });
+      if (state.received.length > 2000) state.received.shift();
+    });
+  }
   herald.onProjectUpdate(({ projectId, progress, status }) => {
     const project = state.projects.get(projectId);
     if (project) Object.assign(project, { progress, status });
@@ -199,7 +210,7 @@ async function open(session) {
   ui.showConnection(herald.state, !herald.isLeader);
   $('message-input').addEventListener('input', keystroke);
   $('send-form').addEventListener('submit', send);
-  window.heraldPortal = { herald, session, ready: false };
+  window.heraldPortal = { herald, session, received: state.received, ready: false };
   await loadProjects();
   const wanted = Number(new URLSearchParams(location.search).get('ticket'));
   const first = state.tickets.has(wanted) ? wanted : state.tickets.keys().next().value;
