@@ -257,8 +257,8 @@ class HeraldClient {
   async close() {
     if (this._closed) return;
     this._closed = true;
+    this._link?.close(); // first: another tab may lead at once, and hears no 'offline' from us
     if (this._conn) await this._conn.close();
-    this._link?.close();
     for (const call of this._calls.values()) call.resolve({ ok: false, error: { code: 'closed', message: 'client closed' } });
     this._calls.clear();
     this._setState('offline', null);
