@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: dev test install browser services lint typecheck bench clean
+.PHONY: dev test install browser js services lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,18 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed browser
+install: $(BIN)/.installed browser js
+
+## The JavaScript client's dependencies (clients/js, npm ci) for its node tests, installed when
+## node_modules is missing or package-lock.json changed. Under CI=true a missing node/npm fails
+## the run; elsewhere the node tests skip.
+JS := clients/js
+js: $(JS)/node_modules/.installed
+
+$(JS)/node_modules/.installed: $(JS)/package-lock.json
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "make: node 20+ and npm are needed for clients/js's tests"; test "$$CI" != true; fi
 
 ## Debian's chromium for the browser tests (tests/browser): Playwright for Python drives it by
 ## executable_path, since Playwright's own browser download cannot work here. Under CI=true a
@@ -52,4 +63,4 @@ bench: services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules
