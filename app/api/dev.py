@@ -31,7 +31,7 @@ class DemoUsers(BaseModel):
 
 
 class TokenIn(Body):
-    userId: Annotated[int, Field(gt=0, lt=2**53)]
+    userId: Annotated[int, Field(gt=0, lt=2**31, description="A user's id")]
     ttl: Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL,
                               description="Seconds the token is valid (1 s to 12 h)")] = DEFAULT_TTL
 

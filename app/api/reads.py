@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import Select, select
 
 from app import access, portal
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
-from app.api.portal import PathId, ProjectOut, TicketOut, _project_out
+from app.api.portal import ProjectOut, TicketOut, _project_out
 from app.auth import Principal
 from app.errors import Forbidden
 from app.models import Message, Project, Ticket, User, project_technicians
@@ -24,6 +24,9 @@ from app.models import Message, Project, Ticket, User, project_technicians
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 MAX_PROJECTS = 200
+# Ids are the database's 32-bit integers: a larger one is refused (422) before any query
+# (PostgreSQL would refuse the cast: a 500).
+PathId = Annotated[int, Path(gt=0, lt=2**31)]
 
 
 class Projects(BaseModel):
