@@ -32,9 +32,9 @@ async function loadProjects() {
   ui.renderProjects(projects, (id) => [...state.tickets.values()].filter((t) => t.projectId === id),
                     openTicket);
   ui.markOpenTicket(state.openTicket);
-  for (const project of projects) {
-    state.herald.joinProject(project.id).then(refused('project', project.id));
-  }
+  // Not awaited here (a join waits until online): { joined } settles once all are followed.
+  return { joined: Promise.all(projects.map(
+    (project) => state.herald.joinProject(project.id).then(refused('project', project.id)))) };
 }
 
 async function loadMessages(ticketId) {
@@ -51,7 +51,7 @@ function refused(what, id) {
 
 async function openTicket(ticketId) {
   const ticket = state.tickets.get(ticketId);
-  if (!ticket || state.openTicket === ticketId) return;
+  if (!ticket || state.openTicket === ticketId) return { joined: Promise.resolve() };
   if (state.openTicket !== null) {
     stopTyping();
     state.herald.leaveTicket(state.openTicket);
@@ -65,9 +65,10 @@ async function openTicket(ticketId) {
   history.replaceState(null, '', url);
   // Join first, then read the history: whatever commits in between comes as an event, and
   // both paths show a message once (by its id).
-  state.herald.joinTicket(ticketId).then(refused('ticket', ticketId));
+  const joined = state.herald.joinTicket(ticketId).then(refused('ticket', ticketId));
   ui.showPending(state.herald.pendingMessages(), ticketId);
   await loadMessages(ticketId).catch((e) => ui.toast('error', 'Could not load the chat', e.message));
+  return { joined };
 }
 
 function onReset(stream) {
@@ -211,10 +212,12 @@ async function open(session) {
   $('message-input').addEventListener('input', keystroke);
   $('send-form').addEventListener('submit', send);
   window.heraldPortal = { herald, session, received: state.received, ready: false };
-  await loadProjects();
+  const following = [(await loadProjects()).joined];
   const wanted = Number(new URLSearchParams(location.search).get('ticket'));
   const first = state.tickets.has(wanted) ? wanted : state.tickets.keys().next().value;
-  if (first !== undefined) await openTicket(first);
+  if (first !== undefined) following.push((await openTicket(first)).joined);
+  // Ready: state loaded and every stream of it followed (the joins acknowledged).
+  await Promise.all(following);
   window.heraldPortal.ready = true;
   document.body.dataset.ready = 'true';
 }
