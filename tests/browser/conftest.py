@@ -44,6 +44,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.browser.streams import TALLY
+
+    if TALLY["expected"]:
+        terminalreporter.write_line(
+            f"portal pages: {TALLY['expected']} durable events expected, "
+            f"{TALLY['lost']} lost, {TALLY['duplicated']} duplicated")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One Chromium per module: Playwright's sync API marks its event loop as running between

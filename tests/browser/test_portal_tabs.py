@@ -22,8 +22,9 @@ def sockets_settle(world: World, want: int, timeout: float = 10) -> int:
 def test_two_tabs_of_one_user_share_one_connection_and_lose_nothing_when_the_leader_closes(
         portal: Portal) -> None:
     world = portal.world
-    project = f"project-{world.project}"
-    before = head(world, project)
+    project, ticket = f"project-{world.project}", f"ticket-{world.ticket}"
+    user = f"user-{world.ids['client']}"
+    before = {stream: head(world, stream) for stream in (project, ticket, user)}
     assert sockets_settle(world, 0) == 0  # earlier tests' browsers are gone
     context = portal.context()
     first = portal.open("client", context=context)
@@ -46,7 +47,9 @@ def test_two_tabs_of_one_user_share_one_connection_and_lose_nothing_when_the_lea
 
     expect(follower.progress(world.project)).to_have_text("60% complete")
     expect(follower.stored).to_have_text(["sent while the leader closed"])
-    expect_log(follower, project, before, 3)
+    expect_log(follower, project, before[project], 3)
+    expect_log(follower, user, before[user], 3)  # the client's "Project updated" notifications
+    expect_log(follower, ticket, before[ticket], 1)
     assert follower.is_leader()
     assert sockets_settle(world, 1) == 1
 
