@@ -195,6 +195,11 @@ function send(event) {
 // -- start ----------------------------------------------------------------------------------
 async function open(session) {
   state.session = session;
+  session.onExpired = () => {  // production: nobody can mint one here; ask for a new token
+    session.onExpired = null;
+    ui.toast('error', 'Your access token has expired', 'Sign in again; unsent messages are kept.');
+    setTimeout(signOut, 3000);
+  };
   $('who').hidden = false;
   $('who-name').textContent = session.user.name || session.user.email;
   $('who-role').textContent = session.user.role;

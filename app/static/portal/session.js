@@ -40,6 +40,7 @@ export class Session {
     this.expiresAt = token ? expiryOf(token)?.exp ?? 0 : 0;
     this.mints = 0;             // how many tokens were minted (shown to tests)
     this.inflight = null;
+    this.onExpired = null;      // called when a pasted token has expired (no dev endpoint)
   }
 
   /** A token with some life left: the held one, or a new one from the dev endpoint. */
@@ -48,6 +49,7 @@ export class Session {
     if (this.token && this.expiresAt - Date.now() > margin) return this.token;
     if (!this.mint) {
       if (this.token && this.expiresAt > Date.now()) return this.token;
+      this.onExpired?.();
       throw new Error('the access token has expired: sign in again');
     }
     this.inflight ??= fetch('/api/dev/token', {
