@@ -205,6 +205,7 @@ async function open(session) {
   $('who-role').textContent = session.user.role;
   $('switch-user').addEventListener('click', signOut);
   $('portal').hidden = false;
+  $('connection').hidden = false;
   const herald = await createHerald({
     url: location.origin,
     getToken: () => session.getToken(),
