@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Any:
     for router in (health.router, portal.router, streams.router, tickets.router,
                    catalogue.router, events.router, notifications.router, reads.router):
         api.include_router(router)
-    if settings.environment != "production":  # demo tokens for the /portal user picker
+    if dev.enabled(settings):  # demo tokens for the /portal user picker
         api.include_router(dev.router)
     for router in (admin_router, herald_metrics.router):  # operators: outbox, /metrics
         api.include_router(router)

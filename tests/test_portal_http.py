@@ -78,9 +78,14 @@ def test_a_demo_token_for_an_unknown_or_out_of_range_user_is_refused(
     assert response.json()["error"]["code"] == code
 
 
-def test_demo_tokens_do_not_exist_in_production(world: World) -> None:
+@pytest.mark.parametrize("env", [
+    {"HERALD_ENV": "production"},
+    # HERALD_ENV defaults to development: a node given its own key is no demo
+    {"HERALD_ENV": "development", "JWT_SECRET": SECRET},
+], ids=["production", "development-with-its-own-key"])
+def test_demo_tokens_do_not_exist_in_production(world: World, env: dict[str, str]) -> None:
     system = world.system
-    node = WebNode({**system.env, "HERALD_ENV": "production"}, system.log_dir)
+    node = WebNode({**system.env, **env}, system.log_dir)
     node.start()
     try:
         api = world.api.__class__(node.url, world.token("admin"))

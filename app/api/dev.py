@@ -1,7 +1,10 @@
 """Development-only demo tokens for the `/portal` user picker.
 
-Mounted only when `HERALD_ENV` is not `production` (app/main.py): there, `/api/dev/*` does not
-exist (404). Anyone who reaches a development node may act as any user: that is its purpose.
+Anyone who reaches these routes may act as any user, admins included: that is their purpose,
+so they exist only where that is harmless (`enabled`): under `HERALD_ENV=test`, and under
+`development` while the tokens are signed with the built-in development key. In production,
+or on a node given its own `JWT_SECRET` without `HERALD_ENV` (which defaults to
+development), `/api/dev/*` does not exist (404).
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from app.api.portal import Body, UserOut
 from app.auth import mint
 from app.errors import NotFound
 from app.models import User
+from app.settings import DEV_JWT_SECRET, Settings
 
 router = APIRouter(prefix="/api/dev", tags=["development"], responses=ERROR_RESPONSES)
 
 MAX_USERS = 100
 MIN_TTL, MAX_TTL, DEFAULT_TTL = 1, 12 * 3600, 3600
+
+
+def enabled(settings: Settings) -> bool:
+    """Whether this node mints demo tokens (see the module's docstring)."""
+    if settings.environment == "test":
+        return True
+    return settings.environment == "development" and settings.secret == DEV_JWT_SECRET
 
 
 class DemoUsers(BaseModel):
