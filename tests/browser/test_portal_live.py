@@ -31,6 +31,31 @@ def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
            ).to_be_visible()
 
 
+
+def test_documents_finished_interventions_status_changes_and_notifications_show_toasts(
+        portal: Portal) -> None:
+    world = portal.world
+    client = portal.open("client")
+    api, technician = world.api, world.token("technician")
+
+    api.ok("POST", f"/api/projects/{world.project}/documents", token=technician,
+           json={"name": "Plumbing quote.pdf", "url": "https://files.test/q.pdf"})
+    api.ok("PATCH", f"/api/interventions/{world.intervention}", token=technician,
+           json={"status": "done"})
+    api.ok("PATCH", f"/api/tickets/{world.ticket}", token=technician,
+           json={"status": "resolved"})
+    api.ok("PATCH", f"/api/quotes/{world.quote}", json={"status": "rejected"})
+    api.ok("POST", "/api/notifications", json={"userId": world.ids["client"], "type": "error",
+                                              "title": "Payment failed", "message": "Card"})
+
+    expect(client.toast("info", "Document added: Plumbing quote.pdf")).to_be_visible()
+    expect(client.toast("success", "Intervention finished: “Visit”")).to_be_visible()
+    expect(client.toast("success", "Ticket resolved")).to_be_visible()
+    expect(client.page.locator(f'.ticket[data-ticket-id="{world.ticket}"] .chip')
+           ).to_have_text("resolved")
+    expect(client.toast("warning", f"Quote #{world.quote}: rejected")).to_be_visible()
+    expect(client.toast("error", "Payment failed")).to_be_visible()
+
 def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
         portal: Portal) -> None:
     world = portal.world
