@@ -31,7 +31,6 @@ def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
            ).to_be_visible()
 
 
-
 def test_documents_finished_interventions_status_changes_and_notifications_show_toasts(
         portal: Portal) -> None:
     world = portal.world
@@ -55,6 +54,7 @@ def test_documents_finished_interventions_status_changes_and_notifications_show_
            ).to_have_text("resolved")
     expect(client.toast("warning", f"Quote #{world.quote}: rejected")).to_be_visible()
     expect(client.toast("error", "Payment failed")).to_be_visible()
+
 
 def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
         portal: Portal) -> None:
