@@ -87,7 +87,32 @@ export class Connection {
       // with a fresh token from getToken().
       if (!socket.active && !this.closed) this._retryLater();
     });
+    this._watchNetwork();
     socket.connect();
+  }
+
+  /** In a browser: drop the transport when the network goes away (the badge and the queue
+   * react at once, not after a ping timeout) and reconnect as soon as it is back. */
+  _watchNetwork() {
+    const target = globalThis;
+    if (typeof target.addEventListener !== 'function' || !target.navigator || !('onLine' in target.navigator)) return;
+    const offline = () => {
+      this.socket.io?.engine?.close();
+      this._state();
+    };
+    const online = () => {
+      if (!this.closed && !this.socket.connected) {
+        this.socket.disconnect(); // ends a pending backoff; connect() opens at once
+        this.socket.connect();
+      }
+      this._state();
+    };
+    target.addEventListener('offline', offline);
+    target.addEventListener('online', online);
+    this.unwatch = () => {
+      target.removeEventListener('offline', offline);
+      target.removeEventListener('online', online);
+    };
   }
 
   positions() {
@@ -159,6 +184,7 @@ export class Connection {
     this.abort.abort();
     this.tracker.stop();
     this.socket?.disconnect();
+    this.unwatch?.();
     for (const [cmid] of this.sendWaiters) this._settleSend(cmid, { ok: false, error: { code: 'closed', message: 'client closed; the message stays queued' } });
     for (const [stream] of this.joinWaiters) this._settleJoin(stream, { ok: false, error: { code: 'closed', message: 'client closed' } });
     this._state();

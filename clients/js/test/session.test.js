@@ -4,12 +4,12 @@ import { test } from 'node:test';
 
 import { createHerald, memoryStorage } from '../src/index.js';
 import {
-  URL, api, connect, control, fakeLocks, needsServer, newPortal, patchProject, pause, range, record, waitFor,
+  URL, api, connect, control, expiry, fakeLocks, needsServer, online, newPortal, patchProject, pause, range, record, waitFor,
 } from './support.js';
 
 test('a refused connect (token_expired) asks getToken again and resumes with nothing lost', needsServer, async () => {
   const { client, project } = await newPortal();
-  const { token: shortLived } = await control('/token', { userId: client.id, role: 'client', email: client.email, ttl: 1 });
+  const { token: shortLived } = await control('/token', { userId: client.id, role: 'client', email: client.email, ttl: 3 });
   const tokens = [];
   let current = shortLived;
   const getToken = () => { tokens.push(current); return current; };
@@ -17,9 +17,9 @@ test('a refused connect (token_expired) asks getToken again and resumes with not
   const seen = record(herald);
   const stream = `project-${project}`;
   try {
-    await herald.whenOnline();
+    await online(herald);
     await herald.joinProject(project);
-    await pause(2100); // the token has expired; the open connection is unaffected
+    await expiry(shortLived); // the open connection is unaffected
     await patchProject(project, 1);
     await waitFor(() => seen.of(stream).length === 1, 'an update on the open connection');
 
@@ -46,7 +46,7 @@ test('messages sent while offline are kept, survive a restart of the client, and
   const watcher = await connect(technician);
   const heard = record(watcher);
   const writer = await connect(client, { storage });
-  await Promise.all([watcher.whenOnline(), writer.whenOnline()]);
+  await online(watcher, writer);
   await watcher.joinTicket(ticket);
   await writer.joinTicket(ticket);
 
@@ -84,7 +84,7 @@ test('sendMessage resolves with the ack once stored; refused input resolves with
   const { client, ticket } = await newPortal();
   const herald = await connect(client);
   try {
-    await herald.whenOnline();
+    await online(herald);
     const ack = await herald.sendMessage(ticket, 'hello');
     assert.equal(ack.ok, true);
     assert.ok(Number.isInteger(ack.messageId));
@@ -105,7 +105,7 @@ test('typing reaches the other side of the ticket and not the sender', needsServ
   a.onTyping((p) => typing.a.push(p));
   b.onTyping((p) => typing.b.push(p));
   try {
-    await Promise.all([a.whenOnline(), b.whenOnline()]);
+    await online(a, b);
     await a.joinTicket(ticket);
     await b.joinTicket(ticket);
     assert.equal((await a.startTyping(ticket)).ok, true);

@@ -7,7 +7,7 @@ export const URL = process.env.HERALD_URL;
 export const CONTROL = process.env.HERALD_CONTROL;
 export const ADMIN = process.env.HERALD_ADMIN_TOKEN;
 /** `{skip}` for node:test when no server was given (npm test runs the unit tests alone). */
-export const needsServer = URL && CONTROL && ADMIN ? {} : { skip: 'HERALD_URL, HERALD_CONTROL and HERALD_ADMIN_TOKEN are not set' };
+export const needsServer = URL && CONTROL && ADMIN ? { timeout: 30000 } : { skip: 'HERALD_URL, HERALD_CONTROL and HERALD_ADMIN_TOKEN are not set' };
 
 export async function control(path, body = {}) {
   const response = await fetch(`${CONTROL}${path}`, {
@@ -76,6 +76,15 @@ export function record(herald, types = ['project-updated', 'new-message', 'notif
     of: (stream) => events.filter((e) => e.meta?.stream === stream),
     offsets: (stream) => events.filter((e) => e.meta?.stream === stream).map((e) => e.meta.offset),
   };
+}
+
+/** Until `herald` is online (a failure after 10 s, not a hang). */
+export const online = (...clients) => waitFor(() => clients.every((c) => c.state === 'online'), 'online');
+
+/** Resolves once `token` (a JWT) has expired. */
+export async function expiry(token) {
+  const { exp } = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+  await pause(Math.max(0, exp * 1000 - Date.now()) + 300);
 }
 
 export async function waitFor(predicate, what, timeout = 10000) {
