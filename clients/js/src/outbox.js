@@ -40,12 +40,6 @@ export class Outbox {
     if (this.items.length !== before) this._changed();
   }
 
-  /** Entries another tab wrote since we read (the shared storage is the truth). */
-  reload() {
-    const saved = this.store.read('outbox', []);
-    this.items = Array.isArray(saved) ? saved.filter(valid) : [];
-  }
-
   _changed() {
     this.store.write('outbox', this.items);
     this.onChange(this.list());
