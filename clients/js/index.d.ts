@@ -148,8 +148,8 @@ export interface Herald {
   whenOnline(): Promise<void>;
 
   /** Join `project-{id}` (remembered in storage; re-joined with its position after every
-   * reconnect). Resolves with the ack once online. Events missed since the stored position are
-   * replayed before it resolves. */
+   * reconnect). Resolves with the ack once joined (waiting for the connection if offline);
+   * events missed since the stored position are delivered in order, once. */
   joinProject(projectId: number): Promise<JoinAck>;
   joinTicket(ticketId: number): Promise<JoinAck>;
   leaveProject(projectId: number): Promise<Ack>;
