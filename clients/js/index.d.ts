@@ -23,6 +23,9 @@ export interface EventMeta {
   ts: string;
 }
 
+/** 'online': connected and `connected` received; 'reconnecting': a lost or refused connection
+ * is being retried; 'offline': before the first connection, after close(), or while the
+ * browser reports no network. */
 export type ConnectionState = 'online' | 'reconnecting' | 'offline';
 
 export interface AckError {
