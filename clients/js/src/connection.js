@@ -41,8 +41,6 @@ export class Connection {
     this.refs = new Map(); // stream -> Set(tab id) of the tabs that joined it
     this.auto = arrayOf(store.read('auto', []));
     this.joinWaiters = new Map(); // stream -> [resolve]
-    this.sendWaiters = new Map(); // clientMessageId -> [resolve]
-    this.flushing = false;
     this.tracker = new StreamTracker({
       positions: store.read('positions', {}),
       save: (positions) => store.write('positions', positions),
@@ -51,7 +49,12 @@ export class Connection {
       fetchPage: historyReader({ url, getToken, fetchImpl }),
       retry,
     });
-    this.outbox = new Outbox(store, (list) => on.pending(list));
+    this.outbox = new Outbox(store, (list) => on.pending(list), {
+      emit: (entry) => this._emit('send-message', { ticketId: entry.ticketId, message: entry.text, clientMessageId: entry.clientMessageId }),
+      online: () => this.online && !this.closed,
+      signal: this.abort.signal,
+      retry,
+    });
   }
 
   get state() {
@@ -172,10 +175,7 @@ export class Connection {
   send(entry) {
     if (!validId(entry.ticketId)) return Promise.resolve(badArgument('ticketId must be a positive integer'));
     if (typeof entry.text !== 'string') return Promise.resolve(badArgument('text must be a string'));
-    const promise = new Promise((resolve) => addTo(this.sendWaiters, entry.clientMessageId, resolve));
-    this.outbox.add(entry);
-    this._flush();
-    return promise;
+    return this.outbox.send(entry);
   }
 
   async close() {
@@ -185,7 +185,7 @@ export class Connection {
     this.tracker.stop();
     this.socket?.disconnect();
     this.unwatch?.();
-    for (const [cmid] of this.sendWaiters) this._settleSend(cmid, { ok: false, error: { code: 'closed', message: 'client closed; the message stays queued' } });
+    this.outbox.abandon();
     for (const [stream] of this.joinWaiters) this._settleJoin(stream, { ok: false, error: { code: 'closed', message: 'client closed' } });
     this._state();
   }
@@ -237,7 +237,7 @@ export class Connection {
         this._join(stream);
       }
     }
-    this._flush();
+    this.outbox.flush();
   }
 
   _event(name, args) {
@@ -286,40 +286,6 @@ export class Connection {
     });
   }
 
-  // -- offline send queue ----------------------------------------------------------------
-  async _flush() {
-    if (this.flushing) return;
-    this.flushing = true;
-    try {
-      let attempt = 0;
-      while (this.online && !this.closed) {
-        const entry = this.outbox.first();
-        if (!entry) break;
-        let ack;
-        try {
-          ack = await this._emit('send-message', { ticketId: entry.ticketId, message: entry.text, clientMessageId: entry.clientMessageId });
-        } catch {
-          if (!this.online) break; // resent after the reconnect
-          await sleep(backoff(attempt, this.retry), this.abort.signal);
-          attempt += 1;
-          continue;
-        }
-        const code = ack?.error?.code;
-        if (ack?.ok || (code && !['rate_limited', 'internal'].includes(code))) {
-          this.outbox.remove(entry.clientMessageId);
-          this._settleSend(entry.clientMessageId, ack);
-          attempt = 0;
-        } else {
-          const wait = code === 'rate_limited' && ack.error.retryAfter ? ack.error.retryAfter * 1000 : backoff(attempt, this.retry);
-          attempt += 1;
-          await sleep(wait, this.abort.signal);
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-  }
-
   // -- bookkeeping -----------------------------------------------------------------------
   _state() {
     this.on.state(this.state, this.user);
@@ -335,11 +301,6 @@ export class Connection {
     for (const resolve of list) resolve(ack);
   }
 
-  _settleSend(cmid, ack) {
-    const list = this.sendWaiters.get(cmid) ?? [];
-    this.sendWaiters.delete(cmid);
-    for (const resolve of list) resolve(ack);
-  }
 }
 
 function addTo(map, key, value) {
