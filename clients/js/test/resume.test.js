@@ -240,3 +240,48 @@ test('an outsider\'s join is refused with the server\'s error and not remembered
     await herald.close();
   }
 });
+
+test('a join made while offline resolves once reconnected, and the room then delivers', needsServer, async () => {
+  const { client, project } = await newPortal();
+  const herald = await connect(client);
+  const seen = record(herald);
+  const stream = `project-${project}`;
+  try {
+    await online(herald);
+    await control('/kill-web');
+    await waitFor(() => herald.state !== 'online', 'offline');
+    const joined = herald.joinProject(project);
+    await control('/start-web');
+    const ack = await joined;
+    assert.equal(ack.ok, true);
+    assert.equal(ack.stream, stream);
+    await patchProject(project, 1);
+    await waitFor(() => seen.of(stream).length === 1, 'an update in the room joined offline');
+  } finally {
+    await herald.close();
+  }
+});
+
+test('joining again a room whose epoch changed meanwhile resets it (onReset with the ack\'s head)', needsServer, async () => {
+  const { client, project } = await newPortal();
+  const resets = [];
+  const herald = await connect(client, { onReset: (s, head) => resets.push([s, head]) });
+  const seen = record(herald);
+  const stream = `project-${project}`;
+  try {
+    await online(herald);
+    await herald.joinProject(project);
+    await patchProject(project, 1);
+    await waitFor(() => seen.of(stream).length === 1, 'the first update');
+    await herald.leaveProject(project);
+    const { epoch } = await control('/new-epoch', { stream });
+    const ack = await herald.joinProject(project);
+    assert.equal(ack.recovered, false);
+    assert.deepEqual(resets, [[stream, { offset: 1, epoch }]]);
+    await patchProject(project, 2);
+    await waitFor(() => seen.of(stream).length === 2, 'the update after the reset');
+    assert.deepEqual(seen.of(stream).map((e) => [e.meta.offset, e.meta.epoch === epoch]), [[1, false], [2, true]]);
+  } finally {
+    await herald.close();
+  }
+});
