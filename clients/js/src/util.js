@@ -60,8 +60,13 @@ export class Listeners {
       try {
         fn(...args);
       } catch (err) {
-        queueMicrotask(() => { throw err; }); // a handler's bug is reported, never breaks delivery
+        report(err); // a handler's bug is reported, never breaks delivery
       }
     }
   }
+}
+
+function report(err) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(err);
+  else console.error('herald-client: a handler threw', err);
 }

@@ -160,3 +160,15 @@ test('token claims are read without verification; garbage gives {}', () => {
   assert.deepEqual(claims(`x.${body}.y`), { sub: '42', role: 'client' });
   assert.deepEqual(claims('nonsense'), {});
 });
+
+test('a handler that throws does not stop the others or later deliveries', async (t) => {
+  const { Listeners } = await import('../src/util.js');
+  t.mock.method(console, 'error', () => {});
+  const listeners = new Listeners();
+  const got = [];
+  listeners.add(() => { throw new Error('bug'); });
+  listeners.add((x) => got.push(x));
+  listeners.emit(1);
+  listeners.emit(2);
+  assert.deepEqual(got, [1, 2]);
+});
