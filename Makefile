@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: dev test install services lint typecheck bench clean
+.PHONY: dev test install browser js services lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,29 @@ $(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install -q -e clients/python -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed browser js
+
+## npm packages: the JavaScript client (clients/js) and the official socket.io-client that some
+## fault tests drive (tests/node); `npm ci` when node_modules is missing or the lock changed.
+## Under CI=true a missing node/npm fails the run; elsewhere the tests that need them skip.
+JS := clients/js
+NODE_PACKAGES := $(JS) tests/node
+js: $(addsuffix /node_modules/.installed,$(NODE_PACKAGES))
+
+%/node_modules/.installed: %/package-lock.json
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  cd $* && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "make: node 20+ and npm are needed for $*'s tests"; test "$$CI" != true; fi
+
+## Debian's chromium for the browser tests (tests/browser): Playwright for Python drives it by
+## executable_path, since Playwright's own browser download cannot work here. Under CI=true a
+## browser that cannot be installed fails the run; elsewhere the browser tests skip.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null; } || { echo "make: could not install chromium (apt-get install chromium)"; \
+	                       test "$$CI" != true; }; }
 
 services: install
 	@$(BIN)/python scripts/services.py redis postgres
@@ -25,12 +47,8 @@ dev: install
 	$(BIN)/herald migrate
 	@$(BIN)/python scripts/dev.py
 
-# The official socket.io-client, for the tests that check what Node clients see.
-tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
-	cd tests/node && npm ci --no-audit --no-fund
-
 ## make test: every test, against real Redis and PostgreSQL (started here when absent).
-test: services tests/node/node_modules/.package-lock.json
+test: services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -46,4 +64,4 @@ bench: services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules tests/node/node_modules

@@ -9,7 +9,19 @@ from fastapi import FastAPI
 
 from app import logs
 from app import metrics as herald_metrics
-from app.api import catalogue, errors, events, health, notifications, portal, streams, tickets
+from app.api import (
+    catalogue,
+    dev,
+    errors,
+    events,
+    health,
+    notifications,
+    pages,
+    portal,
+    reads,
+    streams,
+    tickets,
+)
 from app.api.admin import router as admin_router
 from app.api.deps import AppContext
 from app.db import make_engine, make_session_factory
@@ -36,10 +48,13 @@ def create_app(settings: Settings | None = None) -> Any:
     api.state.ctx = ctx
     errors.install(api)
     for router in (health.router, portal.router, streams.router, tickets.router,
-                   catalogue.router, events.router, notifications.router):
+                   catalogue.router, events.router, notifications.router, reads.router):
         api.include_router(router)
+    if dev.enabled(settings):  # demo tokens for the /portal user picker
+        api.include_router(dev.router)
     for router in (admin_router, herald_metrics.router):  # operators: outbox, /metrics
         api.include_router(router)
+    pages.mount(api)  # /portal and the files it imports
     asgi = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     asgi.herald = ctx  # for tests and tools
     return asgi

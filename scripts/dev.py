@@ -26,6 +26,7 @@ Herald is starting on http://127.0.0.1:{port}
   Socket.IO  ws://127.0.0.1:{port}/socket.io/   (auth: {{"token": "<token>"}})
   HTTP API   http://127.0.0.1:{port}/api        OpenAPI: http://127.0.0.1:{port}/docs
   demo project {seeded['project']}, ticket {seeded['ticket']}
+  Portal     http://127.0.0.1:{port}/portal/   (pick a demo user; two windows to chat)
 
   admin token  (user {seeded['admin']}):  {admin}
   client token (user {seeded['client']}): {client}

@@ -1,0 +1,77 @@
+"""One user, several tabs, one connection; and a token that expires while the page is open."""
+
+from __future__ import annotations
+
+import time
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Portal
+from tests.browser.streams import connected_sockets, expect_log, head
+from tests.support.world import World
+
+
+def sockets_settle(world: World, want: int, timeout: float = 10) -> int:
+    """The node's socket count once it equals `want` (or whatever it is at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while (count := connected_sockets(world)) != want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def test_two_tabs_of_one_user_share_one_connection_and_lose_nothing_when_the_leader_closes(
+        portal: Portal) -> None:
+    world = portal.world
+    project, ticket = f"project-{world.project}", f"ticket-{world.ticket}"
+    user = f"user-{world.ids['client']}"
+    before = {stream: head(world, stream) for stream in (project, ticket, user)}
+    assert sockets_settle(world, 0) == 0  # earlier tests' browsers are gone
+    context = portal.context()
+    first = portal.open("client", context=context)
+    second = portal.open("client", context=context)
+    assert [first.is_leader(), second.is_leader()].count(True) == 1
+    time.sleep(0.5)  # a second connection, if the follower opened one, would be up by now
+    assert connected_sockets(world) == 1
+
+    world.api.ok("PATCH", f"/api/projects/{world.project}", json={"progress": 40})
+    for tab in (first, second):
+        expect(tab.progress(world.project)).to_have_text("40% complete")
+
+    leader, follower = (first, second) if first.is_leader() else (second, first)
+    leader.page.close()
+    for progress in (50, 60):  # while the follower takes over
+        world.api.ok("PATCH", f"/api/projects/{world.project}", json={"progress": progress})
+    world.api.ok("POST", f"/api/tickets/{world.ticket}/messages",
+                 json={"message": "sent while the leader closed"},
+                 token=world.token("technician"))
+
+    expect(follower.progress(world.project)).to_have_text("60% complete")
+    expect(follower.stored).to_have_text(["sent while the leader closed"])
+    expect_log(follower, project, before[project], 3)
+    expect_log(follower, user, before[user], 3)  # the client's "Project updated" notifications
+    expect_log(follower, ticket, before[ticket], 1)
+    assert follower.is_leader()
+    assert sockets_settle(world, 1) == 1
+
+
+def test_a_token_that_expires_mid_session_is_refreshed_without_the_user_noticing(
+        portal: Portal) -> None:
+    world = portal.world
+    context = portal.context()
+    client = portal.open("client", context=context, ttl=2)
+    client.page.wait_for_function("window.heraldPortal.session.expiresAt < Date.now()")
+    minted = client.mints()
+
+    # The connection drops after the token expired: reconnecting needs a new one.
+    context.set_offline(True)
+    client.expect_not_online()
+    context.set_offline(False)
+    client.expect_online()
+    world.api.ok("PATCH", f"/api/projects/{world.project}", json={"progress": 70})
+    client.send("still signed in")
+
+    expect(client.progress(world.project)).to_have_text("70% complete")
+    expect(client.stored).to_have_text(["still signed in"])
+    assert client.mints() > minted
+    expect(client.page.locator(".toast-error")).to_have_count(0)
+    expect(client.page.locator("#signin")).to_be_hidden()
