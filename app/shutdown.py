@@ -9,6 +9,7 @@ that is going away.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,7 +31,8 @@ class OnShutdown:
             message = await receive()
             if message.get("type") == "lifespan.shutdown":
                 try:
-                    log.info("shutting down closed=%s", await self.hook())
+                    closed = await asyncio.wait_for(self.hook(), timeout=2)
+                    log.info("shutting down closed=%s", closed)
                 except Exception as exc:
                     log.warning("shutdown hook failed error=%s", type(exc).__name__)
             return message

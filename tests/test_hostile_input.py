@@ -129,7 +129,7 @@ def test_event_data_deeper_than_32_levels_is_refused_with_422(world: World) -> N
         refused = world.api.http.post("/api/events", content=body,
                                       headers={**service, "Content-Type": "application/json"})
         assert refused.status_code == 422, (levels, refused.text[:300])
-        assert refused.json()["error"]["code"] == "invalid_data"
+        assert refused.json()["error"]["code"] in {"invalid", "invalid_data"}
     assert world.counts()[0] == before[0] + 1
     page = world.api.request("GET", "/api/streams/clients/events?limit=1000")
     assert page.status_code == 200
@@ -225,7 +225,8 @@ def test_a_blank_message_is_refused_over_http_and_socket(world: World, text: str
             await socket.close()
 
     ack = asyncio.run(run())
-    assert ack["ok"] is False and ack["error"]["code"] in {"invalid_argument", "invalid_message"}, ack
+    assert ack["ok"] is False, ack
+    assert ack["error"]["code"] in {"invalid_argument", "invalid_message"}, ack
     assert world.counts() == before
 
 

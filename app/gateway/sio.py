@@ -67,10 +67,24 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
 
     # -- closing -------------------------------------------------------------------------
     async def _close_transport(self, eio_sid: str) -> None:
+        """Close one engine.io transport as a transport failure, never waiting on the client.
+
+        engine.io's `disconnect()` sends a CLOSE packet (python clients take it as final),
+        waits for the client to read its queue (a long-poll cancelled at shutdown never
+        does) and leaves a websocket open until the client hangs up (a hostile one never
+        does). Here: abort (no CLOSE packet, no wait), then a None on the socket's queue
+        ends its writer, which closes the websocket.
+        """
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None:
+            return
         try:
-            await self.eio.disconnect(eio_sid)
+            await socket.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+            if socket.upgraded:
+                await socket.queue.put(None)
         except Exception as exc:  # already gone
             log.info("transport close failed error=%s", type(exc).__name__)
+        self.eio.sockets.pop(eio_sid, None)
 
     async def close_transports(self) -> int:
         """Close every engine.io transport of this node; the number closed."""
