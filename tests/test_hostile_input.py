@@ -194,12 +194,14 @@ def test_a_position_named_with_a_trailing_newline_is_not_joined(world: World) ->
     assert f"project-{world.project}\n" not in connected["positions"]
 
 
-def test_invalid_json_body_is_a_422(world: World) -> None:
-    response = world.api.request("PATCH", f"/api/projects/{world.project}",
-                                 content=b'{"progress": ', headers={
-                                     "Content-Type": "application/json"})
+@pytest.mark.parametrize("body", [b'{"progress": ', b'{"progress": 1}\xff', b"\xff\xfe"])
+def test_invalid_json_body_is_a_422(world: World, body: bytes) -> None:
+    before = world.counts()
+    response = world.api.request("PATCH", f"/api/projects/{world.project}", content=body,
+                                 headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid"
+    assert world.counts() == before
 
 
 def test_empty_project_patch_writes_no_event(world: World) -> None:

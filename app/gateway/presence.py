@@ -11,6 +11,7 @@ unknown sid does nothing. Redis being away loses no event, only this bookkeeping
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -45,6 +46,16 @@ class Presence:
     async def sids(self, user_id: int) -> list[str]:
         members = await self.redis.smembers(self._key(user_id))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def revoke(self, manager: Any, user_id: int, rooms: list[str]) -> int:
+        """Take the user's sockets out of `rooms`: here directly, elsewhere through the
+        manager's pub/sub (`leave_room` of a sid that is not local is published)."""
+        sids = await self.sids(user_id)
+        for sid in sids:
+            for room in rooms:
+                await manager.leave_room(sid, "/", room)
+        log.info("rooms revoked user=%s rooms=%d sockets=%d", user_id, len(rooms), len(sids))
+        return len(sids)
 
 
 __all__ = ["Presence"]

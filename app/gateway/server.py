@@ -283,12 +283,7 @@ class Gateway:
     # -- handlers ------------------------------------------------------------------------
     async def revoke(self, user_id: int, rooms: list[str]) -> int:
         """Take `user_id`'s sockets out of `rooms` on every node; the sockets seen."""
-        sids = await self.presence.sids(user_id)
-        for sid in sids:
-            for room in rooms:
-                await self.manager.leave_room(sid, "/", room)
-        log.info("rooms revoked user=%s rooms=%d sockets=%d", user_id, len(rooms), len(sids))
-        return len(sids)
+        return await self.presence.revoke(self.manager, user_id, rooms)
 
     async def join_project(self, sid: str, data: Any) -> dict[str, Any]:
         project_id, position = args.id_and_position(data, "projectId")
