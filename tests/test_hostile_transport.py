@@ -273,3 +273,28 @@ def test_an_expiry_that_is_not_a_sane_number_is_refused(world: World) -> None:
         response = world.api.request("GET", f"/api/streams/user-{uid}/events", token=bad)
         assert response.status_code == 401, (exp, response.text)
     assert token(uid, "client", "client@world.test")  # a normal one still mints
+
+
+def test_a_connect_the_node_cannot_complete_is_refused_not_left_hanging(
+    world: World
+) -> None:
+    """The database is unreachable: every connect gets `connect_error` {code: unavailable}
+    at once (before: no answer at all, and a socket counted forever)."""
+    dead = WebNode({**world.system.env, "DATABASE_URL":
+                    "postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2"},
+                   world.system.log_dir)
+    dead.start()
+
+    async def run() -> list[Any]:
+        codes = []
+        for _ in range(5):
+            socket = SocketClient(dead.url, world.token("client"))
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await socket.connect()
+            codes.append(socket.connect_error["data"]["code"])
+        return codes
+
+    try:
+        assert asyncio.run(run()) == ["unavailable"] * 5
+    finally:
+        dead.stop()
