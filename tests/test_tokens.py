@@ -66,8 +66,10 @@ async def test_valid_token_connects_and_gets_connected_with_its_identity(pg_syst
     await client.connect()
     try:
         [hello] = await client.wait_count("connected", 1)
+        positions = hello.payload.pop("positions")
         assert hello.payload == {"userId": user_id, "email": "tech@test",
                                  "role": "technician", "recovered": {}}
+        assert set(positions) == {f"user-{user_id}", "technicians"}
         ack = await client.call("heartbeat")
         assert ack["ok"] is True and ack["serverTime"].endswith("Z")
     finally:
