@@ -6,9 +6,26 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
-from app.errors import Forbidden, NotFound
-from app.models import ROLE_STREAMS, Project, Quote, Ticket, project_technicians
+from app.errors import AuthError, Forbidden, NotFound
+from app.models import ROLE_STREAMS, Project, Quote, Ticket, User, project_technicians
 from app.outbox.streams import parse_stream
+
+
+def check_user_row(session: Session, who: Principal) -> str:
+    """The user's name, if the token's user still exists with the token's role.
+
+    A token outlives changes to its user: a deleted user, or one whose role changed, is
+    refused (token_invalid) until a new token is minted. Services have no row.
+    """
+    if who.role == "service":
+        return who.sub
+    uid = who.user_id
+    user = session.get(User, uid) if uid is not None else None
+    if user is None:
+        raise AuthError("the token's user does not exist", code="token_invalid")
+    if user.role != who.role:
+        raise AuthError("the token's role is no longer the user's", code="token_invalid")
+    return user.name or user.email
 
 
 def is_technician_on(session: Session, project_id: int, user_id: int) -> bool:

@@ -9,10 +9,12 @@ from typing import Any
 import jwt
 
 from app.errors import AuthError
+from app.ids import is_canonical_int
 from app.models import ROLES
 
 ALGORITHM = "HS256"
 REQUIRED = ("sub", "email", "role", "exp")
+MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z: anything later is not a real expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +30,7 @@ class Principal:
         """The user's id, or None for a service (whose sub names the service)."""
         if self.role == "service":
             return None
-        try:
-            return int(self.sub)
-        except ValueError:
-            return None
+        return int(self.sub) if is_canonical_int(self.sub) else None
 
     @property
     def is_admin(self) -> bool:
@@ -58,10 +57,13 @@ def decode(token: Any, *, secret: str) -> Principal:
         raise AuthError("token expired", code="token_expired") from None
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {type(exc).__name__}", code="token_invalid") from None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+        raise AuthError("invalid token expiry", code="token_invalid")
     sub, email, role = claims.get("sub"), claims.get("email"), claims.get("role")
     if not isinstance(sub, str) or not sub or not isinstance(email, str) or role not in ROLES:
         raise AuthError("invalid token claims", code="token_invalid")
-    if role != "service" and not sub.isdigit():
+    if role != "service" and not is_canonical_int(sub):
         raise AuthError("invalid token subject", code="token_invalid")
     return Principal(sub=sub, email=email, role=role)
 

@@ -57,6 +57,20 @@ class TooLarge(HeraldError):
     status = 413
 
 
+class RateLimited(HeraldError):
+    """The caller went past a per-user rate limit; `retry_after` seconds until it may again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retryAfter": self.retry_after}
+
+
 class Conflict(HeraldError):
     """The request clashes with the current state (e.g. a duplicate email)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -24,12 +25,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+_SECRET_PARAM = re.compile(r"((?:access_)?token|jwt|auth)=[^&\s\"']+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`...?token=eyJ...&EIO=4` -> `...?token=[redacted]&EIO=4`."""
+    return _SECRET_PARAM.sub(r"\1=[redacted]", text)
+
+
+class Redact(logging.Filter):
+    """No token in any log line: uvicorn logs a websocket's whole URL, query included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     if any(getattr(h, "_herald", False) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(Redact())
     handler._herald = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -23,10 +23,13 @@ from app.api import (
     tickets,
 )
 from app.api.admin import router as admin_router
+from app.api.bodylimit import BodyLimit
 from app.api.deps import AppContext
 from app.db import make_engine, make_session_factory
-from app.gateway.server import Gateway
+from app.gateway.server import MAX_FRAME, Gateway
+from app.ratelimit import RateLimits
 from app.settings import Settings, get_settings
+from app.shutdown import OnShutdown
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -37,10 +40,15 @@ def create_app(settings: Settings | None = None) -> Any:
     factory = make_session_factory(engine)
     ctx = AppContext(settings=settings, engine=engine, factory=factory)
     node_metrics = herald_metrics.NodeMetrics()
+    limits = RateLimits(settings, redis_url=settings.sio_redis_url,
+                        prefix=f"herald-limits:{settings.socketio_channel}")
     gateway = Gateway(session_factory=factory, secret=settings.secret,
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
-                      metrics=node_metrics)
+                      metrics=node_metrics, cors_origins=settings.allowed_origins,
+                      connect_timeout=settings.connect_timeout, limits=limits,
+                      max_connections=settings.max_connections)
     ctx.extras["gateway"] = gateway
+    ctx.extras["limits"] = limits
     ctx.extras["node_metrics"] = node_metrics
 
     api = FastAPI(title="Herald", version="0.1.0",
@@ -55,8 +63,11 @@ def create_app(settings: Settings | None = None) -> Any:
     for router in (admin_router, herald_metrics.router):  # operators: outbox, /metrics
         api.include_router(router)
     pages.mount(api)  # /portal and the files it imports
-    asgi = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
-    asgi.herald = ctx  # for tests and tools
+    sio_app = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
+    bounded = BodyLimit(sio_app, max_body=settings.max_body, frame_limit=MAX_FRAME,
+                        secret=settings.secret)
+    asgi = OnShutdown(bounded, gateway.sio.close_transports)
+    asgi.herald = ctx  # type: ignore[attr-defined]  # for tests and tools
     return asgi
 
 

@@ -39,6 +39,15 @@ def create_project(
         raise NotFound(f"user {client_id} not found")
     if client.role != "client":
         raise InvalidInput(f"user {client_id} is not a client", code="invalid_client")
+    project = Project(name=name, client_id=client_id,
+                      technicians=_technicians(session, technician_ids))
+    session.add(project)
+    session.flush()
+    ensure_stream(session, project_stream(project.id))
+    return project
+
+
+def _technicians(session: Session, technician_ids: list[int]) -> list[User]:
     technicians = []
     for tid in dict.fromkeys(technician_ids):
         tech = session.get(User, tid)
@@ -47,11 +56,7 @@ def create_project(
         if tech.role != "technician":
             raise InvalidInput(f"user {tid} is not a technician", code="invalid_technician")
         technicians.append(tech)
-    project = Project(name=name, client_id=client_id, technicians=technicians)
-    session.add(project)
-    session.flush()
-    ensure_stream(session, project_stream(project.id))
-    return project
+    return technicians
 
 
 def create_ticket(session: Session, *, project_id: int, subject: str, priority: str) -> Ticket:
@@ -65,21 +70,44 @@ def create_ticket(session: Session, *, project_id: int, subject: str, priority: 
 
 def update_project(
     session: Session, who: Principal, project_id: int, *, progress: int | None,
-    status: str | None,
-) -> Project:
-    """Change a project; `project-updated` to its stream and a notification to its client."""
+    status: str | None, technician_ids: list[int] | None = None,
+) -> tuple[Project, list[int]]:
+    """Change a project; `project-updated` to its stream and a notification to its client.
+
+    `technician_ids` (admins only) replaces the project's technicians; the ids taken off
+    are returned, for their sockets to leave the project's rooms. Nothing to change
+    writes nothing.
+    """
     project = access.require_project_editor(session, who, project_id)
+    if progress is None and status is None and technician_ids is None:
+        return project, []
+    removed: list[int] = []
+    payload: dict[str, Any] = {}
+    if technician_ids is not None:
+        access.require_admin(who)
+        before = set(project.technician_ids)
+        project.technicians = _technicians(session, technician_ids)
+        removed = sorted(before - set(technician_ids))
+        payload["technicianIds"] = project.technician_ids
     if progress is not None:
         project.progress = progress
     if status is not None:
         project.status = status
     session.flush()
     append(session, project_stream(project.id), "project-updated",
-           {"projectId": project.id, "progress": project.progress, "status": project.status})
-    append(session, user_stream(project.client_id), "notification",
-           {"type": "info", "title": "Project updated",
-            "message": f"{project.name}: {project.progress}% ({project.status})"})
-    return project
+           {"projectId": project.id, "progress": project.progress, "status": project.status,
+            **payload})
+    if progress is not None or status is not None:
+        append(session, user_stream(project.client_id), "notification",
+               {"type": "info", "title": "Project updated",
+                "message": f"{project.name}: {project.progress}% ({project.status})"})
+    return project, removed
+
+
+def project_rooms(session: Session, project_id: int) -> list[str]:
+    """The project's stream and its tickets' streams: what a member's sockets may be in."""
+    tickets = session.scalars(select(Ticket.id).where(Ticket.project_id == project_id))
+    return [project_stream(project_id), *(ticket_stream(t) for t in tickets)]
 
 
 def update_ticket(

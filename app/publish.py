@@ -37,6 +37,7 @@ from app.errors import Gone, InvalidInput, TooLarge
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import Event, EventRecord, IdempotencyKey, Stream
 from app.outbox.writer import Nudger, check_data, ensure_stream, load_event, schedule_nudge
+from app.text import check_text
 
 MAX_BATCH = 1000
 MAX_KEY = 200
@@ -79,9 +80,9 @@ def validate(spec: EventSpec) -> EventSpec:
         kind, title, text = (spec.data.get(k) for k in ("type", "title", "message"))
         notifications.payload(kind, title, text)  # type: ignore[arg-type]
     key = spec.idempotency_key
-    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY):
-        raise InvalidInput(f"idempotencyKey must be a string of 1 to {MAX_KEY} characters",
-                           code="invalid_idempotency_key")
+    if key is not None:
+        check_text(key, "idempotencyKey", min_len=1, max_len=MAX_KEY,
+                   code="invalid_idempotency_key")
     return spec
 
 

@@ -75,6 +75,31 @@ class Settings(BaseSettings):
         bool, Field(validation_alias="HERALD_WORKER_REMOTE_CONTROL")
     ] = False
 
+    # Hostile clients (issue 8): bodies, origins, sessions and per-user rates are bounded.
+    max_body: Annotated[int, Field(ge=1024, validation_alias="HERALD_MAX_BODY")] = 8 * 2**20
+    cors_origins: Annotated[str | None, Field(validation_alias="HERALD_CORS_ORIGINS")] = None
+    connect_timeout: Annotated[
+        float, Field(gt=0, le=600, validation_alias="HERALD_CONNECT_TIMEOUT")
+    ] = 10.0
+    rate_messages: Annotated[str, Field(validation_alias="HERALD_RATE_MESSAGES")] = "60/minute"
+    rate_typing: Annotated[str, Field(validation_alias="HERALD_RATE_TYPING")] = "300/minute"
+    rate_joins: Annotated[str, Field(validation_alias="HERALD_RATE_JOINS")] = "600/minute"
+    rate_connects: Annotated[str, Field(validation_alias="HERALD_RATE_CONNECTS")] = "60/minute"
+    max_connections: Annotated[
+        int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
+    ] = 50
+
+    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"not a rate: {value!r} (use e.g. 60/minute)") from None
+        return value
+
     @field_validator("retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
@@ -118,6 +143,15 @@ class Settings(BaseSettings):
         """`make_engine(url, **settings.db_timeouts)`."""
         return {"connect_timeout": self.db_connect_timeout,
                 "statement_timeout": self.db_statement_timeout}
+
+    @property
+    def allowed_origins(self) -> list[str] | str | None:
+        """Socket.IO's cors_allowed_origins: the listed ones; by default any outside
+        production, and in production none but the page's own (None: same origin)."""
+        if self.cors_origins is None:
+            return None if self.environment == "production" else "*"
+        listed = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return "*" if listed == ["*"] else listed
 
     @property
     def is_sqlite(self) -> bool:

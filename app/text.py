@@ -20,6 +20,11 @@ def storable(value: str) -> bool:
     return True
 
 
+def is_blank(value: str) -> bool:
+    """True for text of nothing but white space (spaces, tabs, newlines, U+3000 ...)."""
+    return not value.strip()
+
+
 def check_text(value: Any, name: str, *, min_len: int, max_len: int,
                code: str = "invalid_argument") -> str:
     """`value` if it is a storable string of `min_len` to `max_len` characters."""
@@ -28,6 +33,8 @@ def check_text(value: Any, name: str, *, min_len: int, max_len: int,
                            code=code)
     if not storable(value):
         raise InvalidInput(f"{name} contains NUL or invalid characters", code=code)
+    if min_len > 0 and is_blank(value):
+        raise InvalidInput(f"{name} must not be blank", code=code)
     return value
 
 
@@ -39,3 +46,13 @@ def _storable_or_error(value: str) -> str:
 
 Storable = AfterValidator(_storable_or_error)
 """Pydantic: `Annotated[str, Storable]` refuses text a database cannot store (-> 422)."""
+
+
+def _not_blank(value: str) -> str:
+    if is_blank(value):
+        raise ValueError("must not be blank")
+    return value
+
+
+NotBlank = AfterValidator(_not_blank)
+"""Pydantic: `Annotated[str, NotBlank]` refuses text of only white space (-> 422)."""

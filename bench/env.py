@@ -28,6 +28,10 @@ os.environ["HERALD_SOCKETIO_CHANNEL"] = CHANNEL
 os.environ["HERALD_CELERY_QUEUE"] = QUEUE
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("HERALD_LOG_LEVEL", "INFO")  # as in production (Procfile)
+# A bench reconnects one user many times a minute: per-user limits out of its way.
+for _name in ("MESSAGES", "TYPING", "JOINS", "CONNECTS"):
+    os.environ.setdefault(f"HERALD_RATE_{_name}", "1000000/minute")
+os.environ.setdefault("HERALD_MAX_CONNECTIONS_PER_USER", "100000")
 REDIS_URL = os.environ["REDIS_URL"]
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", os.environ.get(
     "TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))

@@ -62,11 +62,11 @@ async def test_typing_reaches_the_others_in_the_ticket_room_but_not_the_sender(
 
         typing = await peer.wait_count("user-typing", 2)
         assert [t.args for t in typing] == [
-            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "Ann",
+            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "client",
               "isTyping": True},),
-            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "",
+            ({"ticketId": ticket, "userId": world.ids["client"], "userName": "client",
               "isTyping": False},),
-        ]
+        ]  # the name on the user's record ("client"), never the one the client sent
         # a round trip on the sender's and the admin's sockets: anything sent before is in
         await sender.call("heartbeat")
         await admin.call("heartbeat")
@@ -89,7 +89,7 @@ async def test_typing_reaches_a_participant_connected_to_another_web_node(world:
             await sender.call("typing-start", {"ticketId": ticket, "userName": "Ann"})
             [typing] = await peer.wait_count("user-typing", 1)
             assert typing.args == ({"ticketId": ticket, "userId": world.ids["client"],
-                                    "userName": "Ann", "isTyping": True},)
+                                    "userName": "client", "isTyping": True},)
         finally:
             await _close([sender, peer])
     finally:

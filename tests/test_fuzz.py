@@ -23,17 +23,33 @@ from tests.support.world import World, build_world
 FUZZ = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(-3, 2**64)
-           | st.floats() | st.text(max_size=30))
+# What a hostile probe found (issue 8): ids just past the 32-bit columns and far beyond,
+# NUL, lone surrogates, trailing newlines, non-ASCII digits, blank text, deep nesting.
+BIG_INTS = (st.integers(2**31 - 2, 2**31 + 2) | st.integers(2**53 - 2, 2**53 + 2)
+            | st.integers(2**63 - 2, 2**70) | st.sampled_from([2**64, 10**30]))
+ODD_TEXT = st.sampled_from(["a\x00b", "\ud800", "x\udfff", "user-2\n", "x\n", "project-1\n",
+                            "\u0662", "002", " 1", "2147483648", "   ", "\u3000", "\u202e1"])
+SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(-3, 2**64) | BIG_INTS
+           | st.floats() | st.text(max_size=30) | ODD_TEXT)
 CLEAN_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 CLEAN_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | CLEAN_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(CLEAN_TEXT, inner, max_size=3),
     max_leaves=8)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"leaf": 1}
+    for i in range(levels - 1):
+        data = {"d": data} if i % 2 else {"l": [data]}
+    return data
+
+
+DEEP = st.integers(30, 40).map(nested) | st.sampled_from([nested(100), nested(600)])
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-                    max_leaves=16)
+                    | st.dictionaries(st.text(max_size=12) | ODD_TEXT, inner, max_size=4),
+                    max_leaves=16) | DEEP
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +62,10 @@ def world(pg_system_session: System) -> Iterator[World]:
 def _near_valid(world: World) -> st.SearchStrategy[Any]:
     """Objects with the handlers' real keys and values that are sometimes right."""
     ids = st.sampled_from([world.project, world.ticket, str(world.ticket), 0, -1, 2**70,
-                           99999]) | JSON
-    texts = st.text(max_size=40) | st.sampled_from(["", "x" * 10_001, "a\x00b", "\ud800"]) | JSON
+                           99999, 2**31, 2**31 - 1, str(2**31), f"0{world.ticket}",
+                           f"{world.ticket}\n", "\u0662"]) | BIG_INTS | JSON
+    texts = (st.text(max_size=40) | st.sampled_from(["", "x" * 10_001, "a\x00b", "\ud800"])
+             | ODD_TEXT | JSON)
     position = st.fixed_dictionaries({}, optional={"offset": ids, "epoch": texts}) | JSON
     return st.fixed_dictionaries({}, optional={
         "ticketId": ids, "projectId": ids, "message": texts, "userName": texts,
@@ -103,14 +121,16 @@ def _event_like() -> st.SearchStrategy[Any]:
     good_streams = st.sampled_from(["clients", "admins", "technicians", "user-1", "project-1",
                                     "ticket-1"])
     streams = st.one_of(good_streams, good_streams, good_streams, st.sampled_from(
-        ["ticket-0", "room-1", "clients ", "USER-1", "user-99999999999999999999"]), JSON)
+        ["ticket-0", "room-1", "clients ", "USER-1", "user-99999999999999999999",
+         "user-2\n", "clients\n", "project-2147483648", "ticket-\u0662"]), JSON)
     good_types = st.sampled_from(["x", "a-b", "invoice-issued"])
     types = st.one_of(good_types, good_types, good_types,
-                      st.sampled_from(["A", "a--b", "-a", "a" * 101, ""]), JSON)
+                      st.sampled_from(["A", "a--b", "-a", "a" * 101, "", "x\n"]), JSON)
     good_data = st.dictionaries(CLEAN_TEXT, CLEAN_JSON, max_size=3)
     data = st.one_of(good_data, good_data, good_data, st.sampled_from(
-        [{"v": "\ud800"}, {"v": "a\x00b"}, {"v": float("inf")}, {"v": "x" * 70_000}]), JSON)
-    keys = st.none() | st.text(max_size=10) | st.just("k" * 201) | JSON
+        [{"v": "\ud800"}, {"v": "a\x00b"}, {"v": float("inf")}, {"v": "x" * 70_000},
+         nested(32), nested(33), nested(300), {"n": 2**70}]), JSON)
+    keys = st.none() | st.text(max_size=10) | st.just("k" * 201) | ODD_TEXT | JSON
     event = st.fixed_dictionaries({"stream": streams, "type": types, "data": data},
                                   optional={"idempotencyKey": keys})
     good = st.fixed_dictionaries({"stream": good_streams, "type": good_types,
@@ -171,7 +191,8 @@ def test_write_route_answers_arbitrary_json_with_a_4xx_or_success(
     fields = st.sampled_from(WRITE_ROUTES[(method, path)])
     good = st.sampled_from([
         "open", "high", "https://x.test/a", "planned", "draft", "info", "client", "1e400",
-        "NaN", "12.5", "\ud800", "a\x00b", world.project, world.ids["client"], 2**40, 10**30])
+        "NaN", "12.5", "\ud800", "a\x00b", world.project, world.ids["client"], 2**40, 10**30,
+        2**31, 2**31 - 1, "   ", "x\n", [2**31], [world.ids["technician"], 2**63]])
     values = st.one_of(good, good, JSON)
     with httpx.Client(base_url=world.url, timeout=20) as http:
         @settings(FUZZ, max_examples=15)

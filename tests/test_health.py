@@ -20,7 +20,7 @@ from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
 from app.redisconn import quick_redis
 from app.settings import Settings
-from tests.support.clients import token
+from tests.support.clients import user_token
 from tests.support.databases import Database
 from tests.support.ops import PrivateRedis
 from tests.support.processes import WebNode, Worker
@@ -54,7 +54,7 @@ def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
     web.start()
     worker.start()
     http = httpx.Client(base_url=web.url, timeout=15,
-                        headers={"Authorization": f"Bearer {token(1, 'admin')}"})
+                        headers={"Authorization": f"Bearer {user_token(pg_db.factory, 'admin')}"})
 
     def outbox() -> dict[str, Any]:
         answer = http.get("/api/admin/outbox")

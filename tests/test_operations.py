@@ -24,7 +24,7 @@ from app.outbox import ops, writer
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor
 from tests.conftest import System
-from tests.support.clients import SocketClient, token
+from tests.support.clients import SocketClient, user_token
 from tests.support.databases import Database
 from tests.support.env import REDIS_URL
 from tests.support.ops import FaultyPublisher, herald_json
@@ -73,7 +73,7 @@ async def test_failing_stream_backs_off_fails_and_retry_delivers_it_once_in_orde
     pg_db: Database, ops_web: WebNode, tmp_path: Path
 ) -> None:
     bad, good = "project-901", "project-902"
-    admin = token(1, "admin")
+    admin = user_token(pg_db.factory, "admin")
     socket = SocketClient(ops_web.url, admin, positions={bad: {"offset": 0},
                                                          good: {"offset": 0}})
     await socket.connect()
@@ -149,13 +149,13 @@ def test_admin_outbox_api_needs_an_admin_and_a_valid_body(pg_db: Database,
                                                           ops_web: WebNode) -> None:
     with httpx.Client(base_url=ops_web.url, timeout=10) as http:
         assert http.get("/api/admin/outbox").status_code == 401
-        tech = {"Authorization": f"Bearer {token(5, 'technician')}"}
+        tech = {"Authorization": f"Bearer {user_token(pg_db.factory, 'technician')}"}
         for method, path in [("GET", "/api/admin/outbox"), ("GET", "/api/admin/outbox/failed"),
                              ("POST", "/api/admin/outbox/retry")]:
             answer = http.request(method, path, headers=tech, json={"all": True})
             assert answer.status_code == 403, (path, answer.text)
             assert answer.json()["error"]["code"] == "forbidden"
-        admin = {"Authorization": f"Bearer {token(1, 'admin')}"}
+        admin = {"Authorization": f"Bearer {user_token(pg_db.factory, 'admin')}"}
         for body in [{}, {"streams": []}, {"streams": ["user-1"], "all": True}, {"all": False},
                      {"streams": "user-1"}, {"streams": ["nonsense"]}]:
             answer = http.post("/api/admin/outbox/retry", headers=admin, json=body)

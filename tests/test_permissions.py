@@ -192,7 +192,6 @@ BAD_CALLS: dict[str, tuple[str, Callable[[World], Any], str]] = {
     "join-ticket-list": ("join-ticket", lambda w: [w.ticket], "invalid_argument"),
     "leave-ticket-none": ("leave-ticket", lambda w: None, "invalid_argument"),
     "leave-project-negative": ("leave-project", lambda w: -3, "invalid_argument"),
-    "typing-no-name": ("typing-start", lambda w: {"ticketId": w.ticket}, "invalid_argument"),
     "typing-unknown-ticket": ("typing-start", lambda w: {"ticketId": 99999, "userName": "A"},
                               "not_found"),
     "typing-stop-text": ("typing-stop", lambda w: "stop", "invalid_argument"),

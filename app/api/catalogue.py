@@ -12,11 +12,12 @@ from app import access, documents, interventions, quotes
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body, PathId
+from app.ids import MAX_ID
 from app.text import Storable
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-Id = Annotated[int, Field(gt=0, lt=2**53)]
+Id = Annotated[int, Field(gt=0, le=MAX_ID)]
 InterventionStatus = Literal["planned", "scheduled", "in-progress", "done", "cancelled"]
 QuoteStatus = Literal["draft", "sent", "accepted", "rejected", "expired"]
 Amount = Annotated[Decimal, Field(ge=0, lt=10**10, decimal_places=2,

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.access import check_user_row
 from app.auth import Principal, decode
 from app.errors import AuthError
 from app.settings import Settings
@@ -52,7 +53,11 @@ def get_principal(request: Request, ctx: Context) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("expected 'Authorization: Bearer <token>'", code="token_invalid")
-    return decode(token.strip(), secret=ctx.settings.secret)
+    who = decode(token.strip(), secret=ctx.settings.secret)
+    if who.role != "service":
+        with ctx.factory() as session:
+            check_user_row(session, who)
+    return who
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db import UNAVAILABLE
-from app.errors import HeraldError
+from app.errors import HeraldError, RateLimited
 
 log = logging.getLogger("herald.api")
 
@@ -40,8 +40,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HeraldError)
     async def herald_error(_request: Request, exc: HeraldError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
-                            headers=headers)
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -49,6 +50,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": an invalid body
+            return JSONResponse(error_body("invalid", "the body is not valid JSON"),
+                                status_code=422)
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code)

@@ -12,13 +12,14 @@ from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body
 from app.errors import InvalidInput
+from app.ids import MAX_ID
 from app.text import Storable
 
 router = APIRouter(prefix="/api", tags=["notifications"], responses=ERROR_RESPONSES)
 
 
 class NotificationIn(Body):
-    userId: Annotated[int | None, Field(gt=0, lt=2**53,
+    userId: Annotated[int | None, Field(gt=0, le=MAX_ID,
                                         description="a user (its user-ID stream)")] = None
     role: Literal["client", "technician", "admin"] | None = Field(
         default=None, description="everyone of a role (clients, technicians, admins stream)")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, BackgroundTasks, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import access, portal
-from app.api.deps import DB, Caller
+from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
+from app.ids import MAX_ID
 from app.models import Project
-from app.text import Storable
+from app.text import NotBlank, Storable
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 Name = Annotated[str, Field(min_length=1, max_length=200), Storable]
-PathId = Annotated[int, Path(gt=0, lt=2**53)]
+PathId = Annotated[int, Path(gt=0, le=MAX_ID)]
 
 
 class Body(BaseModel):
@@ -39,8 +40,8 @@ class UserOut(BaseModel):
 
 class ProjectIn(Body):
     name: Name
-    clientId: Annotated[int, Field(gt=0, lt=2**53)]
-    technicianIds: Annotated[list[Annotated[int, Field(gt=0, lt=2**53)]],
+    clientId: Annotated[int, Field(gt=0, le=MAX_ID)]
+    technicianIds: Annotated[list[Annotated[int, Field(gt=0, le=MAX_ID)]],
                              Field(max_length=100)] = []
 
 
@@ -55,11 +56,16 @@ class ProjectOut(BaseModel):
 
 class ProjectPatch(Body):
     progress: Annotated[int, Field(ge=0, le=100)] | None = None
-    status: Annotated[str, Field(min_length=1, max_length=40), Storable] | None = None
+    status: Annotated[str, Field(min_length=1, max_length=40), Storable, NotBlank] | None = None
+    technicianIds: Annotated[
+        list[Annotated[int, Field(gt=0, le=MAX_ID)]],
+        Field(max_length=100, description="Admins: the project's technicians from now on; "
+                                          "those taken off leave its rooms at once"),
+    ] | None = None
 
 
 class TicketIn(Body):
-    projectId: Annotated[int, Field(gt=0, lt=2**53)]
+    projectId: Annotated[int, Field(gt=0, le=MAX_ID)]
     subject: Annotated[str, Field(min_length=1, max_length=300), Storable]
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
 
@@ -101,10 +107,18 @@ def get_project(project_id: PathId, who: Caller, db: DB) -> ProjectOut:
 
 
 @router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB) -> ProjectOut:
-    """Change progress/status; writes `project-updated` and notifies the client."""
-    project = portal.update_project(db, who, project_id, progress=body.progress,
-                                    status=body.status)
+def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB, ctx: Context,
+                  later: BackgroundTasks) -> ProjectOut:
+    """Change progress/status (and, admins, technicians); writes `project-updated` and
+    notifies the client. An empty body changes and writes nothing."""
+    project, removed = portal.update_project(db, who, project_id, progress=body.progress,
+                                             status=body.status,
+                                             technician_ids=body.technicianIds)
+    if removed:  # after the commit: their sockets leave the project's rooms on every node
+        rooms = portal.project_rooms(db, project_id)
+        gateway = ctx.extras["gateway"]
+        for user_id in removed:
+            later.add_task(gateway.revoke, user_id, rooms)
     return _project_out(project)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from app import access
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
+from app.ids import MAX_OFFSET
 from app.outbox.replay import page
 
 router = APIRouter(prefix="/api", tags=["streams"], responses=ERROR_RESPONSES)
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api", tags=["streams"], responses=ERROR_RESPONSES)
 @router.get("/streams/{stream}/events", responses={410: {"description": "Events were pruned"}})
 def stream_events(
     stream: str, who: Caller, db: DB,
-    after: Annotated[int, Query(ge=0, lt=2**63)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Events with offset > `after`, oldest first, and the stream's head."""

@@ -11,6 +11,7 @@ from app import portal
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body, PathId, TicketOut
+from app.text import NotBlank
 
 router = APIRouter(prefix="/api", tags=["tickets"], responses=ERROR_RESPONSES)
 
@@ -24,7 +25,7 @@ class TicketPatch(Body):
 
 
 class MessageIn(Body):
-    message: Annotated[str, Field(min_length=1, max_length=portal.MAX_MESSAGE)]
+    message: Annotated[str, Field(min_length=1, max_length=portal.MAX_MESSAGE), NotBlank]
     clientMessageId: Annotated[
         str | None,
         Field(min_length=1, max_length=portal.MAX_CLIENT_ID,
@@ -53,6 +54,9 @@ def patch_ticket(ticket_id: PathId, body: TicketPatch, who: Caller, db: DB) -> T
 def post_message(ticket_id: PathId, body: MessageIn, who: Caller, ctx: Context,
                  response: Response) -> MessageOut:
     """Post a chat message (the ticket's participants); writes `new-message`."""
+    limits = ctx.extras.get("limits")
+    if limits is not None and who.user_id is not None:
+        limits.check_sync("message", who.user_id)
     message_id, created = portal.post_message(ctx.factory, who, ticket_id, body.message,
                                               body.clientMessageId)
     if not created:

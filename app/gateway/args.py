@@ -6,18 +6,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import HeraldError, InvalidInput
-from app.outbox.streams import parse_stream
-
-MAX_ID = 2**53
+from app.ids import MAX_ID, MAX_OFFSET, is_canonical_int, is_id
+from app.outbox.streams import looks_like_stream, parse_stream
+from app.text import is_blank
 
 
 def as_id(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be a positive integer", code="invalid_argument")
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 17:
+    """A row id (an int, or its canonical decimal string) within the Integer columns."""
+    if isinstance(value, str) and is_canonical_int(value):
         value = int(value)
-    if not isinstance(value, int) or not 0 < value < MAX_ID:
-        raise InvalidInput(f"{name} must be a positive integer", code="invalid_argument")
+    if not is_id(value):
+        raise InvalidInput(f"{name} must be an integer from 1 to {MAX_ID}",
+                           code="invalid_argument")
+    assert isinstance(value, int)
     return value
 
 
@@ -35,7 +36,7 @@ def as_position(value: Any) -> Position | None:
     if not isinstance(value, dict):
         raise InvalidInput("position must be {offset, epoch}", code="invalid_argument")
     offset, epoch = value.get("offset", 0), value.get("epoch")
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput("position.offset must be a non-negative integer",
                            code="invalid_argument")
     if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
@@ -70,10 +71,13 @@ def as_text(value: Any, name: str, *, min_len: int, max_len: int) -> str:
     if not isinstance(value, str) or not min_len <= len(value) <= max_len:
         raise InvalidInput(f"{name} must be a string of {min_len} to {max_len} characters",
                            code="invalid_argument")
+    if min_len > 0 and is_blank(value):
+        raise InvalidInput(f"{name} must not be blank", code="invalid_argument")
     return value
 
 
-MAX_POSITIONS = 200
+MAX_POSITIONS = 100  # streams restored per connect (SPEC); the rest are recovered: false
+MAX_POSITION_NAMES = 1000  # names looked at in all; beyond, ignored
 
 
 def token_from(auth: Any, environ: dict[str, Any]) -> Any:
@@ -94,11 +98,12 @@ def positions_from(auth: Any) -> dict[str, Position]:
     if not isinstance(raw, dict):
         return {}
     out: dict[str, Position] = {}
-    for name, value in list(raw.items())[:MAX_POSITIONS]:
+    for name, value in list(raw.items())[:MAX_POSITION_NAMES]:
         try:
             parse_stream(name)
         except HeraldError:
-            continue
+            if not looks_like_stream(name):
+                continue  # of no known form: ignored; else recovered: false, not joined
         try:
             out[name] = as_position(value) or UNRECOVERABLE
         except HeraldError:

@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import socketio
-
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.replay import Replayer
+from app.gateway.sio import HeraldServer
 
 log = logging.getLogger("herald.gateway")
 PARALLEL_ROOMS = 8
@@ -33,7 +32,7 @@ PARALLEL_ROOMS = 8
 class CatchUp:
     """Catches the rooms of one Socket.IO server up after a resubscription."""
 
-    def __init__(self, *, sio: socketio.AsyncServer, manager: HeraldRedisManager,
+    def __init__(self, *, sio: HeraldServer, manager: HeraldRedisManager,
                  replayer: Replayer) -> None:
         self.sio = sio
         self.manager = manager
@@ -75,25 +74,9 @@ class CatchUp:
             log.error("catch-up failed room=%s sockets=%d error=%s", room, len(sids),
                       type(exc).__name__)
             for sid in sids:
-                await close_transport(self.sio, sid)
+                await self.sio.close_transport(sid)
         finally:
             for lock in held:
                 if lock.locked():
                     lock.release()
 
-
-async def close_transport(sio: socketio.AsyncServer, sid: str) -> None:
-    """Close the socket's engine.io transport without a Socket.IO or engine.io CLOSE packet.
-
-    Both the official client and python-socketio's treat that as a lost connection and
-    reconnect (a Socket.IO DISCONNECT, or python-engineio's CLOSE packet, is final).
-    """
-    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-    socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-    if socket is None:
-        return
-    try:
-        await socket.queue.put(None)  # a websocket's writer closes the connection
-        await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_CLOSE)
-    except Exception as exc:  # already gone
-        log.info("transport close failed sid=%s error=%s", sid, type(exc).__name__)

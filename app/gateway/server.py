@@ -13,18 +13,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import access, portal
 from app.auth import Principal, decode
 from app.db import UNAVAILABLE, iso_utc, utcnow
-from app.errors import AuthError, HeraldError, InvalidInput
+from app.errors import AuthError, HeraldError, InvalidInput, RateLimited
 from app.gateway import args
-from app.gateway.catchup import CatchUp, close_transport
+from app.gateway.catchup import CatchUp
 from app.gateway.manager import HeraldRedisManager
+from app.gateway.presence import Presence
 from app.gateway.replay import Replayer
+from app.gateway.sio import HeraldServer
+from app.gateway.turns import Turns
 from app.models import ROLE_STREAMS
 from app.outbox.replay import Head, read_head
 from app.outbox.streams import project_stream, ticket_stream, user_stream
+from app.ratelimit import RateLimits
 
 log = logging.getLogger("herald.gateway")
 T = TypeVar("T")
 MAX_FRAME = 1_000_000
+CONNECTS_PER_USER_AT_ONCE = 2
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -41,16 +46,23 @@ class Gateway:
     def __init__(
         self, *, session_factory: sessionmaker[Session], secret: str, redis_url: str,
         channel: str = "socketio", metrics: Any = None,
+        cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
+        limits: RateLimits | None = None, max_connections: int = 50,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
         self.metrics = metrics
+        self.limits = limits
+        self.max_connections = max_connections
         self.manager = HeraldRedisManager(redis_url, channel=channel)
-        self.sio = socketio.AsyncServer(
-            async_mode="asgi", client_manager=self.manager, cors_allowed_origins="*",
+        self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
+        self.sio = HeraldServer(
+            async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
             max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,
+            connect_timeout=connect_timeout,
         )
         self.sockets = 0
+        self._turns = Turns(CONNECTS_PER_USER_AT_ONCE)  # one user's connects at once
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
                                  metrics=metrics)
@@ -72,6 +84,10 @@ class Gateway:
         assert isinstance(who, Principal)
         return who
 
+    async def limit(self, kind: str, who: Principal) -> None:
+        if self.limits is not None:
+            await self.limits.check(kind, who.user_id)
+
     def _register(self) -> None:
         sio = self.sio
         sio.on("connect", self.on_connect)
@@ -83,6 +99,11 @@ class Gateway:
             "send-message": self.send_message, "heartbeat": self.heartbeat,
         }.items():
             sio.on(name, self._guarded(name, handler))
+        sio.on("*", self.unknown_event)
+
+    async def unknown_event(self, event: str, sid: str, *data: Any) -> dict[str, Any]:
+        log.info("unknown event sid=%s event=%.50r", sid, event)
+        return fail(InvalidInput(f"unknown event {event[:100]!r}", code="unknown_event"))
 
     def _guarded(
         self, name: str, handler: Callable[[str, Any], Any]
@@ -105,34 +126,61 @@ class Gateway:
         return call
 
     # -- connection ----------------------------------------------------------------------
+    def _refuse(self, sid: str, exc: HeraldError) -> socketio.exceptions.ConnectionRefusedError:
+        log.info("socket refused sid=%s code=%s", sid, exc.code)
+        if self.metrics is not None:
+            self.metrics.refused(exc.code)
+        data = {"code": exc.code}
+        if isinstance(exc, RateLimited):
+            data["retryAfter"] = exc.retry_after  # type: ignore[assignment]
+        return socketio.exceptions.ConnectionRefusedError("Authentication error", data)
+
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = args.token_from(auth, environ)
         try:
             who = decode(token, secret=self.secret)
             if who.role == "service":
                 raise AuthError("service tokens cannot connect", code="forbidden")
-        except AuthError as exc:
-            log.info("socket refused sid=%s code=%s", sid, exc.code)
-            if self.metrics is not None:
-                self.metrics.refused(exc.code)
-            raise socketio.exceptions.ConnectionRefusedError(
-                "Authentication error", {"code": exc.code}) from None
-        positions = args.positions_from(auth)
-        await self.sio.save_session(sid, {"who": who})
-        auto = [user_stream(int(who.sub)), ROLE_STREAMS[who.role]]
-        try:
-            auto_heads, heads = await self.db(lambda s: (
-                {name: read_head(s, name) for name in auto},
-                {name: read_head(s, name) for name in positions if _readable(s, who, name)},
-            ))
+            assert who.user_id is not None
+            await self.limit("connect", who)
+            if self._open_sockets(who.user_id) >= self.max_connections:
+                raise RateLimited(f"at most {self.max_connections} connections per user",
+                                  retry_after=5)
+            async with self._turns.turn(who.user_id):
+                await self._connect(sid, who, auth)
+        except HeraldError as exc:
+            raise self._refuse(sid, exc) from None
         except UNAVAILABLE as exc:
-            # Not a refusal (final for socket.io-client): a lost transport, which clients
-            # retry with backoff until the database is back.
+            # The database is away: close the transport first, which clients retry with
+            # backoff (a refusal alone is final for socket.io-client).
             log.warning("socket connect while the database is unavailable sid=%s error=%s",
                         sid, type(exc).__name__)
-            await close_transport(self.sio, sid)
-            raise socketio.exceptions.ConnectionRefusedError(
-                "Service unavailable", {"code": "unavailable"}) from None
+            await self.sio.close_transport(sid)
+            raise self._refuse(sid, HeraldError("database unavailable",
+                                                code="unavailable")) from None
+        except Exception:
+            # Never leave a half-connected socket behind (the client would hang, the
+            # count would leak): refuse it; the client may try again.
+            log.exception("socket connect crashed sid=%s", sid)
+            raise self._refuse(sid, HeraldError("unavailable", code="unavailable")) from None
+
+    def _open_sockets(self, user_id: int) -> int:
+        return sum(1 for _ in self.manager.get_participants("/", user_stream(user_id)))
+
+    async def _connect(self, sid: str, who: Principal, auth: Any) -> None:
+        positions = args.positions_from(auth)
+        restorable = list(positions)[:args.MAX_POSITIONS]
+        assert who.user_id is not None
+        auto = [user_stream(who.user_id), ROLE_STREAMS[who.role]]
+
+        def load(s: Session) -> tuple[str, dict[str, Head], dict[str, Head]]:
+            name = access.check_user_row(s, who)
+            return (name, {n: read_head(s, n) for n in auto},
+                    {n: read_head(s, n) for n in restorable if _readable(s, who, n)})
+
+        name, auto_heads, heads = await self.db(load)
+        await self.sio.save_session(sid, {"who": who, "name": name})
+        await self.presence.add(who.user_id, sid)
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
@@ -198,6 +246,12 @@ class Gateway:
         return True
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        try:
+            who = (await self.sio.get_session(sid)).get("who")
+        except KeyError:
+            who = None
+        if isinstance(who, Principal) and who.user_id is not None:
+            await self.presence.remove(who.user_id, sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
         self.sockets = max(0, self.sockets - 1)
@@ -205,7 +259,7 @@ class Gateway:
 
     async def _drop_socket(self, sid: str) -> None:
         """Close the transport (never a Socket.IO disconnect, which clients take as final)."""
-        await close_transport(self.sio, sid)
+        await self.sio.close_transport(sid)
 
     async def _resubscribed(self) -> None:
         """Live events were lost while Redis was away: catch every room up from the database."""
@@ -239,9 +293,14 @@ class Gateway:
         return ok(stream=stream, offset=head.offset, epoch=head.epoch, recovered=recovered)
 
     # -- handlers ------------------------------------------------------------------------
+    async def revoke(self, user_id: int, rooms: list[str]) -> int:
+        """Take `user_id`'s sockets out of `rooms` on every node; the sockets seen."""
+        return await self.presence.revoke(self.manager, user_id, rooms)
+
     async def join_project(self, sid: str, data: Any) -> dict[str, Any]:
         project_id, position = args.id_and_position(data, "projectId")
         who = await self.principal(sid)
+        await self.limit("join", who)
         return await self._join(
             sid, project_stream(project_id),
             lambda s: access.require_project_reader(s, who, project_id), position)
@@ -249,6 +308,7 @@ class Gateway:
     async def join_ticket(self, sid: str, data: Any) -> dict[str, Any]:
         ticket_id, position = args.id_and_position(data, "ticketId")
         who = await self.principal(sid)
+        await self.limit("join", who)
         return await self._join(
             sid, ticket_stream(ticket_id),
             lambda s: access.require_ticket_reader(s, who, ticket_id), position)
@@ -266,12 +326,10 @@ class Gateway:
     async def _typing(self, sid: str, data: Any, typing: bool) -> dict[str, Any]:
         body = args.as_object(data)
         ticket_id = args.as_id(body.get("ticketId"), "ticketId")
-        name = body.get("userName", "")
-        if typing:
-            name = args.as_text(name, "userName", min_len=1, max_len=200)
-        elif not isinstance(name, str) or len(name) > 200:
-            raise InvalidInput("userName must be a string", code="invalid_argument")
-        who = await self.principal(sid)
+        # The name comes from the server's record; a client's `userName` is ignored.
+        session = await self.sio.get_session(sid)
+        who, name = session["who"], session.get("name", "")
+        await self.limit("typing", who)
         stream = ticket_stream(ticket_id)
         if stream not in self.sio.rooms(sid):
             await self.db(lambda s: access.require_ticket_reader(s, who, ticket_id))
@@ -295,6 +353,7 @@ class Gateway:
         if cmid is not None:
             cmid = args.as_text(cmid, "clientMessageId", min_len=1, max_len=100)
         who = await self.principal(sid)
+        await self.limit("message", who)
         message_id, created = await asyncio.to_thread(
             portal.post_message, self.factory, who, ticket_id, text, cmid)
         return ok(messageId=message_id, duplicate=not created)

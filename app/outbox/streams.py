@@ -6,10 +6,12 @@ import re
 from dataclasses import dataclass
 
 from app.errors import InvalidInput
+from app.ids import MAX_ID
 
 ROLE_STREAMS = frozenset({"clients", "technicians", "admins"})
-_ENTITY = re.compile(r"^(user|project|ticket)-([1-9][0-9]{0,17})$")
-_TYPE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+# fullmatch everywhere: `$` also matches before a trailing "\n" ("user-2\n" would pass).
+_ENTITY = re.compile(r"(user|project|ticket)-([1-9][0-9]{0,9})")
+_TYPE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 MAX_TYPE_LENGTH = 100
 
 
@@ -27,8 +29,8 @@ def parse_stream(name: object) -> StreamName:
         raise InvalidInput("stream must be a string", code="invalid_stream")
     if name in ROLE_STREAMS:
         return StreamName(name, "role", None)
-    match = _ENTITY.match(name)
-    if not match:
+    match = _ENTITY.fullmatch(name)
+    if not match or int(match.group(2)) > MAX_ID:
         raise InvalidInput(
             f"unknown stream {name[:100]!r}: expected user-ID, project-ID, ticket-ID, "
             "clients, technicians or admins",
@@ -37,11 +39,20 @@ def parse_stream(name: object) -> StreamName:
     return StreamName(name, match.group(1), int(match.group(2)))
 
 
+_SHAPE = re.compile(r"(user|project|ticket)-[0-9]{1,30}")
+
+
+def looks_like_stream(name: object) -> bool:
+    """An entity stream's shape whose id is out of range ('project-2147483648'): a name
+    nobody can read, answered `recovered: false` rather than ignored."""
+    return isinstance(name, str) and _SHAPE.fullmatch(name) is not None
+
+
 def validate_type(event_type: object) -> str:
     if (
         not isinstance(event_type, str)
         or len(event_type) > MAX_TYPE_LENGTH
-        or not _TYPE.match(event_type)
+        or not _TYPE.fullmatch(event_type)
     ):
         raise InvalidInput(
             "event type must be lower-case words joined by '-' (e.g. project-updated)",

@@ -27,6 +27,7 @@ from app.outbox.tables import Event, EventRecord, RelayCursor, Stream, new_epoch
 log = logging.getLogger("herald.outbox")
 
 MAX_DATA_BYTES = 64 * 1024
+MAX_DATA_DEPTH = 32  # levels of objects and arrays: deeper JSON cannot be delivered or paged
 Nudger = Callable[[list[str]], None]
 _PENDING = "herald.nudge_streams"
 _HOOKED = "herald.nudge_hooked"
@@ -62,9 +63,23 @@ def encoded_size(data: Any) -> int:
         raise InvalidInput(f"data is not JSON: {exc}", code="invalid_data") from None
 
 
+def depth_over(data: Any, limit: int) -> bool:
+    """True if `data` nests objects/arrays more than `limit` levels (no recursion)."""
+    level: list[Any] = [data]
+    for _ in range(limit):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
+
+
 def check_data(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("data must be a JSON object", code="invalid_data")
+    if depth_over(data, MAX_DATA_DEPTH):
+        raise InvalidInput(f"data nests more than {MAX_DATA_DEPTH} levels",
+                           code="invalid_data")
     if encoded_size(data) > MAX_DATA_BYTES:
         raise TooLarge(f"data is over {MAX_DATA_BYTES} bytes as JSON", code="too_large")
     return data

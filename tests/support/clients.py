@@ -22,6 +22,16 @@ def token(user_id: int | str, role: str, email: str | None = None,
                 role=role, ttl=ttl)
 
 
+def user_token(factory: Any, role: str, email: str | None = None) -> str:
+    """A token for a new user of `role` stored in the database (a token's user must exist)."""
+    from app import portal
+
+    email = email or f"{role}-{time.monotonic_ns()}@test"
+    with factory() as session, session.begin():
+        user = portal.create_user(session, email=email, role=role, name=role)
+        return token(user.id, role, email)
+
+
 @dataclass
 class Received:
     name: str

@@ -66,7 +66,8 @@ class WebNode(Process):
         self.port = port or free_port()
         super().__init__("web", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
                                  "--port", str(self.port), "--no-access-log",
-                                 "--ws-per-message-deflate", "false"],
+                                 "--ws-per-message-deflate", "false",
+                                 "--timeout-graceful-shutdown", "3"],  # as in the Procfile
                          env, log_dir)
 
     @property

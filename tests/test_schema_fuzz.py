@@ -1,0 +1,49 @@
+"""Schemathesis over the web node's own /openapi.json: no input the schema admits, or nearly
+admits, gets a 500. Bounded: a few examples per operation, against a real web node.
+
+(Schemathesis's pytest plugin is not used: its lazy fixtures break on this pytest; its
+per-operation Hypothesis strategies are.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+
+from tests.conftest import System
+from tests.support.world import World, build_world
+
+EXAMPLES = settings(max_examples=10, deadline=None, database=None,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def world(pg_system_session: System) -> Iterator[World]:
+    w = build_world(pg_system_session)
+    yield w
+    w.api.close()
+
+
+def _no_500(world: World, operation: Any, headers: dict[str, str]) -> None:
+    @EXAMPLES
+    @given(case=operation.as_strategy())
+    def call(case: Any) -> None:
+        response = case.call(base_url=world.url, headers=headers, timeout=20)
+        assert response.status_code < 500, (case.method, case.formatted_path, case.body,
+                                            response.text[:500])
+
+    call()
+
+
+def test_no_request_to_any_operation_of_the_schema_gets_a_500(world: World) -> None:
+    schema = schemathesis.openapi.from_url(f"{world.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 15
+    for operation in operations:
+        role = "service" if operation.path == "/api/events" else "admin"
+        _no_500(world, operation, {"Authorization": f"Bearer {world.token(role)}"})
