@@ -1,20 +1,26 @@
 """Soak: steady writes while workers, web nodes and Redis are SIGKILLed at random.
 
 Real everything: PostgreSQL, a private redis-server (Celery broker and Socket.IO queue),
-two uvicorn web nodes on fixed ports, two Celery workers (no beat), and resuming
-python-socketio clients (automatic reconnection, an `auth` callable sending their
-current positions, positions tracked from `connected.positions`, event meta and join
-acks). A supervisor restarts whatever exits, as systemd or Kubernetes would. At the end
-every client holds every committed event of its streams, in offset order once
-de-duplicated by (stream, offset). Bounded: HERALD_SOAK_SECONDS (default 35) of chaos.
+two uvicorn web nodes on fixed ports, two Celery workers (no beat), and three kinds of
+resuming clients: Herald's own clients — the Python `herald_client.Subscriber` and the
+JavaScript `herald-client` in a Node process — and bare python-socketio clients that speak
+the protocol by hand (automatic reconnection, an `auth` callable sending their current
+positions, positions tracked from `connected.positions`, event meta and join acks). A
+supervisor restarts whatever exits, as systemd or Kubernetes would. At the end every
+client holds every committed event of its streams in offset order: exactly once from the
+client libraries, once de-duplicated by (stream, offset) from the bare clients.
+Bounded: HERALD_SOAK_SECONDS (default 35) of chaos.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from herald_client import MemoryStore, Subscriber
 from sqlalchemy import select
 
 from app import portal
@@ -33,12 +40,15 @@ from app.migrate import upgrade
 from app.outbox.tables import RelayCursor, Stream
 from tests.support.clients import token
 from tests.support.databases import create_pg_database, drop_pg_database, require_pg
+from tests.support.env import CI
 from tests.support.ops import PrivateRedis
 from tests.support.processes import Process, WebNode, Worker, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "35"))
-CLIENTS = 6
+CLIENTS = 6  # by kind, in turn: bare protocol, herald_client (Python), herald-client (Node)
+KINDS = ("bare", "python", "node")
+NODE_FOLLOW = Path(__file__).parent / "node" / "herald_follow.mjs"
 
 
 @dataclass
@@ -175,6 +185,78 @@ class Resuming:
         return list(dict.fromkeys(self.received.get(stream, [])))
 
 
+@dataclass
+class PythonClient:
+    """Herald's Python client library, as a service or a script would use it."""
+
+    url: str
+    token: str
+    streams: list[str]
+    project: int
+    received: dict[str, list[int]] = field(default_factory=dict)
+    resets: list[str] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.sub = Subscriber(self.url, get_token=lambda: self.token, storage=MemoryStore(),
+                              on_reset=lambda stream, head: self.resets.append(stream))
+        await self.sub.start()
+        await self.sub.join_project(self.project)
+        self.task = asyncio.create_task(self._consume())
+
+    async def _consume(self) -> None:
+        async for event in self.sub:
+            if event.meta is not None:
+                self.received.setdefault(event.meta.stream, []).append(event.meta.offset)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.sub.close()
+
+
+@dataclass
+class NodeClient:
+    """Herald's JavaScript client library in a Node process (tests/node/herald_follow.mjs)."""
+
+    url: str
+    token: str
+    streams: list[str]
+    project: int
+    received: dict[str, list[int]] = field(default_factory=dict)
+    resets: list[str] = field(default_factory=list)
+    joined: threading.Event = field(default_factory=threading.Event)
+
+    async def start(self) -> None:
+        node = shutil.which("node")
+        assert node is not None
+        self.proc = subprocess.Popen([node, str(NODE_FOLLOW), self.url, self.token,
+                                      str(self.project)], stdout=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        assert await asyncio.to_thread(self.joined.wait, 30), "herald-client never joined"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            item = json.loads(line)
+            if item["kind"] == "joined":
+                self.joined.set()
+            elif item["kind"] == "event":
+                self.received.setdefault(item["stream"], []).append(item["offset"])
+            elif item["kind"] == "reset":
+                self.resets.append(item["stream"])
+
+    async def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            await asyncio.to_thread(self.proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def writes(urls: list[str], admin: str, projects: list[int], stop: threading.Event,
            answers: dict[str, int]) -> None:
     """Steady PATCHes over HTTP to every project, through either web node."""
@@ -241,7 +323,14 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
     system, factory, admin = cluster
     urls = [web.url for web in system.webs]
     api = httpx.Client(base_url=urls[0], timeout=10, headers={"Authorization": f"Bearer {admin}"})
+    if shutil.which("node") is None or not (NODE_FOLLOW.parents[2] / "clients" / "js"
+                                            / "node_modules").is_dir():
+        message = "node and clients/js/node_modules are needed (make install runs npm ci)"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
     clients: list[Resuming] = []
+    official: list[PythonClient | NodeClient] = []
     projects: list[int] = []
     for i in range(CLIENTS):
         email = f"soak{i}@test"
@@ -250,12 +339,19 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
         project = api.post("/api/projects", json={"name": f"P{i}", "clientId": user_id,
                                                   "technicianIds": []}).json()["id"]
         projects.append(project)
-        clients.append(Resuming(urls[i % 2], token(user_id, "client", email),
-                                [f"user-{user_id}", f"project-{project}"], project))
+        args = (urls[i % 2], token(user_id, "client", email),
+                [f"user-{user_id}", f"project-{project}"], project)
+        kind = KINDS[i % len(KINDS)]
+        if kind == "bare":
+            clients.append(Resuming(*args))
+        else:
+            official.append(PythonClient(*args) if kind == "python" else NodeClient(*args))
     api.close()
     for client in clients:
         await client.sio.connect(client.url, auth=client.auth, transports=["websocket"],
                                  wait_timeout=10)
+    for lib in official:
+        await lib.start()
 
     seed = int(os.environ.get("HERALD_SOAK_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
@@ -275,30 +371,41 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
                     lambda: f"outbox not drained: {heads(factory)}", 90)
         committed = {s: h for s, (h, _) in heads(factory).items()}
 
+        everyone: list[Resuming | PythonClient | NodeClient] = [*clients, *official]
+
         def complete() -> bool:
             return all(set(c.received.get(s, [])) >= set(range(1, committed.get(s, 0) + 1))
-                       for c in clients for s in c.streams)
+                       for c in everyone for s in c.streams)
 
         def missing() -> str:
-            return str({(i, s): committed.get(s, 0) - len(set(c.received.get(s, [])))
-                        for i, c in enumerate(clients) for s in c.streams})
+            return str({(type(c).__name__, s): committed.get(s, 0)
+                        - len(set(c.received.get(s, [])))
+                        for c in everyone for s in c.streams})
         await until(complete, lambda: f"missing per (client, stream): {missing()}", 90)
+        await asyncio.sleep(0.5)  # a late duplicate from a library would show up now
     finally:
         system.stopping.set()
         stop_writes.set()
         for client in clients:
             await client.sio.disconnect()
+        for lib in official:
+            await lib.stop()
 
-    total = sum(committed.get(s, 0) for c in clients for s in c.streams)
-    received = sum(len(c.received.get(s, [])) for c in clients for s in c.streams)
+    total = sum(committed.get(s, 0) for c in everyone for s in c.streams)
+    received = sum(len(c.received.get(s, [])) for c in everyone for s in c.streams)
     duplicates = sum(c.duplicates for c in clients)
     print(f"\nsoak seed={seed} seconds={SOAK_SECONDS:.0f} kills={len(kills)} "
           f"({', '.join(f'{k}={kills.count(k)}' for k in sorted(set(kills)))}) "
           f"restarts={system.restarts} writes={answers} "
-          f"committed={total} received={received} duplicates={duplicates} "
+          f"committed={total} received={received} bare-client duplicates={duplicates} "
           f"reconnects={sum(c.connects - 1 for c in clients)}")
     assert kills, "nothing was killed"
     for client in clients:
         assert client.unrecovered == []
         for stream in client.streams:
             assert client.first_seen(stream) == list(range(1, committed[stream] + 1)), stream
+    for lib in official:  # the libraries de-duplicate: each event exactly once, in order
+        assert lib.resets == []
+        for stream in lib.streams:
+            assert lib.received.get(stream, []) == list(range(1, committed[stream] + 1)), (
+                type(lib).__name__, stream)
