@@ -4,7 +4,8 @@
 
 import { backoff, newId, sleep } from './util.js';
 
-const RETRY_CODES = new Set(['rate_limited', 'internal']);
+// Answers that say "not now": the message stays queued and is sent again (same clientMessageId).
+const RETRY_CODES = new Set(['rate_limited', 'unavailable', 'internal']);
 
 export class Outbox {
   /**

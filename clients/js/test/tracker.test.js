@@ -172,3 +172,25 @@ test('a handler that throws does not stop the others or later deliveries', async
   listeners.emit(2);
   assert.deepEqual(got, [1, 2]);
 });
+
+test('the outbox sends again after "not now" answers and stops at a refusal', async () => {
+  const answers = [
+    { ok: false, error: { code: 'unavailable', message: 'database away' } },
+    { ok: false, error: { code: 'internal', message: 'boom' } },
+    { ok: true, messageId: 7 },
+    { ok: false, error: { code: 'invalid_message', message: 'blank' } },
+  ];
+  const sent = [];
+  const outbox = new Outbox(new Store(memoryStorage(), 'u2'), () => {}, {
+    emit: async (entry) => { sent.push(entry.text); return answers.shift(); },
+    online: () => true,
+    signal: new AbortController().signal,
+    retry: { min: 1, max: 2 },
+  });
+  const first = outbox.send(Outbox.entry(1, 'hello'));
+  const second = outbox.send(Outbox.entry(1, ' '));
+  assert.deepEqual(await first, { ok: true, messageId: 7 });
+  assert.equal((await second).error.code, 'invalid_message');
+  assert.deepEqual(sent, ['hello', 'hello', 'hello', ' ']);
+  assert.deepEqual(outbox.list(), []);
+});
