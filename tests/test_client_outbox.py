@@ -12,14 +12,18 @@ from typing import Any
 
 import pytest
 from herald_client import (
+    Backoff,
     FileOutbox,
     Forbidden,
     HeraldError,
     Invalid,
+    MemoryOutbox,
     QueuedMessage,
     Subscriber,
     Unavailable,
 )
+from herald_client.errors import Conflict, error_from_ack
+from herald_client.outbox import Outbox
 
 from tests.conftest import System
 from tests.support.processes import WebNode, free_port
@@ -190,9 +194,149 @@ async def test_a_refused_message_raises_its_typed_error_and_leaves_the_queue(
         await sub.close()
 
 
-def test_herald_errors_are_typed_for_every_refusal_code_of_send_message() -> None:
-    from herald_client.errors import Conflict, error_from_ack
+# -- the queue's pure logic, over a fake server ---------------------------------------------
 
+class FakeServer:
+    """Answers each send with the next of `answers` (an ack, or an exception to raise), then
+    `{"ok": True}`; records what was sent and every wait the outbox asked for."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.sent: list[QueuedMessage] = []
+        self.slept: list[float] = []
+        self.online = asyncio.Event()
+        self.online.set()
+
+    async def emit(self, entry: QueuedMessage) -> Any:
+        self.sent.append(entry)
+        answer = self.answers.pop(0) if self.answers else {"ok": True, "n": len(self.sent)}
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def outbox(self, store: MemoryOutbox | None = None) -> Outbox:
+        box = Outbox(store or MemoryOutbox(), emit=self.emit, online=self.online,
+                     retry=Backoff(base=0.1, cap=1.0), sleep=self.sleep)
+        box.start()
+        return box
+
+
+async def test_rate_limited_waits_retry_after_then_sends_the_same_message_again() -> None:
+    server = FakeServer({"ok": False, "error": {"code": "rate_limited", "message": "slow",
+                                                "retryAfter": 2.5}})
+    box = server.outbox()
+    try:
+        ack = await asyncio.wait_for(box.send(QueuedMessage.new(1, "hi", "c1")), 5)
+        assert ack["ok"] is True
+        assert server.slept == [2.5]
+        assert [m.client_message_id for m in server.sent] == ["c1", "c1"]
+    finally:
+        await box.close()
+
+
+async def test_unavailable_internal_and_no_answer_are_retried_with_backoff() -> None:
+    server = FakeServer({"ok": False, "error": {"code": "unavailable", "message": "db"}},
+                        {"ok": False, "error": {"code": "internal", "message": "oops"}},
+                        Unavailable("no answer", code="unavailable"))
+    box = server.outbox()
+    try:
+        ack = await asyncio.wait_for(box.send(QueuedMessage.new(1, "hi")), 5)
+        assert ack["ok"] is True and len(server.sent) == 4
+        assert len(server.slept) == 3 and all(0 < s <= 1.0 for s in server.slept)
+        assert box.pending() == []
+    finally:
+        await box.close()
+
+
+async def test_nothing_is_sent_while_offline_and_the_queue_goes_out_in_order_once_online(
+) -> None:
+    server = FakeServer()
+    server.online.clear()
+    box = server.outbox()
+    try:
+        sends = [asyncio.create_task(box.send(QueuedMessage.new(1, t))) for t in "abc"]
+        await asyncio.sleep(0.1)
+        assert server.sent == [] and not any(task.done() for task in sends)
+        assert [m.text for m in box.pending()] == ["a", "b", "c"]
+        server.online.set()
+        acks = await asyncio.wait_for(asyncio.gather(*sends), 5)
+        assert [a["n"] for a in acks] == [1, 2, 3]
+        assert [m.text for m in server.sent] == ["a", "b", "c"]
+    finally:
+        await box.close()
+
+
+async def test_a_client_message_id_already_queued_is_queued_once_and_both_callers_get_the_ack(
+) -> None:
+    server = FakeServer()
+    server.online.clear()
+    box = server.outbox()
+    try:
+        first = asyncio.create_task(box.send(QueuedMessage.new(1, "hi", "same")))
+        second = asyncio.create_task(box.send(QueuedMessage.new(1, "hi", "same")))
+        await until(lambda: len(box.pending()) == 1)
+        await asyncio.sleep(0)
+        server.online.set()
+        assert await asyncio.wait_for(first, 5) == await asyncio.wait_for(second, 5)
+        assert len(server.sent) == 1
+    finally:
+        await box.close()
+
+
+async def test_close_keeps_unsent_messages_in_the_store_and_tells_their_callers_closed(
+) -> None:
+    server = FakeServer()
+    server.online.clear()
+    store = MemoryOutbox()
+    box = server.outbox(store)
+    waiting = asyncio.create_task(box.send(QueuedMessage.new(1, "kept", "k1")))
+    await until(lambda: len(store.messages) == 1)
+    await box.close()
+    with pytest.raises(Unavailable) as closed:
+        await waiting
+    assert closed.value.code == "closed"
+    with pytest.raises(Unavailable):
+        await box.send(QueuedMessage.new(1, "after close", "k2"))
+    assert [m.client_message_id for m in store.messages] == ["k1", "k2"]
+    assert server.sent == []
+
+
+async def test_a_message_the_store_cannot_save_raises_from_send_and_is_not_queued() -> None:
+    class Broken(MemoryOutbox):
+        def save(self, messages: Any) -> None:
+            raise OSError("disk full")
+
+    server = FakeServer()
+    box = server.outbox(Broken())
+    try:
+        with pytest.raises(OSError):
+            await box.send(QueuedMessage.new(1, "lost?"))
+        assert box.pending() == [] and server.sent == []
+    finally:
+        await box.close()
+
+
+def test_a_file_outbox_round_trips_and_skips_unreadable_entries_and_files(tmp_path: Path
+                                                                          ) -> None:
+    path = tmp_path / "sub" / "outbox.json"
+    store = FileOutbox(path)
+    assert store.load() == []
+    messages = [QueuedMessage.new(1, "a"), QueuedMessage.new(2, "b")]
+    store.save(messages)
+    assert store.load() == messages
+    assert [p.name for p in path.parent.iterdir()] == ["outbox.json"]  # no temporary left
+    good = messages[0].to_dict()
+    path.write_text(json.dumps([good, {"ticketId": "1", "text": "x", "clientMessageId": "c"},
+                                {"text": "no ticket"}, 7]))
+    assert store.load() == [messages[0]]
+    path.write_text("{not json")
+    assert store.load() == []
+
+
+def test_herald_errors_are_typed_for_every_refusal_code_of_send_message() -> None:
     assert isinstance(error_from_ack({"code": "invalid_message"}), Invalid)
     assert isinstance(error_from_ack({"code": "duplicate_client_message_id"}), Conflict)
     assert isinstance(error_from_ack({"code": "forbidden"}), Forbidden)
