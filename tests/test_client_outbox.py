@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
+from aiohttp import web
 from herald_client import (
     Backoff,
     FileOutbox,
@@ -341,3 +343,45 @@ def test_herald_errors_are_typed_for_every_refusal_code_of_send_message() -> Non
     assert isinstance(error_from_ack({"code": "duplicate_client_message_id"}), Conflict)
     assert isinstance(error_from_ack({"code": "forbidden"}), Forbidden)
     assert isinstance(error_from_ack({"code": "something-else"}), HeraldError)
+
+
+async def test_a_connection_lost_while_waiting_for_the_ack_sends_the_message_again_after_the_reconnect(  # noqa: E501
+) -> None:
+    # A small in-process Socket.IO server (Herald never drops a socket mid-call on purpose):
+    # it receives the first send-message, then drops the socket before answering.
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    received: list[str] = []
+
+    @server.event  # type: ignore[misc]
+    async def connect(sid: str, environ: Any, auth: Any) -> None:
+        async def greet() -> None:
+            await asyncio.sleep(0.05)
+            await server.emit("connected", {"userId": 1, "recovered": {}, "positions": {}},
+                              to=sid)
+        server.start_background_task(greet)
+
+    @server.on("send-message")  # type: ignore[misc]
+    async def send_message(sid: str, data: Any) -> Any:
+        received.append(data["clientMessageId"])
+        if len(received) == 1:
+            await server.disconnect(sid)
+            return None
+        return {"ok": True, "messageId": 7, "duplicate": True}
+
+    app = web.Application()
+    server.attach(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sub = Subscriber(f"http://127.0.0.1:{port}", get_token=lambda: "t", call_timeout=120)
+    try:
+        await sub.start()
+        # far below call_timeout: the lost connection, not a timeout, ended the first wait
+        ack = await asyncio.wait_for(sub.send_message(1, "hello", "c-lost"), 30)
+        assert ack == {"ok": True, "messageId": 7, "duplicate": True}
+        assert received == ["c-lost", "c-lost"]
+        assert sub.pending_messages() == []
+    finally:
+        await sub.close()
+        await runner.cleanup()
