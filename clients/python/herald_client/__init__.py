@@ -1,5 +1,6 @@
 """Herald's Python client: `Subscriber` (resuming, de-duplicating, gap-repairing event
-stream for a user) and `Publisher` / `AsyncPublisher` (idempotent, retrying, for services)."""
+stream for a user, with an offline send queue for chat messages) and `Publisher` /
+`AsyncPublisher` (idempotent, retrying, for services)."""
 
 from herald_client.errors import (
     AuthError,
@@ -15,6 +16,13 @@ from herald_client.errors import (
     Unavailable,
 )
 from herald_client.history import History
+from herald_client.outbox_store import (
+    CallbackOutbox,
+    FileOutbox,
+    MemoryOutbox,
+    OutboxStore,
+    QueuedMessage,
+)
 from herald_client.publisher import AsyncPublisher, Publisher
 from herald_client.retry import Backoff
 from herald_client.storage import CallbackStore, FileStore, MemoryStore, PositionStore
@@ -25,23 +33,28 @@ __all__ = [
     "AsyncPublisher",
     "AuthError",
     "Backoff",
+    "CallbackOutbox",
     "CallbackStore",
     "Conflict",
     "Event",
     "EventSpec",
+    "FileOutbox",
     "FileStore",
     "Forbidden",
     "Gone",
     "HeraldError",
     "History",
     "Invalid",
+    "MemoryOutbox",
     "MemoryStore",
     "Meta",
     "NotFound",
+    "OutboxStore",
     "Position",
     "PositionStore",
     "Published",
     "Publisher",
+    "QueuedMessage",
     "RateLimited",
     "ServerError",
     "Subscriber",

@@ -89,7 +89,10 @@ BY_STATUS: dict[int, type[HeraldError]] = {
 BY_CODE: dict[str, type[HeraldError]] = {
     "token_missing": AuthError, "token_invalid": AuthError, "token_expired": AuthError,
     "forbidden": Forbidden, "not_found": NotFound, "gone": Gone, "too_large": TooLarge,
-    "invalid": Invalid, "invalid_argument": Invalid, "rate_limited": RateLimited,
+    "invalid": Invalid, "invalid_argument": Invalid, "invalid_message": Invalid,
+    "invalid_client_message_id": Invalid, "rate_limited": RateLimited,
+    "conflict": Conflict, "duplicate_client_message_id": Conflict,
+    "unavailable": Unavailable, "internal": ServerError,
 }
 
 

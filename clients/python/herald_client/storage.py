@@ -35,6 +35,19 @@ def _encode(positions: Mapping[str, Position]) -> dict[str, Any]:
     return {stream: pos.to_dict() for stream, pos in positions.items()}
 
 
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write `data` as JSON to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class MemoryStore:
     """Positions for the life of the process (the default)."""
 
@@ -63,15 +76,7 @@ class FileStore:
             return {}  # a corrupt file: every stream starts from its head
 
     def save(self, positions: Mapping[str, Position]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(_encode(positions), out)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomically(self.path, _encode(positions))
 
 
 class CallbackStore:

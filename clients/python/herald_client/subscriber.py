@@ -14,6 +14,9 @@
 
 Positions are saved when the application asks for the next event (the previous one is then
 handled): a process that dies mid-event gets it again, never loses it.
+
+Chat messages go through an offline send queue (herald_client.outbox): saved in an
+OutboxStore first, sent in order whenever connected, also after a restart.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,8 @@ from herald_client.errors import (
     error_from_ack,
 )
 from herald_client.history import History
+from herald_client.outbox import Outbox, PendingHandler
+from herald_client.outbox_store import MemoryOutbox, OutboxStore, QueuedMessage
 from herald_client.pipeline import Pipeline, ResetHandler
 from herald_client.retry import Backoff
 from herald_client.storage import MemoryStore, PositionStore
@@ -63,13 +67,15 @@ class Subscriber:
                  on_connection_change: Callable[[bool], Any] | None = None,
                  history: History | None = None,
                  reconnect: Backoff | None = None, connect_timeout: float = 10.0,
-                 call_timeout: float = 30.0) -> None:
+                 call_timeout: float = 30.0, outbox: OutboxStore | None = None,
+                 on_pending_change: PendingHandler | None = None) -> None:
         self.url = url.rstrip("/")
         self._get_token = get_token
         self.storage = storage or MemoryStore()
         self._on_change = on_connection_change
         self._history = history or History(self.url, self._http_token)
         self._ready = asyncio.Event()
+        self._lost = asyncio.Event()  # set while disconnected: ends a send waiting for its ack
         self._pipe = Pipeline(storage=self.storage, history=self._history, on_reset=on_reset,
                               connected=self._on_connected)
         self.tracker = self._pipe.tracker
@@ -81,6 +87,9 @@ class Subscriber:
         self._expired_in_row = 0
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._outbox = Outbox(outbox or MemoryOutbox(), emit=self._emit_message,
+                              online=self._ready, retry=self._reconnect,
+                              on_change=on_pending_change)
         self._sio = socketio.AsyncClient(
             reconnection=True, reconnection_attempts=0, reconnection_delay=self._reconnect.base,
             reconnection_delay_max=self._reconnect.cap, randomization_factor=0.5,
@@ -94,6 +103,7 @@ class Subscriber:
     async def start(self) -> None:
         """Connect (retrying until it works); raises AuthError/Forbidden if refused for good."""
         self._spawn(self._pipe.run())
+        self._outbox.start()
         try:
             await self._connect_loop()
         except BaseException:
@@ -106,6 +116,7 @@ class Subscriber:
             return
         self._closing = True
         self._commit_last()
+        await self._outbox.close()
         with contextlib.suppress(Exception):
             await self._sio.shutdown()
         tasks = [*self._tasks, *self._pipe.tasks]
@@ -168,10 +179,16 @@ class Subscriber:
 
     async def send_message(self, ticket_id: int, text: str,
                            client_message_id: str | None = None) -> dict[str, Any]:
-        """Post a chat message; a repeated client_message_id stores nothing new."""
-        return await self.call("send-message", {
-            "ticketId": ticket_id, "message": text,
-            "clientMessageId": client_message_id or str(uuid.uuid4())})
+        """Post a chat message through the offline queue: saved in the outbox store at once,
+        sent in order whenever connected; returns the server's ack once stored (a repeated
+        client_message_id stores nothing new). Raises the typed error of a refusal
+        (`Invalid`, `Forbidden`, `NotFound`, `Conflict`, ...), which takes it off the queue,
+        or `Unavailable` (code `closed`) if the subscriber closes first (it stays queued)."""
+        return await self._outbox.send(QueuedMessage.new(ticket_id, text, client_message_id))
+
+    def pending_messages(self) -> list[QueuedMessage]:
+        """The chat messages waiting to be stored by the server, oldest first."""
+        return self._outbox.pending()
 
     async def start_typing(self, ticket_id: int, user_name: str) -> None:
         await self.call("typing-start", {"ticketId": ticket_id, "userName": user_name})
@@ -182,14 +199,36 @@ class Subscriber:
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
         """Emit with an ack once connected; returns the ack or raises its typed error."""
         await self._wait_ready()
-        try:
-            ack = await self._sio.call(event, data, timeout=self._call_timeout)
-        except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError) as exc:
-            raise Unavailable(f"{event}: no answer ({type(exc).__name__})",
-                              code="unavailable") from None
+        ack = await self._emit(event, data)
         if not isinstance(ack, dict) or ack.get("ok") is not True:
             raise error_from_ack(ack.get("error") if isinstance(ack, dict) else ack)
         return ack
+
+    async def _emit(self, event: str, data: Any) -> Any:
+        """One emit with an ack; the raw ack, or Unavailable when none came."""
+        try:
+            return await self._sio.call(event, data, timeout=self._call_timeout)
+        except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError) as exc:
+            raise Unavailable(f"{event}: no answer ({type(exc).__name__})",
+                              code="unavailable") from None
+
+    async def _emit_message(self, entry: QueuedMessage) -> Any:
+        """The outbox's sender: one `send-message` for a queued entry. A lost connection ends
+        the wait for its ack at once (the entry is sent again after the reconnect)."""
+        call = asyncio.ensure_future(self._emit("send-message", {
+            "ticketId": entry.ticket_id, "message": entry.text,
+            "clientMessageId": entry.client_message_id}))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not call.done():
+                call.cancel()
+        if call.cancelled():
+            raise Unavailable("send-message: the connection was lost before the ack",
+                              code="unavailable")
+        return call.result()
 
     async def _join(self, event: str, key: str, ident: int, stream: str) -> Position:
         await self._wait_ready()
@@ -243,6 +282,7 @@ class Subscriber:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._ready.clear()
+        self._lost.set()
         self._notify(False)
         if reason == socketio.AsyncClient.reason.SERVER_DISCONNECT and not self._closing:
             log.info("server disconnected the socket; reconnecting")
@@ -271,6 +311,7 @@ class Subscriber:
             log.warning("connection refused code=%s", error.code)
             self._fatal = error
             self._pipe.out.put_nowait(error)
+            self._outbox.abandon(error)
             self._spawn(self._sio.shutdown())
 
     async def _on_any(self, name: str, *args: Any) -> None:
@@ -279,6 +320,7 @@ class Subscriber:
             self._pipe.put(("event", name, args))
 
     def _on_connected(self) -> None:
+        self._lost.clear()
         self._ready.set()
         self._notify(True)
 
