@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.auth import decode
-from tests.support.env import SECRET
+from app.portal.auth import decode
+from testkit.testrun import SECRET
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect
 
-from app.migrate import downgrade, upgrade
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
+from app.core.migrate import downgrade, upgrade
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
 
 TABLES = {"users", "projects", "project_technicians", "tickets", "messages", "documents",
           "interventions", "quotes", "streams", "relay_cursors", "events", "idempotency_keys"}
@@ -43,7 +43,7 @@ def test_postgres_upgrades_from_empty_and_downgrades_to_base() -> None:
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from app.db import make_engine
+    from app.core.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
     with engine.connect() as conn:

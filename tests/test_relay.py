@@ -14,9 +14,9 @@ from app.outbox.publisher import MemoryPublisher, RedisPublisher, socketio_messa
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import EventRecord, RelayCursor
 from app.outbox.writer import append
-from tests.support.databases import Database
-from tests.support.env import RUN
-from tests.support.processes import free_port
+from testkit.databases import Database
+from testkit.processes import free_port
+from testkit.testrun import RUN
 
 POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
 

@@ -12,17 +12,16 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
-from app.db import utcnow
-from app.errors import Gone
+from app.core.db import utcnow
+from app.core.errors import Gone
 from app.gateway.manager import HeraldRedisManager
-from app.outbox.nudge import celery_nudger
 from app.outbox.replay import REPLAY_BATCH, iter_after, read_after
 from app.outbox.retention import prune_events
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import Received, SocketClient
-from tests.support.databases import Database
+from testkit.clients import Received, SocketClient
+from testkit.databases import Database
+from testkit.system import System, relay_nudger
 
 pytestmark = pytest.mark.anyio
 
@@ -276,7 +275,7 @@ async def test_replay_under_live_load_delivers_every_offset_once_in_order(
             with pg_system.factory() as session, session.begin():
                 append(session, stream, "project-updated",
                        {"projectId": project, "progress": i % 100, "status": "active"},
-                       nudge=celery_nudger)
+                       nudge=relay_nudger())
             written = i + 1
             time.sleep(0.004)
 

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db import UNAVAILABLE
-from app.errors import HeraldError, RateLimited
+from app.core.db import UNAVAILABLE
+from app.core.errors import HeraldError, RateLimited
 
 log = logging.getLogger("herald.api")
 

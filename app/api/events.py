@@ -9,11 +9,11 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from app import publish
 from app.api.deps import Caller, Context
 from app.api.errors import ERROR_RESPONSES
-from app.auth import Principal
-from app.errors import Conflict, Forbidden, InvalidInput, TooLarge
+from app.core.errors import Conflict, Forbidden, InvalidInput, TooLarge
+from app.outbox import publish
+from app.portal.auth import Principal
 
 log = logging.getLogger("herald.publish")
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)

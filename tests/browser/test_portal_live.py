@@ -8,15 +8,15 @@ import statistics
 import pytest
 from playwright.sync_api import expect
 
-from app import portal as portal_domain
+from app.portal import projects
+from testkit.processes import WebNode
 from tests.browser.conftest import Portal
 from tests.browser.streams import expect_log, head, principal, wait_relayed
-from tests.support.processes import WebNode
 
 
 def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
         portal: Portal) -> None:
-    world = portal.world
+    world = projects.world
     client = portal.open("client")
     expect(client.progress(world.project)).to_have_text("0% complete")
 
@@ -33,7 +33,7 @@ def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
 
 def test_documents_finished_interventions_status_changes_and_notifications_show_toasts(
         portal: Portal) -> None:
-    world = portal.world
+    world = projects.world
     client = portal.open("client")
     api, technician = world.api, world.token("technician")
 
@@ -58,7 +58,7 @@ def test_documents_finished_interventions_status_changes_and_notifications_show_
 
 def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
         portal: Portal) -> None:
-    world = portal.world
+    world = projects.world
     system = world.system
     project, ticket = f"project-{world.project}", f"ticket-{world.ticket}"
     user = f"user-{world.ids['client']}"
@@ -76,9 +76,9 @@ def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
     admin, technician = principal(world, "admin"), principal(world, "technician")
     for progress, text in ((20, "missed one"), (30, "missed two")):
         with system.factory() as session, session.begin():
-            portal_domain.update_project(session, admin, world.project, progress=progress,
+            projects.update_project(session, admin, world.project, progress=progress,
                                          status="active")
-        portal_domain.post_message(system.factory, technician, world.ticket, text)
+        projects.post_message(system.factory, technician, world.ticket, text)
     wait_relayed(world, [project, ticket, user])  # published while no node listens: missed
     system.webs[0] = restarted = WebNode(system.env, system.log_dir, port=node.port)
     restarted.start()
@@ -118,7 +118,7 @@ MEASURE_TOASTS = """async ([project, token, count]) => {
 def test_each_of_twenty_patches_shows_its_own_toast(portal: Portal,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Also prints the PATCH-to-toast time in Chromium (median of 20): a figure, not a goal."""
-    world = portal.world
+    world = projects.world
     client = portal.open("client")
     times = client.page.evaluate(MEASURE_TOASTS, [world.project, world.token("admin"), 20])
     assert len(times) == 20
