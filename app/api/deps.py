@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,7 +103,15 @@ def get_db(ctx: Context) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def get_principal(request: Request, ctx: Context) -> Principal:
+# Declares the bearer scheme in OpenAPI (so /docs "Authorize" sends the header); the header
+# itself is read below, with Herald's own error codes.
+BEARER = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                    description="A token from `herald token` (or POST /api/dev/token in "
+                                "development)")
+
+
+def get_principal(request: Request, ctx: Context,
+                  _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise AuthError("missing bearer token", code="token_missing")

@@ -55,8 +55,13 @@ def _service(who: Principal) -> str:
 
 def _store(ctx: Context, service: str, specs: list[publish.EventSpec]
            ) -> list[publish.Published]:
-    for spec in specs:  # everything is checked before the transaction opens
-        publish.validate(spec)
+    for i, spec in enumerate(specs):  # everything is checked before the transaction opens
+        try:
+            publish.validate(spec)
+        except (InvalidInput, TooLarge) as exc:
+            if len(specs) == 1:
+                raise
+            raise type(exc)(f"item {i}: {exc.message}", code=exc.code) from None
     for _attempt in range(3):
         try:
             with ctx.factory() as session, session.begin():
