@@ -48,3 +48,20 @@ class PrivateRedis:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+def subscribed(client: redis_lib.Redis, channel: str,
+               timeout: float = 5) -> redis_lib.client.PubSub:
+    """A PubSub on `channel` once Redis confirmed the subscription (what is published from
+    then on reaches it); its later get_message() calls skip subscription notices."""
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        if message is not None and message["type"] == "subscribe":
+            pubsub.ignore_subscribe_messages = True
+            return pubsub
+        if time.monotonic() >= deadline:
+            pubsub.close()
+            raise TimeoutError(f"Redis did not confirm the subscription to {channel}")

@@ -33,7 +33,7 @@ from app.portal import projects
 from testkit.clients import Api, Received, SocketClient, token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
 from testkit.processes import WebNode, Worker
-from testkit.redis import PrivateRedis
+from testkit.redis import PrivateRedis, subscribed
 from testkit.system import System, relay_nudger
 from testkit.testrun import REDIS_URL
 
@@ -54,8 +54,7 @@ class Tap:
 
     def __post_init__(self) -> None:
         self.redis = redis_lib.Redis.from_url(self.url)
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(CHANNEL)
+        self.pubsub = subscribed(self.redis, CHANNEL)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

@@ -16,15 +16,17 @@ TABLES = {"users", "projects", "project_technicians", "tickets", "messages", "do
 def roundtrip(url: str) -> None:
     upgrade(url)
     engine = create_engine(url)
-    tables = set(inspect(engine).get_table_names())
-    assert tables >= TABLES
-    uniques = inspect(engine).get_unique_constraints("events")
-    assert any(set(u["column_names"]) == {"stream", "offset"} for u in uniques)
-    downgrade(url)
-    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
-    upgrade(url)  # and up again
-    assert set(inspect(engine).get_table_names()) >= TABLES
-    engine.dispose()
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert tables >= TABLES
+        uniques = inspect(engine).get_unique_constraints("events")
+        assert any(set(u["column_names"]) == {"stream", "offset"} for u in uniques)
+        downgrade(url)
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        upgrade(url)  # and up again
+        assert set(inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_upgrades_from_empty_and_downgrades_to_base(tmp_path: Path) -> None:
@@ -46,7 +48,9 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     from app.core.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    with engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    finally:
+        engine.dispose()

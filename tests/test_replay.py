@@ -75,11 +75,13 @@ async def test_reconnect_to_another_node_replays_exactly_the_missed_events_then_
     project = api.project(client_id)
     stream = f"project-{project}"
     first = SocketClient(pg_system.url, client_token)
-    await first.connect()
-    assert (await first.call("join-project", project))["ok"] is True
-    api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
-    [seen] = await first.wait_count("project-updated", 1)
-    await first.close()
+    try:
+        await first.connect()
+        assert (await first.call("join-project", project))["ok"] is True
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
+        [seen] = await first.wait_count("project-updated", 1)
+    finally:
+        await first.close()
 
     missed = 15
     for progress in range(2, 2 + missed):
