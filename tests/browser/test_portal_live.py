@@ -16,7 +16,7 @@ from tests.browser.streams import expect_log, head, principal, wait_relayed
 
 def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
         portal: Portal) -> None:
-    world = projects.world
+    world = portal.world
     client = portal.open("client")
     expect(client.progress(world.project)).to_have_text("0% complete")
 
@@ -33,7 +33,7 @@ def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
 
 def test_documents_finished_interventions_status_changes_and_notifications_show_toasts(
         portal: Portal) -> None:
-    world = projects.world
+    world = portal.world
     client = portal.open("client")
     api, technician = world.api, world.token("technician")
 
@@ -58,7 +58,7 @@ def test_documents_finished_interventions_status_changes_and_notifications_show_
 
 def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
         portal: Portal) -> None:
-    world = projects.world
+    world = portal.world
     system = world.system
     project, ticket = f"project-{world.project}", f"ticket-{world.ticket}"
     user = f"user-{world.ids['client']}"
@@ -118,7 +118,7 @@ MEASURE_TOASTS = """async ([project, token, count]) => {
 def test_each_of_twenty_patches_shows_its_own_toast(portal: Portal,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Also prints the PATCH-to-toast time in Chromium (median of 20): a figure, not a goal."""
-    world = projects.world
+    world = portal.world
     client = portal.open("client")
     times = client.page.evaluate(MEASURE_TOASTS, [world.project, world.token("admin"), 20])
     assert len(times) == 20
