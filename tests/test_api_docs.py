@@ -57,3 +57,30 @@ async def test_a_single_event_error_does_not_talk_about_lists(http: httpx.AsyncC
     answer = await _post(http, {"stream": "user-1", "data": {}})
     assert answer.status_code == 422
     assert answer.json()["error"] == {"code": "invalid", "message": "type: Field required"}
+
+
+async def test_the_apps_lifespan_closes_what_create_app_opened(sqlite_db: Database,
+                                                               redis_url: str) -> None:
+    """Through the whole ASGI stack (shutdown hook, body limit, Socket.IO, FastAPI)."""
+    asgi = create_app(Settings(database_url=sqlite_db.url, redis_url=redis_url))
+    ctx = asgi.herald
+    closed: list[str] = []
+
+    class Recorder:
+        def close(self) -> None:
+            closed.append("nudger and the rest")
+
+    ctx.closers.append(Recorder())
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asgi({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                         "lifespan.shutdown.complete"]
+    assert closed == ["nudger and the rest"]
