@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: dev test install browser js services lint typecheck bench clean
+.PHONY: dev stop test install browser js services lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,14 @@ browser:
 services: install
 	@$(BIN)/python scripts/services.py redis postgres
 
-## make dev: migrations, demo data, then web + worker + beat on SQLite and local Redis.
+## make dev: migrations, demo data, then web + worker + beat on SQLite and local Redis,
+## on 127.0.0.1:$(PORT) (HOST=0.0.0.0 to listen on every interface). Ctrl-C or `make stop` ends it.
 dev: install
 	@$(BIN)/python scripts/services.py redis || { echo "make dev: Redis is needed (see above)"; exit 1; }
-	@mkdir -p var
-	$(BIN)/herald migrate
 	@$(BIN)/python scripts/dev.py
+
+stop:
+	@$(BIN)/python scripts/dev.py stop
 
 ## make test: every test, against real Redis and PostgreSQL (started here when absent).
 test: services

@@ -7,14 +7,13 @@ from typing import Any
 import socketio
 from fastapi import FastAPI
 
-from app import logs
-from app import metrics as herald_metrics
 from app.api import (
     catalogue,
     dev,
     errors,
     events,
     health,
+    metrics,
     notifications,
     pages,
     portal,
@@ -24,34 +23,38 @@ from app.api import (
 )
 from app.api.admin import router as admin_router
 from app.api.bodylimit import BodyLimit
-from app.api.deps import AppContext
-from app.db import make_engine, make_session_factory
+from app.api.deps import AppContext, lifespan
+from app.api.shutdown import OnShutdown
+from app.core import logs
+from app.core.db import make_engine, make_session_factory
+from app.core.ratelimit import RateLimits
+from app.core.redisclients import SideChannels
+from app.core.settings import Settings, get_settings
+from app.gateway.node_metrics import NodeMetrics
 from app.gateway.server import MAX_FRAME, Gateway
-from app.ratelimit import RateLimits
-from app.settings import Settings, get_settings
-from app.shutdown import OnShutdown
+from app.outbox.nudge import celery_nudger
 
 
 def create_app(settings: Settings | None = None) -> Any:
-    """Build the web process: one engine, one Socket.IO server, one FastAPI app."""
+    """Build the web process from `settings`: one engine, one nudger, one Socket.IO server,
+    one FastAPI app whose lifespan closes them."""
     settings = settings or get_settings()
     logs.setup(settings.log_level)
     engine = make_engine(settings.database_url, **settings.db_timeouts)
-    factory = make_session_factory(engine)
-    ctx = AppContext(settings=settings, engine=engine, factory=factory)
-    node_metrics = herald_metrics.NodeMetrics()
+    nudger = celery_nudger(settings)
+    factory = make_session_factory(engine, nudge=nudger)
     limits = RateLimits(settings, redis_url=settings.sio_redis_url,
                         prefix=f"herald-limits:{settings.socketio_channel}")
     gateway = Gateway(session_factory=factory, secret=settings.secret,
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
-                      metrics=node_metrics, cors_origins=settings.allowed_origins,
+                      metrics=NodeMetrics(), cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
                       max_connections=settings.max_connections)
-    ctx.extras["gateway"] = gateway
-    ctx.extras["limits"] = limits
-    ctx.extras["node_metrics"] = node_metrics
+    ctx = AppContext(settings=settings, engine=engine, factory=factory,
+                     redis=SideChannels(settings), node=gateway, limits=limits,
+                     closers=[nudger])
 
-    api = FastAPI(title="Herald", version="0.1.0",
+    api = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan,
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
     api.state.ctx = ctx
     errors.install(api)
@@ -60,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Any:
         api.include_router(router)
     if dev.enabled(settings):  # demo tokens for the /portal user picker
         api.include_router(dev.router)
-    for router in (admin_router, herald_metrics.router):  # operators: outbox, /metrics
+    for router in (admin_router, metrics.router):  # operators: outbox, /metrics
         api.include_router(router)
     pages.mount(api)  # /portal and the files it imports
     sio_app = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")

@@ -18,8 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from bench import infra, latency_bench, relay_bench, replay_bench
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Report

@@ -5,18 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import socketio
 
-from app.auth import mint
-from bench.env import SECRET
-
-
-def token(user_id: int, role: str) -> str:
-    return mint(secret=SECRET, sub=str(user_id), email=f"{role}{user_id}@bench", role=role,
-                ttl=timedelta(hours=2))
+from testkit.clients import token
 
 
 class Listener:
@@ -62,3 +55,6 @@ class Listener:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
+
+
+__all__ = ["Listener", "token"]  # token: testkit's, signed with the run's secret

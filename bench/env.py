@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import uuid
 
+from testkit.env import isolate, pg_admin_url
+
 # A child process started by the bench (bench.relay_loop) inherits the run it belongs to.
 RUN = os.environ.get("BENCH_RUN") or uuid.uuid4().hex[:10]
 os.environ["BENCH_RUN"] = RUN
@@ -22,18 +24,7 @@ QUEUE = f"herald-bench-{RUN}"
 RELAY_QUEUE = f"herald-bench-{RUN}-relay"  # the relay benchmark's own worker
 NUDGES = f"herald-bench-{RUN}-nudges"  # the relay-loop prototype's wake-up list
 
-os.environ["HERALD_ENV"] = "test"
-os.environ["JWT_SECRET"] = SECRET
-os.environ["HERALD_SOCKETIO_CHANNEL"] = CHANNEL
-os.environ["HERALD_CELERY_QUEUE"] = QUEUE
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-os.environ.setdefault("HERALD_LOG_LEVEL", "INFO")  # as in production (Procfile)
-# A bench reconnects one user many times a minute: per-user limits out of its way.
-for _name in ("MESSAGES", "TYPING", "JOINS", "CONNECTS"):
-    os.environ.setdefault(f"HERALD_RATE_{_name}", "1000000/minute")
-os.environ.setdefault("HERALD_MAX_CONNECTIONS_PER_USER", "100000")
+isolate(channel=CHANNEL, queue=QUEUE, secret=SECRET, rate="1000000/minute",
+        max_connections=100000)  # a bench reconnects one user many times a minute
 REDIS_URL = os.environ["REDIS_URL"]
-PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", os.environ.get(
-    "TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-if PG_ADMIN_URL.startswith("postgresql://"):
-    PG_ADMIN_URL = PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+PG_ADMIN_URL = pg_admin_url("BENCH_PG_URL", "TEST_PG_URL")

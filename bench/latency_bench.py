@@ -22,8 +22,11 @@ import httpx
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import portal
+from app.core.db import make_session_factory
+from app.core.settings import get_settings
 from app.outbox import writer
+from app.outbox.nudge import celery_nudger
+from app.portal import projects
 from bench.clients import Listener, token
 from bench.env import NUDGES, QUEUE, REDIS_URL
 from bench.stats import Figure, Report, median, percentile
@@ -43,7 +46,7 @@ class LatencySizes:
 
 def _users(factory: sessionmaker[Session], count: int, role: str) -> list[int]:
     with factory() as session, session.begin():
-        return [int(portal.create_user(session, email=f"{role}-{uuid.uuid4().hex[:8]}@bench",
+        return [int(projects.create_user(session, email=f"{role}-{uuid.uuid4().hex[:8]}@bench",
                                        role=role, name="bench").id) for _ in range(count)]
 
 
@@ -128,13 +131,16 @@ async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySiz
         await listener.connect()
     for listener in listeners:
         await listener.wait_connected()
-    writer.set_default_nudger(nudger)  # None: the real one, a Celery task after each commit
-    paced = PacedWriter(factory, [f"user-{uid}" for uid in users], sizes.rate,
+    real = celery_nudger(get_settings()) if nudger is None else None
+    # None: the real one, a Celery task after each commit
+    nudging = make_session_factory(factory.kw["bind"], nudge=nudger or real)
+    paced = PacedWriter(nudging, [f"user-{uid}" for uid in users], sizes.rate,
                         sizes.duration + WARMUP, sizes.threads)
     try:
         achieved = await asyncio.to_thread(paced.run)
     finally:
-        writer.set_default_nudger(None)
+        if real is not None:
+            real.close()
     backlog = await asyncio.to_thread(queued_tasks)
     deadline = time.monotonic() + 120
     while not paced.written <= received and time.monotonic() < deadline:
@@ -173,7 +179,7 @@ async def single_updates(factory: sessionmaker[Session], url: str, count: int
 
     def make_project() -> int:
         with factory() as session, session.begin():
-            return int(portal.create_project(session, name="bench", client_id=client,
+            return int(projects.create_project(session, name="bench", client_id=client,
                                              technician_ids=[]).id)
 
     project = await asyncio.to_thread(make_project)

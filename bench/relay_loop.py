@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
-from app.db import make_engine, make_session_factory
+from app.core.db import make_engine, make_session_factory
+from app.core.settings import get_settings
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
-from app.settings import get_settings
 from bench.env import NUDGES
 
 

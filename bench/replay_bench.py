@@ -18,7 +18,7 @@ from typing import Any
 import websockets
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import portal
+from app.portal import projects
 from bench import fixtures
 from bench.clients import Listener, token
 from bench.stats import Figure, Report, median
@@ -32,7 +32,7 @@ class ReplaySizes:
 
 def _user(factory: sessionmaker[Session]) -> int:
     with factory() as session, session.begin():
-        user = portal.create_user(session, email=f"replay-{uuid.uuid4().hex[:8]}@bench",
+        user = projects.create_user(session, email=f"replay-{uuid.uuid4().hex[:8]}@bench",
                                   role="client", name="bench")
         return int(user.id)
 

@@ -6,9 +6,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import app.models
-import app.outbox.tables  # noqa: F401  (registers the outbox tables)
-from app.db import Base, make_engine
+from app.core.db import Base, make_engine
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging"):
@@ -20,7 +18,7 @@ def _url() -> str:
     url = config.attributes.get("url")
     if url:
         return str(url)
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     return get_settings().database_url
 

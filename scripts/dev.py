@@ -1,48 +1,150 @@
-"""`make dev`: demo data, a demo token and where to connect, then web + worker + beat."""
+"""`make dev`: demo data, then web + worker + beat; the banner once the web node answers.
+
+Binds 127.0.0.1 unless HOST says otherwise; refuses a port in use with one line. Ctrl-C,
+or `make stop` from another terminal (`python scripts/dev.py stop`), stops everything it
+started: honcho and its processes run in one process group, whose id is in var/dev.pid.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PIDFILE = Path(os.environ.get("HERALD_DEV_PIDFILE", ROOT / "var" / "dev.pid"))
 
 
-def main() -> int:
-    seeded = json.loads(subprocess.run([BIN / "herald", "seed", "--json"], check=True,
-                                       capture_output=True, text=True).stdout)
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def herald(*args: str) -> str:
+    return subprocess.run([BIN / "herald", *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def banner(host: str, port: str, seeded: dict[str, int]) -> str:
     def token(user: int) -> str:
-        return subprocess.run([BIN / "herald", "token", "--user", str(user), "--ttl", "12h"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return herald("token", "--user", str(user), "--ttl", "12h").strip()
 
-    port = os.environ.get("PORT", "8000")
     admin, client = token(seeded["admin"]), token(seeded["client"])
-    print(f"""
-Herald is starting on http://127.0.0.1:{port}
-  Socket.IO  ws://127.0.0.1:{port}/socket.io/   (auth: {{"token": "<token>"}})
-  HTTP API   http://127.0.0.1:{port}/api        OpenAPI: http://127.0.0.1:{port}/docs
+    base = f"http://{host}:{port}"
+    return f"""
+Herald is running on {base}   (stop: Ctrl-C here, or `make stop`)
+  Socket.IO  ws://{host}:{port}/socket.io/   (auth: {{"token": "<token>"}})
+  HTTP API   {base}/api        OpenAPI: {base}/docs
   demo project {seeded['project']}, ticket {seeded['ticket']}
-  Portal     http://127.0.0.1:{port}/portal/   (pick a demo user; two windows to chat)
+  Portal     {base}/portal/   (pick a demo user; two windows to chat)
 
   admin token  (user {seeded['admin']}):  {admin}
   client token (user {seeded['client']}): {client}
 
 Try it (in another terminal):
   .venv/bin/herald tail project-{seeded['project']} user-{seeded['client']} --token {client}
-  curl -X PATCH http://127.0.0.1:{port}/api/projects/{seeded['project']} \\
+  curl -X PATCH {base}/api/projects/{seeded['project']} \\
        -H "Authorization: Bearer {admin}" -H 'Content-Type: application/json' \\
        -d '{{"progress": 60, "status": "active"}}'
-""", flush=True)
-    honcho = BIN / "honcho"
+"""
+
+
+def stop_group(pgid: int, timeout: float = 15) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_child(honcho: subprocess.Popen[bytes]) -> None:
+    """SIGTERM honcho's group (honcho then stops its processes); SIGKILL after 15 s."""
+    try:
+        os.killpg(honcho.pid, signal.SIGTERM)
+        honcho.wait(15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(honcho.pid, signal.SIGKILL)
+        honcho.wait(5)
+
+
+def stop() -> int:
+    """`make stop`: the processes `make dev` started, wherever it runs."""
+    try:
+        pgid = int(PIDFILE.read_text())
+    except (OSError, ValueError):
+        print("make stop: nothing to stop (no var/dev.pid)")
+        return 0
+    stop_group(pgid)
+    PIDFILE.unlink(missing_ok=True)
+    print(f"make stop: stopped process group {pgid}")
+    return 0
+
+
+def _interrupted(*_args: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends `make dev` as Ctrl-C does
+
+
+def run() -> int:
+    host = os.environ.setdefault("HOST", "127.0.0.1")
+    port = os.environ.setdefault("PORT", "8000")
+    if port_in_use(host, int(port)):
+        print(f"make dev: port {port} on {host} is in use (stop what uses it, or set PORT)")
+        return 1
+    herald("migrate")
+    seeded = json.loads(herald("seed", "--json"))
     # The Procfile names uvicorn, celery and alembic: find them in this virtualenv.
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     # honcho hands each process its own PORT from a base port; the web, listed first, gets ours.
-    os.execv(honcho, [str(honcho), "start", "-f", "Procfile", "-p", port, "web", "worker", "beat"])
+    honcho = subprocess.Popen([BIN / "honcho", "start", "-f", "Procfile", "-p", port,
+                               "web", "worker", "beat"], cwd=ROOT, start_new_session=True)
+    PIDFILE.parent.mkdir(exist_ok=True)
+    PIDFILE.write_text(str(honcho.pid))
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(f"http://{host}:{port}/healthz"):
+            if honcho.poll() is not None or time.monotonic() > deadline:
+                print("make dev: the web node did not come up (see the lines above)")
+                return 1
+            time.sleep(0.2)
+        print(banner(host, port, seeded), flush=True)
+        code = honcho.wait()
+        return 0 if code in (0, 128 + signal.SIGTERM) else code  # 143: `make stop`
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_child(honcho)
+        PIDFILE.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stop() if sys.argv[1:] == ["stop"] else run())

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.databases import require_pg
-from tests.support.processes import ROOT
+from testkit.databases import require_pg
+from testkit.processes import ROOT
 
 # Tiny sizes; the relay through a second Celery worker is left to `make bench` (its start
 # alone would take a third of this test's time on a loaded two-core machine).

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.clients import Received, SocketClient
-from tests.support.world import World, build_world
+from testkit.clients import Received, SocketClient
+from testkit.world import World, build_world
 
 pytestmark = pytest.mark.anyio
 

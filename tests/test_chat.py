@@ -13,10 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.models import Message
-from tests.conftest import System
-from tests.support.clients import SocketClient
-from tests.support.world import World, build_world
+from app.portal.models import Message
+from testkit.clients import SocketClient
+from testkit.system import System
+from testkit.world import World, build_world
 
 pytestmark = pytest.mark.anyio
 

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.cli import main
-from app.db import utcnow
+from app.cli.main import main
+from app.core.db import utcnow
 from app.outbox import ops, writer
 from app.outbox.tables import Event, RelayCursor
-from tests.support.databases import Database
-from tests.support.ops import herald, herald_json
+from testkit.databases import Database
+from testkit.ops import herald, herald_json
 
 
 def _backlog(db: Database) -> None:

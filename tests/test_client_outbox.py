@@ -27,8 +27,8 @@ from herald_client import (
 from herald_client.errors import Conflict, error_from_ack
 from herald_client.outbox import Outbox
 
-from tests.conftest import System
-from tests.support.processes import WebNode, free_port
+from testkit.processes import WebNode, free_port
+from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 

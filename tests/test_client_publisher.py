@@ -25,9 +25,9 @@ from herald_client import (
 from sqlalchemy import func, select
 
 from app.outbox.tables import Event
-from tests.conftest import System
-from tests.support.clients import token
-from tests.support.processes import WebNode, free_port
+from testkit.clients import token
+from testkit.processes import WebNode, free_port
+from testkit.system import System
 
 SERVICE = token("billing", "service", "billing@services.test")
 QUICK = Backoff(attempts=12, base=0.1, cap=1.0)

@@ -25,9 +25,9 @@ from sqlalchemy import update
 
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import token
-from tests.support.processes import WebNode
+from testkit.clients import token
+from testkit.processes import WebNode
+from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ from herald_client.errors import (
 from herald_client.tracker import Tracker, Verdict
 from herald_client.types import Meta
 
-from tests.support.processes import free_port
+from testkit.processes import free_port
 
 
 def meta(stream: str, offset: int, epoch: str = "e1") -> Meta:

@@ -11,8 +11,6 @@ import asyncio
 import json
 import logging.config  # noqa: F401  (alembic imports it; importing it late in a thread can trip importlib)
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -25,19 +23,19 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select, text
 
-from app import portal
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
-from app.outbox.nudge import celery_nudger
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import Api, Received, SocketClient, token
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
-from tests.support.env import REDIS_URL
-from tests.support.processes import WebNode, Worker, free_port
+from app.portal import projects
+from testkit.clients import Api, Received, SocketClient, token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.processes import WebNode, Worker
+from testkit.redis import PrivateRedis, subscribed
+from testkit.system import System, relay_nudger
+from testkit.testrun import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 CHANNEL = os.environ["HERALD_SOCKETIO_CHANNEL"]
@@ -56,8 +54,7 @@ class Tap:
 
     def __post_init__(self) -> None:
         self.redis = redis_lib.Redis.from_url(self.url)
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(CHANNEL)
+        self.pubsub = subscribed(self.redis, CHANNEL)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -108,7 +105,7 @@ def write_rounds(factory: Any, streams: list[str], rounds: int, pause: float,
             for stream in streams:
                 append(session, stream, "notification",
                        {"type": "info", "title": str(i), "message": stream},
-                       nudge=celery_nudger if nudge else None)
+                       nudge=relay_nudger() if nudge else None)
         progress[0] = i + 1
         time.sleep(pause)
 
@@ -302,40 +299,6 @@ async def test_clients_of_a_killed_web_node_reconnect_elsewhere_and_recover(
 
 
 # -- Redis stopped ----------------------------------------------------------------------------
-class PrivateRedis:
-    """A redis-server of our own, on a free port, that this test may stop and start."""
-
-    def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_path = log_dir / f"redis-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5).ping():
-                    return
-            except redis_lib.RedisError:
-                pass
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @dataclass
 class Isolated:
     """Herald on its own PostgreSQL database and its own Redis."""
@@ -381,7 +344,7 @@ def isolated(tmp_path: Path) -> Iterator[Isolated]:
         web.start()
         worker.start()
         with factory() as session, session.begin():
-            admin = portal.create_user(session, email="root@test", role="admin", name="root")
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
             admin_token = token(admin.id, "admin", "root@test")
         api = Api(web.url, admin_token)
         isolated = Isolated(private, factory, web, worker, api, env, tmp_path)

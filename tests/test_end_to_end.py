@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from tests.conftest import System
-from tests.support.clients import Api, SocketClient
+from testkit.clients import Api, SocketClient
+from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 

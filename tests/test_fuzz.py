@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import System
-from tests.support.clients import SocketClient
-from tests.support.world import World, build_world
+from testkit.clients import SocketClient
+from testkit.system import System
+from testkit.world import World, build_world
 
 FUZZ = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,19 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from app.api import health
-from app.api.deps import AppContext
-from app.db import make_engine, make_session_factory
+from app.core.redisclients import quick_redis
+from app.core.settings import Settings
+from app.main import create_app
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
-from app.redisconn import quick_redis
-from app.settings import Settings
-from tests.support.clients import user_token
-from tests.support.databases import Database
-from tests.support.ops import PrivateRedis
-from tests.support.processes import WebNode, Worker
+from testkit.clients import user_token
+from testkit.databases import Database
+from testkit.processes import WebNode, Worker
+from testkit.redis import PrivateRedis
 
 
 @pytest.fixture
@@ -111,11 +108,7 @@ async def test_readyz_names_the_database_when_it_does_not_answer(redis_url: str)
     """The readiness handler itself, in process, against a database port nobody listens on."""
     settings = Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
                         redis_url=redis_url)
-    engine = make_engine(settings.database_url)
-    api = FastAPI()
-    api.state.ctx = AppContext(settings=settings, engine=engine,
-                               factory=make_session_factory(engine))
-    api.include_router(health.router)
+    api = create_app(settings)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
                                      base_url="http://herald") as http:
@@ -126,4 +119,4 @@ async def test_readyz_names_the_database_when_it_does_not_answer(redis_url: str)
         assert body["status"] == "unavailable" and body["checks"]["redis"] == "ok"
         assert body["checks"]["database"].startswith("down: ")
     finally:
-        engine.dispose()
+        api.herald.close()

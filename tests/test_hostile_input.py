@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import System
-from tests.support.clients import SocketClient, token
-from tests.support.world import World, build_world
+from testkit.clients import SocketClient, token
+from testkit.system import System
+from testkit.world import World, build_world
 
 BIG_IDS = [2**31, 2**53 - 1, 2**63, 2**70]
 
@@ -136,8 +136,8 @@ def test_event_data_deeper_than_32_levels_is_refused_with_422(world: World) -> N
 
 
 def test_publish_in_process_refuses_data_deeper_than_32_levels(world: World) -> None:
-    from app.errors import InvalidInput
-    from app.publish import publish
+    from app.core.errors import InvalidInput
+    from app.outbox.publish import publish
 
     with world.system.factory() as session, session.begin(), \
             pytest.raises(InvalidInput, match="levels"):
@@ -145,7 +145,7 @@ def test_publish_in_process_refuses_data_deeper_than_32_levels(world: World) -> 
 
 
 def test_cli_emit_refuses_data_deeper_than_32_levels(world: World) -> None:
-    from tests.support.processes import BIN
+    from testkit.processes import BIN
 
     result = subprocess.run(
         [str(BIN / "herald"), "emit", "--stream", "clients", "--type", "deep",

@@ -22,11 +22,11 @@ import socketio
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.settings import Settings
-from tests.conftest import System
-from tests.support.clients import SocketClient, token
-from tests.support.processes import WebNode
-from tests.support.world import World, build_world
+from app.core.settings import Settings
+from testkit.clients import SocketClient, token
+from testkit.processes import WebNode
+from testkit.system import System
+from testkit.world import World, build_world
 
 STRICT = {"HERALD_CONNECT_TIMEOUT": "1", "HERALD_CORS_ORIGINS": "https://portal.example",
           "HERALD_MAX_BODY": str(2 * 2**20)}
@@ -265,7 +265,7 @@ def test_refused_connects_leave_no_socket_behind(world: World) -> None:
 def test_an_expiry_that_is_not_a_sane_number_is_refused(world: World) -> None:
     import jwt
 
-    from tests.support.env import SECRET
+    from testkit.testrun import SECRET
     uid = world.ids["client"]
     for exp in (2**70, "9999999999", 1e300, True):
         bad = jwt.encode({"sub": str(uid), "email": "client@world.test", "role": "client",

@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text, update
 
-from app.db import utcnow
+from app.core.db import utcnow
 from app.outbox.retention import prune_events
 from app.outbox.tables import RelayCursor, Stream, new_epoch
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import token
-from tests.support.env import CI
-from tests.support.processes import ROOT, WebNode
+from testkit.clients import token
+from testkit.processes import ROOT, WebNode
+from testkit.system import System
+from testkit.testrun import CI
 
 JS = ROOT / "clients" / "js"
 NODE_TIMEOUT = 100  # below the per-test timeout, so that node's output is shown

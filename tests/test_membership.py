@@ -11,10 +11,10 @@ import pytest
 import socketio
 from sqlalchemy import delete, update
 
-from app.models import User
-from tests.conftest import System
-from tests.support.clients import SocketClient
-from tests.support.world import World, build_world
+from app.portal.models import User
+from testkit.clients import SocketClient
+from testkit.system import System
+from testkit.world import World, build_world
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,19 @@ import uuid
 import httpx
 import pytest
 import redis as redis_lib
+import socketio
 
-from app.metrics import NodeSnapshot, RelayMeter, counters_key, render
+from app.api.metrics import render
+from app.core.redisclients import quick_redis
+from app.gateway.node_metrics import NodeSnapshot
 from app.outbox import writer
+from app.outbox.meter import RelayMeter, counters_key
 from app.outbox.relay import RelayReport
-from app.redisconn import quick_redis
-from tests.conftest import System
-from tests.support.clients import SocketClient
-from tests.support.databases import Database
-from tests.support.ops import scrape
-from tests.support.processes import free_port
+from testkit.clients import SocketClient
+from testkit.databases import Database
+from testkit.ops import scrape
+from testkit.processes import free_port
+from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 
@@ -83,8 +86,9 @@ async def test_node_gauges_count_sockets_rooms_replays_and_refusals(pg_system: S
     await socket.connect()
     try:
         await socket.wait_count("project-updated", 3)
-        with pytest.raises(Exception):  # noqa: B017  (the client raises its ConnectionError)
+        with pytest.raises(socketio.exceptions.ConnectionError):
             await refused.connect()
+        assert refused.connect_error["data"]["code"] == "token_invalid"
         after = _metrics(pg_system)
     finally:
         await socket.close()

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.outbox.tables import Event, Stream
 from app.outbox.writer import append
-from tests.support.databases import Database
+from testkit.databases import Database
 
 
 def offsets(database: Database, stream: str) -> list[int]:

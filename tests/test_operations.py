@@ -18,17 +18,17 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.db import utcnow
-from app.errors import InvalidInput, NotFound
+from app.core.db import make_session_factory, utcnow
+from app.core.errors import InvalidInput, NotFound
 from app.outbox import ops, writer
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor
-from tests.conftest import System
-from tests.support.clients import SocketClient, user_token
-from tests.support.databases import Database
-from tests.support.env import REDIS_URL
-from tests.support.ops import FaultyPublisher, herald_json
-from tests.support.processes import WebNode
+from testkit.clients import SocketClient, user_token
+from testkit.databases import Database
+from testkit.ops import FaultyPublisher, herald_json
+from testkit.processes import WebNode
+from testkit.system import System
+from testkit.testrun import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -206,8 +206,8 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
     with pytest.raises(InvalidInput):
         ops.retry(db.factory, streams=["user-1"], all_failed=True)
     nudged: list[list[str]] = []
-    writer.set_default_nudger(nudged.append)
-    assert ops.retry(db.factory, all_failed=True) == ["user-1", "user-2"]
+    nudging = make_session_factory(db.engine, nudge=nudged.append)
+    assert ops.retry(nudging, all_failed=True) == ["user-1", "user-2"]
     assert nudged == [["user-1", "user-2"]]
     with db.factory() as session:
         rows = session.execute(select(RelayCursor.stream, RelayCursor.state,

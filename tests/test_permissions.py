@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.conftest import System
-from tests.support.clients import SocketClient
-from tests.support.world import ROLES, World, build_world
+from testkit.clients import SocketClient
+from testkit.system import System
+from testkit.world import ROLES, World, build_world
 
 OK = "ok"
 FORBIDDEN = (403, "forbidden")

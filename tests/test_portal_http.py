@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.auth import decode
-from tests.conftest import System
-from tests.support.env import SECRET
-from tests.support.processes import WebNode
-from tests.support.world import World, build_world
+from app.portal.auth import decode
+from testkit.processes import WebNode
+from testkit.system import System
+from testkit.testrun import SECRET
+from testkit.world import World, build_world
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import portal
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor, Stream
-from tests.support.clients import SocketClient, token
-from tests.support.postgres import PrivatePostgres
-from tests.support.processes import WebNode, Worker
+from app.portal import projects
+from testkit.clients import SocketClient, token
+from testkit.postgres import PrivatePostgres
+from testkit.processes import WebNode, Worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -52,8 +52,8 @@ async def test_writes_answer_503_while_postgres_is_down_and_nothing_is_lost_afte
         web.start()
         worker.start()
         with factory() as session, session.begin():
-            admin = portal.create_user(session, email="root@test", role="admin", name="root")
-            client = portal.create_user(session, email="c@test", role="client", name="c")
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
+            client = projects.create_user(session, email="c@test", role="client", name="c")
         http.headers["Authorization"] = f"Bearer {token(admin.id, 'admin')}"
         project = http.post("/api/projects", json={"name": "P", "clientId": client.id,
                                                    "technicianIds": []}).json()["id"]

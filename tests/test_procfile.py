@@ -19,12 +19,12 @@ import httpx
 import pytest
 from sqlalchemy import inspect
 
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor
 from app.outbox.writer import append
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
-from tests.support.processes import BIN, ROOT, free_port
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.processes import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Backend services publish: POST /api/events (one or a batch) and app.publish in-process."""
+"""Backend services publish: POST /api/events (one or a batch) and app.outbox.publish in-process."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.models import Project, User
+from app.outbox.publish import EventSpec, publish, publish_many
 from app.outbox.tables import Event, IdempotencyKey, Stream
-from app.publish import EventSpec, publish, publish_many
-from tests.conftest import System
-from tests.support.clients import SocketClient, token
-from tests.support.databases import Database
-from tests.support.world import World, build_world
+from app.portal.models import Project, User
+from testkit.clients import SocketClient, token
+from testkit.databases import Database
+from testkit.system import System
+from testkit.world import World, build_world
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +263,7 @@ def test_publish_rolls_back_with_the_callers_transaction(db: Database) -> None:
 
 
 def test_publish_many_refuses_an_invalid_item_before_writing(db: Database) -> None:
-    from app.errors import InvalidInput
+    from app.core.errors import InvalidInput
 
     with db.factory() as session, session.begin():
         with pytest.raises(InvalidInput):
@@ -273,7 +273,7 @@ def test_publish_many_refuses_an_invalid_item_before_writing(db: Database) -> No
 
 
 def test_publish_with_a_key_needs_a_service_name(db: Database) -> None:
-    from app.errors import InvalidInput
+    from app.core.errors import InvalidInput
 
     with db.factory() as session, session.begin(), pytest.raises(InvalidInput):
         publish(session, "clients", "x", {}, idempotency_key="k")

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.conftest import System
-from tests.support.clients import Api, SocketClient
-from tests.support.processes import WebNode
-from tests.support.world import World, build_world
+from testkit.clients import Api, SocketClient
+from testkit.processes import WebNode
+from testkit.system import System
+from testkit.world import World, build_world
 
 SMALL = {"HERALD_RATE_MESSAGES": "5/minute", "HERALD_RATE_TYPING": "5/minute",
          "HERALD_RATE_JOINS": "5/minute", "HERALD_RATE_CONNECTS": "8/minute",

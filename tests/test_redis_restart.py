@@ -25,15 +25,15 @@ from typing import Any
 import pytest
 import socketio
 
-from app import portal
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
-from tests.support.clients import Api, token
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
-from tests.support.env import CI
-from tests.support.ops import PrivateRedis
-from tests.support.postgres import PrivatePostgres
-from tests.support.processes import ROOT, WebNode, Worker
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
+from app.portal import projects
+from testkit.clients import Api, token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.postgres import PrivatePostgres
+from testkit.processes import ROOT, WebNode, Worker
+from testkit.redis import PrivateRedis
+from testkit.testrun import CI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 NODE_DIR = ROOT / "tests" / "node"
@@ -71,7 +71,7 @@ def restartable(tmp_path: Path, redis_url: str) -> Iterator[Restartable]:
         web.start()
         worker.start()
         with factory() as session, session.begin():
-            admin = portal.create_user(session, email="root@test", role="admin", name="root")
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
         api = Api(web.url, token(admin.id, "admin", "root@test"))
         yield Restartable(private, web, worker, api)
         api.close()
@@ -226,8 +226,8 @@ async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_rec
         web.start()
         worker.start()
         with factory() as session, session.begin():
-            admin = portal.create_user(session, email="root@test", role="admin", name="root")
-            client = portal.create_user(session, email="c@test", role="client", name="c")
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
+            client = projects.create_user(session, email="c@test", role="client", name="c")
         api = Api(web.url, token(admin.id, "admin", "root@test"))
         project = api.project(client.id)
         stream = f"project-{project}"

@@ -14,9 +14,10 @@ from app.outbox.publisher import MemoryPublisher, RedisPublisher, socketio_messa
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import EventRecord, RelayCursor
 from app.outbox.writer import append
-from tests.support.databases import Database
-from tests.support.env import RUN
-from tests.support.processes import free_port
+from testkit.databases import Database
+from testkit.processes import free_port
+from testkit.redis import subscribed
+from testkit.testrun import RUN
 
 POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
 
@@ -78,12 +79,15 @@ def test_cursor_does_not_move_while_redis_is_unreachable_and_events_go_out_later
     channel = f"relay-test-{RUN}"
     received = subscribe(redis_url, channel)
     live = RedisPublisher(redis_url, channel=channel)
-    report = relay(session_factory=db.factory, publisher=live, policy=POLICY)
-    assert report.published == 3
-    messages = received.wait(3)
-    assert [m["data"][1]["offset"] for m in messages] == [1, 2, 3]
-    assert cursor(db, "project-1").dispatched == 3
-    received.stop()
+    try:
+        report = relay(session_factory=db.factory, publisher=live, policy=POLICY)
+        assert report.published == 3
+        messages = received.wait(3)
+        assert [m["data"][1]["offset"] for m in messages] == [1, 2, 3]
+        assert cursor(db, "project-1").dispatched == 3
+    finally:
+        received.stop()
+        live.close()
 
 
 def test_refused_stream_backs_off_then_fails_while_other_streams_flow(db: Database) -> None:
@@ -122,8 +126,7 @@ class Subscription:
 
     def __init__(self, url: str, channel: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(channel)
+        self.pubsub = subscribed(self.client, channel)
         self.messages: list[dict[str, Any]] = []
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -149,7 +152,5 @@ class Subscription:
 
 
 def subscribe(url: str, channel: str) -> Subscription:
-    sub = Subscription(url, channel)
-    time.sleep(0.1)
-    return sub
+    return Subscription(url, channel)  # subscribed: Redis confirmed it
 

@@ -12,17 +12,16 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
-from app.db import utcnow
-from app.errors import Gone
+from app.core.db import utcnow
+from app.core.errors import Gone
 from app.gateway.manager import HeraldRedisManager
-from app.outbox.nudge import celery_nudger
 from app.outbox.replay import REPLAY_BATCH, iter_after, read_after
 from app.outbox.retention import prune_events
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import Received, SocketClient
-from tests.support.databases import Database
+from testkit.clients import Received, SocketClient
+from testkit.databases import Database
+from testkit.system import System, relay_nudger
 
 pytestmark = pytest.mark.anyio
 
@@ -76,11 +75,13 @@ async def test_reconnect_to_another_node_replays_exactly_the_missed_events_then_
     project = api.project(client_id)
     stream = f"project-{project}"
     first = SocketClient(pg_system.url, client_token)
-    await first.connect()
-    assert (await first.call("join-project", project))["ok"] is True
-    api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
-    [seen] = await first.wait_count("project-updated", 1)
-    await first.close()
+    try:
+        await first.connect()
+        assert (await first.call("join-project", project))["ok"] is True
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
+        [seen] = await first.wait_count("project-updated", 1)
+    finally:
+        await first.close()
 
     missed = 15
     for progress in range(2, 2 + missed):
@@ -276,7 +277,7 @@ async def test_replay_under_live_load_delivers_every_offset_once_in_order(
             with pg_system.factory() as session, session.begin():
                 append(session, stream, "project-updated",
                        {"projectId": project, "progress": i % 100, "status": "active"},
-                       nudge=celery_nudger)
+                       nudge=relay_nudger())
             written = i + 1
             time.sleep(0.004)
 

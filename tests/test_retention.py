@@ -8,14 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text, update
 
-from app.db import utcnow
-from app.errors import Gone
+from app.core.db import utcnow
+from app.core.errors import Gone
 from app.outbox.replay import Head, page, read_head
 from app.outbox.retention import prune_events
 from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.databases import Database
+from testkit.databases import Database
+from testkit.system import System
 from workers.celery_app import celery_app
 
 OLD = timedelta(days=30)
@@ -131,7 +131,7 @@ def test_prune_runs_as_the_daily_beat_task_on_a_real_worker(pg_system: System) -
 
 def test_prune_forgets_idempotency_keys_older_than_retention(db: Database) -> None:
     """The idempotency window is the retention period: older keys may be used again."""
-    from app.publish import publish
+    from app.outbox.publish import publish
 
     for key in ("old", "new"):
         with db.factory() as session, session.begin():

@@ -14,8 +14,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.conftest import System
-from tests.support.world import World, build_world
+from testkit.system import System
+from testkit.world import World, build_world
 
 EXAMPLES = settings(max_examples=10, deadline=None, database=None,
                     phases=[Phase.explicit, Phase.generate],

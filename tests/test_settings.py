@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.settings import Settings, parse_duration
+from app.core.settings import Settings, parse_duration
 
 HERALD = [sys.executable, "-m", "app.cli"]
 

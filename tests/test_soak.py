@@ -34,15 +34,15 @@ import socketio
 from herald_client import MemoryStore, Subscriber
 from sqlalchemy import select
 
-from app import portal
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor, Stream
-from tests.support.clients import token
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
-from tests.support.env import CI
-from tests.support.ops import PrivateRedis
-from tests.support.processes import Process, WebNode, Worker, free_port
+from app.portal import projects
+from testkit.clients import token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.processes import Process, WebNode, Worker, free_port
+from testkit.redis import PrivateRedis
+from testkit.testrun import CI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "35"))
@@ -305,7 +305,7 @@ def cluster(tmp_path: Path, redis_url: str) -> Iterator[tuple[Cluster, Any, str]
     factory = make_session_factory(engine)
     env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
     with factory() as session, session.begin():
-        admin = portal.create_user(session, email="root@test", role="admin", name="root")
+        admin = projects.create_user(session, email="root@test", role="admin", name="root")
     cluster = Cluster(private, env, tmp_path, [free_port(), free_port()])
     try:
         cluster.start()

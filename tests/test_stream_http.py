@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from app.db import utcnow
+from app.core.db import utcnow
 from app.outbox.retention import prune_events
 from app.outbox.writer import append
-from tests.conftest import System
-from tests.support.clients import SocketClient
+from testkit.clients import SocketClient
+from testkit.system import System
 from tests.test_replay import wait_dispatched
 
 pytestmark = pytest.mark.anyio

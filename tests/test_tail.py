@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import System
-from tests.support.processes import BIN, ROOT, WebNode
+from testkit.processes import BIN, ROOT, WebNode
+from testkit.system import System
 
 
 class TailProcess:

@@ -9,9 +9,9 @@ import jwt
 import pytest
 import socketio
 
-from tests.conftest import System
-from tests.support.clients import SocketClient, token
-from tests.support.env import SECRET
+from testkit.clients import SocketClient, token
+from testkit.system import System
+from testkit.testrun import SECRET
 
 pytestmark = pytest.mark.anyio
 NOW = datetime.now(UTC)

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.core.settings import get_settings
 from app.outbox.publisher import RedisPublisher
 from app.outbox.tables import EventRecord
-from app.settings import get_settings
-from tests.conftest import System
-from tests.support.clients import SocketClient
+from testkit.clients import SocketClient
+from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 

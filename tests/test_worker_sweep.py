@@ -20,16 +20,17 @@ import pytest
 import redis as redis_lib
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import portal
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor
-from tests.conftest import System
-from tests.support.clients import Api, SocketClient, token
-from tests.support.databases import create_pg_database, drop_pg_database, require_pg
-from tests.support.env import REDIS_URL
-from tests.support.ops import PrivateRedis, scrape
-from tests.support.processes import WebNode, Worker
+from app.portal import projects
+from testkit.clients import Api, SocketClient, token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.ops import scrape
+from testkit.processes import WebNode, Worker
+from testkit.redis import PrivateRedis
+from testkit.system import System
+from testkit.testrun import REDIS_URL
 from tests.test_durability import Tap, slow_cursor_updates, write_rounds
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +124,7 @@ def _refusing(tmp_path: Path, attempts: int, backoff: float) -> Iterator[Refusin
         web.start()
         worker.start()
         with factory() as session, session.begin():
-            admin = portal.create_user(session, email="root@test", role="admin", name="root")
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
         api = Api(web.url, token(admin.id, "admin", "root@test"))
         yield Refusing(private, factory, web, worker, api)
         api.close()

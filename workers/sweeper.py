@@ -24,11 +24,12 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_session_factory
-from app.metrics import relay_meter
+from app.core.db import make_engine, make_session_factory
+from app.core.settings import Settings
 from app.outbox import relay as relay_mod
+from app.outbox.meter import relay_meter
 from app.outbox.publisher import RedisPublisher
-from app.settings import Settings, get_settings
+from workers.celery_app import worker_settings
 
 log = logging.getLogger("herald.sweeper")
 
@@ -61,6 +62,7 @@ class Sweeper:
         self.stopped.set()
         self.thread.join(timeout)
         self.publisher.close()
+        self.meter.redis.close()
         self.engine.dispose()
 
     def sweep(self) -> relay_mod.RelayReport:
@@ -95,7 +97,7 @@ _sweeper: Sweeper | None = None
 def _start(**_kwargs: Any) -> None:
     global _sweeper
     if _sweeper is None:
-        _sweeper = Sweeper(get_settings())
+        _sweeper = Sweeper(worker_settings())
         _sweeper.start()
 
 

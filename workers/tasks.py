@@ -9,15 +9,16 @@ from typing import Any
 from celery.signals import worker_process_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import logs
-from app.db import make_engine, make_session_factory
-from app.metrics import relay_meter
+from app.core import logs
+from app.core.db import make_engine, make_session_factory
+from app.core.settings import Settings
 from app.outbox import relay as relay_mod
-from app.outbox.nudge import clear_due
+from app.outbox.meter import RelayMeter, relay_meter
+from app.outbox.nudge import DueMark, due_mark
 from app.outbox.publisher import RedisPublisher
 from app.outbox.retention import prune_events
-from app.settings import Settings, get_settings
-from workers.celery_app import celery_app
+from app.outbox.taskqueue import PRUNE_TASK, RELAY_TASK, SWEEP_TASK
+from workers.celery_app import celery_app, worker_settings
 
 log = logging.getLogger("herald.worker")
 
@@ -30,6 +31,8 @@ class WorkerContext:
     factory: sessionmaker[Session]
     publisher: RedisPublisher
     policy: relay_mod.RelayPolicy
+    meter: RelayMeter
+    due: DueMark
 
 
 _ctx: WorkerContext | None = None
@@ -38,7 +41,7 @@ _ctx: WorkerContext | None = None
 def context() -> WorkerContext:
     global _ctx
     if _ctx is None:
-        settings = get_settings()
+        settings = worker_settings()
         logs.setup(settings.log_level)
         engine = make_engine(settings.database_url, pool_size=2, max_overflow=2,
                              **settings.db_timeouts) \
@@ -50,6 +53,8 @@ def context() -> WorkerContext:
             policy=relay_mod.RelayPolicy(max_attempts=settings.relay_max_attempts,
                                          backoff=settings.relay_backoff,
                                          backoff_cap=settings.relay_backoff_cap),
+            meter=relay_meter(settings.sio_redis_url, channel=settings.socketio_channel),
+            due=due_mark(settings.redis_url, settings.celery_queue),
         )
     return _ctx
 
@@ -58,40 +63,35 @@ def context() -> WorkerContext:
 def _close(**_kwargs: Any) -> None:
     if _ctx is not None:
         _ctx.publisher.close()
+        _ctx.due.close()
 
 
-def _run(streams: list[str] | None) -> int:
+def _run() -> int:
     ctx = context()
-    meter = relay_meter(ctx.settings.sio_redis_url, channel=ctx.settings.socketio_channel)
     report = relay_mod.relay(session_factory=ctx.factory, publisher=ctx.publisher,
-                             policy=ctx.policy, streams=streams, on_published=meter.published)
-    meter.finish(report)
+                             policy=ctx.policy, on_published=ctx.meter.published)
+    ctx.meter.finish(report)
     return report.published
 
 
-@celery_app.task(name="herald.relay", ignore_result=True, acks_late=True)
-def relay(streams: list[str] | None = None) -> int:
-    """Relay these streams' pending events (all streams when None)."""
-    if streams is not None and (not isinstance(streams, list)
-                                or not all(isinstance(s, str) for s in streams)):
-        log.warning("relay task ignored malformed argument")
-        return 0
-    if streams is None:  # a coalesced nudge: later commits may nudge again from now on
-        settings = context().settings
-        try:
-            clear_due(settings.redis_url, settings.celery_queue)
-        except Exception as exc:  # the key expires by itself; relay anyway
-            log.warning("relay could not clear the due mark error=%s", type(exc).__name__)
-    return _run(streams)
+@celery_app.task(name=RELAY_TASK, ignore_result=True, acks_late=True)
+def relay(_streams: object = None) -> int:
+    """Relay every stream's pending events (nudges send `[None]`; the argument is unused)."""
+    ctx = context()
+    try:  # a coalesced nudge: later commits may nudge again from now on
+        ctx.due.clear()
+    except Exception as exc:  # the key expires by itself; relay anyway
+        log.warning("relay could not clear the due mark error=%s", type(exc).__name__)
+    return _run()
 
 
-@celery_app.task(name="herald.sweep", ignore_result=True, acks_late=True)
+@celery_app.task(name=SWEEP_TASK, ignore_result=True, acks_late=True)
 def sweep() -> int:
     """Relay whatever a lost nudge, a crash or a retry delay left pending."""
-    return _run(None)
+    return _run()
 
 
-@celery_app.task(name="herald.prune", ignore_result=True, acks_late=True)
+@celery_app.task(name=PRUNE_TASK, ignore_result=True, acks_late=True)
 def prune() -> int:
     """Drop events older than HERALD_RETENTION, keeping heads and epochs."""
     ctx = context()

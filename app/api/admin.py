@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app import access
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
 from app.outbox import ops
+from app.portal import access
 
 router = APIRouter(prefix="/api/admin", tags=["operators"], responses=ERROR_RESPONSES)
 
-StreamName = Annotated[str, Field(min_length=1, max_length=100)]
+StreamField = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class RetryIn(BaseModel):
@@ -23,7 +23,7 @@ class RetryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    streams: Annotated[list[StreamName], Field(min_length=1, max_length=1000)] | None = None
+    streams: Annotated[list[StreamField], Field(min_length=1, max_length=1000)] | None = None
     all: bool = False
 
     @model_validator(mode="after")

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.auth import decode
-from app.errors import AuthError
+from app.core.errors import AuthError
+from app.portal.auth import decode
 
 log = logging.getLogger("herald.api")
 Scope = MutableMapping[str, Any]

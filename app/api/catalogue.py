@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app import access, documents, interventions, quotes
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body, PathId
-from app.ids import MAX_ID
-from app.text import Storable
+from app.core.ids import MAX_ID
+from app.core.text import Storable
+from app.portal import access, documents, interventions, quotes
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 

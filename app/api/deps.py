@@ -1,29 +1,86 @@
-"""FastAPI dependencies: the app's context, a transactional session, the caller."""
+"""FastAPI dependencies: the app's typed context and its lifespan, a transactional session,
+the caller."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.access import check_user_row
-from app.auth import Principal, decode
-from app.errors import AuthError
-from app.settings import Settings
+from app.core.errors import AuthError
+from app.core.ratelimit import RateLimits
+from app.core.redisclients import SideChannels
+from app.core.settings import Settings
+from app.portal.access import check_user_row
+from app.portal.auth import Principal, decode
+
+
+class NodeStats(Protocol):
+    """One web node's numbers at scrape time (app.gateway.node_metrics.NodeSnapshot)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def sockets(self) -> int: ...
+    @property
+    def rooms(self) -> int: ...
+    @property
+    def memberships(self) -> int: ...
+    @property
+    def replayed(self) -> int: ...
+    @property
+    def refused(self) -> dict[str, int]: ...
+
+
+class Node(Protocol):
+    """What the HTTP API needs of this node's Socket.IO gateway (app.gateway.server.Gateway)."""
+
+    def snapshot(self) -> NodeStats: ...
+
+    async def revoke(self, user_id: int, rooms: list[str]) -> int: ...
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
 class AppContext:
-    """What the web process holds: settings, the engine, sessions, and optional extras."""
+    """What the web process holds, opened by create_app and closed by `lifespan`."""
 
     settings: Settings
     engine: Engine
     factory: sessionmaker[Session]
-    extras: dict[str, Any] = field(default_factory=dict)
+    redis: SideChannels
+    node: Node
+    limits: RateLimits | None = None
+    closers: list[Closeable] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close what the context opened: side-channel clients, the nudger, the engine."""
+        self.redis.close()
+        for closer in self.closers:
+            closer.close()
+        self.engine.dispose()
+
+
+@asynccontextmanager
+async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+    """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown."""
+    yield
+    get_context_of(api).close()
+
+
+def get_context_of(api: FastAPI) -> AppContext:
+    ctx = api.state.ctx
+    assert isinstance(ctx, AppContext)
+    return ctx
 
 
 def get_context(request: Request) -> AppContext:
@@ -46,7 +103,15 @@ def get_db(ctx: Context) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def get_principal(request: Request, ctx: Context) -> Principal:
+# Declares the bearer scheme in OpenAPI (so /docs "Authorize" sends the header); the header
+# itself is read below, with Herald's own error codes.
+BEARER = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                    description="A token from `herald token` (or POST /api/dev/token in "
+                                "development)")
+
+
+def get_principal(request: Request, ctx: Context,
+                  _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise AuthError("missing bearer token", code="token_missing")

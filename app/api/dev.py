@@ -19,10 +19,10 @@ from sqlalchemy import select
 from app.api.deps import DB, Context
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body, UserOut
-from app.auth import mint
-from app.errors import NotFound
-from app.models import User
-from app.settings import DEV_JWT_SECRET, Settings
+from app.core.errors import NotFound
+from app.core.settings import DEV_JWT_SECRET, Settings
+from app.portal.auth import mint
+from app.portal.models import User
 
 router = APIRouter(prefix="/api/dev", tags=["development"], responses=ERROR_RESPONSES)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db import UNAVAILABLE
-from app.errors import HeraldError, RateLimited
+from app.core.db import UNAVAILABLE
+from app.core.errors import HeraldError, RateLimited
 
 log = logging.getLogger("herald.api")
 
@@ -28,11 +29,35 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _union_tag(part: object) -> bool:
+    """pydantic names the branch of a union in `loc` by its type (`EventIn`, `list[EventIn]`);
+    body fields are camelCase names."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+
+
+def _relevant(errors: Sequence[Any], body: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(loc without `body` and union tags, msg), keeping only the union branch that matches
+    the body's shape: an object's errors never talk about lists, a list's name the item."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",):
+            loc = loc[1:]
+        if loc and _union_tag(loc[0]):
+            is_list_branch = str(loc[0]).startswith("list[")
+            if is_list_branch != isinstance(body, list):
+                continue
+            loc = loc[1:]
+        out.append((loc, str(err.get("msg", "invalid"))))
+    return out
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    for loc, msg in _relevant(exc.errors(), getattr(exc, "body", None))[:5]:
+        where = ".".join(str(p) for p in (loc[1:] if loc and isinstance(loc[0], int) else loc))
+        prefix = f"item {loc[0]}: " if loc and isinstance(loc[0], int) else ""
+        parts.append(f"{prefix}{where or 'body'}: {msg}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from app import publish
 from app.api.deps import Caller, Context
 from app.api.errors import ERROR_RESPONSES
-from app.auth import Principal
-from app.errors import Conflict, Forbidden, InvalidInput, TooLarge
+from app.core.errors import Conflict, Forbidden, InvalidInput, TooLarge
+from app.outbox import publish
+from app.portal.auth import Principal
 
 log = logging.getLogger("herald.publish")
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
@@ -55,8 +55,13 @@ def _service(who: Principal) -> str:
 
 def _store(ctx: Context, service: str, specs: list[publish.EventSpec]
            ) -> list[publish.Published]:
-    for spec in specs:  # everything is checked before the transaction opens
-        publish.validate(spec)
+    for i, spec in enumerate(specs):  # everything is checked before the transaction opens
+        try:
+            publish.validate(spec)
+        except (InvalidInput, TooLarge) as exc:
+            if len(specs) == 1:
+                raise
+            raise type(exc)(f"item {i}: {exc.message}", code=exc.code) from None
     for _attempt in range(3):
         try:
             with ctx.factory() as session, session.begin():

@@ -12,8 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.deps import AppContext, Context
-from app.redisconn import quick_redis
+from app.api.deps import Context
 
 router = APIRouter(tags=["health"])
 
@@ -21,15 +20,6 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def _redis_clients(ctx: AppContext) -> dict[str, Any]:
-    if "ready_redis" not in ctx.extras:
-        ctx.extras["ready_redis"] = {"redis": quick_redis(ctx.settings.sio_redis_url)}
-        if ctx.settings.redis_url != ctx.settings.sio_redis_url:
-            ctx.extras["ready_redis"]["broker"] = quick_redis(ctx.settings.redis_url)
-    clients: dict[str, Any] = ctx.extras["ready_redis"]
-    return clients
 
 
 @router.get("/readyz")
@@ -41,9 +31,9 @@ def readyz(ctx: Context) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
-    for name, client in _redis_clients(ctx).items():
+    for name, client in ctx.redis.named().items():
         try:
-            if client is None or not client.ping():
+            if not client.ping():
                 raise ConnectionError("no answer")
             checks[name] = "ok"
         except Exception as exc:

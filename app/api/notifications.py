@@ -7,13 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
-from app import access, notifications
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body
-from app.errors import InvalidInput
-from app.ids import MAX_ID
-from app.text import Storable
+from app.core.errors import InvalidInput
+from app.core.ids import MAX_ID
+from app.core.text import Storable
+from app.outbox import shapes
+from app.portal import access, notifications
 
 router = APIRouter(prefix="/api", tags=["notifications"], responses=ERROR_RESPONSES)
 
@@ -24,8 +25,8 @@ class NotificationIn(Body):
     role: Literal["client", "technician", "admin"] | None = Field(
         default=None, description="everyone of a role (clients, technicians, admins stream)")
     type: Literal["success", "error", "info", "warning"]
-    title: Annotated[str, Field(min_length=1, max_length=notifications.MAX_TITLE), Storable]
-    message: Annotated[str, Field(max_length=notifications.MAX_TEXT), Storable] = ""
+    title: Annotated[str, Field(min_length=1, max_length=shapes.MAX_TITLE), Storable]
+    message: Annotated[str, Field(max_length=shapes.MAX_TEXT), Storable] = ""
 
     @model_validator(mode="after")
     def one_target(self) -> NotificationIn:

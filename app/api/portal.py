@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import access, portal
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
-from app.ids import MAX_ID
-from app.models import Project
-from app.text import NotBlank, Storable
+from app.core.ids import MAX_ID
+from app.core.text import NotBlank, Storable
+from app.portal import access, projects
+from app.portal.models import Project
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -87,7 +87,7 @@ def _project_out(p: Project) -> ProjectOut:
 def create_user(body: UserIn, who: Caller, db: DB) -> UserOut:
     """Create a user (admin)."""
     access.require_admin(who)
-    user = portal.create_user(db, email=body.email, role=body.role, name=body.name)
+    user = projects.create_user(db, email=body.email, role=body.role, name=body.name)
     return UserOut(id=user.id, email=user.email, role=user.role, name=user.name)
 
 
@@ -95,7 +95,7 @@ def create_user(body: UserIn, who: Caller, db: DB) -> UserOut:
 def create_project(body: ProjectIn, who: Caller, db: DB) -> ProjectOut:
     """Create a project with its client and technicians (admin)."""
     access.require_admin(who)
-    project = portal.create_project(db, name=body.name, client_id=body.clientId,
+    project = projects.create_project(db, name=body.name, client_id=body.clientId,
                                     technician_ids=body.technicianIds)
     return _project_out(project)
 
@@ -111,14 +111,13 @@ def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB, c
                   later: BackgroundTasks) -> ProjectOut:
     """Change progress/status (and, admins, technicians); writes `project-updated` and
     notifies the client. An empty body changes and writes nothing."""
-    project, removed = portal.update_project(db, who, project_id, progress=body.progress,
+    project, removed = projects.update_project(db, who, project_id, progress=body.progress,
                                              status=body.status,
                                              technician_ids=body.technicianIds)
     if removed:  # after the commit: their sockets leave the project's rooms on every node
-        rooms = portal.project_rooms(db, project_id)
-        gateway = ctx.extras["gateway"]
+        rooms = projects.project_rooms(db, project_id)
         for user_id in removed:
-            later.add_task(gateway.revoke, user_id, rooms)
+            later.add_task(ctx.node.revoke, user_id, rooms)
     return _project_out(project)
 
 
@@ -126,7 +125,7 @@ def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB, c
 def create_ticket(body: TicketIn, who: Caller, db: DB) -> TicketOut:
     """Open a ticket on a project (admin)."""
     access.require_admin(who)
-    t = portal.create_ticket(db, project_id=body.projectId, subject=body.subject,
+    t = projects.create_ticket(db, project_id=body.projectId, subject=body.subject,
                              priority=body.priority)
     return TicketOut(id=t.id, projectId=t.project_id, subject=t.subject, status=t.status,
                      priority=t.priority)

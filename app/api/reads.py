@@ -13,13 +13,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import Select, select
 
-from app import access, portal
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import ProjectOut, TicketOut, _project_out
-from app.auth import Principal
-from app.errors import Forbidden
-from app.models import Message, Project, Ticket, User, project_technicians
+from app.core.errors import Forbidden
+from app.portal import access, projects
+from app.portal.auth import Principal
+from app.portal.models import Message, Project, Ticket, User, project_technicians
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -94,7 +94,7 @@ def list_messages(ticket_id: PathId, who: Caller, db: DB,
     rows = db.execute(select(Message, User).join(User, User.id == Message.author_id)
                       .where(Message.ticket_id == ticket_id)
                       .order_by(Message.id.desc()).limit(limit)).all()
-    return Messages(messages=[MessageView.model_validate(portal.message_payload(m, u))
+    return Messages(messages=[MessageView.model_validate(projects.message_payload(m, u))
                               for m, u in reversed(rows)])
 
 

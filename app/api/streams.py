@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app import access
 from app.api.deps import DB, Caller
 from app.api.errors import ERROR_RESPONSES
-from app.ids import MAX_OFFSET
+from app.core.ids import MAX_OFFSET
 from app.outbox.replay import page
+from app.portal import access
 
 router = APIRouter(prefix="/api", tags=["streams"], responses=ERROR_RESPONSES)
 

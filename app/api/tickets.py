@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from app import portal
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body, PathId, TicketOut
-from app.text import NotBlank
+from app.core.text import NotBlank
+from app.portal import projects
 
 router = APIRouter(prefix="/api", tags=["tickets"], responses=ERROR_RESPONSES)
 
@@ -25,10 +25,10 @@ class TicketPatch(Body):
 
 
 class MessageIn(Body):
-    message: Annotated[str, Field(min_length=1, max_length=portal.MAX_MESSAGE), NotBlank]
+    message: Annotated[str, Field(min_length=1, max_length=projects.MAX_MESSAGE), NotBlank]
     clientMessageId: Annotated[
         str | None,
-        Field(min_length=1, max_length=portal.MAX_CLIENT_ID,
+        Field(min_length=1, max_length=projects.MAX_CLIENT_ID,
               description="Retry key: the same value from the same user stores one message"),
     ] = None
 
@@ -42,7 +42,7 @@ class MessageOut(BaseModel):
 @router.patch("/tickets/{ticket_id}", response_model=TicketOut)
 def patch_ticket(ticket_id: PathId, body: TicketPatch, who: Caller, db: DB) -> TicketOut:
     """Change status/priority (admins, the project's technicians); writes `ticket-updated`."""
-    t = portal.update_ticket(db, who, ticket_id, status=body.status, priority=body.priority)
+    t = projects.update_ticket(db, who, ticket_id, status=body.status, priority=body.priority)
     return TicketOut(id=t.id, projectId=t.project_id, subject=t.subject, status=t.status,
                      priority=t.priority)
 
@@ -54,10 +54,9 @@ def patch_ticket(ticket_id: PathId, body: TicketPatch, who: Caller, db: DB) -> T
 def post_message(ticket_id: PathId, body: MessageIn, who: Caller, ctx: Context,
                  response: Response) -> MessageOut:
     """Post a chat message (the ticket's participants); writes `new-message`."""
-    limits = ctx.extras.get("limits")
-    if limits is not None and who.user_id is not None:
-        limits.check_sync("message", who.user_id)
-    message_id, created = portal.post_message(ctx.factory, who, ticket_id, body.message,
+    if ctx.limits is not None and who.user_id is not None:
+        ctx.limits.check_sync("message", who.user_id)
+    message_id, created = projects.post_message(ctx.factory, who, ticket_id, body.message,
                                               body.clientMessageId)
     if not created:
         response.status_code = 200

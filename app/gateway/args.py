@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import HeraldError, InvalidInput
-from app.ids import MAX_ID, MAX_OFFSET, is_canonical_int, is_id
+from app.core.errors import HeraldError, InvalidInput
+from app.core.ids import MAX_ID, MAX_OFFSET, is_canonical_int, is_id
+from app.core.text import is_blank
 from app.outbox.streams import looks_like_stream, parse_stream
-from app.text import is_blank
 
 
 def as_id(value: Any, name: str) -> int:

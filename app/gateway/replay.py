@@ -18,8 +18,8 @@ import socketio
 from socketio.packet import EVENT
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jsoncodec
-from app.errors import Gone
+from app.core import jsoncodec
+from app.core.errors import Gone
 from app.gateway.manager import HeraldRedisManager
 from app.outbox.replay import Head, iter_after, read_head
 
@@ -146,7 +146,7 @@ class Replayer:
         await self.sio.eio.send(eio_sid, packet)
 
     def encode(self, event: str, data: list[Any]) -> str:
-        """The Socket.IO EVENT packet for the default namespace, JSON by app.jsoncodec when
+        """The Socket.IO EVENT packet for the default namespace, JSON by app.core.jsoncodec when
         that matches python-socketio's own encoding (checked once), else by Packet."""
         if _packet_prefix_matches(self.sio.packet_class):
             return _EVENT_PREFIX + jsoncodec.dumps([event, *data]).decode()

@@ -10,21 +10,21 @@ from typing import Any, TypeVar
 import socketio
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import access, portal
-from app.auth import Principal, decode
-from app.db import UNAVAILABLE, iso_utc, utcnow
-from app.errors import AuthError, HeraldError, InvalidInput, RateLimited
+from app.core.db import UNAVAILABLE, iso_utc, utcnow
+from app.core.errors import AuthError, HeraldError, InvalidInput, RateLimited
+from app.core.ratelimit import RateLimits
 from app.gateway import args
 from app.gateway.catchup import CatchUp
 from app.gateway.manager import HeraldRedisManager
+from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
 from app.gateway.replay import Replayer
 from app.gateway.sio import HeraldServer
 from app.gateway.turns import Turns
-from app.models import ROLE_STREAMS
 from app.outbox.replay import Head, read_head
-from app.outbox.streams import project_stream, ticket_stream, user_stream
-from app.ratelimit import RateLimits
+from app.outbox.streams import ROLE_STREAMS, project_stream, ticket_stream, user_stream
+from app.portal import access, projects
+from app.portal.auth import Principal, decode
 
 log = logging.getLogger("herald.gateway")
 T = TypeVar("T")
@@ -45,13 +45,13 @@ class Gateway:
 
     def __init__(
         self, *, session_factory: sessionmaker[Session], secret: str, redis_url: str,
-        channel: str = "socketio", metrics: Any = None,
+        channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
         limits: RateLimits | None = None, max_connections: int = 50,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
-        self.metrics = metrics
+        self.metrics = metrics or NodeMetrics()
         self.limits = limits
         self.max_connections = max_connections
         self.manager = HeraldRedisManager(redis_url, channel=channel)
@@ -61,11 +61,10 @@ class Gateway:
             max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,
             connect_timeout=connect_timeout,
         )
-        self.sockets = 0
         self._turns = Turns(CONNECTS_PER_USER_AT_ONCE)  # one user's connects at once
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
-                                 metrics=metrics)
+                                 metrics=self.metrics)
         self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
         self.manager.on_resubscribed = self._resubscribed
         self._register()
@@ -128,8 +127,7 @@ class Gateway:
     # -- connection ----------------------------------------------------------------------
     def _refuse(self, sid: str, exc: HeraldError) -> socketio.exceptions.ConnectionRefusedError:
         log.info("socket refused sid=%s code=%s", sid, exc.code)
-        if self.metrics is not None:
-            self.metrics.refused(exc.code)
+        self.metrics.refused(exc.code)
         data = {"code": exc.code}
         if isinstance(exc, RateLimited):
             data["retryAfter"] = exc.retry_after  # type: ignore[assignment]
@@ -189,7 +187,6 @@ class Gateway:
             self.manager.open_gate(sid, room)
         for room in rooms:
             await self.sio.enter_room(sid, room)
-        self.sockets += 1
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
                  len(heads))
         task = asyncio.create_task(
@@ -254,7 +251,6 @@ class Gateway:
             await self.presence.remove(who.user_id, sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
-        self.sockets = max(0, self.sockets - 1)
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
     async def _drop_socket(self, sid: str) -> None:
@@ -293,6 +289,10 @@ class Gateway:
         return ok(stream=stream, offset=head.offset, epoch=head.epoch, recovered=recovered)
 
     # -- handlers ------------------------------------------------------------------------
+    def snapshot(self) -> NodeSnapshot:
+        """This node's numbers for /metrics (read on the event loop, where rooms change)."""
+        return node_snapshot(self.metrics, self.manager)
+
     async def revoke(self, user_id: int, rooms: list[str]) -> int:
         """Take `user_id`'s sockets out of `rooms` on every node; the sockets seen."""
         return await self.presence.revoke(self.manager, user_id, rooms)
@@ -348,14 +348,14 @@ class Gateway:
         body = args.as_object(data)
         ticket_id = args.as_id(body.get("ticketId"), "ticketId")
         text = args.as_text(body.get("message"), "message", min_len=1,
-                            max_len=portal.MAX_MESSAGE)
+                            max_len=projects.MAX_MESSAGE)
         cmid = body.get("clientMessageId")
         if cmid is not None:
             cmid = args.as_text(cmid, "clientMessageId", min_len=1, max_len=100)
         who = await self.principal(sid)
         await self.limit("message", who)
         message_id, created = await asyncio.to_thread(
-            portal.post_message, self.factory, who, ticket_id, text, cmid)
+            projects.post_message, self.factory, who, ticket_id, text, cmid)
         return ok(messageId=message_id, duplicate=not created)
 
     async def heartbeat(self, sid: str, data: Any) -> dict[str, Any]:

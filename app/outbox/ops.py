@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import iso_utc, utcnow
-from app.errors import InvalidInput, NotFound
+from app.core.db import iso_utc, utcnow
+from app.core.errors import InvalidInput, NotFound
 from app.outbox import writer
 from app.outbox.retention import prune_events
 from app.outbox.streams import parse_stream
@@ -193,11 +193,8 @@ def retry(
     if chosen:
         log.info("outbox retry streams=%d names=%s by=%s", len(chosen), ",".join(chosen[:20]),
                  actor)
-        try:
-            writer.default_nudger()(chosen)
-        except Exception as exc:  # the sweep relays them anyway
-            log.warning("relay nudge failed after retry streams=%d error=%s", len(chosen),
-                        type(exc).__name__)
+        with factory() as session:
+            writer.nudge_now(session, chosen)  # the factory's nudger; the sweep relays anyway
     return chosen
 
 

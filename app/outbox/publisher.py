@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import redis
 import socketio
 
-from app import jsoncodec
-from app.errors import PublishRejected, TransportDown
+from app.core import jsoncodec
+from app.core.errors import PublishRejected, TransportDown
 from app.outbox.tables import EventRecord
 
 
@@ -108,12 +108,6 @@ class RedisPublisher:
                 failed.setdefault(event.stream, f"{type(result).__name__}: {result}")
         if failed:
             raise PublishRejected(f"redis refused {len(failed)} stream(s)", failed=failed)
-
-    def ping(self) -> bool:
-        try:
-            return bool(self.redis.ping())
-        except (redis.RedisError, OSError):
-            return False
 
     def close(self) -> None:
         self.redis.close()

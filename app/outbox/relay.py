@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Text, cast, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import utcnow
-from app.errors import PublishRejected, TransportDown
-from app.jsoncodec import loads
+from app.core.db import utcnow
+from app.core.errors import PublishRejected, TransportDown
+from app.core.jsoncodec import loads
 from app.outbox.publisher import Publisher
 from app.outbox.tables import Event, EventRecord, RelayCursor, Stream
 
@@ -146,7 +146,7 @@ def _pending_events(
     # locked by this transaction, so their `dispatched` is the one read at claim time.
     # Executed on the Connection (Core rows): the ORM's row loading would cost more here
     # than the query itself.
-    # The payload is read as text and decoded here (app.jsoncodec): the driver's JSON
+    # The payload is read as text and decoded here (app.core.jsoncodec): the driver's JSON
     # loader is the relay's single largest cost otherwise.
     rows = session.connection().execute(
         select(Event.id, Event.stream, Event.offset, Event.type,

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import Gone
-from app.jsoncodec import loads
+from app.core.errors import Gone
+from app.core.jsoncodec import loads
 from app.outbox.tables import Event, EventRecord, Stream
 from app.outbox.writer import ensure_stream
 
@@ -48,7 +48,7 @@ def read_head(session: Session, stream: str) -> Head:
 def read_after(
     session: Session, stream: str, after: int, *, limit: int, epoch: str
 ) -> list[EventRecord]:
-    # Core rows, payload as text decoded by app.jsoncodec: replays read thousands.
+    # Core rows, payload as text decoded by app.core.jsoncodec: replays read thousands.
     rows = session.connection().execute(
         select(Event.id, Event.offset, Event.type, cast(Event.payload, Text), Event.created_at)
         .where(Event.stream == stream, Event.offset > after)

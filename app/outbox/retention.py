@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import utcnow
+from app.core.db import utcnow
 from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 
 log = logging.getLogger("herald.retention")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.errors import InvalidInput
-from app.ids import MAX_ID
+from app.core.errors import InvalidInput
+from app.core.ids import MAX_ID
 
-ROLE_STREAMS = frozenset({"clients", "technicians", "admins"})
+# Each role's broadcast stream (a user of that role is joined to it on connect).
+ROLE_STREAMS = {"client": "clients", "technician": "technicians", "admin": "admins"}
+ROLE_STREAM_NAMES = frozenset(ROLE_STREAMS.values())
 # fullmatch everywhere: `$` also matches before a trailing "\n" ("user-2\n" would pass).
 _ENTITY = re.compile(r"(user|project|ticket)-([1-9][0-9]{0,9})")
 _TYPE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -27,7 +29,7 @@ class StreamName:
 def parse_stream(name: object) -> StreamName:
     if not isinstance(name, str):
         raise InvalidInput("stream must be a string", code="invalid_stream")
-    if name in ROLE_STREAMS:
+    if name in ROLE_STREAM_NAMES:
         return StreamName(name, "role", None)
     match = _ENTITY.fullmatch(name)
     if not match or int(match.group(2)) > MAX_ID:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, iso_utc, utcnow
+from app.core.db import Base, iso_utc, utcnow
 
 
 def new_epoch() -> str:

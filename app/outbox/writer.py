@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -19,8 +20,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.errors import InvalidInput, TooLarge
+from app.core.db import NUDGER, utcnow
+from app.core.errors import InvalidInput, TooLarge
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import Event, EventRecord, RelayCursor, Stream, new_epoch
 
@@ -33,27 +34,32 @@ _PENDING = "herald.nudge_streams"
 _HOOKED = "herald.nudge_hooked"
 
 
+def insert_or_skip(session: Session, table: Any, values: dict[str, Any]) -> bool:
+    """INSERT unless the primary key exists (ON CONFLICT DO NOTHING); True if inserted.
+
+    The one place that knows dialects: PostgreSQL and SQLite say ON CONFLICT DO NOTHING;
+    on PostgreSQL a concurrent uncommitted insert of the same key makes this wait.
+    """
+    dialect = session.get_bind().dialect.name
+    key_columns = list(table.__table__.primary_key.columns)
+    if dialect in ("postgresql", "sqlite"):
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = make(table).values(**values).on_conflict_do_nothing()
+        return session.execute(stmt.returning(*key_columns)).first() is not None
+    # other dialects (not supported in production): check, then insert
+    key = tuple(values[c.name] for c in key_columns)
+    if session.get(table, key if len(key) > 1 else key[0]) is not None:  # pragma: no cover
+        return False
+    session.execute(insert(table).values(**values))  # pragma: no cover
+    return True  # pragma: no cover
+
+
 def ensure_stream(session: Session, name: str) -> None:
     """Create the stream (and its relay cursor) if it does not exist; never blocks on writers."""
-    dialect = session.get_bind().dialect.name
-    values = {"name": name, "epoch": new_epoch(), "head": 0, "pruned_through": 0,
-              "created_at": utcnow()}
-    if dialect == "postgresql":
-        session.execute(pg_insert(Stream).values(**values).on_conflict_do_nothing())
-        session.execute(
-            pg_insert(RelayCursor).values(stream=name, dispatched=0, state="active", attempts=0)
-            .on_conflict_do_nothing()
-        )
-    elif dialect == "sqlite":
-        session.execute(sqlite_insert(Stream).values(**values).on_conflict_do_nothing())
-        session.execute(
-            sqlite_insert(RelayCursor).values(stream=name, dispatched=0, state="active", attempts=0)
-            .on_conflict_do_nothing()
-        )
-    else:  # pragma: no cover - other dialects: check then insert
-        if session.get(Stream, name) is None:
-            session.execute(insert(Stream).values(**values))
-            session.execute(insert(RelayCursor).values(stream=name))
+    insert_or_skip(session, Stream, {"name": name, "epoch": new_epoch(), "head": 0,
+                                     "pruned_through": 0, "created_at": utcnow()})
+    insert_or_skip(session, RelayCursor, {"stream": name, "dispatched": 0, "state": "active",
+                                          "attempts": 0})
 
 
 def encoded_size(data: Any) -> int:
@@ -96,31 +102,51 @@ def append(
     """Append one event to `stream` in the session's current transaction.
 
     The caller commits (or rolls back: then no event and no offset is used up).
-    `nudge` is called with the touched stream names after a successful commit;
-    by default the Celery relay is nudged.
+    After a successful commit the relay is nudged with the touched streams: `nudge` if
+    given, else the nudger of the session factory (`make_session_factory(nudge=...)`),
+    else nobody (the workers' sweep relays it).
     """
     parse_stream(stream)
     validate_type(type)
     check_data(data)
-    head_row = session.execute(
-        update(Stream).where(Stream.name == stream).values(head=Stream.head + 1)
-        .returning(Stream.head, Stream.epoch)
-    ).first()
-    if head_row is None:
-        ensure_stream(session, stream)
-        head_row = session.execute(
-            update(Stream).where(Stream.name == stream).values(head=Stream.head + 1)
-            .returning(Stream.head, Stream.epoch)
-        ).one()
-    offset, epoch = int(head_row[0]), str(head_row[1])
-    event_id = str(uuid.uuid4())
+    [record] = append_rows(session, [(stream, type, data)], nudge=nudge)
+    return record
+
+
+Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
+
+
+def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | None = None,
+                nudge: Nudger | None = None) -> list[EventRecord]:
+    """The one append path: one head bump per stream and one multi-row insert.
+
+    `rows` must be valid (`append` and `publish.validate` check them). Events of one
+    stream get consecutive offsets in list order. A missing stream is created.
+    """
+    counts = Counter(stream for stream, _type, _data in rows)
+    next_offset: dict[str, list[Any]] = {}
+    for stream in sorted(counts):
+        bump = (update(Stream).where(Stream.name == stream)
+                .values(head=Stream.head + counts[stream]).returning(Stream.head, Stream.epoch))
+        head_row = session.execute(bump).first()
+        if head_row is None:
+            ensure_stream(session, stream)
+            head_row = session.execute(bump).one()
+        next_offset[stream] = [int(head_row[0]) - counts[stream] + 1, str(head_row[1])]
     now = utcnow()
-    session.execute(
-        insert(Event).values(id=event_id, stream=stream, offset=offset, type=type,
-                             payload=data, created_at=now)
-    )
-    schedule_nudge(session, stream, nudge)
-    return EventRecord(event_id, stream, offset, epoch, type, data, now)
+    records: list[EventRecord] = []
+    for i, (stream, type_, data) in enumerate(rows):
+        slot = next_offset[stream]
+        event_id = ids[i] if ids is not None else str(uuid.uuid4())
+        records.append(EventRecord(event_id, stream, slot[0], slot[1], type_, data, now))
+        slot[0] += 1
+    if records:
+        session.execute(insert(Event), [
+            {"id": r.id, "stream": r.stream, "offset": r.offset, "type": r.type,
+             "payload": r.payload, "created_at": now} for r in records])
+    for stream in counts:
+        schedule_nudge(session, stream, nudge)
+    return records
 
 
 def load_event(session: Session, event_id: str) -> EventRecord | None:
@@ -140,7 +166,7 @@ def schedule_nudge(session: Session, stream: str, nudge: Nudger | None = None) -
     pending: set[str] = session.info.setdefault(_PENDING, set())
     pending.add(stream)
     if nudge is not None:
-        session.info["herald.nudger"] = nudge
+        session.info[NUDGER] = nudge
     if session.info.get(_HOOKED):
         return
     session.info[_HOOKED] = True
@@ -150,32 +176,19 @@ def schedule_nudge(session: Session, stream: str, nudge: Nudger | None = None) -
     def _after_commit(sess: Session) -> None:
         streams = sorted(sess.info.pop(_PENDING, set()))
         if streams:
-            nudger: Nudger = sess.info.get("herald.nudger") or default_nudger()
-            try:
-                nudger(streams)
-            except Exception as exc:  # the events are safe; the sweep will relay them
-                log.warning("relay nudge failed streams=%d error=%s", len(streams),
-                            type(exc).__name__)
+            nudge_now(sess, streams)
 
     @sa_event.listens_for(session, "after_rollback")
     def _after_rollback(sess: Session) -> None:
         sess.info.pop(_PENDING, None)
 
 
-_default: Nudger | None = None
-
-
-def default_nudger() -> Nudger:
-    """Sends the Celery relay task for the streams (imported lazily: app does not need workers)."""
-    global _default
-    if _default is None:
-        from app.outbox.nudge import celery_nudger
-
-        _default = celery_nudger
-    return _default
-
-
-def set_default_nudger(nudger: Nudger | None) -> None:
-    """Replace the process-wide nudger (tests, benchmarks, or services without Celery)."""
-    global _default
-    _default = nudger
+def nudge_now(session: Session, streams: list[str]) -> None:
+    """Call the session's nudger (if it has one); a failure is logged, never raised."""
+    nudger: Nudger | None = session.info.get(NUDGER)
+    if nudger is None:  # no relay to nudge here: the workers' sweep relays these streams
+        return
+    try:
+        nudger(streams)
+    except Exception as exc:  # the events are safe; the sweep will relay them
+        log.warning("relay nudge failed streams=%d error=%s", len(streams), type(exc).__name__)

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.conftest import System
-from tests.support.env import CI
-from tests.support.processes import ROOT
-from tests.support.world import World, build_world
+from testkit.processes import ROOT
+from testkit.system import System
+from testkit.testrun import CI
+from testkit.world import World, build_world
 
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 CHROMIUM_ARGS = [

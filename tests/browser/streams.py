@@ -6,11 +6,11 @@ import time
 
 from sqlalchemy import select
 
-from app.auth import Principal, decode
+from app.portal.auth import Principal, decode
+from testkit.ops import scrape
+from testkit.testrun import SECRET
+from testkit.world import World
 from tests.browser.conftest import PortalPage
-from tests.support.env import SECRET
-from tests.support.ops import scrape
-from tests.support.world import World
 
 
 def principal(world: World, role: str) -> Principal:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from testkit.world import World
 from tests.browser.conftest import Portal
 from tests.browser.streams import expect_log, head
-from tests.support.world import World
 
 
 def stored_messages(world: World, ticket: int) -> list[str]:
-    from app.models import Message
+    from app.portal.models import Message
 
     with world.system.factory() as session:
         return list(session.scalars(select(Message.body).where(Message.ticket_id == ticket)

@@ -8,10 +8,10 @@ import statistics
 import pytest
 from playwright.sync_api import expect
 
-from app import portal as portal_domain
+from app.portal import projects
+from testkit.processes import WebNode
 from tests.browser.conftest import Portal
 from tests.browser.streams import expect_log, head, principal, wait_relayed
-from tests.support.processes import WebNode
 
 
 def test_an_admin_patch_shows_a_toast_and_the_new_progress_on_the_clients_page(
@@ -76,9 +76,9 @@ def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
     admin, technician = principal(world, "admin"), principal(world, "technician")
     for progress, text in ((20, "missed one"), (30, "missed two")):
         with system.factory() as session, session.begin():
-            portal_domain.update_project(session, admin, world.project, progress=progress,
+            projects.update_project(session, admin, world.project, progress=progress,
                                          status="active")
-        portal_domain.post_message(system.factory, technician, world.ticket, text)
+        projects.post_message(system.factory, technician, world.ticket, text)
     wait_relayed(world, [project, ticket, user])  # published while no node listens: missed
     system.webs[0] = restarted = WebNode(system.env, system.log_dir, port=node.port)
     restarted.start()

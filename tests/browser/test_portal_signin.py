@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
+from testkit.processes import WebNode
 from tests.browser.conftest import Portal
-from tests.support.processes import WebNode
 
 
 def test_picking_a_demo_user_opens_the_portal_as_that_user(portal: Portal) -> None:

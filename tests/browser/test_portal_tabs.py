@@ -6,9 +6,9 @@ import time
 
 from playwright.sync_api import expect
 
+from testkit.world import World
 from tests.browser.conftest import Portal
 from tests.browser.streams import connected_sockets, expect_log, head
-from tests.support.world import World
 
 
 def sockets_settle(world: World, want: int, timeout: float = 10) -> int:

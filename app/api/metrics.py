@@ -1,0 +1,166 @@
+"""Prometheus metrics at `/metrics` on every web node, named `herald_*`: rendering and route.
+
+Where each number comes from (so any web node can serve the whole picture):
+- the database (read at scrape time, true for the whole deployment): events appended
+  (the sum of stream heads), events pending, streams behind, relay lag (the age of the
+  oldest event not yet published), failed and retrying streams;
+- Redis (workers count there, so no worker needs an HTTP port): events published,
+  publish failures by reason, streams marked failed, the time of the last sweep — a hash
+  `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
+- this web node (label `node`): connected sockets, joined rooms and room memberships,
+  replayed events, refused connections by code.
+Database and Redis numbers are the same on every node: aggregate them with `max`, not
+`sum`. Per-node numbers are summed across nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.api.deps import Context, NodeStats
+from app.outbox import ops
+from app.outbox.meter import counters_key
+from app.outbox.tables import Stream
+
+log = logging.getLogger("herald.metrics")
+
+
+class _Collected(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+def _database(factory: sessionmaker[Session]) -> list[Metric]:
+    with factory() as session:
+        appended = session.scalar(select(func.coalesce(func.sum(Stream.head), 0))) or 0
+        state = ops.status(session, limit=0)
+    appended_family = CounterMetricFamily("herald_events_appended",
+                                          "Events appended to the outbox (all streams).")
+    appended_family.add_metric([], float(appended))
+    return [
+        appended_family,
+        _gauge("herald_events_pending", "Events appended but not yet published.",
+               state.events_pending),
+        _gauge("herald_streams_behind", "Streams with events not yet published.",
+               state.streams_behind),
+        _gauge("herald_relay_lag_seconds", "Age of the oldest event not yet published (0: none).",
+               state.oldest_pending_age or 0.0),
+        _gauge("herald_failed_streams", "Streams the relay gave up on; they wait for a retry.",
+               state.failed_streams),
+        _gauge("herald_retrying_streams", "Streams waiting on a backoff delay after a failure.",
+               state.retrying_streams),
+    ]
+
+
+def _redis(redis_client: redis.Redis[bytes], channel: str) -> list[Metric]:
+    raw = redis_client.hgetall(counters_key(channel)) or {}
+    values = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+    published = CounterMetricFamily("herald_events_published",
+                                    "Events the relay published to the Socket.IO queue.")
+    published.add_metric([], values.get("published", 0))
+    batches = CounterMetricFamily("herald_relay_batches", "Relay batches published.")
+    batches.add_metric([], values.get("batches", 0))
+    failures = CounterMetricFamily(
+        "herald_publish_failures",
+        "Failed publishes: rejected (per stream, counted as an attempt) or transport_down "
+        "(Redis unreachable, per relay run, not counted against any stream).",
+        labels=["reason"])
+    for reason in ("rejected", "transport_down"):
+        failures.add_metric([reason], values.get(f"failures:{reason}", 0))
+    marked = CounterMetricFamily("herald_streams_marked_failed",
+                                 "Times a stream reached the attempt limit and was marked failed.")
+    marked.add_metric([], values.get("streams_failed", 0))
+    return [published, batches, failures, marked, *_sweep(values.get("last_sweep"))]
+
+
+def _sweep(last: float | None) -> list[Metric]:
+    """When a worker last swept every stream; +Inf seconds when none ever did."""
+    return [
+        _gauge("herald_relay_last_sweep_timestamp_seconds",
+               "Unix time of the last complete relay sweep by any worker (0: never).",
+               last or 0.0),
+        _gauge("herald_relay_seconds_since_sweep",
+               "Seconds since the last complete relay sweep by any worker (+Inf: never).",
+               max(0.0, time.time() - last) if last else math.inf),
+    ]
+
+
+def _node(snap: NodeStats) -> list[Metric]:
+    labels = {"node": snap.node}
+    replayed = CounterMetricFamily("herald_replayed_events",
+                                   "Events replayed to reconnecting sockets by this node.",
+                                   labels=["node"])
+    replayed.add_metric([snap.node], snap.replayed)
+    refused = CounterMetricFamily("herald_connections_refused",
+                                  "Socket.IO connections refused by this node, by code.",
+                                  labels=["node", "code"])
+    for code, count in sorted(snap.refused.items()):
+        refused.add_metric([snap.node, code], count)
+    return [
+        _gauge("herald_connected_sockets", "Sockets connected to this node.", snap.sockets,
+               labels),
+        _gauge("herald_joined_rooms", "Rooms (streams) with at least one socket on this node.",
+               snap.rooms, labels),
+        _gauge("herald_room_memberships", "Socket-room memberships on this node.",
+               snap.memberships, labels),
+        replayed, refused,
+    ]
+
+
+def render(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes], channel: str,
+           snap: NodeStats) -> bytes:
+    """The exposition text; a source that does not answer is reported as down, not raised."""
+    families: list[Metric] = []
+    up = GaugeMetricFamily("herald_metrics_source_up",
+                           "1 if this scrape could read the source.", labels=["source"])
+    sources: list[tuple[str, Callable[[], list[Metric]]]] = [
+        ("database", lambda: _database(factory)),
+        ("redis", lambda: _redis(redis_client, channel)),
+    ]
+    for source, read in sources:
+        try:
+            families.extend(read())
+            up.add_metric([source], 1)
+        except Exception as exc:
+            log.warning("metrics source down source=%s error=%s", source, type(exc).__name__)
+            up.add_metric([source], 0)
+    families.extend(_node(snap))
+    families.append(up)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collected(families))
+    return bytes(generate_latest(registry))
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(ctx: Context) -> Response:
+    """Prometheus exposition of the outbox, the relay and this node."""
+    snap = ctx.node.snapshot()
+    body = await asyncio.to_thread(render, factory=ctx.factory, redis_client=ctx.redis.sio,
+                                   channel=ctx.settings.socketio_channel, snap=snap)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

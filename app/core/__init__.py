@@ -1,0 +1,1 @@
+"""Herald core: settings, errors, database, logs, JSON, Redis clients, ids and text checks."""

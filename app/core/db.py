@@ -1,0 +1,98 @@
+"""Database engine and sessions: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+# The database is down, restarting, unreachable or out of connections: worth a retry later
+# (HTTP 503, a transport close for sockets), never a 500.
+UNAVAILABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError,
+                                            sa_exc.TimeoutError)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table, with stable constraint names for migrations."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(ts: datetime) -> str:
+    """`2026-01-02T03:04:05.678Z`: UTC to the millisecond (SQLite hands back naive UTC)."""
+    plain = ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    return plain.isoformat(timespec="milliseconds") + "Z"
+
+
+def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 30.0,
+                **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions.
+
+    PostgreSQL gets bounded waits, so that a database that is down or unreachable costs a
+    request a few seconds and a clear error, never a hang: `connect_timeout` (seconds to
+    open a connection), `statement_timeout` (seconds a statement may run; 0: no limit),
+    a pool checkout wait of `connect_timeout` too, and a pre-ping, so that the first
+    request after a database restart gets a fresh connection instead of a dead one.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _sqlite_pragmas(engine)
+        return engine
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("connect_timeout", max(1, round(connect_timeout)))
+    if statement_timeout > 0:
+        connect_args.setdefault("options",
+                                f"-c statement_timeout={int(statement_timeout * 1000)}")
+    kwargs["connect_args"] = connect_args
+    kwargs.setdefault("pool_timeout", connect_timeout)
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock up front: a deferred transaction that reads and then
+        # writes can fail with SQLITE_BUSY instead of waiting its turn.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# Session.info key of the relay nudger that the outbox's writer calls after a commit.
+NUDGER = "herald.nudger"
+
+
+def make_session_factory(engine: Engine, *,
+                         nudge: Callable[[list[str]], None] | None = None) -> sessionmaker[Session]:
+    """Sessions on `engine`; `nudge` (if given) is called with the streams a commit appended to."""
+    return sessionmaker(engine, expire_on_commit=False,
+                        info={NUDGER: nudge} if nudge is not None else None)

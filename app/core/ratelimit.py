@@ -1,0 +1,91 @@
+"""Per-user rate limits (send-message, typing, joins, connections) over the `limits` library.
+
+Moving windows kept in Redis, so every web node counts the same user together. A user
+past a limit gets `RateLimited` (an error ack `rate_limited` with `retryAfter`, or a
+429). When Redis cannot be reached the call is allowed: a limit is a guard against
+floods, not a reason to refuse everyone while Redis restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage as AsyncRedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as AsyncLimiter
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from app.core.errors import RateLimited
+from app.core.settings import Settings
+
+log = logging.getLogger("herald.ratelimit")
+KINDS = ("message", "typing", "join", "connect")
+
+
+def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
+    return {"message": parse_many(settings.rate_messages),
+            "typing": parse_many(settings.rate_typing),
+            "join": parse_many(settings.rate_joins),
+            "connect": parse_many(settings.rate_connects)}
+
+
+def _storage_uri(redis_url: str, *, is_async: bool) -> str:
+    return f"async+{redis_url}" if is_async else redis_url
+
+
+def _retry_after(reset_time: float) -> int:
+    return max(1, math.ceil(reset_time - time.time()))
+
+
+class RateLimits:
+    """`await check(kind, user)` in the gateway; `check_sync` in threaded HTTP routes."""
+
+    def __init__(self, settings: Settings, *, redis_url: str, prefix: str) -> None:
+        self.rules = rules(settings)
+        self.prefix = prefix
+        self._async = AsyncLimiter(AsyncRedisStorage(
+            _storage_uri(redis_url, is_async=True), key_prefix=prefix, implementation="redispy",
+            socket_connect_timeout=1, socket_timeout=1))
+        self._sync_url = redis_url
+        self._sync: MovingWindowRateLimiter | None = None
+
+    async def check(self, kind: str, user: Any) -> None:
+        """Count one `kind` call by `user`; RateLimited if that passes one of the limits."""
+        for item in self.rules[kind]:
+            try:
+                if await self._async.hit(item, kind, str(user)):
+                    continue
+                stats = await self._async.get_window_stats(item, kind, str(user))
+            except Exception as exc:  # Redis away: allow, say so once per call
+                log.warning("rate limit unchecked kind=%s error=%s", kind, type(exc).__name__)
+                return
+            raise _limited(kind, item, stats.reset_time)
+
+    def check_sync(self, kind: str, user: Any) -> None:
+        if self._sync is None:
+            self._sync = MovingWindowRateLimiter(RedisStorage(
+                self._sync_url, key_prefix=self.prefix, socket_connect_timeout=1,
+                socket_timeout=1))
+        for item in self.rules[kind]:
+            try:
+                if self._sync.hit(item, kind, str(user)):
+                    continue
+                stats = self._sync.get_window_stats(item, kind, str(user))
+            except Exception as exc:
+                log.warning("rate limit unchecked kind=%s error=%s", kind, type(exc).__name__)
+                return
+            raise _limited(kind, item, stats.reset_time)
+
+
+def _limited(kind: str, item: RateLimitItem, reset_time: float) -> RateLimited:
+    retry = _retry_after(reset_time)
+    log.info("rate limited kind=%s limit=%s retry_after=%d", kind, item, retry)
+    return RateLimited(f"too many {kind} calls: at most {item}; retry in {retry}s",
+                       retry_after=retry)
+
+
+__all__ = ["KINDS", "RateLimits", "rules"]

@@ -1,0 +1,179 @@
+"""Settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The project's directory: the default SQLite file is the same from whatever directory a
+# command runs in (`herald migrate` prints the URL it used).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE = f"sqlite:///{(PROJECT_ROOT / 'var' / 'herald.db').as_posix()}"
+DEV_JWT_SECRET = "herald-development-secret-change-me-0123456789"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90', '30s', '15m', '1h', '7d', '2w' (a bare number is seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 1h, 7d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Settings(BaseSettings):
+    """Herald's configuration, read once from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    environment: Annotated[str, Field(validation_alias="HERALD_ENV")] = "development"
+    database_url: str = DEFAULT_SQLITE
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    socketio_redis_url: str | None = None
+    socketio_channel: Annotated[
+        str, Field(validation_alias=AliasChoices("HERALD_SOCKETIO_CHANNEL"))
+    ] = "socketio"
+    celery_queue: Annotated[str, Field(validation_alias="HERALD_CELERY_QUEUE")] = "herald"
+    jwt_secret: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    relay_max_attempts: Annotated[
+        int, Field(ge=1, le=1000, validation_alias="HERALD_RELAY_MAX_ATTEMPTS")
+    ] = 8
+    relay_backoff: Annotated[
+        float, Field(gt=0, le=3600, validation_alias="HERALD_RELAY_BACKOFF")
+    ] = 1.0
+    relay_backoff_cap: Annotated[
+        float, Field(gt=0, validation_alias="HERALD_RELAY_BACKOFF_CAP")
+    ] = 300.0
+    retention: Annotated[timedelta, Field(validation_alias="HERALD_RETENTION")] = timedelta(days=7)
+    sweep_interval: Annotated[
+        float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
+    ] = 1.0
+    log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
+    db_connect_timeout: Annotated[
+        float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
+    ] = 5.0
+    db_statement_timeout: Annotated[
+        float, Field(ge=0, validation_alias="HERALD_DB_STATEMENT_TIMEOUT")
+    ] = 30.0
+    # Celery's remote control (pidbox) lives on an auto-delete queue whose clean-up can
+    # crash a worker when Redis goes away (kombu: AttributeError 'hostname'); off unless
+    # asked for (Flower's inspect/control and `celery inspect` need it).
+    worker_remote_control: Annotated[
+        bool, Field(validation_alias="HERALD_WORKER_REMOTE_CONTROL")
+    ] = False
+
+    # Hostile clients (issue 8): bodies, origins, sessions and per-user rates are bounded.
+    max_body: Annotated[int, Field(ge=1024, validation_alias="HERALD_MAX_BODY")] = 8 * 2**20
+    cors_origins: Annotated[str | None, Field(validation_alias="HERALD_CORS_ORIGINS")] = None
+    connect_timeout: Annotated[
+        float, Field(gt=0, le=600, validation_alias="HERALD_CONNECT_TIMEOUT")
+    ] = 10.0
+    rate_messages: Annotated[str, Field(validation_alias="HERALD_RATE_MESSAGES")] = "60/minute"
+    rate_typing: Annotated[str, Field(validation_alias="HERALD_RATE_TYPING")] = "300/minute"
+    rate_joins: Annotated[str, Field(validation_alias="HERALD_RATE_JOINS")] = "600/minute"
+    rate_connects: Annotated[str, Field(validation_alias="HERALD_RATE_CONNECTS")] = "60/minute"
+    max_connections: Annotated[
+        int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
+    ] = 50
+
+    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"not a rate: {value!r} (use e.g. 60/minute)") from None
+        return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(f"not a URL: {value!r}")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if value not in {"development", "test", "production"}:
+            raise ValueError("must be development, test or production")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> Settings:
+        if self.jwt_secret is None:
+            if self.environment == "production":
+                raise ValueError("JWT_SECRET is required outside development")
+            self.jwt_secret = DEV_JWT_SECRET
+        elif len(self.jwt_secret) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters (HS256 key)")
+        return self
+
+    @property
+    def secret(self) -> str:
+        assert self.jwt_secret is not None
+        return self.jwt_secret
+
+    @property
+    def sio_redis_url(self) -> str:
+        return self.socketio_redis_url or self.redis_url
+
+    @property
+    def db_timeouts(self) -> dict[str, float]:
+        """`make_engine(url, **settings.db_timeouts)`."""
+        return {"connect_timeout": self.db_connect_timeout,
+                "statement_timeout": self.db_statement_timeout}
+
+    @property
+    def allowed_origins(self) -> list[str] | str | None:
+        """Socket.IO's cors_allowed_origins: the listed ones; by default any outside
+        production, and in production none but the page's own (None: same origin)."""
+        if self.cors_origins is None:
+            return None if self.environment == "production" else "*"
+        listed = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return "*" if listed == ["*"] else listed
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "settings"
+        parts.append(f"{where.upper()}: {item['msg']}")
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; a bad value exits with one line, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        sys.stderr.write(f"herald: invalid configuration: {_one_line(error)}\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,54 @@
+"""This web node's own numbers: sockets, rooms, replayed events, refused connections."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class HasRooms(Protocol):
+    """A Socket.IO client manager: `rooms[namespace][room][sid]`."""
+
+    rooms: dict[str, dict[Any, Any]]
+
+
+@dataclass
+class NodeMetrics:
+    """This web node's counters; the gateway calls `replayed` and `refused`."""
+
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    replayed_total: int = 0
+    refused_total: Counter[str] = field(default_factory=Counter)
+
+    def replayed(self, count: int) -> None:
+        self.replayed_total += count
+
+    def refused(self, code: str) -> None:
+        self.refused_total[code] += 1
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    node: str
+    sockets: int
+    rooms: int
+    memberships: int
+    replayed: int
+    refused: dict[str, int]
+
+
+def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
+    """Read on the event loop (the gateway's rooms change there)."""
+    rooms = memberships = 0
+    namespace = manager.rooms.get("/", {})
+    sids = set(namespace.get(None, {}))
+    for name, members in namespace.items():
+        if name is None or name in sids or not members:
+            continue
+        rooms += 1
+        memberships += len(members)
+    return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
+                        dict(node.refused_total))

@@ -1,0 +1,73 @@
+"""The relay's meter: what workers published and what failed, counted in Redis.
+
+Workers have no HTTP port, so they count into a hash `herald:metrics:<socketio channel>`
+that every web node reads at scrape time (app/api/metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import redis
+
+from app.core.redisclients import quick_redis
+from app.outbox.relay import RelayReport
+from app.outbox.tables import EventRecord
+
+log = logging.getLogger("herald.metrics")
+
+
+def counters_key(channel: str) -> str:
+    """The Redis hash holding the relay's counters for one deployment (one channel)."""
+    return f"herald:metrics:{channel}"
+
+
+class RelayMeter:
+    """Counts what the relay did into Redis; a metrics failure never fails or slows the relay.
+
+    Increments that Redis did not take (it is down: exactly when `transport_down` is
+    worth counting) are kept in the process and added with the next write that works.
+    """
+
+    def __init__(self, redis_client: redis.Redis[bytes], *, channel: str) -> None:
+        self.redis = redis_client
+        self.key = counters_key(channel)
+        self.unsent: Counter[str] = Counter()
+
+    def _incr(self, fields: dict[str, int]) -> None:
+        self.unsent.update({k: v for k, v in fields.items() if v})
+        if not self.unsent:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            for name, amount in self.unsent.items():
+                pipe.hincrby(self.key, name, amount)
+            pipe.execute()
+        except Exception as exc:
+            log.debug("relay metrics kept for later error=%s", type(exc).__name__)
+            return
+        self.unsent.clear()
+
+    def published(self, events: Sequence[EventRecord]) -> None:
+        """`relay(on_published=...)`: called after each batch went out."""
+        self._incr({"published": len(events), "batches": 1})
+
+    def swept(self, when: float) -> None:
+        """A worker's sweep went through every stream at `when` (Unix time)."""
+        try:
+            self.redis.hset(self.key, "last_sweep", f"{when:.3f}")
+        except Exception as exc:
+            log.debug("sweep time not recorded error=%s", type(exc).__name__)
+
+    def finish(self, report: RelayReport) -> None:
+        """After a relay run: what failed."""
+        self._incr({"failures:rejected": len(report.rejected),
+                    "failures:transport_down": 1 if report.transport_down else 0,
+                    "streams_failed": len(report.failed)})
+
+
+def relay_meter(redis_url: str, *, channel: str) -> RelayMeter:
+    """A meter with its own fail-fast client (one per worker process or sweeper)."""
+    return RelayMeter(quick_redis(redis_url), channel=channel)

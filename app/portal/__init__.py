@@ -1,0 +1,1 @@
+"""The portal domain: users, projects, tickets, documents, interventions, quotes, notifications."""

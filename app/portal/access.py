@@ -1,0 +1,134 @@
+"""Who may read which stream and change which thing (docs/protocol.md, "Tokens")."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import AuthError, Forbidden, NotFound
+from app.outbox.streams import ROLE_STREAMS, parse_stream
+from app.portal.auth import Principal
+from app.portal.models import Project, Quote, Ticket, User, project_technicians
+
+
+def check_user_row(session: Session, who: Principal) -> str:
+    """The user's name, if the token's user still exists with the token's role.
+
+    A token outlives changes to its user: a deleted user, or one whose role changed, is
+    refused (token_invalid) until a new token is minted. Services have no row.
+    """
+    if who.role == "service":
+        return who.sub
+    uid = who.user_id
+    user = session.get(User, uid) if uid is not None else None
+    if user is None:
+        raise AuthError("the token's user does not exist", code="token_invalid")
+    if user.role != who.role:
+        raise AuthError("the token's role is no longer the user's", code="token_invalid")
+    return user.name or user.email
+
+
+def is_technician_on(session: Session, project_id: int, user_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(
+        project_technicians.c.project_id == project_id,
+        project_technicians.c.user_id == user_id,
+    ))))
+
+
+def project_role(session: Session, who: Principal, project: Project) -> str | None:
+    """'admin', 'technician' or 'client' for a member of the project, else None."""
+    if who.is_admin:
+        return "admin"
+    uid = who.user_id
+    if uid is None:
+        return None
+    if who.role == "technician" and is_technician_on(session, project.id, uid):
+        return "technician"
+    if who.role == "client" and project.client_id == uid:
+        return "client"
+    return None
+
+
+def get_project(session: Session, project_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    return project
+
+
+def get_ticket(session: Session, ticket_id: int) -> Ticket:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+def require_project_reader(session: Session, who: Principal, project_id: int) -> Project:
+    project = get_project(session, project_id)
+    if project_role(session, who, project) is None:
+        raise Forbidden(f"not allowed to read project {project_id}")
+    return project
+
+
+def require_project_editor(session: Session, who: Principal, project_id: int) -> Project:
+    project = get_project(session, project_id)
+    if project_role(session, who, project) not in {"admin", "technician"}:
+        raise Forbidden(f"not allowed to change project {project_id}")
+    return project
+
+
+def require_ticket_reader(session: Session, who: Principal, ticket_id: int) -> Ticket:
+    ticket = get_ticket(session, ticket_id)
+    project = get_project(session, ticket.project_id)
+    if project_role(session, who, project) is None:
+        raise Forbidden(f"not allowed to read ticket {ticket_id}")
+    return ticket
+
+
+def require_ticket_editor(session: Session, who: Principal, ticket_id: int) -> Ticket:
+    ticket = get_ticket(session, ticket_id)
+    project = get_project(session, ticket.project_id)
+    if project_role(session, who, project) not in {"admin", "technician"}:
+        raise Forbidden(f"not allowed to change ticket {ticket_id}")
+    return ticket
+
+
+def require_quote_reader(session: Session, who: Principal, quote_id: int) -> Quote:
+    quote = session.get(Quote, quote_id)
+    if quote is None:
+        raise NotFound(f"quote {quote_id} not found")
+    if not (who.is_admin or (who.role == "client" and who.user_id == quote.client_id)):
+        raise Forbidden(f"not allowed to read quote {quote_id}")
+    return quote
+
+
+def require_admin(who: Principal) -> None:
+    if not who.is_admin:
+        raise Forbidden("admins only")
+
+
+def may_read_stream(session: Session, who: Principal, stream: str) -> bool:
+    """True if `who` may read `stream`; raises InvalidInput for a name of no known form."""
+    parsed = parse_stream(stream)
+    if who.is_admin:
+        return True
+    if who.role == "service":
+        return False
+    if parsed.kind == "role":
+        return ROLE_STREAMS.get(who.role) == stream
+    if parsed.kind == "user":
+        return who.user_id == parsed.id
+    assert parsed.id is not None
+    if parsed.kind == "project":
+        project = session.get(Project, parsed.id)
+        return project is not None and project_role(session, who, project) is not None
+    ticket = session.get(Ticket, parsed.id)
+    if ticket is None:
+        return False
+    project = session.get(Project, ticket.project_id)
+    return project is not None and project_role(session, who, project) is not None
+
+
+def require_stream_reader(session: Session, who: Principal, stream: str) -> None:
+    if not may_read_stream(session, who, stream):
+        raise Forbidden(f"not allowed to read stream {stream}")

@@ -1,0 +1,69 @@
+"""Access tokens: HS256 JWTs with sub, email, role and exp; anything else is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from app.core.errors import AuthError
+from app.core.ids import is_canonical_int
+from app.portal.models import ROLES
+
+ALGORITHM = "HS256"
+REQUIRED = ("sub", "email", "role", "exp")
+MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z: anything later is not a real expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (client, technician, admin) or a backend service."""
+
+    sub: str
+    email: str
+    role: str
+
+    @property
+    def user_id(self) -> int | None:
+        """The user's id, or None for a service (whose sub names the service)."""
+        if self.role == "service":
+            return None
+        return int(self.sub) if is_canonical_int(self.sub) else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def mint(*, secret: str, sub: str, email: str, role: str, ttl: timedelta) -> str:
+    now = datetime.now(UTC)
+    claims = {"sub": str(sub), "email": email, "role": role, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode(token: Any, *, secret: str) -> Principal:
+    """The principal of a valid token; AuthError with code token_missing/invalid/expired."""
+    if token is None or token == "":
+        raise AuthError("no token", code="token_missing")
+    if not isinstance(token, str) or len(token) > 8192:
+        raise AuthError("malformed token", code="token_invalid")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": list(REQUIRED)}
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired", code="token_expired") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {type(exc).__name__}", code="token_invalid") from None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+        raise AuthError("invalid token expiry", code="token_invalid")
+    sub, email, role = claims.get("sub"), claims.get("email"), claims.get("role")
+    if not isinstance(sub, str) or not sub or not isinstance(email, str) or role not in ROLES:
+        raise AuthError("invalid token claims", code="token_invalid")
+    if role != "service" and not is_canonical_int(sub):
+        raise AuthError("invalid token subject", code="token_invalid")
+    return Principal(sub=sub, email=email, role=role)
+

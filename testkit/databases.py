@@ -1,0 +1,103 @@
+"""Per-run databases: a fresh PostgreSQL database and a migrated SQLite template."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import Base, make_engine, make_session_factory
+from app.core.migrate import upgrade
+from testkit import pg
+from testkit.testrun import CI, PG_ADMIN_URL, RUN
+
+
+@dataclass
+class Database:
+    """A migrated database for one test: its URL, engine and session factory."""
+
+    url: str
+    engine: Engine
+    factory: sessionmaker[Session]
+    kind: str
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.kind == "postgres"
+
+
+def pg_available() -> bool:
+    return pg.pg_available(PG_ADMIN_URL)
+
+
+def require_pg() -> None:
+    if not pg_available():
+        message = f"PostgreSQL does not answer at {PG_ADMIN_URL}"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def create_pg_database(suffix: str = "") -> str:
+    return pg.create_database(PG_ADMIN_URL, f"herald_t_{RUN}{suffix}")
+
+
+def drop_pg_database(url: str) -> None:
+    pg.drop_database(PG_ADMIN_URL, url)
+
+
+def truncate_all(engine: Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    require_pg()
+    url = create_pg_database()
+    upgrade(url)
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[Database]:
+    engine = make_engine(pg_url, pool_size=20, max_overflow=20)
+    truncate_all(engine)
+    yield Database(pg_url, engine, make_session_factory(engine), "postgres")
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_db(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    path = tmp_path / "herald.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    yield Database(url, engine, make_session_factory(engine), "sqlite")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest) -> Database:
+    """The same test on SQLite and on PostgreSQL."""
+    fixture = "sqlite_db" if request.param == "sqlite" else "pg_db"
+    database: Database = request.getfixturevalue(fixture)
+    return database

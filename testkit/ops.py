@@ -1,0 +1,64 @@
+"""Operator-test support: the `herald` CLI as a subprocess, a private redis-server that
+tests may stop and restart, a fault-injecting publisher around the real one, and a
+Prometheus text parser."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.core.errors import PublishRejected
+from app.outbox.publisher import RedisPublisher
+from app.outbox.tables import EventRecord
+from testkit.processes import BIN, ROOT
+
+
+def herald(*argv: str, database_url: str, timeout: float = 60,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `herald` entry point; output captured, never raising on a bad exit."""
+    return subprocess.run([str(BIN / "herald"), *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout,
+                          env={**os.environ, "DATABASE_URL": database_url, **(env or {})})
+
+
+def herald_json(*argv: str, database_url: str) -> Any:
+    done = herald(*argv, "--json", database_url=database_url)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    return json.loads(done.stdout)
+
+
+class FaultyPublisher:
+    """The real RedisPublisher, except that it refuses the streams in `failing`.
+
+    Fault injection in the test process: the other streams of a batch really go out
+    through Redis, the refused ones raise PublishRejected as a Redis error reply would.
+    """
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.real = RedisPublisher(url, channel=channel)
+        self.failing: dict[str, str] = {}
+        self.calls = 0
+
+    def publish(self, events: Sequence[EventRecord]) -> None:
+        self.calls += 1
+        refused = {e.stream: self.failing[e.stream] for e in events if e.stream in self.failing}
+        self.real.publish([e for e in events if e.stream not in refused])
+        if refused:
+            raise PublishRejected(f"refused {len(refused)} stream(s)", failed=refused)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus exposition text as {(sample name, sorted labels): value}."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out

@@ -1,0 +1,38 @@
+"""Throw-away PostgreSQL databases on a server reached through an admin URL."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+
+def pg_available(admin_url: str) -> bool:
+    try:
+        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """A fresh, empty database `name` (dropped first if it exists); returns its URL."""
+    _execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+             f'CREATE DATABASE "{name}"')
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    _execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def _execute(admin_url: str, *statements: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        admin.dispose()

@@ -1,0 +1,67 @@
+"""A private redis-server for fault tests: on a free port, no persistence, stoppable."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from testkit.processes import free_port
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, without persistence, that we may stop."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.skip("redis-server is not installed")
+        with (self.log_dir / f"redis-{self.port}.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        with redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return
+                except redis_lib.RedisError:
+                    time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def subscribed(client: redis_lib.Redis, channel: str,
+               timeout: float = 5) -> redis_lib.client.PubSub:
+    """A PubSub on `channel` once Redis confirmed the subscription (what is published from
+    then on reaches it); its later get_message() calls skip subscription notices."""
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        if message is not None and message["type"] == "subscribe":
+            pubsub.ignore_subscribe_messages = True
+            return pubsub
+        if time.monotonic() >= deadline:
+            pubsub.close()
+            raise TimeoutError(f"Redis did not confirm the subscription to {channel}")

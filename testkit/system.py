@@ -1,0 +1,123 @@
+"""Herald running for real in tests: web node(s) and Celery worker(s) on one database."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
+from app.core.settings import Settings
+from app.outbox.nudge import CeleryNudger, celery_nudger
+from testkit.clients import Api, token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg, truncate_all
+from testkit.processes import WebNode, Worker
+
+
+@dataclass
+class System:
+    """Herald running for real: web node(s) and a Celery worker on one database.
+
+    No beat: workers sweep the outbox themselves (workers/sweeper.py), so every test that
+    uses a System also shows that nothing waits on beat."""
+
+    database_url: str
+    kind: str
+    factory: sessionmaker[Session]
+    log_dir: Path
+    webs: list[WebNode] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    admin_token: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {"DATABASE_URL": self.database_url}
+        if self.kind != "postgres":
+            # Only the PostgreSQL system shares this process's channel and queue (tests nudge
+            # and publish to it in-process); any other system must not hear its events.
+            env["HERALD_SOCKETIO_CHANNEL"] = f"{os.environ['HERALD_SOCKETIO_CHANNEL']}-{self.kind}"
+            env["HERALD_CELERY_QUEUE"] = f"{os.environ['HERALD_CELERY_QUEUE']}-{self.kind}"
+        return env
+
+    @property
+    def url(self) -> str:
+        return self.webs[0].url
+
+    def api(self, node: int = 0) -> Api:
+        return Api(self.webs[node].url, self.admin_token)
+
+    def add_web(self) -> WebNode:
+        node = WebNode(self.env, self.log_dir)
+        node.start()
+        self.webs.append(node)
+        return node
+
+    def add_worker(self, concurrency: int = 1, beat: bool = False) -> Worker:
+        worker = Worker(self.env, self.log_dir, concurrency=concurrency, beat=beat)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for proc in [*self.webs, *self.workers]:
+            proc.stop()
+
+
+def make_admin(factory: sessionmaker[Session]) -> str:
+    from app.portal import projects
+
+    with factory() as session, session.begin():
+        user = projects.create_user(session, email="root@test", role="admin", name="root")
+        return token(user.id, "admin", "root@test")
+
+
+def run_system(kind: str, tmp: Path) -> Iterator[System]:
+    if kind == "postgres":
+        require_pg()
+        url = create_pg_database("_sys")
+    else:
+        url = f"sqlite:///{tmp / 'system.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    system = System(url, kind, factory, tmp)
+    try:
+        system.add_web()
+        system.add_worker()
+        yield system
+    finally:
+        system.stop()
+        engine.dispose()
+        if kind == "postgres":
+            drop_pg_database(url)
+
+
+def fresh(system: System) -> System:
+    truncate_all(system.factory.kw["bind"])
+    system.admin_token = make_admin(system.factory)
+    for node in list(system.webs[1:]):
+        node.stop()
+        system.webs.remove(node)
+    for worker in list(system.workers):
+        if not worker.alive() or worker is not system.workers[0]:
+            worker.stop()
+            system.workers.remove(worker)
+    if not system.workers:
+        system.add_worker()
+    if not system.webs[0].alive():
+        system.webs[0] = WebNode(system.env, system.log_dir)
+        system.webs[0].start()
+    return system
+
+
+@functools.cache
+def relay_nudger() -> CeleryNudger:
+    """The Celery nudger of this test run's settings (its queue), made once per process.
+
+    Test sessions nudge nobody unless a test passes this (`append(..., nudge=...)`)."""
+    return celery_nudger(Settings())
