@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Any:
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
                       metrics=node_metrics, cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
-                      max_connections=settings.max_connections)
+                      max_connections=settings.max_connections,
+                      fast_fanout=settings.fast_fanout)
     ctx.extras["gateway"] = gateway
     ctx.extras["limits"] = limits
     ctx.extras["node_metrics"] = node_metrics

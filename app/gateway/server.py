@@ -47,7 +47,7 @@ class Gateway:
         self, *, session_factory: sessionmaker[Session], secret: str, redis_url: str,
         channel: str = "socketio", metrics: Any = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
-        limits: RateLimits | None = None, max_connections: int = 50,
+        limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
@@ -55,6 +55,7 @@ class Gateway:
         self.limits = limits
         self.max_connections = max_connections
         self.manager = HeraldRedisManager(redis_url, channel=channel)
+        self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
         self.sio = HeraldServer(
             async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
