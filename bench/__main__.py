@@ -20,19 +20,21 @@ from pathlib import Path
 
 from app.db import make_engine, make_session_factory
 from app.migrate import upgrade
-from bench import infra, latency_bench, relay_bench, replay_bench
+from bench import fanout_bench, infra, latency_bench, relay_bench, replay_bench
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Report
 
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
-        "relay_loop": True}
+        "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
+        "fanout_reps": 5}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
-         "relay_loop": False}
-PARTS = ("relay", "replay", "e2e")
+         "relay_loop": False, "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
+         "fanout_reps": 2}
+PARTS = ("relay", "replay", "e2e", "fanout")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="also end to end through the coalesced-nudge relay-loop "
                              "prototype (bench/relay_loop.py)")
     parser.add_argument("--updates", type=int, help="single PATCH updates to time")
+    parser.add_argument("--fanout-sockets", type=int, help="sockets in the fan-out room")
+    parser.add_argument("--fanout-events", type=int, help="events per fan-out repetition")
+    parser.add_argument("--fanout-wide", type=int, help="sockets for one event to all")
+    parser.add_argument("--fanout-reps", type=int)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -112,6 +118,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
                 args.updates), low_rate=args.low_rate,
                 relay_loop=args.relay_loop)
+        if "fanout" in args.parts:
+            await fanout_bench.run(report, factory, base, fanout_bench.FanoutSizes(
+                args.fanout_sockets, args.fanout_events, args.fanout_wide, args.fanout_reps))
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()
