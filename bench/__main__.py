@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.db import make_engine, make_session_factory
 from app.migrate import upgrade
-from bench import fanout_bench, infra, latency_bench, relay_bench, replay_bench
+from bench import compression_bench, fanout_bench, infra, latency_bench, relay_bench, replay_bench
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Report
 
@@ -28,13 +28,13 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
         "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
-        "fanout_reps": 5}
+        "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
          "relay_loop": False, "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
-         "fanout_reps": 2}
-PARTS = ("relay", "replay", "e2e", "fanout")
+         "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5}
+PARTS = ("relay", "replay", "e2e", "fanout", "compression")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +63,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout-sockets", type=int, help="sockets in the fan-out room")
     parser.add_argument("--fanout-events", type=int, help="events per fan-out repetition")
     parser.add_argument("--fanout-wide", type=int, help="sockets for one event to all")
-    parser.add_argument("--fanout-reps", type=int)
+    parser.add_argument("--fanout-reps", type=int, help="fan-out and compression repetitions")
+    parser.add_argument("--compression-sockets", type=int)
+    parser.add_argument("--compression-events", type=int)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -121,6 +123,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "fanout" in args.parts:
             await fanout_bench.run(report, factory, base, fanout_bench.FanoutSizes(
                 args.fanout_sockets, args.fanout_events, args.fanout_wide, args.fanout_reps))
+        if "compression" in args.parts:
+            await compression_bench.run(report, factory, base, compression_bench.CompressionSizes(
+                args.compression_sockets, args.compression_events, args.fanout_reps))
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

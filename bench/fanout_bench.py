@@ -164,7 +164,7 @@ async def run(report: Report, factory: sessionmaker[Session], env: dict[str, str
 _offset = 0
 
 
-def _records(count: int) -> list[EventRecord]:
+def next_records(count: int) -> list[EventRecord]:
     global _offset
     out = [notification(_offset + i + 1) for i in range(count)]
     _offset += count
@@ -176,13 +176,13 @@ async def _fanout(report: Report, sizes: FanoutSizes, herald: Target, node: Targ
     total = sizes.sockets * sizes.events
     runs: dict[str, list[float]] = {"herald": [], "node": [], "before": [], "ratio": [],
                                     "ratio_before": [], "cpu_h": [], "cpu_n": []}
-    await herald.broadcast(_records(1))  # warm-up
-    await node.broadcast(_records(1))
-    await before.broadcast(_records(1))
+    await herald.broadcast(next_records(1))  # warm-up
+    await node.broadcast(next_records(1))
+    await before.broadcast(next_records(1))
     for _ in range(sizes.reps):
-        h, cpu_h = await herald.broadcast(_records(sizes.events))
-        n, cpu_n = await node.broadcast(_records(sizes.events))
-        b, _cpu = await before.broadcast(_records(sizes.events))
+        h, cpu_h = await herald.broadcast(next_records(sizes.events))
+        n, cpu_n = await node.broadcast(next_records(sizes.events))
+        b, _cpu = await before.broadcast(next_records(sizes.events))
         runs["herald"].append(total / h)
         runs["node"].append(total / n)
         runs["before"].append(total / b)
@@ -230,8 +230,8 @@ async def _connects_and_memory(report: Report, sizes: FanoutSizes, herald: Targe
 async def _wide(report: Report, sizes: FanoutSizes, herald: Target, node: Target) -> None:
     runs: dict[str, list[float]] = {"herald": [], "node": [], "ratio": []}
     for _ in range(sizes.reps):
-        h, _c = await herald.broadcast(_records(1))
-        n, _c = await node.broadcast(_records(1))
+        h, _c = await herald.broadcast(next_records(1))
+        n, _c = await node.broadcast(next_records(1))
         runs["herald"].append(h * 1000)
         runs["node"].append(n * 1000)
         runs["ratio"].append(n / h)

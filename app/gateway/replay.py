@@ -51,16 +51,20 @@ class Replayer:
         if lock is not None and lock.locked():
             lock.release()
 
-    async def replay(self, sid: str, stream: str, after: int, head: Head) -> int:
+    async def replay(self, sid: str, stream: str, after: int, head: Head, *,
+                     read: bool = True) -> int:
         """Send events after `after`, then the live ones held back meanwhile; close the gate.
 
         The gate must already be open and the socket in the room. Returns the last offset
         sent. Raises Gone if events in that range vanished (pruned meanwhile).
+        `read=False`: nothing to read from the event table (the gate was open before `head`
+        was read and `after` is that head): only the held-back live events are sent.
         """
         last = after
         sent = 0
         try:
-            for _ in range(2):  # the stored history, then whatever committed while sending it
+            # The stored history, then whatever committed while sending it.
+            for _ in range(2 if read else 0):
                 before = sent
                 batches = iter_after(self.factory, stream, last, head.epoch)
                 while self.manager.is_connected(sid, "/"):
