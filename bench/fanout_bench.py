@@ -14,7 +14,8 @@ One run, side by side (bench/node/: the peer and the load client, both Node):
    sockets are idle, per socket.
 
 Herald is also measured with its fan-out fast path switched off
-(HERALD_FAST_FANOUT=false: python-socketio's task-per-socket emit), on a second web node.
+(HERALD_FAST_FANOUT=false: python-socketio's task-per-socket emit), on a second web node,
+and scaled out: the same events to a second Herald web process on the same channel.
 """
 
 from __future__ import annotations
@@ -122,10 +123,11 @@ async def run(report: Report, factory: sessionmaker[Session], env: dict[str, str
     users = await asyncio.to_thread(make_clients, factory, wide)
     tokens = [token(u, "client") for u in users]
     web = WebNode({**env, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
+    web2 = WebNode({**env, "HERALD_SOCKETIO_CHANNEL": CHANNEL})  # scaling out: same channel
     slow = WebNode({**env, "HERALD_SOCKETIO_CHANNEL": f"{CHANNEL}-slow",
                     "HERALD_FAST_FANOUT": "false"})
     peer = NodePeer()
-    await asyncio.to_thread(start_all, web, slow, peer)
+    await asyncio.to_thread(start_all, web, web2, slow, peer)
     fast_pub = RedisPublisher(REDIS_URL, channel=CHANNEL)
     slow_pub = RedisPublisher(REDIS_URL, channel=f"{CHANNEL}-slow")
 
@@ -137,16 +139,19 @@ async def run(report: Report, factory: sessionmaker[Session], env: dict[str, str
     before = Target("Herald, python-socketio's emit", slow.url, _pid(slow),
                     lambda rs: asyncio.to_thread(slow_pub.publish, rs))
     node = Target("Node", peer.url, _pid(peer), node_emit)
-    targets = [herald, node, before]
+    second = Target("Herald, second web process", web2.url, _pid(web2),
+                    lambda rs: asyncio.to_thread(fast_pub.publish, rs))
+    targets = [herald, node, before, second]
     try:
         for t in targets:
             await t.load.start()
             t.rss_before = rss_kib(t.pid)
         first = tokens[:sizes.sockets]
-        for t in targets:
+        for t in (herald, node, before):
             await t.connect(first, sizes.inflight)
         await asyncio.sleep(1)  # replays done, gates closed
         await _fanout(report, sizes, herald, node, before)
+        await _scale_out(report, sizes, herald, second, first)
         for t in (herald, node):  # the slow node stays at `sockets`
             if wide > sizes.sockets:
                 await t.connect(tokens[sizes.sockets:wide], sizes.inflight)
@@ -158,7 +163,7 @@ async def run(report: Report, factory: sessionmaker[Session], env: dict[str, str
             await t.load.close()
         fast_pub.close()
         slow_pub.close()
-        await asyncio.to_thread(stop_all, web, slow, peer)
+        await asyncio.to_thread(stop_all, web, web2, slow, peer)
 
 
 _offset = 0
@@ -207,6 +212,36 @@ async def _fanout(report: Report, sizes: FanoutSizes, herald: Target, node: Targ
                       "us", runs["cpu_h"]))
     report.add(Figure("fanout", "(CPU) Node per delivery", median(runs["cpu_n"]), "us",
                       runs["cpu_n"]))
+
+
+async def _scale_out(report: Report, sizes: FanoutSizes, herald: Target,
+                     second: Target, tokens: list[str]) -> None:
+    """The same events to `sockets` sockets on one web process, then to `sockets` more on a
+    second process of the same channel as well: deliveries/s with 1 and 2 processes."""
+    per_socket = sizes.sockets
+    runs: dict[str, list[float]] = {"one": [], "two": []}
+    for _ in range(sizes.reps):
+        one, _c = await herald.broadcast(next_records(sizes.events))
+        runs["one"].append(per_socket * sizes.events / one)
+    await second.connect(tokens, sizes.inflight)  # only now: it shares the channel
+    await asyncio.sleep(1)
+    try:
+        for _ in range(sizes.reps):
+            records = next_records(sizes.events)
+            await herald.load.arm(per_socket * sizes.events)
+            await second.load.arm(per_socket * sizes.events)
+            started = time.time()
+            await herald.emit(records)
+            last = max(await herald.load.arrived(), await second.load.arrived())
+            runs["two"].append(2 * per_socket * sizes.events / (last - started))
+    finally:
+        await second.load.close()  # its sockets gone: the other figures are one process's
+    report.add(Figure("scale", f"1 web process: {per_socket:,} sockets x {sizes.events}",
+                      median(runs["one"]), "ev/s", runs["one"], "deliveries/s"))
+    report.add(Figure("scale", f"2 web processes: {per_socket:,} sockets each",
+                      median(runs["two"]), "ev/s", runs["two"],
+                      "deliveries/s, one PUBLISH reaches both (websocket clients: no "
+                      "sticky sessions)"))
 
 
 async def _connects_and_memory(report: Report, sizes: FanoutSizes, herald: Target,
