@@ -220,26 +220,3 @@ async def test_put_all_leaves_a_socket_past_its_ping_timeout_to_engineio() -> No
     late = fanout.put_all(eio, pkt, [("a", alive.sid), ("b", silent.sid)], set())
     assert late == [silent]
     assert (alive.queue.qsize(), silent.queue.qsize()) == (1, 0)
-
-
-# -- QuickPollSocket: engine.io's poll without a task per wake ------------------------
-async def test_quick_poll_returns_what_is_queued_in_order_and_ends_at_none() -> None:
-    _eio, (socket,) = _sockets(1)
-    socket.__class__ = fanout.QuickPollSocket
-    first, second = (engineio.packet.Packet(engineio.packet.MESSAGE, d) for d in ("a", "b"))
-    for pkt in (first, second, None):
-        socket.queue.put_nowait(pkt)
-    assert await socket.poll() == [first, second]  # the None stays queued
-    assert await socket.poll() == []  # the None that ends a writer
-    assert socket.queue.empty()
-
-
-async def test_quick_poll_waits_for_a_packet_then_times_out_as_engineio_does() -> None:
-    eio, (socket,) = _sockets(1)
-    socket.__class__ = fanout.QuickPollSocket
-    eio.ping_interval, eio.ping_timeout = 0.05, 0.05
-    pkt = engineio.packet.Packet(engineio.packet.MESSAGE, "late")
-    asyncio.get_running_loop().call_later(0.02, socket.queue.put_nowait, pkt)
-    assert await socket.poll() == [pkt]
-    with pytest.raises(engineio.exceptions.QueueEmpty):
-        await socket.poll()

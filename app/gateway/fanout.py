@@ -24,14 +24,11 @@ id per socket).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
-from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
 
@@ -103,43 +100,4 @@ def put_all(eio: Any, pkt: Any, participants: Iterable[tuple[str, str]],
     return late
 
 
-class QuickPollSocket(AsyncSocket):  # type: ignore[misc]
-    """engine.io's socket with a `poll` that creates no task.
-
-    Each socket's writer calls `poll()` whenever it wakes; engine.io's waits for the queue
-    through `asyncio.wait_for`, which wraps the wait in a new Task every time (about 30 %
-    of a fan-out's samples in a profile). Here the wait runs in the writer's own task
-    under `asyncio.timeout`, and a queue that already holds packets is read at once. Same
-    results: the packets in order, [] for the None that ends a writer, QueueEmpty on
-    timeout or cancellation. Set on engine.io's sockets as they are created
-    (`HeraldServer`); it adds no state.
-    """
-
-    async def poll(self) -> list[Any]:
-        queue = self.queue
-        try:
-            if queue.empty():
-                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                    first = await queue.get()
-            else:
-                first = queue.get_nowait()
-            queue.task_done()
-        except (TimeoutError, asyncio.CancelledError):
-            raise eio_exceptions.QueueEmpty() from None
-        if first is None:
-            return []
-        packets = [first]
-        while True:
-            try:
-                pkt = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            queue.task_done()
-            if pkt is None:
-                queue.put_nowait(None)
-                break
-            packets.append(pkt)
-        return packets
-
-
-__all__ = ["QuickPollSocket", "deliver", "encode", "put_all"]
+__all__ = ["deliver", "encode", "put_all"]

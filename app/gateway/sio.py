@@ -17,9 +17,6 @@ import logging
 from typing import Any
 
 import socketio
-from engineio.async_socket import AsyncSocket
-
-from app.gateway.fanout import QuickPollSocket
 
 log = logging.getLogger("herald.gateway")
 
@@ -34,9 +31,6 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     # -- sessions that never connect ---------------------------------------------------
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         result = await super()._handle_eio_connect(eio_sid, environ)
-        socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = QuickPollSocket  # the same socket; a poll without a task
         self._timers[eio_sid] = asyncio.create_task(self._expect_connect(eio_sid))
         return result
 
