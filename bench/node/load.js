@@ -19,6 +19,34 @@ let waiting = null; // {target, resolve}
 function reply(obj) { process.stdout.write(JSON.stringify(obj) + "\n"); }
 function now() { return (performance.timeOrigin + performance.now()) / 1000; }
 
+// A socket that connects with positions and must receive, in order, the `expect` events
+// of `stream` after `after`; resolves {ok, at} when it has them all (ok false: a gap).
+function recoverOne(url, token, positions, stream, after, expect) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket",
+      { perMessageDeflate: false });
+    let next = after + 1, done = false;
+    const finish = (ok) => { if (!done) { done = true; resolve({ ok, at: now(), ws }); } };
+    ws.on("message", (raw) => {
+      const text = raw.toString();
+      if (text === "2") { ws.send("3"); return; }
+      if (text.startsWith("0{")) { ws.send("40" + JSON.stringify({ token, positions })); return; }
+      if (text.startsWith("44")) { finish(false); return; }
+      if (text.startsWith("42") && !text.startsWith('42["connected"')) {
+        const args = JSON.parse(text.slice(2));
+        const meta = args[2];
+        if (!meta || meta.stream !== stream) return;
+        if (meta.offset < next) return; // a duplicate (live and replayed): allowed
+        if (meta.offset !== next) { finish(false); return; }
+        next += 1;
+        if (next > after + expect) finish(true);
+      }
+    });
+    ws.on("error", () => finish(false));
+    ws.on("close", () => finish(false));
+  });
+}
+
 function openOne(url, token, deflate) {
   return new Promise((resolve) => {
     const ws = new WebSocket(url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket",
@@ -63,6 +91,18 @@ rl.on("line", async (line) => {
   const msg = JSON.parse(line);
   if (msg.cmd === "connect") {
     reply(await connectAll(msg.url, msg.tokens, msg.inflight || 100, !!msg.deflate));
+  } else if (msg.cmd === "storm") {
+    const started = now();
+    let i = 0, ok = 0, lost = 0, last = started;
+    async function lane() {
+      while (i < msg.tokens.length) {
+        const token = msg.tokens[i++];
+        const r = await recoverOne(msg.url, token, msg.positions, msg.stream, msg.after, msg.expect);
+        if (r.ok) { ok += 1; last = Math.max(last, r.at); sockets.push(r.ws); } else { lost += 1; }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(msg.inflight || 100, msg.tokens.length) }, lane));
+    reply({ recovered: ok, failed: lost, seconds: last - started });
   } else if (msg.cmd === "expect") {
     const target = received + msg.count;
     reply({ armed: target });
