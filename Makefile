@@ -15,11 +15,12 @@ $(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 
 install: $(BIN)/.installed browser js
 
-## npm packages: the JavaScript client (clients/js) and the official socket.io-client that some
-## fault tests drive (tests/node); `npm ci` when node_modules is missing or the lock changed.
+## npm packages: the JavaScript client (clients/js), the official socket.io-client that some
+## fault tests drive (tests/node) and the bench's Node peers (bench/node: socket.io 4.8 server,
+## load client); `npm ci` when node_modules is missing or the lock changed.
 ## Under CI=true a missing node/npm fails the run; elsewhere the tests that need them skip.
 JS := clients/js
-NODE_PACKAGES := $(JS) tests/node
+NODE_PACKAGES := $(JS) tests/node bench/node
 js: $(addsuffix /node_modules/.installed,$(NODE_PACKAGES))
 
 %/node_modules/.installed: %/package-lock.json
@@ -66,4 +67,4 @@ bench: services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules tests/node/node_modules
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules tests/node/node_modules bench/node/node_modules

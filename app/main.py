@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> Any:
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
                       metrics=NodeMetrics(), cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
-                      max_connections=settings.max_connections)
+                      max_connections=settings.max_connections,
+                      fast_fanout=settings.fast_fanout)
     ctx = AppContext(settings=settings, engine=engine, factory=factory,
                      redis=SideChannels(settings), node=gateway, limits=limits,
                      closers=[nudger])

@@ -20,19 +20,31 @@ from pathlib import Path
 
 from app.core.db import make_engine, make_session_factory
 from app.core.migrate import upgrade
-from bench import infra, latency_bench, relay_bench, replay_bench
+from bench import (
+    compression_bench,
+    fanout_bench,
+    infra,
+    latency_bench,
+    relay_bench,
+    replay_bench,
+    storm_bench,
+)
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Report
 
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
-        "relay_loop": True}
+        "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
+        "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
+        "storm_sockets": 2000, "storm_missed": 20}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
-         "relay_loop": False}
-PARTS = ("relay", "replay", "e2e")
+         "relay_loop": False, "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
+         "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
+         "storm_sockets": 50, "storm_missed": 5}
+PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +70,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="also end to end through the coalesced-nudge relay-loop "
                              "prototype (bench/relay_loop.py)")
     parser.add_argument("--updates", type=int, help="single PATCH updates to time")
+    parser.add_argument("--fanout-sockets", type=int, help="sockets in the fan-out room")
+    parser.add_argument("--fanout-events", type=int, help="events per fan-out repetition")
+    parser.add_argument("--fanout-wide", type=int, help="sockets for one event to all")
+    parser.add_argument("--fanout-reps", type=int, help="fan-out and compression repetitions")
+    parser.add_argument("--compression-sockets", type=int)
+    parser.add_argument("--compression-events", type=int)
+    parser.add_argument("--storm-sockets", type=int, help="sockets in the reconnect storm")
+    parser.add_argument("--storm-missed", type=int, help="events each socket missed")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -112,6 +132,15 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
                 args.updates), low_rate=args.low_rate,
                 relay_loop=args.relay_loop)
+        if "fanout" in args.parts:
+            await fanout_bench.run(report, factory, base, fanout_bench.FanoutSizes(
+                args.fanout_sockets, args.fanout_events, args.fanout_wide, args.fanout_reps))
+        if "compression" in args.parts:
+            await compression_bench.run(report, factory, base, compression_bench.CompressionSizes(
+                args.compression_sockets, args.compression_events, args.fanout_reps))
+        if "storm" in args.parts:
+            await storm_bench.run(report, factory, base, storm_bench.StormSizes(
+                args.storm_sockets, args.storm_missed))
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

@@ -94,17 +94,14 @@ class Process:
 
 
 class WebNode(Process):
-    """`uvicorn app.main:app` on a free port, as the Procfile runs it."""
+    """`python -m app.web` on a free port, as the Procfile runs it."""
 
     ready_timeout = 30.0
 
     def __init__(self, env: dict[str, str], log_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__("web", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
-                                 "--port", str(self.port), "--no-access-log",
-                                 "--ws-per-message-deflate", "false",
-                                 "--timeout-graceful-shutdown", "3"],  # as in the Procfile
-                         env, log_dir)
+        super().__init__("web", [str(BIN / "python"), "-m", "app.web", "--host", "127.0.0.1",
+                                 "--port", str(self.port)], env, log_dir)
 
     @property
     def url(self) -> str:

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
 
+    # Web node performance (issue 11).
+    fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
+    ws_compression: Annotated[bool, Field(validation_alias="HERALD_WS_COMPRESSION")] = False
+
     @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects")
     @classmethod
     def _rate(cls, value: str) -> str:

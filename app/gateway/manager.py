@@ -28,6 +28,8 @@ from typing import Any
 
 import socketio
 
+from app.gateway import fanout
+
 log = logging.getLogger("herald.gateway")
 
 Buffered = tuple[int, str, list[Any]]  # (offset, event name, arguments)
@@ -36,7 +38,8 @@ PRUNE_MARKS_EVERY = 1000
 
 
 class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """AsyncRedisManager with per-socket replay gates and floors."""
+    """AsyncRedisManager with per-socket replay gates and floors, and a fan-out without
+    a task per socket."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,6 +47,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._floors: dict[str, dict[str, int]] = {}
         self._marks: dict[str, int] = {}
         self._notes = 0
+        self.fast_fanout = True  # False: python-socketio's task-per-socket emit (bench, tests)
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     # -- gates and floors ----------------------------------------------------------------
@@ -91,7 +95,9 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     def note_sent(self, sid: str, room: str, last: int) -> None:
         """`sid` was sent `room` through `last` (its replay closed): lower the mark to it."""
-        others = [s for s in self.members(room) if s != sid]
+        # any(): stops at the first other socket (a list of all members made every
+        # connect cost O(sockets in the room), O(n²) for a room's n connects).
+        others = any(s != sid for s in self.rooms.get("/", {}).get(room, {}))
         mark = self._marks.get(room)
         self._marks[room] = last if mark is None or not others else min(mark, last)
         self._notes += 1
@@ -126,7 +132,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         room = message.get("room")
         if not isinstance(room, str):
-            await super()._handle_emit(message)
+            await self._emit_here(message)
             return
         if room in self._marks or room in self._gates or room in self._floors:
             offset = _durable_offset(message, room)
@@ -139,7 +145,13 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     current = current if isinstance(current, list) else (
                         [current] if current else [])
                     message = {**message, "skip_sid": [*current, *skip]}
-        await super()._handle_emit(message)
+        await self._emit_here(message)
+
+    async def _emit_here(self, message: dict[str, Any]) -> None:
+        """Deliver to this node's sockets: the fast path (app/gateway/fanout.py), or
+        python-socketio's own for what it does not handle (binary, ack callbacks)."""
+        if not (self.fast_fanout and await fanout.deliver(self, message)):
+            await super()._handle_emit(message)
 
     def _hold_back(self, room: str, offset: int, message: dict[str, Any]) -> list[str]:
         """The sockets that must not get this live event now (buffered or already sent)."""

@@ -47,7 +47,7 @@ class Gateway:
         self, *, session_factory: sessionmaker[Session], secret: str, redis_url: str,
         channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
-        limits: RateLimits | None = None, max_connections: int = 50,
+        limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
@@ -55,6 +55,7 @@ class Gateway:
         self.limits = limits
         self.max_connections = max_connections
         self.manager = HeraldRedisManager(redis_url, channel=channel)
+        self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
         self.sio = HeraldServer(
             async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
@@ -176,27 +177,36 @@ class Gateway:
             return (name, {n: read_head(s, n) for n in auto},
                     {n: read_head(s, n) for n in restorable if _readable(s, who, n)})
 
-        name, auto_heads, heads = await self.db(load)
-        await self.sio.save_session(sid, {"who": who, "name": name})
-        await self.presence.add(who.user_id, sid)
+        # The auto rooms are gated before their heads are read: whatever commits after that
+        # read reaches the gate, so a replay from the head needs no read of the event table.
+        for room in auto:
+            self.manager.open_gate(sid, room)
+        try:
+            name, auto_heads, heads = await self.db(load)
+            await self.sio.save_session(sid, {"who": who, "name": name})
+            await self.presence.add(who.user_id, sid)
+        except BaseException:
+            self.manager.close_all(sid)
+            raise
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
         rooms = list(dict.fromkeys([*auto, *heads]))
         for room in rooms:
             await self.replayer.lock(sid, room).acquire()  # a new socket's lock: free, no wait
-            self.manager.open_gate(sid, room)
+            if room not in auto:
+                self.manager.open_gate(sid, room)
         for room in rooms:
             await self.sio.enter_room(sid, room)
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
                  len(heads))
         task = asyncio.create_task(
-            self._after_connect(sid, who, positions, {**auto_heads, **heads}, rooms))
+            self._after_connect(sid, who, positions, {**auto_heads, **heads}, rooms, set(auto)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _after_connect(
         self, sid: str, who: Principal, positions: dict[str, args.Position],
-        heads: dict[str, Head], rooms: list[str],
+        heads: dict[str, Head], rooms: list[str], gated_before_head: set[str],
     ) -> None:
         """Once the CONNECT packet is out: `connected`, then each stream's replay, in order."""
         pending = list(rooms)
@@ -218,7 +228,9 @@ class Gateway:
                 # From the position when it can be recovered, else from the head announced
                 # above: whatever committed since that head read reaches the socket too.
                 after = pos.offset if pos is not None and recovered[room] else head.offset
-                await self.replayer.replay(sid, room, after, head)
+                await self.replayer.replay(
+                    sid, room, after, head,
+                    read=not (after == head.offset and room in gated_before_head))
                 self.replayer.release(sid, room)
                 pending.remove(room)
         except Exception as exc:
