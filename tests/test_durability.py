@@ -23,15 +23,12 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select, text
 
-from app.core.db import make_engine, make_session_factory
-from app.core.migrate import upgrade
 from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
-from app.portal import projects
-from testkit.clients import Api, Received, SocketClient, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.clients import Api, Received, SocketClient
+from testkit.private import private_system
 from testkit.processes import WebNode, Worker
 from testkit.redis import PrivateRedis, subscribed
 from testkit.system import System, relay_nudger
@@ -331,33 +328,13 @@ class Isolated:
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> Iterator[Isolated]:
-    require_pg()
-    private = PrivateRedis(tmp_path)
-    private.start()
-    url = create_pg_database("_redisdown")
-    upgrade(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
-    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
-    try:
-        web.start()
-        worker.start()
-        with factory() as session, session.begin():
-            admin = projects.create_user(session, email="root@test", role="admin", name="root")
-            admin_token = token(admin.id, "admin", "root@test")
-        api = Api(web.url, admin_token)
-        isolated = Isolated(private, factory, web, worker, api, env, tmp_path)
-        yield isolated
-        api.close()
-    finally:
-        web.stop()
-        worker.stop()
-        if "isolated" in locals():
-            isolated.worker.stop()
-        private.stop()
-        engine.dispose()
-        drop_pg_database(url)
+    with private_system(tmp_path, "_redisdown", broker=True) as system:
+        isolated = Isolated(system.redis, system.factory, system.web, system.worker,
+                            system.api, system.env, tmp_path)
+        try:
+            yield isolated
+        finally:
+            isolated.worker.stop()  # a worker the test restarted in place of the first
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from app.core.db import make_engine, make_session_factory
 from app.core.migrate import upgrade
 from app.portal import projects
 from testkit.clients import Api, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
 from testkit.postgres import PrivatePostgres
+from testkit.private import private_system
 from testkit.processes import ROOT, WebNode, Worker
 from testkit.redis import PrivateRedis
 from testkit.testrun import CI
@@ -57,30 +57,9 @@ class Restartable:
 
 @pytest.fixture
 def restartable(tmp_path: Path, redis_url: str) -> Iterator[Restartable]:
-    require_pg()
-    private = PrivateRedis(tmp_path)
-    private.start()
-    url = create_pg_database("_restart")
-    upgrade(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    env = {"DATABASE_URL": url, "SOCKETIO_REDIS_URL": private.url,
-           "HERALD_CELERY_QUEUE": f"{os.environ['HERALD_CELERY_QUEUE']}-restart"}
-    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
-    try:
-        web.start()
-        worker.start()
-        with factory() as session, session.begin():
-            admin = projects.create_user(session, email="root@test", role="admin", name="root")
-        api = Api(web.url, token(admin.id, "admin", "root@test"))
-        yield Restartable(private, web, worker, api)
-        api.close()
-    finally:
-        web.stop()
-        worker.stop()
-        private.stop()
-        engine.dispose()
-        drop_pg_database(url)
+    queue = f"{os.environ['HERALD_CELERY_QUEUE']}-restart"
+    with private_system(tmp_path, "_restart", env={"HERALD_CELERY_QUEUE": queue}) as system:
+        yield Restartable(system.redis, system.web, system.worker, system.api)
 
 
 def first_seen(offsets: list[int]) -> list[int]:

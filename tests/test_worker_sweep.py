@@ -20,13 +20,10 @@ import pytest
 import redis as redis_lib
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import make_engine, make_session_factory
-from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor
-from app.portal import projects
-from testkit.clients import Api, SocketClient, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.clients import Api, SocketClient
 from testkit.ops import scrape
+from testkit.private import private_system
 from testkit.processes import WebNode, Worker
 from testkit.redis import PrivateRedis
 from testkit.system import System
@@ -109,31 +106,10 @@ class Refusing:
 
 
 def _refusing(tmp_path: Path, attempts: int, backoff: float) -> Iterator[Refusing]:
-    require_pg()
-    private = PrivateRedis(tmp_path)
-    private.start()
-    url = create_pg_database(f"_refusing{attempts}")
-    upgrade(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
     # The broker stays on the shared Redis: only the Socket.IO publishes are refused.
-    env = {"DATABASE_URL": url, "SOCKETIO_REDIS_URL": private.url,
-           "HERALD_RELAY_MAX_ATTEMPTS": str(attempts), "HERALD_RELAY_BACKOFF": str(backoff)}
-    web, worker = WebNode(env, tmp_path), Worker(env, tmp_path)
-    try:
-        web.start()
-        worker.start()
-        with factory() as session, session.begin():
-            admin = projects.create_user(session, email="root@test", role="admin", name="root")
-        api = Api(web.url, token(admin.id, "admin", "root@test"))
-        yield Refusing(private, factory, web, worker, api)
-        api.close()
-    finally:
-        web.stop()
-        worker.stop()
-        private.stop()
-        engine.dispose()
-        drop_pg_database(url)
+    env = {"HERALD_RELAY_MAX_ATTEMPTS": str(attempts), "HERALD_RELAY_BACKOFF": str(backoff)}
+    with private_system(tmp_path, f"_refusing{attempts}", env=env) as system:
+        yield Refusing(system.redis, system.factory, system.web, system.worker, system.api)
 
 
 @pytest.fixture
