@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -21,6 +22,7 @@ from testkit.databases import (  # noqa: F401  (fixtures)
     truncate_all,
 )
 from testkit.postgres import private_pg  # noqa: F401  (fixture)
+from testkit.processes import WebNode
 from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
 
@@ -63,6 +65,16 @@ def sqlite_system_session(redis_url: str, tmp_path_factory: pytest.TempPathFacto
 def pg_system(pg_system_session: System) -> System:
     """Herald on PostgreSQL, with empty tables."""
     return fresh(pg_system_session)
+
+
+@pytest.fixture
+def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
+    """A web node of our own on `pg_system`, that a test may kill and start again on the
+    same port."""
+    web = WebNode(pg_system.env, tmp_path)
+    web.start()
+    yield web
+    web.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

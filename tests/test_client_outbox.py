@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,6 @@ from testkit.processes import WebNode, free_port
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
-    """A web node of our own, that a test may kill and start again on the same port."""
-    web = WebNode(pg_system.env, tmp_path)
-    web.start()
-    yield web
-    web.stop()
 
 
 async def until(what: Callable[[], bool], timeout: float = 30) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,15 +30,6 @@ from testkit.processes import WebNode
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
-    """A web node of our own, that a test may kill and start again on the same port."""
-    web = WebNode(pg_system.env, tmp_path)
-    web.start()
-    yield web
-    web.stop()
 
 
 def emit(system: System, stream: str, title: str) -> None:

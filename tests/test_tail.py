@@ -8,11 +8,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from testkit.processes import BIN, ROOT, WebNode
 from testkit.system import System
@@ -58,15 +56,6 @@ class TailProcess:
         self.reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-@pytest.fixture
-def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
-    """A web node of our own, on a port we can restart it on."""
-    web = WebNode(pg_system.env, tmp_path)
-    web.start()
-    yield web
-    web.stop()
 
 
 def test_tail_prints_each_event_once_across_a_web_node_restart(
