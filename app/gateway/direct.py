@@ -45,10 +45,12 @@ from engineio import exceptions as eio_exceptions
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+_SANSIO: type[Any] | None
 try:  # uvicorn's default websocket protocol when `websockets` is installed
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    _SANSIO = WebSocketsSansIOProtocol
 except ImportError:  # pragma: no cover - another server: no direct writes
-    WebSocketsSansIOProtocol = None
+    _SANSIO = None
 
 OPEN = State.OPEN
 
@@ -62,7 +64,7 @@ def _protocol_of(ws: Any) -> Any | None:
     """uvicorn's protocol behind engine.io's ASGI websocket wrapper, if one we can write to."""
     send = getattr(ws, "asgi_send", None)
     proto = getattr(send, "__self__", None)
-    if WebSocketsSansIOProtocol is None or not isinstance(proto, WebSocketsSansIOProtocol):
+    if _SANSIO is None or not isinstance(proto, _SANSIO):
         return None
     if proto.conn.extensions:  # per-message deflate: frames are per socket
         return None
