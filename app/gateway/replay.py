@@ -135,10 +135,10 @@ class Replayer:
     def __init__(self, *, sio: socketio.AsyncServer, manager: HeraldRedisManager,
                  factory: sessionmaker[Session], metrics: Any = None) -> None:
         self.sio = sio
+        self.pages = PageReads(factory)  # shared reads of event pages (reconnect storms)
         self.manager = manager
         self.factory = factory
         self.metrics = metrics
-        self.pages = PageReads(factory)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def forget(self, sid: str, stream: str | None = None) -> None:
