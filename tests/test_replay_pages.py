@@ -161,7 +161,7 @@ async def test_many_sockets_recovering_one_stream_at_once_get_every_event_in_ord
                     if e.meta and e.meta.get("stream") == stream]
 
         for socket, start in zip(sockets, starts, strict=True):
-            await socket.wait_for(lambda s=socket: len(got(s)) >= 700 - start, timeout=30)
+            await socket.wait_for(lambda s=socket, n=700 - start: len(got(s)) >= n, timeout=30)
             assert got(socket) == list(range(start + 1, 701))
     finally:
         await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
