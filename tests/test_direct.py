@@ -198,12 +198,16 @@ async def test_a_polling_client_that_upgrades_gets_everything_in_order(
         while not node.sids:
             await asyncio.sleep(0.01)
         socket = _server_socket(node, node.sids[0])
-        for offset in range(1, 301):
+        for offset in range(1, 151):
             await node.emit("notification", durable(offset))
             await asyncio.sleep(0.002)  # the upgrade happens meanwhile
+        await _idle(socket, timeout=20)  # upgraded, its websocket writer waiting
+        assert socket.upgraded
+        for offset in range(151, 301):
+            await node.emit("notification", durable(offset))
+            await asyncio.sleep(0.002)
         await client.wait_for(300)
         assert client.offsets() == list(range(1, 301))
-        assert socket.upgraded
         assert counted["direct"] >= 1  # once upgraded
     finally:
         await close_all([client])

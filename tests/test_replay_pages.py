@@ -127,15 +127,19 @@ async def test_a_gap_is_gone_and_no_page_is_kept(pg_db: Database) -> None:
 
 async def test_kept_pages_expire_and_are_bounded(pg_db: Database) -> None:
     write(pg_db, 6)
-    pages = PageReads(pg_db.factory, batch=1, keep=0.05, max_pages=3)
+    pages = PageReads(pg_db.factory, batch=1, keep=600, max_pages=3)
     for after in range(6):
         await pages.read(STREAM, after, "e", now())
-    assert len(pages._kept) == 3
+    assert list(pages._kept) == [(STREAM, after, "e") for after in (3, 4, 5)]
     await pages.read(STREAM, 5, "e", 0.0)
-    assert pages.reads == 6  # kept: the newest three
+    assert pages.reads == 6  # kept
+    short = PageReads(pg_db.factory, batch=1, keep=0.05)
+    await short.read(STREAM, 0, "e", 0.0)
     await asyncio.sleep(0.1)
-    await pages.read(STREAM, 5, "e", 0.0)
-    assert pages.reads == 7  # expired
+    await short.read(STREAM, 1, "e", 0.0)  # a read after `keep` drops the expired page
+    assert list(short._kept) == [(STREAM, 1, "e")]
+    await short.read(STREAM, 0, "e", 0.0)
+    assert short.reads == 3
 
 
 async def test_many_sockets_recovering_one_stream_at_once_get_every_event_in_order(

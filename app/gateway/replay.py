@@ -58,11 +58,12 @@ class PageReads:
     page holds fixed offsets and is good for anyone. So a reader takes a kept page or a
     read in flight when either holds; otherwise, once the read in flight (begun too early
     for it) ends, the first such reader starts the next one and the others join it.
-    Pages are kept `keep` seconds, at most `max_pages` of them.
+    Pages are kept `keep` seconds, at most `max_pages` of them (each read drops the
+    expired ones).
     """
 
     def __init__(self, factory: sessionmaker[Session], *, batch: int = REPLAY_BATCH,
-                 keep: float = 2.0, max_pages: int = 64) -> None:
+                 keep: float = 2.0, max_pages: int = 32) -> None:
         self.factory = factory
         self.batch = batch
         self.keep = keep
@@ -118,10 +119,15 @@ class PageReads:
                 del self._flights[key]
 
     def _keep(self, key: PageKey, page: Page) -> None:
-        self._kept.pop(key, None)
-        self._kept[key] = page
-        while len(self._kept) > self.max_pages:
-            self._kept.pop(next(iter(self._kept)))
+        """Keep `page` (newest last); drop the expired ones and any over `max_pages`."""
+        kept = self._kept
+        kept.pop(key, None)
+        kept[key] = page
+        while kept:
+            oldest = next(iter(kept))
+            if len(kept) <= self.max_pages and page.started - kept[oldest].started <= self.keep:
+                break
+            del kept[oldest]
 
 
 def _retrieve(task: asyncio.Task[Page]) -> None:
