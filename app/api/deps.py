@@ -12,13 +12,16 @@ from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from app.core.db import session_nudger
 from app.core.errors import AuthError
 from app.core.ratelimit import RateLimits
 from app.core.redisclients import SideChannels
 from app.core.settings import Settings
+from app.outbox.writer import nudge_with
 from app.portal.access import check_user_row
-from app.portal.auth import Principal, decode
+from app.portal.auth import Principal, decode_cached
 
 
 class NodeStats(Protocol):
@@ -83,7 +86,8 @@ def get_context_of(api: FastAPI) -> AppContext:
     return ctx
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    """async: FastAPI runs a sync dependency in a worker thread, a hand-off for nothing."""
     ctx = request.app.state.ctx
     assert isinstance(ctx, AppContext)
     return ctx
@@ -110,19 +114,50 @@ BEARER = HTTPBearer(auto_error=False, bearerFormat="JWT",
                                 "development)")
 
 
-def get_principal(request: Request, ctx: Context,
-                  _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
+def token_principal(request: Request, ctx: AppContext) -> Principal:
+    """The bearer token's principal (signature and claims checked; remembered until it
+    expires), without looking at the database."""
     header = request.headers.get("authorization")
     if not header:
         raise AuthError("missing bearer token", code="token_missing")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("expected 'Authorization: Bearer <token>'", code="token_invalid")
-    who = decode(token.strip(), secret=ctx.settings.secret)
+    return decode_cached(token.strip(), secret=ctx.settings.secret)
+
+
+def _check_row(ctx: AppContext, who: Principal) -> None:
+    with ctx.factory() as session:
+        check_user_row(session, who)
+
+
+async def get_principal(request: Request, ctx: Context,
+                        _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
+    """The caller. A service's token is all there is to check (no thread, no database); a
+    user's row is checked in a worker thread (the user must still exist with that role)."""
+    who = token_principal(request, ctx)
     if who.role != "service":
-        with ctx.factory() as session:
-            check_user_row(session, who)
+        await run_in_threadpool(_check_row, ctx, who)
     return who
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_token_principal(request: Request, ctx: Context,
+                              _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
+    """The token's principal, its user's row NOT checked: for a route that calls
+    `check_user_row` itself, in its own transaction (one worker thread, not two)."""
+    return token_principal(request, ctx)
+
+
+TokenCaller = Annotated[Principal, Depends(get_token_principal)]
+
+
+def nudge_streams(ctx: AppContext, streams: set[str]) -> None:
+    """Nudge the relay for `streams` (committed moments ago): a background task run after
+    the response, in a worker thread, so that neither the caller nor the event loop waits
+    on the broker. A failure is logged, never raised (the workers' sweep relays)."""
+    nudger = session_nudger(ctx.factory)
+    if nudger is not None and streams:
+        nudge_with(nudger, sorted(streams))

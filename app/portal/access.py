@@ -20,12 +20,14 @@ def check_user_row(session: Session, who: Principal) -> str:
     if who.role == "service":
         return who.sub
     uid = who.user_id
-    user = session.get(User, uid) if uid is not None else None
+    # Core, not session.get: one row of three columns, no ORM object to build.
+    user = session.execute(select(User.role, User.name, User.email).where(User.id == uid)
+                           ).first() if uid is not None else None
     if user is None:
         raise AuthError("the token's user does not exist", code="token_invalid")
     if user.role != who.role:
         raise AuthError("the token's role is no longer the user's", code="token_invalid")
-    return user.name or user.email
+    return str(user.name or user.email)
 
 
 def is_technician_on(session: Session, project_id: int, user_id: int) -> bool:

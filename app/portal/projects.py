@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,10 +14,10 @@ from app.core.db import iso_utc
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.text import check_text
 from app.outbox.streams import project_stream, ticket_stream, user_stream
-from app.outbox.writer import append, ensure_stream
+from app.outbox.writer import Nudger, append, append_rows, ensure_stream
 from app.portal import access
 from app.portal.auth import Principal
-from app.portal.models import Message, Project, Ticket, User
+from app.portal.models import Message, Project, Ticket, User, project_technicians
 
 MAX_MESSAGE = 10_000
 MAX_CLIENT_ID = 100
@@ -102,6 +104,59 @@ def update_project(
                {"type": "info", "title": "Project updated",
                 "message": f"{project.name}: {project.progress}% ({project.status})"})
     return project, removed
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    id: int
+    name: str
+    client_id: int
+    technician_ids: list[int]
+    progress: int
+    status: str
+
+
+_PROJECTS = cast(Table, Project.__table__)
+_TECHNICIANS = (select(func.array_agg(aggregate_order_by(project_technicians.c.user_id,
+                                                         project_technicians.c.user_id)))
+                .where(project_technicians.c.project_id == _PROJECTS.c.id).scalar_subquery())
+
+
+def set_progress(session: Session, who: Principal, project_id: int, *, progress: int | None,
+                 status: str | None, nudge: Nudger | None = None) -> ProjectView:
+    """`update_project` without technicians, on PostgreSQL, in Core statements: the
+    caller's right checked (an admin needs no query), one `UPDATE ... RETURNING` that
+    also reads the technicians, then the two events (one statement per stream).
+
+    The same rows, events, errors and order of checks as `update_project`."""
+    if progress is None and status is None:
+        raise ValueError("nothing to change: use update_project")
+    uid = who.user_id
+    if not (who.is_admin or (who.role == "technician" and uid is not None
+                             and access.is_technician_on(session, project_id, uid))):
+        access.require_project_editor(session, who, project_id)  # raises 404 or 403
+    values: dict[str, Any] = {}
+    if progress is not None:
+        values["progress"] = progress
+    if status is not None:
+        values["status"] = status
+    row = session.connection().execute(
+        update(_PROJECTS).where(_PROJECTS.c.id == project_id).values(**values)
+        .returning(_PROJECTS.c.name, _PROJECTS.c.client_id, _PROJECTS.c.progress,
+                   _PROJECTS.c.status, _TECHNICIANS)).first()
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    name, client_id, new_progress, new_status, technicians = row
+    view = ProjectView(project_id, name, client_id, list(technicians or []), new_progress,
+                       new_status)
+    append_rows(session, [
+        (project_stream(project_id), "project-updated",
+         {"projectId": project_id, "progress": new_progress, "status": new_status}),
+        (user_stream(client_id), "notification",
+         {"type": "info", "title": "Project updated",
+          "message": f"{name}: {new_progress}% ({new_status})"}),
+    ], nudge=nudge)
+    return view
 
 
 def project_rooms(session: Session, project_id: int) -> list[str]:
