@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -31,7 +32,6 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 32  # levels of objects and arrays: deeper JSON cannot be delivered or paged
 Nudger = Callable[[list[str]], None]
 _PENDING = "herald.nudge_streams"
-_HOOKED = "herald.nudge_hooked"
 
 
 def insert_or_skip(session: Session, table: Any, values: dict[str, Any]) -> bool:
@@ -252,20 +252,21 @@ def schedule_nudge(session: Session, stream: str, nudge: Nudger | None = None) -
     pending.add(stream)
     if nudge is not None:
         session.info[NUDGER] = nudge
-    if session.info.get(_HOOKED):
-        return
-    session.info[_HOOKED] = True
-    from sqlalchemy import event as sa_event
 
-    @sa_event.listens_for(session, "after_commit")
-    def _after_commit(sess: Session) -> None:
-        streams = sorted(sess.info.pop(_PENDING, set()))
+
+# Once for every Session (cheaper than listeners per session): a session that appended
+# nudges after its commit, and forgets its streams if it rolls back.
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(sess: Session) -> None:
+    if _PENDING in sess.info:
+        streams = sorted(sess.info.pop(_PENDING))
         if streams:
             nudge_now(sess, streams)
 
-    @sa_event.listens_for(session, "after_rollback")
-    def _after_rollback(sess: Session) -> None:
-        sess.info.pop(_PENDING, None)
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(sess: Session) -> None:
+    sess.info.pop(_PENDING, None)
 
 
 def nudge_now(session: Session, streams: list[str]) -> None:

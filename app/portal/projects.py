@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,7 +16,7 @@ from app.outbox.streams import project_stream, ticket_stream, user_stream
 from app.outbox.writer import Nudger, append, append_rows, ensure_stream
 from app.portal import access
 from app.portal.auth import Principal
-from app.portal.models import Message, Project, Ticket, User, project_technicians
+from app.portal.models import Message, Project, Ticket, User
 
 MAX_MESSAGE = 10_000
 MAX_CLIENT_ID = 100
@@ -116,10 +115,14 @@ class ProjectView:
     status: str
 
 
-_PROJECTS = cast(Table, Project.__table__)
-_TECHNICIANS = (select(func.array_agg(aggregate_order_by(project_technicians.c.user_id,
-                                                         project_technicians.c.user_id)))
-                .where(project_technicians.c.project_id == _PROJECTS.c.id).scalar_subquery())
+# The project's new state and its technicians in one round trip (PostgreSQL).
+_SET_PROGRESS = """\
+UPDATE projects SET progress = coalesce(%(progress)s, progress),
+                    status = coalesce(%(status)s, status)
+WHERE id = %(id)s
+RETURNING name, client_id, progress, status,
+  ARRAY(SELECT user_id FROM project_technicians
+        WHERE project_id = projects.id ORDER BY user_id)"""
 
 
 def set_progress(session: Session, who: Principal, project_id: int, *, progress: int | None,
@@ -135,15 +138,8 @@ def set_progress(session: Session, who: Principal, project_id: int, *, progress:
     if not (who.is_admin or (who.role == "technician" and uid is not None
                              and access.is_technician_on(session, project_id, uid))):
         access.require_project_editor(session, who, project_id)  # raises 404 or 403
-    values: dict[str, Any] = {}
-    if progress is not None:
-        values["progress"] = progress
-    if status is not None:
-        values["status"] = status
-    row = session.connection().execute(
-        update(_PROJECTS).where(_PROJECTS.c.id == project_id).values(**values)
-        .returning(_PROJECTS.c.name, _PROJECTS.c.client_id, _PROJECTS.c.progress,
-                   _PROJECTS.c.status, _TECHNICIANS)).first()
+    row = session.connection().exec_driver_sql(_SET_PROGRESS, {
+        "id": project_id, "progress": progress, "status": status}).first()
     if row is None:
         raise NotFound(f"project {project_id} not found")
     name, client_id, new_progress, new_status, technicians = row
