@@ -3,6 +3,7 @@ the caller."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -75,7 +76,15 @@ class AppContext:
 
 @asynccontextmanager
 async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-    """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown."""
+    """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown.
+
+    At startup everything the process made so far (modules, the app, the Socket.IO
+    server) is moved out of the garbage collector's sight (gc.freeze): the full
+    collections that a request making a thousand objects sets off would otherwise walk
+    all of it again each time (a batch of 1,000 events spent about a quarter of its CPU
+    there)."""
+    gc.collect()
+    gc.freeze()
     yield
     get_context_of(api).close()
 

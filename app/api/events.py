@@ -61,9 +61,10 @@ def _store(ctx: AppContext, service: str, specs: list[publish.EventSpec]
     """The published events, and the streams to nudge the relay for (after the response:
     the events are committed, the nudge is the relay's business, not the caller's)."""
     payloads = []
+    known: set[object] = set()  # stream and type names found valid
     for i, spec in enumerate(specs):  # everything is checked before the transaction opens
         try:
-            payloads.append(publish.checked_payload(spec))
+            payloads.append(publish.checked_payload(spec, known))
         except (InvalidInput, TooLarge) as exc:
             if len(specs) == 1:
                 raise

@@ -77,10 +77,19 @@ def validate(spec: EventSpec) -> EventSpec:
     return spec
 
 
-def checked_payload(spec: EventSpec) -> str:
-    """`validate`, answering the data as the outbox stores it (JSON, encoded once)."""
-    parse_stream(spec.stream)
-    validate_type(spec.type)
+def checked_payload(spec: EventSpec, known: set[object] | None = None) -> str:
+    """`validate`, answering the data as the outbox stores it (JSON, encoded once).
+
+    `known`: stream and type names already found valid (a batch checks each name once);
+    the names this check finds valid are added to it."""
+    if known is None or not isinstance(spec.stream, str) or spec.stream not in known:
+        parse_stream(spec.stream)
+        if known is not None:
+            known.add(spec.stream)
+    if known is None or not isinstance(spec.type, str) or ("type", spec.type) not in known:
+        validate_type(spec.type)
+        if known is not None:
+            known.add(("type", spec.type))
     payload = encode_data(spec.data)
     if "NaN" in payload or "Infinity" in payload:  # maybe only inside a string: look closer
         try:  # NaN and Infinity are not JSON: PostgreSQL would refuse them
@@ -127,7 +136,8 @@ def publish_many(
     items: Sequence[EventSpec] = list(specs)
     if len(items) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} events per batch", code="too_large")
-    payloads = [checked_payload(spec) for spec in items]
+    known: set[object] = set()
+    payloads = [checked_payload(spec, known) for spec in items]
     return publish_checked(session, items, payloads, service=service, nudge=nudge)
 
 

@@ -81,6 +81,7 @@ def encode_data(data: Any) -> str:
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_list = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encoded_size(data: Any) -> int:
@@ -132,15 +133,19 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 
 # PostgreSQL: one stream's head bump and its events' insert in one statement (one round
 # trip). The UPDATE locks the stream's row until the transaction ends, as a bare UPDATE
-# would; a missing stream bumps nothing and inserts nothing (no row comes back).
+# would; a missing stream bumps nothing and inserts nothing (no row comes back). The ids,
+# types and payloads go as three JSON arrays (the payloads are JSON already: joined, not
+# encoded again), zipped by ROWS FROM in order.
 _APPEND_PG = """\
 WITH bump AS (
   UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s RETURNING head, epoch),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, %(stream)s, bump.head - %(n)s + r.ord, r.type, r.payload, %(ts)s
-  FROM bump, unnest(%(ids)s::text[], %(types)s::text[], %(payloads)s::json[])
-       WITH ORDINALITY AS r(id, type, payload, ord))
+  FROM bump, ROWS FROM (json_array_elements_text(%(ids)s::json),
+                        json_array_elements_text(%(types)s::json),
+                        json_array_elements(%(payloads)s::json))
+             WITH ORDINALITY AS r(id, type, payload, ord))
 SELECT bump.head, bump.epoch FROM bump"""
 
 
@@ -205,8 +210,10 @@ def _append_pg(conn: Connection, stream: str, rows: Sequence[Row], at: list[int]
                ids: Sequence[str], payloads: Sequence[str], now: datetime) -> Any:
     """(new head, epoch, now) after appending rows `at` to `stream`, or None if there is no
     such stream (then nothing is written)."""
-    params = {"n": len(at), "stream": stream, "ts": now, "ids": [ids[i] for i in at],
-              "types": [rows[i][1] for i in at], "payloads": [payloads[i] for i in at]}
+    params = {"n": len(at), "stream": stream, "ts": now,
+              "ids": _json_list([ids[i] for i in at]),
+              "types": _json_list([rows[i][1] for i in at]),
+              "payloads": "[" + ",".join([payloads[i] for i in at]) + "]"}
     row = conn.exec_driver_sql(_APPEND_PG, params).first()
     return None if row is None else (row[0], row[1], now)
 
