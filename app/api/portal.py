@@ -129,15 +129,15 @@ def _patch(ctx: AppContext, who: Principal, project_id: int, body: ProjectPatch
     """(the answer, [(user taken off, rooms to leave)], streams to nudge)."""
     touched: set[str] = set()
     with ctx.factory() as session, session.begin():
-        access.check_user_row(session, who)
         if (body.technicianIds is None and (body.progress is not None or body.status is not None)
-                and ctx.engine.dialect.name == "postgresql"):
+                and ctx.engine.dialect.name == "postgresql"):  # checks the caller's row too
             view = projects.set_progress(session, who, project_id, progress=body.progress,
                                          status=body.status, nudge=touched.update)
             out = ProjectOut(id=view.id, name=view.name, clientId=view.client_id,
                              technicianIds=view.technician_ids, progress=view.progress,
                              status=view.status)
             return out.model_dump_json().encode(), [], touched
+        access.check_user_row(session, who)
         project, removed = projects.update_project(session, who, project_id,
                                                    progress=body.progress, status=body.status,
                                                    technician_ids=body.technicianIds)

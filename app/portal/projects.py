@@ -115,11 +115,15 @@ class ProjectView:
     status: str
 
 
-# The project's new state and its technicians in one round trip (PostgreSQL).
+# The caller's checks, the project's new state and its technicians in one round trip
+# (PostgreSQL): no row if the project, the caller's row or the caller's right is missing.
 _SET_PROGRESS = """\
 UPDATE projects SET progress = coalesce(%(progress)s, progress),
                     status = coalesce(%(status)s, status)
 WHERE id = %(id)s
+  AND EXISTS (SELECT 1 FROM users WHERE id = %(uid)s AND role = %(role)s)
+  AND (%(admin)s OR EXISTS (SELECT 1 FROM project_technicians
+                            WHERE project_id = %(id)s AND user_id = %(uid)s))
 RETURNING name, client_id, progress, status,
   ARRAY(SELECT user_id FROM project_technicians
         WHERE project_id = projects.id ORDER BY user_id)"""
@@ -127,21 +131,25 @@ RETURNING name, client_id, progress, status,
 
 def set_progress(session: Session, who: Principal, project_id: int, *, progress: int | None,
                  status: str | None, nudge: Nudger | None = None) -> ProjectView:
-    """`update_project` without technicians, on PostgreSQL, in Core statements: the
-    caller's right checked (an admin needs no query), one `UPDATE ... RETURNING` that
-    also reads the technicians, then the two events (one statement per stream).
+    """`access.check_user_row` and `update_project` without technicians, on PostgreSQL:
+    one `UPDATE ... RETURNING` that also checks the caller (the token's user exists with
+    its role; a technician is on the project) and reads the technicians, then the two
+    events (one statement per stream).
 
-    The same rows, events, errors and order of checks as `update_project`."""
+    Only when that UPDATE changes nothing are the checks made one by one, to refuse
+    with the same error, in the same order, as `check_user_row` then `update_project`."""
     if progress is None and status is None:
         raise ValueError("nothing to change: use update_project")
     uid = who.user_id
-    if not (who.is_admin or (who.role == "technician" and uid is not None
-                             and access.is_technician_on(session, project_id, uid))):
-        access.require_project_editor(session, who, project_id)  # raises 404 or 403
-    row = session.connection().exec_driver_sql(_SET_PROGRESS, {
-        "id": project_id, "progress": progress, "status": status}).first()
-    if row is None:
-        raise NotFound(f"project {project_id} not found")
+    row = None
+    if uid is not None and who.role in ("admin", "technician"):
+        row = session.connection().exec_driver_sql(_SET_PROGRESS, {
+            "id": project_id, "progress": progress, "status": status, "uid": uid,
+            "role": who.role, "admin": who.is_admin}).first()
+    if row is None:  # why not: the caller's row, its right, the project
+        access.check_user_row(session, who)
+        access.require_project_editor(session, who, project_id)
+        raise NotFound(f"project {project_id} not found")  # pragma: no cover  (a race)
     name, client_id, new_progress, new_status, technicians = row
     view = ProjectView(project_id, name, client_id, list(technicians or []), new_progress,
                        new_status)
