@@ -3,11 +3,14 @@ the caller."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
@@ -23,6 +26,8 @@ from app.core.settings import Settings
 from app.outbox.writer import nudge_with
 from app.portal.access import check_user_row
 from app.portal.auth import Principal, decode_cached
+
+T = TypeVar("T")
 
 
 class NodeStats(Protocol):
@@ -161,6 +166,40 @@ async def get_token_principal(request: Request, ctx: Context,
 
 
 TokenCaller = Annotated[Principal, Depends(get_token_principal)]
+
+
+_WRITERS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="herald-write")
+
+
+async def write_then_nudge(ctx: AppContext, work: Callable[[], tuple[T, set[str]]]) -> T:
+    """Run `work` (a transaction: answers (its result, the streams it appended to)) in a
+    worker thread; hand its result back as soon as it has committed, then nudge the relay
+    from that same thread while the answer goes out: one thread hand-off per write, not
+    two, and nobody waits on the broker. A failed nudge is logged, never raised."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            result, streams = context.run(work)
+        except BaseException as exc:  # handed to the request, raised there
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, done, result, None)
+        nudge_streams(ctx, streams)
+
+    _WRITERS.submit(run)
+    return await done
+
+
+def _settle(done: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
+    if done.done():  # the request was cancelled (the client went away)
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
 
 
 def nudge_streams(ctx: AppContext, streams: set[str]) -> None:

@@ -8,10 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
-from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AppContext, Caller, Context, nudge_streams
+from app.api.deps import AppContext, Caller, Context, write_then_nudge
 from app.api.errors import ERROR_RESPONSES
 from app.core import jsoncodec
 from app.core.errors import Conflict, Forbidden, InvalidInput, TooLarge
@@ -85,15 +83,15 @@ def _store(ctx: AppContext, service: str, specs: list[publish.EventSpec]
 
 
 def _post(ctx: AppContext, service: str, specs: list[publish.EventSpec], many: bool
-          ) -> tuple[bytes, int, set[str]]:
-    """(the answer's JSON, its status, the streams to nudge), in one worker thread."""
+          ) -> tuple[tuple[bytes, int], set[str]]:
+    """((the answer's JSON, its status), the streams to nudge), in one worker thread."""
     published, touched = _store(ctx, service, specs)
     out = [p.to_dict() for p in published]
     duplicates = sum(1 for o in out if o["duplicate"])
     log.info("events published service=%s events=%d duplicates=%d streams=%d", service[:50],
              len(out) - duplicates, duplicates, len({o["stream"] for o in out}))
     status = 200 if duplicates == len(out) else 201
-    return jsoncodec.dumps(out if many else out[0]), status, touched
+    return (jsoncodec.dumps(out if many else out[0]), status), touched
 
 
 @router.post("/events", status_code=201, responses=ERRORS,
@@ -106,8 +104,8 @@ async def post_events(
     Answers `{id, stream, offset}` per event; all of a batch is stored or none of it.
     """
     # async: validation here on the loop, the transaction in one worker thread, the
-    # answer encoded there once (no response-model round trip); the relay is nudged
-    # after the answer is sent, from a worker thread (a broker that hangs hangs no loop).
+    # answer encoded there once (no response-model round trip); the relay is nudged by
+    # that thread once the answer is on its way (a broker that hangs hangs no loop).
     service = _service(who)
     items = body if isinstance(body, list) else [body]
     if len(items) > publish.MAX_BATCH:
@@ -115,10 +113,9 @@ async def post_events(
     if not items:
         raise InvalidInput("an empty list publishes nothing", code="empty_batch")
     specs = [publish.EventSpec(e.stream, e.type, e.data, e.idempotencyKey) for e in items]
-    answer, status, touched = await run_in_threadpool(_post, ctx, service, specs,
-                                                      isinstance(body, list))
-    return Response(answer, status_code=status, media_type="application/json",
-                    background=BackgroundTask(nudge_streams, ctx, touched))
+    many = isinstance(body, list)
+    answer, status = await write_then_nudge(ctx, lambda: _post(ctx, service, specs, many))
+    return Response(answer, status_code=status, media_type="application/json")
 
 
 __all__ = ["router"]

@@ -6,9 +6,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import DB, AppContext, Caller, Context, TokenCaller, nudge_streams
+from app.api.deps import DB, AppContext, Caller, Context, TokenCaller, write_then_nudge
 from app.api.errors import ERROR_RESPONSES
 from app.core.ids import MAX_ID
 from app.core.text import NotBlank, Storable
@@ -114,19 +113,18 @@ async def patch_project(project_id: PathId, body: ProjectPatch, who: TokenCaller
     """Change progress/status (and, admins, technicians); writes `project-updated` and
     notifies the client. An empty body changes and writes nothing."""
     # async: the caller's row, the change and its events in one transaction in ONE worker
-    # thread (committed before the answer); then, after the answer, the sockets of
-    # technicians taken off leave the project's rooms and the relay is nudged.
-    answer, removed, touched = await run_in_threadpool(_patch, ctx, who, project_id, body)
+    # thread (committed before the answer), which then nudges the relay; after the answer
+    # the sockets of technicians taken off leave the project's rooms.
+    answer, removed = await write_then_nudge(ctx, lambda: _patch(ctx, who, project_id, body))
     later = BackgroundTasks()
     for user_id, rooms in removed:
         later.add_task(ctx.node.revoke, user_id, rooms)
-    later.add_task(nudge_streams, ctx, touched)
     return Response(answer, media_type="application/json", background=later)
 
 
 def _patch(ctx: AppContext, who: Principal, project_id: int, body: ProjectPatch
-           ) -> tuple[bytes, list[tuple[int, list[str]]], set[str]]:
-    """(the answer, [(user taken off, rooms to leave)], streams to nudge)."""
+           ) -> tuple[tuple[bytes, list[tuple[int, list[str]]]], set[str]]:
+    """((the answer, [(user taken off, rooms to leave)]), streams to nudge)."""
     touched: set[str] = set()
     with ctx.factory() as session, session.begin():
         if (body.technicianIds is None and (body.progress is not None or body.status is not None)
@@ -136,14 +134,14 @@ def _patch(ctx: AppContext, who: Principal, project_id: int, body: ProjectPatch
             out = ProjectOut(id=view.id, name=view.name, clientId=view.client_id,
                              technicianIds=view.technician_ids, progress=view.progress,
                              status=view.status)
-            return out.model_dump_json().encode(), [], touched
+            return (out.model_dump_json().encode(), []), touched
         access.check_user_row(session, who)
         project, removed = projects.update_project(session, who, project_id,
                                                    progress=body.progress, status=body.status,
                                                    technician_ids=body.technicianIds)
         rooms = projects.project_rooms(session, project_id) if removed else []
         answer = _project_out(project).model_dump_json().encode()
-    return answer, [(user_id, rooms) for user_id in removed], touched
+    return (answer, [(user_id, rooms) for user_id in removed]), touched
 
 
 @router.post("/tickets", status_code=201, response_model=TicketOut, tags=["admin"])
