@@ -79,6 +79,9 @@ class AppContext:
         self.engine.dispose()
 
 
+_FROZEN: list[bool] = []
+
+
 @asynccontextmanager
 async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown.
@@ -87,9 +90,11 @@ async def lifespan(api: FastAPI) -> AsyncIterator[None]:
     server) is moved out of the garbage collector's sight (gc.freeze): the full
     collections that a request making a thousand objects sets off would otherwise walk
     all of it again each time (a batch of 1,000 events spent about a quarter of its CPU
-    there)."""
-    gc.collect()
-    gc.freeze()
+    there). Once per process (a test process starts many apps)."""
+    if not _FROZEN:
+        _FROZEN.append(True)
+        gc.collect()
+        gc.freeze()
     yield
     get_context_of(api).close()
 
