@@ -122,19 +122,28 @@ async def patch_project(project_id: PathId, body: ProjectPatch, who: TokenCaller
     return Response(answer, media_type="application/json", background=later)
 
 
+def _view_out(view: projects.ProjectView) -> ProjectOut:
+    return ProjectOut(id=view.id, name=view.name, clientId=view.client_id,
+                      technicianIds=view.technician_ids, progress=view.progress,
+                      status=view.status)
+
+
 def _patch(ctx: AppContext, who: Principal, project_id: int, body: ProjectPatch
            ) -> tuple[tuple[bytes, list[tuple[int, list[str]]]], set[str]]:
     """((the answer, [(user taken off, rooms to leave)]), streams to nudge)."""
     touched: set[str] = set()
+    quick = (body.technicianIds is None and (body.progress is not None or body.status is not None)
+             and ctx.engine.dialect.name == "postgresql")
+    done = projects.set_progress_pipelined(ctx.engine, who, project_id, progress=body.progress,
+                                           status=body.status) if quick else None
+    if done is not None:
+        view, streams = done
+        return (_view_out(view).model_dump_json().encode(), []), streams
     with ctx.factory() as session, session.begin():
-        if (body.technicianIds is None and (body.progress is not None or body.status is not None)
-                and ctx.engine.dialect.name == "postgresql"):  # checks the caller's row too
+        if quick:  # refusals, and the rare missing stream: as before (checks the caller too)
             view = projects.set_progress(session, who, project_id, progress=body.progress,
                                          status=body.status, nudge=touched.update)
-            out = ProjectOut(id=view.id, name=view.name, clientId=view.client_id,
-                             technicianIds=view.technician_ids, progress=view.progress,
-                             status=view.status)
-            return (out.model_dump_json().encode(), []), touched
+            return (_view_out(view).model_dump_json().encode(), []), touched
         access.check_user_row(session, who)
         project, removed = projects.update_project(session, who, project_id,
                                                    progress=body.progress, status=body.status,

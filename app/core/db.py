@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -50,10 +51,11 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: fl
     request a few seconds and a clear error, never a hang: `connect_timeout` (seconds to
     open a connection), `statement_timeout` (seconds a statement may run; 0: no limit),
     a pool checkout wait of `connect_timeout` too, and a ping of a connection that sat
-    in the pool for PING_IDLE seconds or more, so that the first request after a
+    in the pool for PING_IDLE seconds or more, or whose socket has input waiting (the
+    server ended it: a restart, a terminated backend), so that the first request after a
     database restart gets a fresh connection instead of a dead one. (A connection used
-    moments ago is not pinged: the ping is a round trip that a busy node would pay on
-    every request. The pool hands out the most recently used connection first.)
+    moments ago with nothing waiting is not pinged: the ping is a round trip that a busy
+    node would pay on every request. The pool hands out the most recently used first.)
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -77,6 +79,21 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: fl
 
 
 PING_IDLE = 1.0  # seconds in the pool after which a connection is pinged before use
+
+
+def _has_input(dbapi_conn: Any) -> bool:
+    """True if the server sent something to this idle connection: a server that shuts
+    down or ends the session says so (FATAL) or closes the socket, which makes it
+    readable. No round trip: one select() with no wait. Then the connection is pinged
+    (and replaced), however recently it was used — a restart within PING_IDLE is seen."""
+    fileno = getattr(dbapi_conn, "fileno", None)
+    if fileno is None:
+        return True
+    try:
+        readable, _, _ = select.select([fileno()], [], [], 0)
+    except (OSError, ValueError, TypeError):  # closed, or no socket: ping to find out
+        return True
+    return bool(readable)
 _USED = "herald.used"
 
 
@@ -94,7 +111,7 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        if time.monotonic() - record.info.get(_USED, 0.0) < idle:
+        if time.monotonic() - record.info.get(_USED, 0.0) < idle and not _has_input(dbapi_conn):
             return
         try:
             engine.dialect.do_ping(dbapi_conn)

@@ -136,7 +136,7 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 # would; a missing stream bumps nothing and inserts nothing (no row comes back). The ids,
 # types and payloads go as three JSON arrays (the payloads are JSON already: joined, not
 # encoded again), zipped by ROWS FROM in order.
-_APPEND_PG = """\
+APPEND_SQL = """\
 WITH bump AS (
   UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s RETURNING head, epoch),
 ins AS (
@@ -210,12 +210,26 @@ def _append_pg(conn: Connection, stream: str, rows: Sequence[Row], at: list[int]
                ids: Sequence[str], payloads: Sequence[str], now: datetime) -> Any:
     """(new head, epoch, now) after appending rows `at` to `stream`, or None if there is no
     such stream (then nothing is written)."""
-    params = {"n": len(at), "stream": stream, "ts": now,
-              "ids": _json_list([ids[i] for i in at]),
-              "types": _json_list([rows[i][1] for i in at]),
-              "payloads": "[" + ",".join([payloads[i] for i in at]) + "]"}
-    row = conn.exec_driver_sql(_APPEND_PG, params).first()
+    params = append_params(stream, rows, at, ids, payloads, now)
+    row = conn.exec_driver_sql(APPEND_SQL, params).first()
     return None if row is None else (row[0], row[1], now)
+
+
+def append_params(stream: str, rows: Sequence[Row], at: list[int], ids: Sequence[str],
+                  payloads: Sequence[str], now: datetime) -> dict[str, Any]:
+    """The parameters of APPEND_SQL (psycopg's `%(name)s` style) for rows `at` of `rows`,
+    all of `stream`: it answers (new head, epoch), or no row if there is no such stream."""
+    return {"n": len(at), "stream": stream, "ts": now,
+            "ids": _json_list([ids[i] for i in at]),
+            "types": _json_list([rows[i][1] for i in at]),
+            "payloads": "[" + ",".join([payloads[i] for i in at]) + "]"}
+
+
+def records_of(stream: str, head: int, epoch: str, rows: Sequence[Row], ids: Sequence[str],
+               now: datetime) -> list[EventRecord]:
+    """The records of `rows` (all of `stream`) appended by APPEND_SQL, which answered
+    (head, epoch)."""
+    return _records(stream, (head, epoch), rows, list(range(len(rows))), ids, now)
 
 
 def _records(stream: str, head_row: Any, rows: Sequence[Row], at: list[int],
