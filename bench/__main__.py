@@ -28,6 +28,7 @@ from bench import (
     relay_bench,
     replay_bench,
     storm_bench,
+    writes_bench,
 )
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Report
@@ -37,14 +38,16 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "threads": 4, "updates": 20, "low_rate": 50.0,
         "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
-        "storm_sockets": 2000, "storm_missed": 20}
+        "storm_sockets": 2000, "storm_missed": 20,
+        "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
          "relay_loop": False, "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
          "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
-         "storm_sockets": 50, "storm_missed": 5}
-PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm")
+         "storm_sockets": 50, "storm_missed": 5,
+         "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2}
+PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm", "writes")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +81,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compression-events", type=int)
     parser.add_argument("--storm-sockets", type=int, help="sockets in the reconnect storm")
     parser.add_argument("--storm-missed", type=int, help="events each socket missed")
+    parser.add_argument("--writes-single", type=int,
+                        help="sequential requests of each kind per writes repetition")
+    parser.add_argument("--writes-batches", type=int, help="batches of 1,000 per repetition")
+    parser.add_argument("--writes-appends", type=int,
+                        help="writer.append events in one transaction per repetition")
+    parser.add_argument("--writes-reps", type=int, help="writes repetitions")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -141,6 +150,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "storm" in args.parts:
             await storm_bench.run(report, factory, base, storm_bench.StormSizes(
                 args.storm_sockets, args.storm_missed))
+        if "writes" in args.parts:
+            await writes_bench.run(report, factory, url, base, writes_bench.WritesSizes(
+                args.writes_single, args.writes_batches, args.writes_appends, args.writes_reps))
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

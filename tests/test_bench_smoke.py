@@ -19,7 +19,9 @@ TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "1
         "--replay", "50", "--replay-reps", "1", "--rate", "20", "--duration", "1",
         "--e2e-reps", "1", "--streams", "2", "--threads", "2", "--updates", "2",
         "--fanout-sockets", "10", "--fanout-events", "2", "--fanout-wide", "15",
-        "--fanout-reps", "1", "--storm-sockets", "10", "--storm-missed", "3"]
+        "--fanout-reps", "1", "--storm-sockets", "10", "--storm-missed", "3",
+        "--writes-single", "5", "--writes-batches", "1", "--writes-appends", "20",
+        "--writes-reps", "1"]
 
 
 def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: str,
@@ -31,7 +33,7 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
     names = {(f["section"], f["name"]) for f in figures}
-    for section in ("relay", "replay", "e2e", "update", "fanout", "storm"):
+    for section in ("relay", "replay", "e2e", "update", "fanout", "storm", "writes"):
         assert any(s == section for s, _ in names), (section, done.stdout)
     skipped = [f for f in figures if "skipped" in f["note"]]
     assert not (CI and skipped), skipped  # Node is required under CI=true
@@ -40,6 +42,8 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     assert "ratio relay() / ceiling" in done.stdout
     assert "50 missed events" in done.stdout
     assert "commit -> client p99" in done.stdout
+    assert "POST /api/events, batches of 1,000" in done.stdout
+    assert "PATCH /api/projects/{id} round trip" in done.stdout
     if not skipped:
         for line in ("ratio Herald / Node (deliveries/s)", "Node socket.io, same JWT check",
                      "memory per idle joined socket", "one event to 15 sockets",

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from app.core.errors import AuthError
-from app.portal.auth import decode
+from app.portal.auth import decode_cached
 
 log = logging.getLogger("herald.api")
 Scope = MutableMapping[str, Any]
@@ -88,7 +88,7 @@ class BodyLimit:
         if scheme.lower() != "bearer" or not token.strip():
             return AuthError("expected 'Authorization: Bearer <token>'", code="token_invalid")
         try:
-            decode(token.strip(), secret=self.secret)
+            decode_cached(token.strip(), secret=self.secret)
         except AuthError as exc:
             return exc
         return None

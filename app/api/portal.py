@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Path
+from fastapi import APIRouter, BackgroundTasks, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import DB, Caller, Context
+from app.api.deps import DB, AppContext, Caller, Context, TokenCaller, write_then_nudge
 from app.api.errors import ERROR_RESPONSES
 from app.core.ids import MAX_ID
 from app.core.text import NotBlank, Storable
 from app.portal import access, projects
+from app.portal.auth import Principal
 from app.portal.models import Project
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -107,18 +108,49 @@ def get_project(project_id: PathId, who: Caller, db: DB) -> ProjectOut:
 
 
 @router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def patch_project(project_id: PathId, body: ProjectPatch, who: Caller, db: DB, ctx: Context,
-                  later: BackgroundTasks) -> ProjectOut:
+async def patch_project(project_id: PathId, body: ProjectPatch, who: TokenCaller,
+                        ctx: Context) -> Any:
     """Change progress/status (and, admins, technicians); writes `project-updated` and
     notifies the client. An empty body changes and writes nothing."""
-    project, removed = projects.update_project(db, who, project_id, progress=body.progress,
-                                             status=body.status,
-                                             technician_ids=body.technicianIds)
-    if removed:  # after the commit: their sockets leave the project's rooms on every node
-        rooms = projects.project_rooms(db, project_id)
-        for user_id in removed:
-            later.add_task(ctx.node.revoke, user_id, rooms)
-    return _project_out(project)
+    # async: the caller's row, the change and its events in one transaction in ONE worker
+    # thread (committed before the answer), which then nudges the relay; after the answer
+    # the sockets of technicians taken off leave the project's rooms.
+    answer, removed = await write_then_nudge(ctx, lambda: _patch(ctx, who, project_id, body))
+    later = BackgroundTasks()
+    for user_id, rooms in removed:
+        later.add_task(ctx.node.revoke, user_id, rooms)
+    return Response(answer, media_type="application/json", background=later)
+
+
+def _view_out(view: projects.ProjectView) -> ProjectOut:
+    return ProjectOut(id=view.id, name=view.name, clientId=view.client_id,
+                      technicianIds=view.technician_ids, progress=view.progress,
+                      status=view.status)
+
+
+def _patch(ctx: AppContext, who: Principal, project_id: int, body: ProjectPatch
+           ) -> tuple[tuple[bytes, list[tuple[int, list[str]]]], set[str]]:
+    """((the answer, [(user taken off, rooms to leave)]), streams to nudge)."""
+    touched: set[str] = set()
+    quick = (body.technicianIds is None and (body.progress is not None or body.status is not None)
+             and ctx.engine.dialect.name == "postgresql")
+    done = projects.set_progress_pipelined(ctx.engine, who, project_id, progress=body.progress,
+                                           status=body.status) if quick else None
+    if done is not None:
+        view, streams = done
+        return (_view_out(view).model_dump_json().encode(), []), streams
+    with ctx.factory() as session, session.begin():
+        if quick:  # refusals, and the rare missing stream: as before (checks the caller too)
+            view = projects.set_progress(session, who, project_id, progress=body.progress,
+                                         status=body.status, nudge=touched.update)
+            return (_view_out(view).model_dump_json().encode(), []), touched
+        access.check_user_row(session, who)
+        project, removed = projects.update_project(session, who, project_id,
+                                                   progress=body.progress, status=body.status,
+                                                   technician_ids=body.technicianIds)
+        rooms = projects.project_rooms(session, project_id) if removed else []
+        answer = _project_out(project).model_dump_json().encode()
+    return (answer, [(user_id, rooms) for user_id in removed]), touched
 
 
 @router.post("/tickets", status_code=201, response_model=TicketOut, tags=["admin"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -48,8 +50,12 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: fl
     PostgreSQL gets bounded waits, so that a database that is down or unreachable costs a
     request a few seconds and a clear error, never a hang: `connect_timeout` (seconds to
     open a connection), `statement_timeout` (seconds a statement may run; 0: no limit),
-    a pool checkout wait of `connect_timeout` too, and a pre-ping, so that the first
-    request after a database restart gets a fresh connection instead of a dead one.
+    a pool checkout wait of `connect_timeout` too, and a ping of a connection that sat
+    in the pool for PING_IDLE seconds or more, or whose socket has input waiting (the
+    server ended it: a restart, a terminated backend), so that the first request after a
+    database restart gets a fresh connection instead of a dead one. (A connection used
+    moments ago with nothing waiting is not pinged: the ping is a round trip that a busy
+    node would pay on every request. The pool hands out the most recently used first.)
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -62,10 +68,55 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, statement_timeout: fl
                                 f"-c statement_timeout={int(statement_timeout * 1000)}")
     kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_timeout", connect_timeout)
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    kwargs.setdefault("pool_use_lifo", True)
+    if "pool_pre_ping" in kwargs:
+        return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine, PING_IDLE)
+    return engine
+
+
+PING_IDLE = 1.0  # seconds in the pool after which a connection is pinged before use
+
+
+def _has_input(dbapi_conn: Any) -> bool:
+    """True if the server sent something to this idle connection: a server that shuts
+    down or ends the session says so (FATAL) or closes the socket, which makes it
+    readable. No round trip: one select() with no wait. Then the connection is pinged
+    (and replaced), however recently it was used — a restart within PING_IDLE is seen."""
+    fileno = getattr(dbapi_conn, "fileno", None)
+    if fileno is None:
+        return True
+    try:
+        readable, _, _ = select.select([fileno()], [], [], 0)
+    except (OSError, ValueError, TypeError):  # closed, or no socket: ping to find out
+        return True
+    return bool(readable)
+_USED = "herald.used"
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """pool_pre_ping, for connections idle `idle` seconds or more only."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_USED, 0.0) < idle and not _has_input(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # a dead connection: the pool opens a new one
+            raise sa_exc.DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -96,3 +147,10 @@ def make_session_factory(engine: Engine, *,
     """Sessions on `engine`; `nudge` (if given) is called with the streams a commit appended to."""
     return sessionmaker(engine, expire_on_commit=False,
                         info={NUDGER: nudge} if nudge is not None else None)
+
+
+def session_nudger(factory: sessionmaker[Session]) -> Callable[[list[str]], None] | None:
+    """The nudger `make_session_factory` gave `factory`, if any."""
+    info = factory.kw.get("info") or {}
+    nudger: Callable[[list[str]], None] | None = info.get(NUDGER)
+    return nudger

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -31,7 +32,6 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 32  # levels of objects and arrays: deeper JSON cannot be delivered or paged
 Nudger = Callable[[list[str]], None]
 _PENDING = "herald.nudge_streams"
-_HOOKED = "herald.nudge_hooked"
 
 
 def insert_or_skip(session: Session, table: Any, values: dict[str, Any]) -> bool:
@@ -62,9 +62,31 @@ def ensure_stream(session: Session, name: str) -> None:
                                           "attempts": 0})
 
 
+def encode_data(data: Any) -> str:
+    """`data` checked (a JSON object, at most MAX_DATA_DEPTH levels, at most MAX_DATA_BYTES
+    as JSON) and encoded once, compact: the text the outbox stores."""
+    if not isinstance(data, dict):
+        raise InvalidInput("data must be a JSON object", code="invalid_data")
+    if depth_over(data, MAX_DATA_DEPTH):
+        raise InvalidInput(f"data nests more than {MAX_DATA_DEPTH} levels",
+                           code="invalid_data")
+    try:
+        text = _encode(data)
+        size = len(text) if text.isascii() else len(text.encode())
+    except (TypeError, ValueError) as exc:  # not JSON, or a lone surrogate (not UTF-8)
+        raise InvalidInput(f"data is not JSON: {exc}", code="invalid_data") from None
+    if size > MAX_DATA_BYTES:
+        raise TooLarge(f"data is over {MAX_DATA_BYTES} bytes as JSON", code="too_large")
+    return text
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_list = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encoded_size(data: Any) -> int:
     try:
-        return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+        return len(_encode(data).encode())
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"data is not JSON: {exc}", code="invalid_data") from None
 
@@ -81,14 +103,8 @@ def depth_over(data: Any, limit: int) -> bool:
 
 
 def check_data(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise InvalidInput("data must be a JSON object", code="invalid_data")
-    if depth_over(data, MAX_DATA_DEPTH):
-        raise InvalidInput(f"data nests more than {MAX_DATA_DEPTH} levels",
-                           code="invalid_data")
-    if encoded_size(data) > MAX_DATA_BYTES:
-        raise TooLarge(f"data is over {MAX_DATA_BYTES} bytes as JSON", code="too_large")
-    return data
+    encode_data(data)
+    return data  # type: ignore[no-any-return]
 
 
 def append(
@@ -108,45 +124,135 @@ def append(
     """
     parse_stream(stream)
     validate_type(type)
-    check_data(data)
-    [record] = append_rows(session, [(stream, type, data)], nudge=nudge)
+    payload = encode_data(data)
+    [record] = append_rows(session, [(stream, type, data)], payloads=[payload], nudge=nudge)
     return record
 
 
 Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 
+# PostgreSQL: one stream's head bump and its events' insert in one statement (one round
+# trip). The UPDATE locks the stream's row until the transaction ends, as a bare UPDATE
+# would; a missing stream bumps nothing and inserts nothing (no row comes back). The ids,
+# types and payloads go as three JSON arrays (the payloads are JSON already: joined, not
+# encoded again), zipped by ROWS FROM in order.
+APPEND_SQL = """\
+WITH bump AS (
+  UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s RETURNING head, epoch),
+ins AS (
+  INSERT INTO events (id, stream, "offset", type, payload, created_at)
+  SELECT r.id, %(stream)s, bump.head - %(n)s + r.ord, r.type, r.payload, %(ts)s
+  FROM bump, ROWS FROM (json_array_elements_text(%(ids)s::json),
+                        json_array_elements_text(%(types)s::json),
+                        json_array_elements(%(payloads)s::json))
+             WITH ORDINALITY AS r(id, type, payload, ord))
+SELECT bump.head, bump.epoch FROM bump"""
+
 
 def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | None = None,
+                payloads: Sequence[str] | None = None,
                 nudge: Nudger | None = None) -> list[EventRecord]:
-    """The one append path: one head bump per stream and one multi-row insert.
+    """The one append path: per stream, in name order, one head bump and its events'
+    insert (on PostgreSQL one statement; elsewhere an UPDATE and a multi-row INSERT).
 
-    `rows` must be valid (`append` and `publish.validate` check them). Events of one
-    stream get consecutive offsets in list order. A missing stream is created.
+    `rows` must be valid (`append` and `publish.validate` check them); `payloads`, if
+    given, are their data as `encode_data` encoded it. Events of one stream get
+    consecutive offsets in list order. A missing stream is created. Core statements on
+    the session's connection: no ORM objects.
     """
-    counts = Counter(stream for stream, _type, _data in rows)
-    next_offset: dict[str, list[Any]] = {}
-    for stream in sorted(counts):
-        bump = (update(Stream).where(Stream.name == stream)
-                .values(head=Stream.head + counts[stream]).returning(Stream.head, Stream.epoch))
-        head_row = session.execute(bump).first()
-        if head_row is None:
-            ensure_stream(session, stream)
-            head_row = session.execute(bump).one()
-        next_offset[stream] = [int(head_row[0]) - counts[stream] + 1, str(head_row[1])]
+    if not rows:
+        return []
     now = utcnow()
-    records: list[EventRecord] = []
-    for i, (stream, type_, data) in enumerate(rows):
-        slot = next_offset[stream]
-        event_id = ids[i] if ids is not None else str(uuid.uuid4())
-        records.append(EventRecord(event_id, stream, slot[0], slot[1], type_, data, now))
-        slot[0] += 1
-    if records:
-        session.execute(insert(Event), [
-            {"id": r.id, "stream": r.stream, "offset": r.offset, "type": r.type,
-             "payload": r.payload, "created_at": now} for r in records])
-    for stream in counts:
+    texts = list(payloads) if payloads is not None else [_encode(d) for _s, _t, d in rows]
+    event_ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in rows]
+    by_stream: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_stream.setdefault(row[0], []).append(i)
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    records: list[EventRecord | None] = [None] * len(rows)
+    for stream in sorted(by_stream):
+        at = by_stream[stream]
+        if postgres:
+            head_row = _append_pg(conn, stream, rows, at, event_ids, texts, now)
+            if head_row is None:
+                ensure_stream(session, stream)
+                head_row = _append_pg(conn, stream, rows, at, event_ids, texts, now)
+                assert head_row is not None
+        else:
+            head_row = _bump(session, stream, len(at))
+            first = int(head_row[0]) - len(at) + 1
+            conn.execute(_EVENTS.insert(), [
+                {"id": event_ids[i], "stream": stream, "offset": first + k, "type": rows[i][1],
+                 "payload": rows[i][2], "created_at": now} for k, i in enumerate(at)])
+        for i, record in zip(at, _records(stream, head_row, rows, at, event_ids, now),
+                             strict=True):
+            records[i] = record
         schedule_nudge(session, stream, nudge)
-    return records
+    return records  # type: ignore[return-value]  # every index was filled
+
+
+def append_alone(conn: Connection, stream: str, rows: Sequence[Row], ids: Sequence[str],
+                 payloads: Sequence[str]) -> list[EventRecord] | None:
+    """Events of one existing stream in one statement of their own, on a PostgreSQL
+    connection in autocommit: the head bump and the inserts commit together (one round
+    trip, no BEGIN, no COMMIT). None if the stream does not exist yet (nothing is written:
+    use `append_rows` in a transaction). The caller nudges the relay afterwards.
+    """
+    at = list(range(len(rows)))
+    head_row = _append_pg(conn, stream, rows, at, ids, payloads, utcnow())
+    if head_row is None:
+        return None
+    return _records(stream, head_row, rows, at, ids, head_row[2])
+
+
+def _append_pg(conn: Connection, stream: str, rows: Sequence[Row], at: list[int],
+               ids: Sequence[str], payloads: Sequence[str], now: datetime) -> Any:
+    """(new head, epoch, now) after appending rows `at` to `stream`, or None if there is no
+    such stream (then nothing is written)."""
+    params = append_params(stream, rows, at, ids, payloads, now)
+    row = conn.exec_driver_sql(APPEND_SQL, params).first()
+    return None if row is None else (row[0], row[1], now)
+
+
+def append_params(stream: str, rows: Sequence[Row], at: list[int], ids: Sequence[str],
+                  payloads: Sequence[str], now: datetime) -> dict[str, Any]:
+    """The parameters of APPEND_SQL (psycopg's `%(name)s` style) for rows `at` of `rows`,
+    all of `stream`: it answers (new head, epoch), or no row if there is no such stream."""
+    return {"n": len(at), "stream": stream, "ts": now,
+            "ids": _json_list([ids[i] for i in at]),
+            "types": _json_list([rows[i][1] for i in at]),
+            "payloads": "[" + ",".join([payloads[i] for i in at]) + "]"}
+
+
+def records_of(stream: str, head: int, epoch: str, rows: Sequence[Row], ids: Sequence[str],
+               now: datetime) -> list[EventRecord]:
+    """The records of `rows` (all of `stream`) appended by APPEND_SQL, which answered
+    (head, epoch)."""
+    return _records(stream, (head, epoch), rows, list(range(len(rows))), ids, now)
+
+
+def _records(stream: str, head_row: Any, rows: Sequence[Row], at: list[int],
+             ids: Sequence[str], now: datetime) -> list[EventRecord]:
+    first, epoch = int(head_row[0]) - len(at) + 1, str(head_row[1])
+    return [EventRecord(ids[i], stream, first + k, epoch, rows[i][1], rows[i][2], now)
+            for k, i in enumerate(at)]
+
+
+_STREAMS = cast(Table, Stream.__table__)
+_EVENTS = cast(Table, Event.__table__)
+
+
+def _bump(session: Session, stream: str, n: int) -> Any:
+    """(head, epoch) after adding `n` to the stream's head; creates a missing stream."""
+    conn = session.connection()
+    bump = (update(_STREAMS).where(_STREAMS.c.name == stream)
+            .values(head=_STREAMS.c.head + n).returning(_STREAMS.c.head, _STREAMS.c.epoch))
+    head_row = conn.execute(bump).first()
+    if head_row is None:
+        ensure_stream(session, stream)
+        head_row = conn.execute(bump).one()
+    return head_row
 
 
 def load_event(session: Session, event_id: str) -> EventRecord | None:
@@ -167,20 +273,21 @@ def schedule_nudge(session: Session, stream: str, nudge: Nudger | None = None) -
     pending.add(stream)
     if nudge is not None:
         session.info[NUDGER] = nudge
-    if session.info.get(_HOOKED):
-        return
-    session.info[_HOOKED] = True
-    from sqlalchemy import event as sa_event
 
-    @sa_event.listens_for(session, "after_commit")
-    def _after_commit(sess: Session) -> None:
-        streams = sorted(sess.info.pop(_PENDING, set()))
+
+# Once for every Session (cheaper than listeners per session): a session that appended
+# nudges after its commit, and forgets its streams if it rolls back.
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(sess: Session) -> None:
+    if _PENDING in sess.info:
+        streams = sorted(sess.info.pop(_PENDING))
         if streams:
             nudge_now(sess, streams)
 
-    @sa_event.listens_for(session, "after_rollback")
-    def _after_rollback(sess: Session) -> None:
-        sess.info.pop(_PENDING, None)
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(sess: Session) -> None:
+    sess.info.pop(_PENDING, None)
 
 
 def nudge_now(session: Session, streams: list[str]) -> None:
@@ -188,6 +295,11 @@ def nudge_now(session: Session, streams: list[str]) -> None:
     nudger: Nudger | None = session.info.get(NUDGER)
     if nudger is None:  # no relay to nudge here: the workers' sweep relays these streams
         return
+    nudge_with(nudger, streams)
+
+
+def nudge_with(nudger: Nudger, streams: list[str]) -> None:
+    """`nudger(streams)`, after a commit; a failure is logged, never raised."""
     try:
         nudger(streams)
     except Exception as exc:  # the events are safe; the sweep will relay them
