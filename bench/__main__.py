@@ -104,7 +104,8 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
     # bench is measuring, concurrently with the measurement (only the task is timed there).
     relay_worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
                                  "HERALD_CELERY_QUEUE": RELAY_QUEUE,
-                                 "HERALD_SWEEP_INTERVAL": "3600"}, RELAY_QUEUE)
+                                 "HERALD_SWEEP_INTERVAL": "3600"}, RELAY_QUEUE,
+                                concurrency=2)
     web = infra.WebNode({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
     worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL,
                            "HERALD_CELERY_QUEUE": QUEUE}, QUEUE)
