@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from app.outbox.meter import counters_key
 from app.outbox.writer import append
 from testkit.processes import Worker, free_port
 from testkit.system import System
-from tests.test_durability import heads, wait_relayed
+from testkit.testrun import REDIS_URL
+from tests.test_durability import Tap, heads, wait_relayed, write_rounds
 
 
 @pytest.fixture
@@ -109,3 +111,36 @@ def test_a_nudge_wakes_a_workers_relay_thread_without_waiting_for_the_sweep(
     finally:
         nudger.close()
         metrics.close()
+
+
+@pytest.mark.slow
+def test_two_workers_relay_threads_share_nudged_writes_each_stream_in_order(
+    pg_system: System,
+) -> None:
+    """Commits nudging as the API does, two workers' relay threads woken by turns: every
+    event goes out once (no worker dies here), each stream in offset order, and both
+    workers relayed some."""
+    streams = [f"ticket-{4000 + i}" for i in range(12)]
+    rounds = 60  # 720 events
+    pg_system.add_worker()
+    before = [worker.log().count("relay batch") for worker in pg_system.workers]
+    tap = Tap(REDIS_URL)
+    try:
+        threads = [threading.Thread(target=write_rounds,
+                                    args=(pg_system.factory, streams[i::3], rounds, 0.002,
+                                          [0]))
+                   for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        tap.wait_unique(len(streams) * rounds, timeout=60)
+        time.sleep(0.3)
+    finally:
+        tap.close()
+    per_stream = tap.per_stream()
+    for stream in streams:
+        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 1))
+    relayed = [worker.log().count("relay batch") - done
+               for worker, done in zip(pg_system.workers, before, strict=True)]
+    assert len(relayed) == 2 and all(n > 0 for n in relayed), relayed
