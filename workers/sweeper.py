@@ -41,7 +41,6 @@ log = logging.getLogger("herald.sweeper")
 
 RECORD_EVERY = 1.0  # seconds between two sweep times written to Redis
 FLUSH_EVERY = 0.5  # seconds between two writes of the relay's counters while it is busy
-IDLE = 0.05  # seconds without a nudge after which the counters are written
 PAUSE_AFTER_ERROR = 1.0  # seconds to wait after Redis or the database failed a pass
 
 
@@ -101,19 +100,23 @@ class Sweeper:
 
     def _wait(self, deadline: float) -> bool:
         """Until a nudge (True) or `deadline` (False); in steps of at most one second, so
-        that stop() is prompt. A Redis that is away makes it a plain wait."""
+        that stop() is prompt. A Redis that is away makes it a plain wait. The relay's
+        counters (kept in the process while busy) are written when it goes idle: no
+        wake-up waiting after a pass."""
         while not self.stopped.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             try:
-                pending = bool(self.meter.unsent)
-                if self.waker.wait(min(left, IDLE if pending else 1.0)):
+                if self.meter.unsent:
+                    if self.waker.take():  # busy: the next pass first
+                        self.woken += 1
+                        return True
+                    self.meter.flush()  # idle: the counters go out now
+                    self.flushed = time.time()
+                if self.waker.wait(min(left, 1.0)):
                     self.woken += 1
                     return True
-                if pending:  # idle: the counters go out now
-                    self.meter.flush()
-                    self.flushed = time.time()
             except Exception as exc:  # Redis is away: the sweep goes on without nudges
                 log.debug("relay wake-up wait failed error=%s", type(exc).__name__)
                 self.stopped.wait(min(left, PAUSE_AFTER_ERROR))

@@ -93,6 +93,10 @@ class RelayWaker:
             url, socket_timeout=30, socket_connect_timeout=2)
         self.key = wake_key(queue)
 
+    def take(self) -> bool:
+        """Take a waiting wake-up without blocking: True if there was one."""
+        return self.client.lpop(self.key) is not None
+
     def wait(self, timeout: float) -> bool:
         """True if woken by a nudge, False after `timeout` seconds (at most 10 s)."""
         return self.client.blpop([self.key], timeout=min(max(timeout, 0.01), 10.0)) is not None

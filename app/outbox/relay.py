@@ -162,56 +162,57 @@ def _relay_rows(
     on_published: Hook | None,
 ) -> bool:
     """One batch on PostgreSQL, on the driver's connection (psycopg): claim and read,
-    publish, advance. In pipeline mode, BEGIN goes out with the claim and COMMIT with the
-    advance: two database round trips per batch. True if the batch was full."""
+    publish, advance, commit. In pipeline mode BEGIN goes out with the claim. The COMMIT
+    is sent only once the advance has come back: a relay that dies while advancing
+    (a kill, a crash) leaves a transaction that PostgreSQL rolls back, and the batch is
+    sent again (at least once). True if the batch was full."""
     pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
     rows: list[Row] = []
+    last: dict[str, int] = {}
     try:
+        now = clock()
+        cursor = conn.cursor()
+        params: dict[str, object] = {"now": now, "max_streams": policy.max_streams,
+                                     "max_events": policy.max_events}
+        if streams is not None:
+            params["streams"] = list(streams)
         with pipeline:
-            now = clock()
-            cursor = conn.cursor()
-            params: dict[str, object] = {"now": now, "max_streams": policy.max_streams,
-                                         "max_events": policy.max_events}
-            if streams is not None:
-                params["streams"] = list(streams)
             cursor.execute(_CLAIM_SOME if streams is not None else _CLAIM_ALL, params)
             fetched = cursor.fetchall()
-            attempts: dict[str, int] = {}
-            for stream, epoch, id_, offset, type_, payload, ts, tries in fetched:
-                attempts[stream] = tries
-                if id_ is not None:
-                    rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
-            if not rows:
-                conn.commit()
-                return False
-            full = len(attempts) >= policy.max_streams
-            if not full:
-                counts: dict[str, int] = {}
-                for row in rows:
-                    counts[row.stream] = counts.get(row.stream, 0) + 1
-                full = any(n >= policy.max_events for n in counts.values())
-            try:
-                publish(rows)
-            except TransportDown as exc:
-                report.transport_down = str(exc)
-                log.warning("relay transport down streams=%d events=%d error=%s",
-                            len(attempts), len(rows), exc)
-                conn.rollback()
-                return full
-            except PublishRejected as exc:
-                for name, error in exc.failed.items():
-                    values = _failure(name, error, attempts[name] + 1, policy, now, report)
-                    columns = ", ".join(f"{column} = %({column})s" for column in values)
-                    cursor.execute(f"UPDATE relay_cursors SET {columns} "
-                                   "WHERE stream = %(stream)s", {**values, "stream": name})
-                rows = [r for r in rows if r.stream not in exc.failed]
-            last: dict[str, int] = {}
-            for row in rows:
-                last[row.stream] = row.offset
-            if last:
-                cursor.execute(_ADVANCE, {"streams": list(last),
-                                          "offsets": list(last.values())})
+        attempts: dict[str, int] = {}
+        for stream, epoch, id_, offset, type_, payload, ts, tries in fetched:
+            attempts[stream] = tries
+            if id_ is not None:
+                rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
+        if not rows:
             conn.commit()
+            return False
+        full = len(attempts) >= policy.max_streams
+        if not full:
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row.stream] = counts.get(row.stream, 0) + 1
+            full = any(n >= policy.max_events for n in counts.values())
+        try:
+            publish(rows)
+        except TransportDown as exc:
+            report.transport_down = str(exc)
+            log.warning("relay transport down streams=%d events=%d error=%s",
+                        len(attempts), len(rows), exc)
+            conn.rollback()
+            return full
+        except PublishRejected as exc:
+            for name, error in exc.failed.items():
+                values = _failure(name, error, attempts[name] + 1, policy, now, report)
+                columns = ", ".join(f"{column} = %({column})s" for column in values)
+                cursor.execute(f"UPDATE relay_cursors SET {columns} "
+                               "WHERE stream = %(stream)s", {**values, "stream": name})
+            rows = [r for r in rows if r.stream not in exc.failed]
+        for row in rows:
+            last[row.stream] = row.offset
+        if last:
+            cursor.execute(_ADVANCE, {"streams": list(last), "offsets": list(last.values())})
+        conn.commit()
     except BaseException:
         if not conn.closed:
             with suppress(Exception):
