@@ -100,15 +100,18 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
     engine = make_engine(url, pool_size=args.threads + 4, max_overflow=10)
     factory = make_session_factory(engine)
     base = {"DATABASE_URL": url}
-    # No periodic sweep in the relay benchmark's worker: it would relay the events the
-    # bench is measuring, concurrently with the measurement (only the task is timed there).
+    # No periodic sweep in either worker: it would relay the events the relay benchmark
+    # is measuring, concurrently with the measurement (only the task is timed there).
     relay_worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
                                  "HERALD_CELERY_QUEUE": RELAY_QUEUE,
                                  "HERALD_SWEEP_INTERVAL": "3600"}, RELAY_QUEUE,
                                 concurrency=2)
     web = infra.WebNode({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
+    # Its periodic sweep would relay the relay benchmark's events too (same database):
+    # only nudges drive it (and its sweep at start).
     worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL,
-                           "HERALD_CELERY_QUEUE": QUEUE}, QUEUE)
+                           "HERALD_CELERY_QUEUE": QUEUE, "HERALD_SWEEP_INTERVAL": "3600"},
+                          QUEUE)
     procs: list[infra.Process] = []
     if "relay" in args.parts and not args.no_celery_relay:
         procs.append(relay_worker)
