@@ -111,6 +111,10 @@ def test_a_nudge_wakes_a_workers_relay_thread_without_waiting_for_the_sweep(
     finally:
         nudger.close()
         metrics.close()
+        # The session's system goes on with a worker that sweeps as usual.
+        worker.stop()
+        pg_system.workers.remove(worker)
+        pg_system.add_worker()
 
 
 @pytest.mark.slow
