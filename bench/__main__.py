@@ -36,14 +36,14 @@ from bench.stats import Report
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
-        "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
+        "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
         "storm_sockets": 2000, "storm_missed": 20,
         "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
-         "relay_loop": False, "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
+         "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
          "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
          "storm_sockets": 50, "storm_missed": 5,
          "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2}
@@ -68,10 +68,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="end-to-end seconds (after warm-up)")
     parser.add_argument("--e2e-reps", type=int)
     parser.add_argument("--streams", type=int, help="end-to-end streams (one client each)")
-    parser.add_argument("--threads", type=int, help="end-to-end writer threads")
-    parser.add_argument("--relay-loop", action=argparse.BooleanOptionalAction,
-                        help="also end to end through the coalesced-nudge relay-loop "
-                             "prototype (bench/relay_loop.py)")
+    parser.add_argument("--threads", type=int, help="end-to-end writer processes")
+    parser.add_argument("--append-writes", action="store_true",
+                        help="end-to-end writers use writer.append (default: the same rows "
+                             "through two plain statements, so that 500/s can be offered)")
     parser.add_argument("--updates", type=int, help="single PATCH updates to time")
     parser.add_argument("--fanout-sockets", type=int, help="sockets in the fan-out room")
     parser.add_argument("--fanout-events", type=int, help="events per fan-out repetition")
@@ -109,11 +109,18 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
     engine = make_engine(url, pool_size=args.threads + 4, max_overflow=10)
     factory = make_session_factory(engine)
     base = {"DATABASE_URL": url}
+    # No periodic sweep in either worker: it would relay the events the relay benchmark
+    # is measuring, concurrently with the measurement (only the task is timed there).
     relay_worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
-                                 "HERALD_CELERY_QUEUE": RELAY_QUEUE}, RELAY_QUEUE)
+                                 "HERALD_CELERY_QUEUE": RELAY_QUEUE,
+                                 "HERALD_SWEEP_INTERVAL": "3600"}, RELAY_QUEUE,
+                                concurrency=2)
     web = infra.WebNode({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
+    # Its periodic sweep would relay the relay benchmark's events too (same database):
+    # only nudges drive it (and its sweep at start).
     worker = infra.Worker({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL,
-                           "HERALD_CELERY_QUEUE": QUEUE}, QUEUE)
+                           "HERALD_CELERY_QUEUE": QUEUE, "HERALD_SWEEP_INTERVAL": "3600"},
+                          QUEUE)
     procs: list[infra.Process] = []
     if "relay" in args.parts and not args.no_celery_relay:
         procs.append(relay_worker)
@@ -121,9 +128,6 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         procs.append(web)
     if "e2e" in args.parts:
         procs.append(worker)
-    loop = infra.RelayLoop({**base, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
-    if "e2e" in args.parts and args.relay_loop:
-        procs.append(loop)
     # The processes touch the database only when asked: migrate while they start.
     await asyncio.to_thread(infra.start_all, *procs, meanwhile=lambda: upgrade(url))
     header(url)
@@ -139,8 +143,7 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "e2e" in args.parts:
             await latency_bench.run(report, factory, web.url, latency_bench.LatencySizes(
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
-                args.updates), low_rate=args.low_rate,
-                relay_loop=args.relay_loop)
+                args.updates, core_writes=not args.append_writes), low_rate=args.low_rate)
         if "fanout" in args.parts:
             await fanout_bench.run(report, factory, base, fanout_bench.FanoutSizes(
                 args.fanout_sockets, args.fanout_events, args.fanout_wide, args.fanout_reps))

@@ -12,7 +12,7 @@ import uuid
 
 from testkit.env import isolate, pg_admin_url
 
-# A child process started by the bench (bench.relay_loop) inherits the run it belongs to.
+# A child process started by the bench (a writer process) inherits the run it belongs to.
 RUN = os.environ.get("BENCH_RUN") or uuid.uuid4().hex[:10]
 os.environ["BENCH_RUN"] = RUN
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
@@ -22,7 +22,6 @@ CHANNEL = f"herald-bench-{RUN}"
 RELAY_CHANNEL = f"herald-bench-{RUN}-relay"
 QUEUE = f"herald-bench-{RUN}"
 RELAY_QUEUE = f"herald-bench-{RUN}-relay"  # the relay benchmark's own worker
-NUDGES = f"herald-bench-{RUN}-nudges"  # the relay-loop prototype's wake-up list
 
 isolate(channel=CHANNEL, queue=QUEUE, secret=SECRET, rate="1000000/minute",
         max_connections=100000)  # a bench reconnects one user many times a minute

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -70,16 +69,6 @@ class Worker(processes.Worker):
         super().__init__(env, LOG_DIR, concurrency=concurrency, queue=queue)
 
 
-class RelayLoop(Process):
-    """`python -m bench.relay_loop`: the coalesced-nudge relay prototype."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__("relay-loop", [sys.executable, "-m", "bench.relay_loop"], env, LOG_DIR)
-
-    def ready(self) -> bool:
-        return "relay loop ready." in self.log()
-
-
 def start_all(*procs: Process, meanwhile: Callable[[], None] | None = None) -> None:
     """Spawn every process, run `meanwhile`, then wait for each (they start in parallel)."""
     for proc in procs:
@@ -102,6 +91,6 @@ def stop_all(*procs: Process) -> None:
         proc.wait_stopped()
 
 
-__all__ = ["BIN", "LOG_DIR", "ROOT", "Process", "RelayLoop", "Unavailable", "WebNode", "Worker",
+__all__ = ["BIN", "LOG_DIR", "ROOT", "Process", "Unavailable", "WebNode", "Worker",
            "check_services", "create_database", "drop_database", "free_port", "server_versions",
            "start_all", "stop_all"]

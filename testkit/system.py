@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import make_engine, make_session_factory
 from app.core.migrate import upgrade
 from app.core.settings import Settings
-from app.outbox.nudge import CeleryNudger, celery_nudger
+from app.outbox.nudge import RelayNudger
+from app.outbox.nudge import relay_nudger as make_relay_nudger
 from testkit.clients import Api, token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg, truncate_all
 from testkit.processes import WebNode, Worker
@@ -116,8 +117,8 @@ def fresh(system: System) -> System:
 
 
 @functools.cache
-def relay_nudger() -> CeleryNudger:
-    """The Celery nudger of this test run's settings (its queue), made once per process.
+def relay_nudger() -> RelayNudger:
+    """The relay nudger of this test run's settings (its queue), made once per process.
 
     Test sessions nudge nobody unless a test passes this (`append(..., nudge=...)`)."""
-    return celery_nudger(Settings())
+    return make_relay_nudger(Settings())

@@ -60,6 +60,14 @@ def test_published_and_appended_counters_rise_by_the_events_relayed(pg_system: S
     for progress in (10, 20, 30):  # each: project-updated + a notification to the client
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
     after = _drained(pg_system)
+    # A worker's relay thread writes its counters when it goes idle, just after its last
+    # pass committed: they may trail the drained outbox by a moment.
+    deadline = time.monotonic() + 10
+    while _value(after, "herald_events_published_total") \
+            - _value(before, "herald_events_published_total") < 6 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = _metrics(pg_system)
 
     published = _value(after, "herald_events_published_total") \
         - _value(before, "herald_events_published_total")

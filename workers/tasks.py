@@ -14,7 +14,6 @@ from app.core.db import make_engine, make_session_factory
 from app.core.settings import Settings
 from app.outbox import relay as relay_mod
 from app.outbox.meter import RelayMeter, relay_meter
-from app.outbox.nudge import DueMark, due_mark
 from app.outbox.publisher import RedisPublisher
 from app.outbox.retention import prune_events
 from app.outbox.taskqueue import PRUNE_TASK, RELAY_TASK, SWEEP_TASK
@@ -32,7 +31,6 @@ class WorkerContext:
     publisher: RedisPublisher
     policy: relay_mod.RelayPolicy
     meter: RelayMeter
-    due: DueMark
 
 
 _ctx: WorkerContext | None = None
@@ -54,7 +52,6 @@ def context() -> WorkerContext:
                                          backoff=settings.relay_backoff,
                                          backoff_cap=settings.relay_backoff_cap),
             meter=relay_meter(settings.sio_redis_url, channel=settings.socketio_channel),
-            due=due_mark(settings.redis_url, settings.celery_queue),
         )
     return _ctx
 
@@ -63,7 +60,7 @@ def context() -> WorkerContext:
 def _close(**_kwargs: Any) -> None:
     if _ctx is not None:
         _ctx.publisher.close()
-        _ctx.due.close()
+        _ctx.meter.redis.close()
 
 
 def _run() -> int:
@@ -76,12 +73,9 @@ def _run() -> int:
 
 @celery_app.task(name=RELAY_TASK, ignore_result=True, acks_late=True)
 def relay(_streams: object = None) -> int:
-    """Relay every stream's pending events (nudges send `[None]`; the argument is unused)."""
-    ctx = context()
-    try:  # a coalesced nudge: later commits may nudge again from now on
-        ctx.due.clear()
-    except Exception as exc:  # the key expires by itself; relay anyway
-        log.warning("relay could not clear the due mark error=%s", type(exc).__name__)
+    """Relay every stream's pending events now, in this pool process (the argument is
+    unused). Commits no longer send it: their nudge wakes the workers' relay threads
+    (workers/sweeper.py); operators and the relay benchmark may."""
     return _run()
 
 

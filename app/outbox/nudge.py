@@ -1,100 +1,105 @@
-"""Nudge the Celery relay after a commit — at most one relay task waiting at a time.
+"""Nudge the relay after a commit: one Redis command that wakes a worker's relay thread.
 
-Each commit used to send its own task, and under load the tasks queued up behind each
-other (every task pays a transaction). Now a nudge first sets a "relay due" key in
-Redis with SET NX: if it was already set, a relay task is already waiting and will see
-this commit, so nothing is sent. The task deletes the key *before* it claims streams,
-so a commit that lands after the claim finds the key gone and sends a new task. The
-key expires on its own, and the workers' sweep catches anything a lost task left behind.
+Every Celery worker runs a relay thread in its main process (workers/sweeper.py) that
+waits on a Redis list, `herald:relay-wake:<queue>` (BLPOP), and relays every pending
+stream when it is woken, or every HERALD_SWEEP_INTERVAL seconds when nobody wakes it.
+A nudge pushes one wake-up on that list *unless one is already waiting* (a tiny Lua
+script: `LLEN`, then `LPUSH` if empty — one command, one round trip, and the list never
+holds more than one element, however many commits and however few workers). The
+thread pops the wake-up *before* it claims streams, so a commit that lands after the
+claim finds the list empty and pushes a new one: N commits during a pass cost one more
+pass. A wake-up lost with its worker is harmless: the other workers' sweep relays
+anyway, and the list never grows.
 
-A `CeleryNudger` is built from the Settings handed to the web app or the CLI, with the
-Celery app made from the same Settings, and closed with them.
+Before, each nudge was `SET NX` on a "relay due" mark plus a Celery `send_task`, and
+the relay ran as a task in a prefork child: a broker round trip, the worker's queue
+poll and the hand-off to a child, per pass. The `herald.relay` task is still there
+(operators may send it), it is just no longer how commits reach the relay.
+
+A `RelayNudger` is built from the Settings handed to the web app or the CLI
+(`relay_nudger(settings)`), and closed with them.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
 import redis
 
 from app.core.redisclients import quick_redis
 from app.core.settings import Settings
-from app.outbox.taskqueue import RELAY_TASK, make_celery
 
-DUE_TTL = 10  # seconds: a lost task delays nudges at most this long (the sweep runs anyway)
-# After a failed nudge, skip nudging for this long: reaching a dead broker takes seconds
-# (client retries), and the commit is already done; the workers' sweep relays meanwhile.
+# After a failed nudge, skip nudging for this long: the commit is already done, and the
+# workers' sweep relays meanwhile; a request should not pay a dead Redis's timeout each time.
 PAUSE_AFTER_FAILURE = 5.0
+
+# KEYS[1]: the wake-up list. At most one wake-up waits: a burst of commits wakes one pass.
+_WAKE = """
+if redis.call('LLEN', KEYS[1]) == 0 then
+    return redis.call('LPUSH', KEYS[1], '1')
+end
+return 0
+"""
 
 
 class NudgePaused(Exception):
-    """The broker was unreachable moments ago; this nudge was skipped (the sweep relays)."""
+    """Redis was unreachable moments ago; this nudge was skipped (the sweep relays)."""
 
 
-class TaskSender(Protocol):
-    """What a nudger needs of Celery: `Celery.send_task`."""
-
-    def send_task(self, name: str, args: list[object] | None = None, *,
-                  retry: bool = ...) -> object: ...
+def wake_key(queue: str) -> str:
+    """The list the relay threads of the workers on `queue` wait on."""
+    return f"herald:relay-wake:{queue}"
 
 
-def due_key(queue: str) -> str:
-    return f"herald:relay-due:{queue}"
+class RelayNudger:
+    """`Nudger`: wakes a relay thread with one Redis command; raises if Redis is
+    unreachable, then skips nudging for PAUSE_AFTER_FAILURE seconds."""
 
-
-class DueMark:
-    """The "relay due" key of one queue, in the broker's Redis."""
-
-    def __init__(self, client: redis.Redis[bytes], queue: str, *, ttl: int = DUE_TTL) -> None:
-        self.client, self.key, self.ttl = client, due_key(queue), ttl
-
-    def claim(self) -> bool:
-        """Mark a relay as due; False if one already was (then there is nothing to send)."""
-        return bool(self.client.set(self.key, b"1", nx=True, ex=self.ttl))
-
-    def clear(self) -> None:
-        """Called by a relay task before it claims streams: later commits nudge again."""
-        self.client.delete(self.key)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def due_mark(redis_url: str, queue: str, *, ttl: int = DUE_TTL) -> DueMark:
-    return DueMark(quick_redis(redis_url), queue, ttl=ttl)
-
-
-class CeleryNudger:
-    """`Nudger` that enqueues a relay unless one is already due; raises if the broker is
-    unreachable, then skips the broker for PAUSE_AFTER_FAILURE seconds."""
-
-    def __init__(self, sender: TaskSender, mark: DueMark) -> None:
-        self.sender, self.mark = sender, mark
+    def __init__(self, client: redis.Redis[bytes], queue: str) -> None:
+        self.client = client
+        self.key = wake_key(queue)
+        self._wake = client.register_script(_WAKE)
         self.paused_until = 0.0
 
     def __call__(self, streams: list[str]) -> None:
         if time.monotonic() < self.paused_until:
-            raise NudgePaused("broker unreachable moments ago")
+            raise NudgePaused("redis unreachable moments ago")
         try:
-            if not self.mark.claim():
-                return
-            try:
-                self.sender.send_task(RELAY_TASK, args=[None], retry=False)
-            except Exception:
-                self.mark.clear()
-                raise
+            self._wake(keys=[self.key])
         except Exception:
             self.paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
             raise
 
     def close(self) -> None:
-        self.mark.close()
-        close = getattr(self.sender, "close", None)
-        if close is not None:
-            close()
+        self.client.close()
 
 
-def celery_nudger(settings: Settings) -> CeleryNudger:
-    """The nudger of a web node or a CLI run: a Celery app and a due mark from `settings`."""
-    return CeleryNudger(make_celery(settings), due_mark(settings.redis_url, settings.celery_queue))
+def relay_nudger(settings: Settings) -> RelayNudger:
+    """The nudger of a web node or a CLI run: the broker's Redis (`REDIS_URL`) and the
+    relay list of `HERALD_CELERY_QUEUE`, from `settings`."""
+    return RelayNudger(quick_redis(settings.redis_url), settings.celery_queue)
+
+
+# The name the web app and the CLI have always called it by.
+celery_nudger = relay_nudger
+
+
+class RelayWaker:
+    """A relay thread's side of the list: wait for a wake-up (BLPOP), at most `timeout`."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        # Its own connection, whose socket timeout outlasts any BLPOP it makes.
+        self.client: redis.Redis[bytes] = redis.Redis.from_url(
+            url, socket_timeout=30, socket_connect_timeout=2)
+        self.key = wake_key(queue)
+
+    def take(self) -> bool:
+        """Take a waiting wake-up without blocking: True if there was one."""
+        return self.client.lpop(self.key) is not None
+
+    def wait(self, timeout: float) -> bool:
+        """True if woken by a nudge, False after `timeout` seconds (at most 10 s)."""
+        return self.client.blpop([self.key], timeout=min(max(timeout, 0.01), 10.0)) is not None
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,9 +1,17 @@
 """Publishers: put events on the Socket.IO message queue, and *raise* when that fails.
 
 python-socketio's own RedisManager.emit() logs "giving up" and returns None when Redis
-refuses a publish, which would lose events silently. We build the exact message its
-PubSubManager.emit() builds (by calling that code), then PUBLISH it ourselves through a
-redis-py pipeline whose failures raise.
+refuses a publish, which would lose events silently. We build the message its
+PubSubManager.emit() builds, then PUBLISH it ourselves, pipelined, and check every reply.
+
+The relay's hot path (`RedisPublisher.publish_rows`) takes the rows as the relay read
+them — the payload still as the JSON text PostgreSQL stored, the timestamp already
+formatted — and builds each message's bytes with one bytes formatting per event (the
+payload text is spliced in, never decoded and re-encoded), then the RESP commands
+themselves, sent in one write per batch on a connection of redis-py's pool; replies are
+read one by one (hiredis parses them when installed). The messages decode to exactly
+what python-socketio's emit() builds, key order included (checked once at first use,
+as for the dict build; otherwise the events go through emit()).
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ import functools
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import redis
 import socketio
 
 from app.core import jsoncodec
+from app.core.db import iso_utc
 from app.core.errors import PublishRejected, TransportDown
 from app.outbox.tables import EventRecord
 
@@ -82,6 +91,82 @@ def socketio_messages(events: Sequence[EventRecord]) -> list[bytes]:
     return [_encode(_direct_message(event, host_id)) for event in events]
 
 
+class Row(NamedTuple):
+    """An event as the relay reads it from PostgreSQL, before any decoding.
+
+    `payload` is the JSON text stored in the events table, `ts` the creation time already
+    formatted as `EventRecord.meta` formats it (`iso_utc`).
+    """
+
+    stream: str
+    epoch: str
+    id: str
+    offset: int
+    type: str
+    payload: str
+    ts: str
+
+
+def row_of(event: EventRecord) -> Row:
+    """The row an event would be read as (the payload re-encoded as JSON text)."""
+    return Row(event.stream, event.epoch, event.id, event.offset, event.type,
+               jsoncodec.dumps(event.payload).decode(), iso_utc(event.ts))
+
+
+def record_of(row: Row) -> EventRecord:
+    """The event of a row (the payload decoded; `ts` parsed back from its text)."""
+    return EventRecord(row.id, row.stream, row.offset, row.epoch, row.type,
+                       jsoncodec.loads(row.payload),
+                       datetime.fromisoformat(row.ts.replace("Z", "+00:00")))
+
+
+_str = jsoncodec.dumps
+
+
+def row_messages(rows: Sequence[Row], host_id: str | None = None) -> list[bytes]:
+    """Each row as the message python-socketio's emit() publishes, built as bytes.
+
+    `{"method":"emit","event":TYPE,"data":[PAYLOAD,{"id":…,"stream":…,"offset":…,
+    "epoch":…,"ts":…}],"binary":false,"namespace":"/","room":STREAM,"skip_sid":null,
+    "callback":null,"host_id":…}`, PAYLOAD being the stored JSON text as it is. The
+    parts that depend only on the type or on the stream are built once per batch.
+    """
+    host = _str(host_id or uuid.uuid4().hex)
+    messages: list[bytes] = []
+    append = messages.append
+    heads: dict[str, bytes] = {}
+    middles: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
+    join = b"".join
+    for row in rows:
+        head = heads.get(row.type)
+        if head is None:
+            head = heads[row.type] = b'{"method":"emit","event":' + _str(row.type) + \
+                b',"data":['
+        middle = middles.get((row.stream, row.epoch))
+        if middle is None:
+            name = _str(row.stream)
+            middle = middles[(row.stream, row.epoch)] = (
+                b',"stream":' + name + b',"offset":',
+                b',"epoch":' + _str(row.epoch) + b',"ts":"',
+                b'"}],"binary":false,"namespace":"/","room":' + name +
+                b',"skip_sid":null,"callback":null,"host_id":' + host + b"}",
+            )
+        append(join((head, row.payload.encode(), b',{"id":', _str(row.id), middle[0],
+                     b"%d" % row.offset, middle[1], row.ts.encode(), middle[2])))
+    return messages
+
+
+@functools.cache
+def _rows_are_exact() -> bool:
+    """Whether `row_messages` decodes to what python-socketio's emit() builds, key order
+    included (checked once, with a probe event)."""
+    probe = EventRecord("00000000-0000-0000-0000-000000000000", "user-1", 1, "e", "probe",
+                        {"a": [1, {"b": None}], "c": "d"}, datetime(2000, 1, 1, tzinfo=UTC))
+    [reference] = _reference_messages([probe])
+    [built] = row_messages([row_of(probe)], reference["host_id"])
+    return list(jsoncodec.loads(built.decode()).items()) == list(reference.items())
+
+
 class RedisPublisher:
     """Pipelined PUBLISH to the Socket.IO channel on Redis."""
 
@@ -90,22 +175,53 @@ class RedisPublisher:
         self.redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
         )
+        name = channel.encode()
+        self._command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$" % (len(name), name)
 
     def publish(self, events: Sequence[EventRecord]) -> None:
+        """Publish records (python-socketio's message for each), in order."""
         if not events:
             return
-        messages = socketio_messages(events)
+        self._send([e.stream for e in events], socketio_messages(events))
+
+    def publish_rows(self, rows: Sequence[Row]) -> None:
+        """Publish rows as the relay read them, in order: the relay's hot path."""
+        if not rows:
+            return
+        if _rows_are_exact():
+            messages = row_messages(rows)
+        else:  # python-socketio builds its messages differently now: go through emit()
+            messages = socketio_messages([record_of(row) for row in rows])
+        self._send([row.stream for row in rows], messages)
+
+    def _send(self, streams: Sequence[str], messages: Sequence[bytes]) -> None:
+        """PUBLISH each message in one write, then read every reply: an error reply
+        rejects that message's stream (PublishRejected), a connection error the batch
+        (TransportDown)."""
+        command = self._command
+        packed = b"".join([command + b"%d\r\n%s\r\n" % (len(m), m) for m in messages])
+        pool = self.redis.connection_pool
+        failed: dict[str, str] = {}
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for message in messages:
-                pipe.publish(self.channel, message)
-            results = pipe.execute(raise_on_error=False)
+            connection = pool.get_connection()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise TransportDown(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
-        failed: dict[str, str] = {}
-        for event, result in zip(events, results, strict=True):
-            if isinstance(result, Exception):
-                failed.setdefault(event.stream, f"{type(result).__name__}: {result}")
+        try:
+            connection.send_packed_command([packed])
+            read = connection.read_response
+            for stream in streams:
+                try:
+                    read()
+                except redis.ResponseError as exc:
+                    failed.setdefault(stream, f"{type(exc).__name__}: {exc}")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()
+            raise TransportDown(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            pool.release(connection)
         if failed:
             raise PublishRejected(f"redis refused {len(failed)} stream(s)", failed=failed)
 
@@ -114,12 +230,23 @@ class RedisPublisher:
 
 
 class MemoryPublisher:
-    """Keeps what it was given, in order (unit tests); `fail_streams` makes chosen streams fail."""
+    """Keeps what it was given, in order (unit tests); `fail_streams` makes chosen streams fail.
+
+    It takes rows too (the relay's PostgreSQL path), kept as records (`record_of`) and,
+    as they came, in `rows`."""
 
     def __init__(self) -> None:
         self.published: list[EventRecord] = []
+        self.rows: list[Row] = []
         self.fail_streams: dict[str, str] = {}
         self.down = False
+
+    def publish_rows(self, rows: Sequence[Row]) -> None:
+        if self.down:
+            raise TransportDown("memory transport is down")
+        ok = [row for row in rows if row.stream not in self.fail_streams]
+        self.rows.extend(ok)
+        self.publish([record_of(row) for row in rows])
 
     def publish(self, events: Sequence[EventRecord]) -> None:
         if self.down:

@@ -5,6 +5,15 @@ work on different streams in parallel and never on one stream at once, so a stre
 events always go out in offset order. The cursor advances in the same transaction that
 holds the claim, after the publish succeeded: a crash between the two re-sends the
 batch (at least once), never skips it.
+
+On PostgreSQL, with a publisher that takes rows (`RedisPublisher.publish_rows`), a batch
+is one statement that claims the streams and reads their pending events together (a
+CTE with `FOR UPDATE OF c SKIP LOCKED`), run on the driver's cursor (no ORM, no
+SQLAlchemy row objects), the payload left as stored JSON text and the timestamp
+formatted by PostgreSQL; then one `UPDATE … FROM unnest(…)` advances every cursor. A
+run stops after a batch that was not full (fewer streams than `max_streams`, none with
+`max_events` events): what it did not see was committed after its claim, and that
+commit nudges again (or the sweep sees it).
 """
 
 from __future__ import annotations
@@ -12,16 +21,19 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Text, cast, or_, select, text, update
+import psycopg
+from sqlalchemy import Engine, Text, cast, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import utcnow
 from app.core.errors import PublishRejected, TransportDown
 from app.core.jsoncodec import loads
-from app.outbox.publisher import Publisher
+from app.outbox.publisher import Publisher, Row
 from app.outbox.tables import Event, EventRecord, RelayCursor, Stream
 
 log = logging.getLogger("herald.relay")
@@ -55,7 +67,7 @@ class RelayReport:
     transport_down: str | None = None
 
 
-Hook = Callable[[Sequence[EventRecord]], None]
+Hook = Callable[[Sequence[object]], None]  # the batch's events (records or rows)
 
 
 def relay(
@@ -68,15 +80,154 @@ def relay(
     clock: Callable[[], datetime] = utcnow,
     on_published: Hook | None = None,
 ) -> RelayReport:
-    """Relay until nothing claimable is pending (or the transport is down)."""
+    """Relay until a batch finds less than a full batch pending (or the transport is down).
+
+    Every event committed before this call is relayed by it (unless its stream is claimed
+    by another relay, which then relays it, or waits for a retry); events committed
+    during it may be left to the nudge their commit sends.
+    """
     report = RelayReport()
+    bind = session_factory.kw.get("bind")
+    publish_rows = getattr(publisher, "publish_rows", None)
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql" \
+            and bind.dialect.driver == "psycopg" and publish_rows is not None:
+        with bind.connect() as conn:
+            driver = conn.connection.driver_connection
+            try:
+                for _ in range(max_batches):
+                    full = _relay_rows(conn=driver, publish=publish_rows, policy=policy,
+                                       streams=streams, clock=clock, report=report,
+                                       on_published=on_published)
+                    if not full or report.transport_down:
+                        break
+            except psycopg.Error:
+                # Not through SQLAlchemy, so it would not see a dead connection: discard
+                # it (a database restart), the next run connects anew.
+                conn.invalidate()
+                raise
+        return report
     for _ in range(max_batches):
-        claimed = _relay_batch(session_factory=session_factory, publisher=publisher,
-                               policy=policy, streams=streams, clock=clock, report=report,
-                               on_published=on_published)
-        if not claimed or report.transport_down:
+        full = _relay_batch(session_factory=session_factory, publisher=publisher,
+                            policy=policy, streams=streams, clock=clock, report=report,
+                            on_published=on_published)
+        if not full or report.transport_down:
             break
     return report
+
+
+# Claim up to :max_streams streams with pending events and read up to :max_events of each,
+# in one statement. The LEFT JOIN keeps a claimed stream whose events are missing (it then
+# has a row of NULLs: nothing to send).
+_CLAIM_AND_READ = """
+WITH claimed AS (
+    SELECT c.stream, c.dispatched, c.attempts, s.epoch
+    FROM relay_cursors AS c JOIN streams AS s ON s.name = c.stream
+    WHERE s.head > c.dispatched AND c.state = 'active'
+      AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
+      {only}
+    ORDER BY c.stream
+    LIMIT %(max_streams)s
+    FOR UPDATE OF c SKIP LOCKED
+)
+SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
+       to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       cl.attempts
+FROM claimed AS cl
+LEFT JOIN events AS e ON e.stream = cl.stream AND e."offset" > cl.dispatched
+                      AND e."offset" <= cl.dispatched + %(max_events)s
+ORDER BY cl.stream, e."offset"
+"""
+_CLAIM_ALL = _CLAIM_AND_READ.format(only="")
+_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND c.stream = ANY(%(streams)s)")
+# Losing this transaction in a database crash only re-sends the batch (delivery is at
+# least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
+# same statement (no extra round trip).
+_ADVANCE = """
+WITH sync AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE relay_cursors AS c
+SET dispatched = v.dispatched, attempts = 0, last_error = NULL, next_attempt_at = NULL
+FROM unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(stream, dispatched), sync
+WHERE c.stream = v.stream
+"""
+
+
+def _relay_rows(
+    *,
+    conn: Any,
+    publish: Callable[[Sequence[Row]], None],
+    policy: RelayPolicy,
+    streams: Sequence[str] | None,
+    clock: Callable[[], datetime],
+    report: RelayReport,
+    on_published: Hook | None,
+) -> bool:
+    """One batch on PostgreSQL, on the driver's connection (psycopg): claim and read,
+    publish, advance, commit. In pipeline mode BEGIN goes out with the claim. The COMMIT
+    is sent only once the advance has come back: a relay that dies while advancing
+    (a kill, a crash) leaves a transaction that PostgreSQL rolls back, and the batch is
+    sent again (at least once). True if the batch was full."""
+    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    rows: list[Row] = []
+    last: dict[str, int] = {}
+    try:
+        now = clock()
+        cursor = conn.cursor()
+        params: dict[str, object] = {"now": now, "max_streams": policy.max_streams,
+                                     "max_events": policy.max_events}
+        if streams is not None:
+            params["streams"] = list(streams)
+        with pipeline:
+            cursor.execute(_CLAIM_SOME if streams is not None else _CLAIM_ALL, params)
+            fetched = cursor.fetchall()
+        attempts: dict[str, int] = {}
+        for stream, epoch, id_, offset, type_, payload, ts, tries in fetched:
+            attempts[stream] = tries
+            if id_ is not None:
+                rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
+        if not rows:
+            conn.commit()
+            return False
+        full = len(attempts) >= policy.max_streams
+        if not full:
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row.stream] = counts.get(row.stream, 0) + 1
+            full = any(n >= policy.max_events for n in counts.values())
+        try:
+            publish(rows)
+        except TransportDown as exc:
+            report.transport_down = str(exc)
+            log.warning("relay transport down streams=%d events=%d error=%s",
+                        len(attempts), len(rows), exc)
+            conn.rollback()
+            return full
+        except PublishRejected as exc:
+            for name, error in exc.failed.items():
+                values = _failure(name, error, attempts[name] + 1, policy, now, report)
+                columns = ", ".join(f"{column} = %({column})s" for column in values)
+                cursor.execute(f"UPDATE relay_cursors SET {columns} "
+                               "WHERE stream = %(stream)s", {**values, "stream": name})
+            rows = [r for r in rows if r.stream not in exc.failed]
+        for row in rows:
+            last[row.stream] = row.offset
+        if last:
+            cursor.execute(_ADVANCE, {"streams": list(last), "offsets": list(last.values())})
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            with suppress(Exception):
+                conn.rollback()
+        raise
+    report.batches += 1
+    report.published += len(rows)
+    report.streams.update(last)
+    if rows:
+        log.info("relay batch streams=%d events=%d first=%s:%d last=%s:%d",
+                 len(last), len(rows), rows[0].stream, rows[0].offset,
+                 rows[-1].stream, rows[-1].offset)
+        if on_published is not None:
+            on_published(rows)
+    return full
 
 
 def _relay_batch(
@@ -88,7 +239,9 @@ def _relay_batch(
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
-) -> int:
+) -> bool:
+    """One batch through the ORM session (SQLite, or a publisher of records only).
+    True if it was full."""
     with session_factory() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             # Losing this transaction in a database crash only re-sends the batch (delivery
@@ -111,18 +264,23 @@ def _relay_batch(
             claim = claim.where(RelayCursor.stream.in_(list(streams)))
         rows = session.execute(claim).all()
         if not rows:
-            return 0
+            return False
         cursors = {r.stream: (int(r.dispatched), int(r.attempts), str(r.epoch)) for r in rows}
         events = _pending_events(session, cursors, policy.max_events)
         if not events:
-            return 0
+            return False
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.stream] = counts.get(event.stream, 0) + 1
+        full = len(rows) >= policy.max_streams or \
+            any(n >= policy.max_events for n in counts.values())
         try:
             publisher.publish(events)
         except TransportDown as exc:
             report.transport_down = str(exc)
             log.warning("relay transport down streams=%d events=%d error=%s",
                         len(cursors), len(events), exc)
-            return len(rows)
+            return full
         except PublishRejected as exc:
             _record_failures(session, exc.failed, cursors, policy, now, report)
             events = [e for e in events if e.stream not in exc.failed]
@@ -136,7 +294,7 @@ def _relay_batch(
                      events[0].offset, events[-1].stream, events[-1].offset)
         if on_published is not None and events:
             on_published(events)
-        return len(rows)
+        return full
 
 
 def _pending_events(
@@ -187,16 +345,22 @@ def _record_failures(
     report: RelayReport,
 ) -> None:
     for name, error in failed.items():
-        attempts = cursors[name][1] + 1
-        values: dict[str, object] = {"attempts": attempts, "last_error": error[:2000]}
-        if attempts >= policy.max_attempts:
-            values.update(state="failed", failed_at=now, next_attempt_at=None)
-            report.failed.append(name)
-            log.error("relay stream failed stream=%s attempts=%d error=%s", name, attempts, error)
-        else:
-            delay = policy.delay(attempts)
-            values["next_attempt_at"] = now + timedelta(seconds=delay)
-            log.warning("relay publish rejected stream=%s attempt=%d retry_in=%.2fs error=%s",
-                        name, attempts, delay, error)
+        values = _failure(name, error, cursors[name][1] + 1, policy, now, report)
         session.execute(update(RelayCursor).where(RelayCursor.stream == name).values(**values))
-        report.rejected[name] = error
+
+
+def _failure(name: str, error: str, attempts: int, policy: RelayPolicy, now: datetime,
+             report: RelayReport) -> dict[str, object]:
+    """A refused stream's new cursor values: a retry later, or failed after max_attempts."""
+    values: dict[str, object] = {"attempts": attempts, "last_error": error[:2000]}
+    if attempts >= policy.max_attempts:
+        values.update(state="failed", failed_at=now, next_attempt_at=None)
+        report.failed.append(name)
+        log.error("relay stream failed stream=%s attempts=%d error=%s", name, attempts, error)
+    else:
+        delay = policy.delay(attempts)
+        values["next_attempt_at"] = now + timedelta(seconds=delay)
+        log.warning("relay publish rejected stream=%s attempt=%d retry_in=%.2fs error=%s",
+                    name, attempts, delay, error)
+    report.rejected[name] = error
+    return values
