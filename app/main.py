@@ -32,7 +32,7 @@ from app.core.redisclients import SideChannels
 from app.core.settings import Settings, get_settings
 from app.gateway.node_metrics import NodeMetrics
 from app.gateway.server import MAX_FRAME, Gateway
-from app.outbox.nudge import celery_nudger
+from app.outbox.nudge import relay_nudger
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Any:
     settings = settings or get_settings()
     logs.setup(settings.log_level)
     engine = make_engine(settings.database_url, **settings.db_timeouts)
-    nudger = celery_nudger(settings)
+    nudger = relay_nudger(settings)
     factory = make_session_factory(engine, nudge=nudger)
     limits = RateLimits(settings, redis_url=settings.sio_redis_url,
                         prefix=f"herald-limits:{settings.socketio_channel}")

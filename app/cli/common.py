@@ -55,9 +55,9 @@ def open_database(settings: Settings, *, nudge: bool = False) -> sessionmaker[Se
                           f"{MIGRATE_HINT}")
     if not nudge:
         return make_session_factory(engine)
-    from app.outbox.nudge import celery_nudger
+    from app.outbox.nudge import relay_nudger
 
-    return make_session_factory(engine, nudge=celery_nudger(settings))
+    return make_session_factory(engine, nudge=relay_nudger(settings))
 
 
 def stream_name(value: str) -> str:
