@@ -80,6 +80,9 @@ def relay_nudger(settings: Settings) -> RelayNudger:
     return RelayNudger(quick_redis(settings.redis_url), settings.celery_queue)
 
 
+# The name the web app and the CLI have always called it by.
+celery_nudger = relay_nudger
+
 
 class RelayWaker:
     """A relay thread's side of the list: wait for a wake-up (BLPOP), at most `timeout`."""
