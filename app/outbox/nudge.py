@@ -80,7 +80,7 @@ def relay_nudger(settings: Settings) -> RelayNudger:
     return RelayNudger(quick_redis(settings.redis_url), settings.celery_queue)
 
 
-# The name the web app and the CLI have always called it by.
+# Its name before issue 11, kept for services that call it (docs/publishing.md).
 celery_nudger = relay_nudger
 
 
