@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.outbox import writer
-from app.outbox.nudge import due_key
+from app.outbox.nudge import wake_key
 from app.outbox.tables import Event
 from app.portal import projects
 from bench import infra
@@ -269,4 +269,4 @@ async def run(report: Report, factory: sessionmaker[Session], url: str,
     finally:
         await asyncio.to_thread(web.stop)
         with redis.Redis.from_url(REDIS_URL) as client:
-            client.delete(queue, due_key(queue))
+            client.delete(queue, wake_key(queue))
