@@ -11,12 +11,18 @@ For many sockets on one node it also:
 - leaves out uvicorn's own lines per websocket (`"WebSocket /socket.io/..." [accepted]`,
   `connection open`, `connection closed`): Herald logs each socket's connect and
   disconnect itself, with its user; two more lines per connect cost a connect storm
-  about a tenth of its time.
+  about a tenth of its time;
+- builds the app before serving and then moves every object alive at that point (modules,
+  classes, the app's routes and settings: ~150,000 objects) out of the garbage
+  collector's sight (`gc.freeze()`): a full collection then scans the sockets' objects,
+  not those too. Only start-up objects are frozen, before any socket exists: a closed
+  socket's objects are collected as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import resource
 
@@ -64,7 +70,16 @@ def main(argv: list[str] | None = None) -> None:
                             timeout_graceful_shutdown=3)
     # After uvicorn's own logging set-up (in Config), before any connection.
     logging.getLogger("uvicorn.error").addFilter(PerConnectionLines())
+    config.load()  # the app built now (uvicorn would at start-up), to be frozen with the rest
+    freeze_start_up()
     uvicorn.Server(config).run()
+
+
+def freeze_start_up() -> int:
+    """Collect, then exempt every object alive now from later collections; how many."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 if __name__ == "__main__":

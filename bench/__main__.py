@@ -35,7 +35,7 @@ from bench.stats import Report
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
-        "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
+        "relay_loop": True, "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 10000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
         "storm_sockets": 2000, "storm_missed": 20}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
