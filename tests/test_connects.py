@@ -229,6 +229,9 @@ async def test_a_closed_socket_is_collected(pg_system: System, local_node: Local
     session = eio_socket.session
     assert session["/"]["who"].user_id == uid
     assert isinstance(eio_socket.queue, LeanQueue)
+    proto = gateway.sio.environ[eio_sid]["asgi.receive"].__self__  # uvicorn's
+    assert isinstance(proto.queue, LeanQueue)
+    del proto
     assert "wsgi.input" not in gateway.sio.environ[eio_sid]
     assert sid not in gateway.replayer._locks  # released after the connect's replay
     assert not gateway.sio._timers  # the CONNECT came: no timer left

@@ -14,6 +14,9 @@ And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
   waiters and items instead of four deques (760 bytes each, empty);
 - the handshake's environ drops `wsgi.input` once the session exists: engine.io's ASGI
   driver defines a class per request for it (~2.4 KB), kept as long as the websocket;
+- a websocket opened directly (no long-polling first) under uvicorn's sans-I/O protocol
+  gets a LeanQueue for its incoming messages too, and a list for the waiters of its
+  flow-control event, swapped in at the handshake, before anything waits on them;
 - session ids come from one `os.urandom` read per 1,024 ids (same format and entropy as
   engine.io's: 12 random bytes and a sequence number), not a system call per id.
 """
@@ -102,6 +105,25 @@ class SessionIds:
         return raw.decode("utf-8").replace("/", "_").replace("+", "-")
 
 
+def _exactly(value: Any, cls: type) -> bool:
+    return type(value) is cls
+
+
+def _slim_websocket(environ: dict[str, Any]) -> None:
+    """uvicorn's protocol behind this websocket handshake, if any: its receive queue a
+    LeanQueue and its `writable` event's waiters a list (nothing waits on them yet)."""
+    proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
+    queue: Any = getattr(proto, "queue", None)
+    if _exactly(queue, asyncio.Queue) and not queue._getters:
+        lean = LeanQueue()
+        while not queue.empty():
+            lean.put_nowait(queue.get_nowait())
+        proto.queue = lean
+    writable: Any = getattr(proto, "writable", None)
+    if _exactly(writable, asyncio.Event) and not writable._waiters:
+        writable._waiters = _Waiters()
+
+
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, connect_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +140,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         # engine.io reads no body of a handshake; the class behind this one stays alive as
         # long as the websocket otherwise (the environ is kept for the connect handler).
         environ.pop("wsgi.input", None)
+        _slim_websocket(environ)
         result = await super()._handle_eio_connect(eio_sid, environ)
         self._timers[eio_sid] = asyncio.get_running_loop().call_later(
             self.connect_timeout, self._connect_overdue, eio_sid)
