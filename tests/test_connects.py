@@ -233,6 +233,7 @@ async def test_a_closed_socket_is_collected(pg_system: System, local_node: Local
     assert isinstance(proto.queue, LeanQueue)
     del proto
     assert "wsgi.input" not in gateway.sio.environ[eio_sid]
+    assert not [k for k in gateway.sio.environ[eio_sid] if k.startswith("HTTP_")]
     assert sid not in gateway.replayer._locks  # released after the connect's replay
     assert not gateway.sio._timers  # the CONNECT came: no timer left
     refs = [weakref.ref(eio_socket), weakref.ref(eio_socket.queue)]

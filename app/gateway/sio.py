@@ -17,6 +17,8 @@ And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
 - a websocket opened directly (no long-polling first) under uvicorn's sans-I/O protocol
   gets a LeanQueue for its incoming messages too, and a list for the waiters of its
   flow-control event, swapped in at the handshake, before anything waits on them;
+- once a socket is connected its handshake environ keeps no request headers but the
+  Authorization;
 - session ids come from one `os.urandom` read per 1,024 ids (same format and entropy as
   engine.io's: 12 random bytes and a sequence number), not a system call per id.
 """
@@ -105,6 +107,17 @@ class SessionIds:
         return raw.decode("utf-8").replace("/", "_").replace("+", "-")
 
 
+KEPT_HEADERS = frozenset({"HTTP_AUTHORIZATION"})  # what the connect handler reads
+
+
+def _trim_environ(environ: dict[str, Any] | None) -> None:
+    """A connected socket's handshake environ without the request headers, which nothing
+    reads again (a later CONNECT on the same session reads only the Authorization)."""
+    if environ is not None:
+        for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
+            del environ[key]
+
+
 def _exactly(value: Any, cls: type) -> bool:
     return type(value) is cls
 
@@ -152,6 +165,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         finally:
             if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
                 self._cancel_timer(eio_sid)  # connected: nothing to expect any more
+                _trim_environ(self.environ.get(eio_sid))
 
     def _cancel_timer(self, eio_sid: str) -> None:
         timer = self._timers.pop(eio_sid, None)
