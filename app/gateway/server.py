@@ -16,6 +16,7 @@ from app.core.ratelimit import RateLimits
 from app.gateway import args
 from app.gateway.catchup import CatchUp
 from app.gateway.connects import ConnectReader
+from app.gateway.gcpolicy import SocketGC
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
@@ -69,6 +70,8 @@ class Gateway:
                                  metrics=self.metrics)
         self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
         self.reader = ConnectReader(session_factory, _readable)
+        # Set at the first connect in a process that froze its start-up (app/web.py).
+        self.gc_policy: SocketGC | None = None
         self.manager.on_resubscribed = self._resubscribed
         self._register()
 
@@ -149,6 +152,10 @@ class Gateway:
                                   retry_after=5)
             async with self._turns.turn(who.user_id):
                 await self._connect(sid, who, auth)
+            if self.gc_policy is None and SocketGC.wanted():
+                self.gc_policy = SocketGC(lambda: len(self.sio.eio.sockets))
+            if self.gc_policy is not None:
+                self.gc_policy.connected()
         except HeraldError as exc:
             raise self._refuse(sid, exc) from None
         except UNAVAILABLE as exc:
@@ -262,6 +269,8 @@ class Gateway:
             await self.presence.remove(who.user_id, sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
+        if self.gc_policy is not None:
+            self.gc_policy.disconnected()
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
     async def _drop_socket(self, sid: str) -> None:
