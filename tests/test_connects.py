@@ -231,6 +231,7 @@ async def test_a_closed_socket_is_collected(pg_system: System, local_node: Local
     assert isinstance(eio_socket.queue, LeanQueue)
     proto = gateway.sio.environ[eio_sid]["asgi.receive"].__self__  # uvicorn's
     assert isinstance(proto.queue, LeanQueue)
+    assert proto.request is None and proto.scope["headers"] == []
     del proto
     assert "wsgi.input" not in gateway.sio.environ[eio_sid]
     assert not [k for k in gateway.sio.environ[eio_sid] if k.startswith("HTTP_")]

@@ -18,7 +18,7 @@ And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
   gets a LeanQueue for its incoming messages too, and a list for the waiters of its
   flow-control event, swapped in at the handshake, before anything waits on them;
 - once a socket is connected its handshake environ keeps no request headers but the
-  Authorization;
+  Authorization, and uvicorn's protocol lets go of the handshake's request and response;
 - session ids come from one `os.urandom` read per 1,024 ids (same format and entropy as
   engine.io's: 12 random bytes and a sequence number), not a system call per id.
 """
@@ -112,10 +112,20 @@ KEPT_HEADERS = frozenset({"HTTP_AUTHORIZATION"})  # what the connect handler rea
 
 def _trim_environ(environ: dict[str, Any] | None) -> None:
     """A connected socket's handshake environ without the request headers, which nothing
-    reads again (a later CONNECT on the same session reads only the Authorization)."""
-    if environ is not None:
-        for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
-            del environ[key]
+    reads again (a later CONNECT on the same session reads only the Authorization); and,
+    for a websocket under uvicorn's sans-I/O protocol whose handshake is complete, the
+    handshake's request and response (uvicorn reads them only to accept) and the ASGI
+    scope's raw headers (read by the middlewares and engine.io at the start only)."""
+    if environ is None:
+        return
+    for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
+        del environ[key]
+    proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
+    if getattr(proto, "handshake_complete", False) is True and hasattr(proto, "request"):
+        proto.request = proto.response = None
+        scope = environ.get("asgi.scope")
+        if isinstance(scope, dict) and scope.get("type") == "websocket":
+            scope["headers"] = []
 
 
 def _exactly(value: Any, cls: type) -> bool:
