@@ -105,8 +105,11 @@ class ConnectReader:
             try:
                 outcomes = await asyncio.to_thread(self._read, batch)
             except BaseException as exc:
-                if len(batch) == 1 or isinstance(exc, UNAVAILABLE) or not isinstance(
-                        exc, Exception):
+                if not isinstance(exc, Exception):  # cancelled (shutdown): so are they
+                    for request in batch:
+                        request.future.cancel()
+                    raise
+                if len(batch) == 1 or isinstance(exc, UNAVAILABLE):
                     outcomes = [exc] * len(batch)
                 else:
                     log.warning("connect batch failed, reading each alone size=%d error=%s",
