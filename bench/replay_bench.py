@@ -4,6 +4,13 @@ For each size N, a fresh user's own stream gets N events (written in bulk, marke
 already relayed: the client missed them). Each repetition connects a real
 python-socketio client to a real web node with `positions: {user-X: {offset: 0}}`
 and times from the connect call to the N-th event received (all N checked, in order).
+
+Then, for the largest N, the OFFICIAL client (socket.io-client 4.8.1 in Node,
+bench/node/replay.js) against Herald (the same stream and positions) and against a
+Socket.IO 4.8 server's in-memory connection state recovery (bench/node/recovery_server.js:
+the client closes its transport, the server emits N events of Herald's sizes to its room,
+the client reconnects; timed from the reconnect to the N-th event), back to back in each
+repetition, with the ratio per repetition.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.portal import projects
 from bench import fixtures
 from bench.clients import Listener, token
+from bench.infra import LOG_DIR, ROOT, Process, free_port, start_all, stop_all
+from bench.peers import NODE_DIR, NodeMissing, require_node
 from bench.stats import Figure, Report, median
 
 
@@ -118,6 +127,74 @@ async def replay_raw(url: str, tok: str, stream: str, epoch: str, missed: int,
     return elapsed
 
 
+class RecoveryPeer(Process):
+    """`node bench/node/recovery_server.js`: socket.io 4.8 with connection state recovery."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        super().__init__("recovery-peer", [require_node(), str(NODE_DIR / "recovery_server.js"),
+                                           str(self.port)], {}, LOG_DIR)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return "recovery peer ready" in self.log()
+
+
+async def official_client(options: dict[str, Any], timeout: float = 600) -> list[dict[str, Any]]:
+    """Run bench/node/replay.js; its repetitions (warm-up ones left out)."""
+    proc = await asyncio.create_subprocess_exec(
+        require_node(), str(NODE_DIR / "replay.js"), json.dumps(options), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/node/replay.js failed: {err.decode()[-2000:]}")
+    reps = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return [rep for rep in reps if not rep.get("warmup")]
+
+
+async def versus_socketio(report: Report, factory: sessionmaker[Session], url: str,
+                          missed: int, reps: int) -> None:
+    report.section(f"Replay of {missed:,} missed events to the OFFICIAL client "
+                   f"(socket.io-client 4.8.1, websocket), Herald beside Socket.IO 4.8's "
+                   f"in-memory connection state recovery, median of {reps}")
+    try:
+        require_node()
+        if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
+            raise NodeMissing("bench/node has no socket.io-client (make js: npm ci)")
+    except NodeMissing as exc:
+        report.add(Figure("replay", "official client vs Socket.IO", float("nan"), "",
+                          note=f"skipped: {exc}"))
+        return
+    user_id, stream, epoch = await asyncio.to_thread(prepare, factory, missed)
+    peer = RecoveryPeer()
+    await asyncio.to_thread(start_all, peer)
+    try:
+        payload = {"type": "info", "title": "Update 0",
+                   "message": "Ticket 0: a technician answered your message."}
+        meta = {"id": str(uuid.uuid4()), "stream": stream, "offset": 0, "epoch": epoch,
+                "ts": "2026-11-28T21:00:00.000000Z"}
+        runs = await official_client({
+            "missed": missed, "reps": reps, "warmup": 1,
+            "herald": {"url": url, "token": token(user_id, "client"), "stream": stream,
+                       "epoch": epoch},
+            "socketio": {"url": peer.url, "payload": payload, "meta": meta}})
+    finally:
+        await asyncio.to_thread(stop_all, peer)
+    herald = [float(r["herald"]) for r in runs]
+    socketio = [float(r["socketio"]) for r in runs]
+    ratios = [100 * h / s for h, s in zip(herald, socketio, strict=True)]
+    report.add(Figure("replay", "Herald: connect with positions -> last event", median(herald),
+                      "ms", herald, note=f"{missed / median(herald) * 1000:,.0f} ev/s"))
+    report.add(Figure("replay", "Socket.IO 4.8 recovery: reconnect -> last event",
+                      median(socketio), "ms", socketio,
+                      note=f"{missed / median(socketio) * 1000:,.0f} ev/s"))
+    report.add(Figure("replay", "  ratio Herald / Socket.IO (time)", median(ratios), "%",
+                      ratios, note="goal <= 100 %"))
+
+
 async def run(report: Report, factory: sessionmaker[Session], url: str,
               sizes: ReplaySizes) -> None:
     report.section(f"Replay to a reconnecting python-socketio client (websocket), "
@@ -140,3 +217,5 @@ async def run(report: Report, factory: sessionmaker[Session], url: str,
         report.add(Figure("replay", "  (diagnostic) same, bare websocket client", median(raw),
                           "ms", raw, note=f"{missed / median(raw) * 1000:,.0f} ev/s: the "
                                           "server's side alone"))
+    if sizes.missed:
+        await versus_socketio(report, factory, url, max(sizes.missed), sizes.reps)

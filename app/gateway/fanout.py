@@ -15,7 +15,10 @@ recipient's engine.io queue, in one synchronous pass. So:
 - a socket that is closed or closing gets nothing (engine.io would drop it too); one
   whose client missed its ping timeout is handed to engine.io's own `send`, which closes
   it exactly as the normal path would;
-- `skip_sid` (the manager's gates and floors, a typing sender) is honoured.
+- `skip_sid` (the manager's gates and floors, a typing sender) is honoured;
+- a socket whose websocket writer is idle (app/gateway/direct.py) gets the frame written
+  to its transport at once — the same bytes the writer would write next — the frame
+  built once per event for all of them.
 
 What it does not handle is left to python-socketio (`deliver` returns False): binary
 payloads (several engine.io packets per event) and emits with an ack callback (one packet
@@ -30,6 +33,8 @@ from typing import Any
 
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+
+from app.gateway import direct
 
 
 def arguments(data: Any) -> list[Any]:
@@ -86,6 +91,7 @@ def put_all(eio: Any, pkt: Any, participants: Iterable[tuple[str, str]],
     ping_timeout = eio.ping_timeout
     now = time.time()
     late = []
+    frame: bytes | None = None
     for sid, eio_sid in participants:
         if sid in skip:
             continue
@@ -96,6 +102,11 @@ def put_all(eio: Any, pkt: Any, participants: Iterable[tuple[str, str]],
         if last_ping and now - last_ping > ping_timeout:
             late.append(socket)
             continue
+        if getattr(socket, "idle", None) is not None:  # a DirectSocket, writer idle
+            if frame is None:
+                frame = direct.text_frame(pkt.encode())
+            if socket.write_frame(frame):
+                continue
         socket.queue.put_nowait(pkt)
     return late
 

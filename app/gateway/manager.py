@@ -28,7 +28,7 @@ from typing import Any
 
 import socketio
 
-from app.gateway import fanout
+from app.gateway import direct, fanout
 
 log = logging.getLogger("herald.gateway")
 
@@ -49,6 +49,12 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._notes = 0
         self.fast_fanout = True  # False: python-socketio's task-per-socket emit (bench, tests)
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+    def set_server(self, server: Any) -> None:
+        super().set_server(server)
+        # New engine.io sockets become DirectSockets while the fast fan-out is on
+        # (app/gateway/direct.py): idle websockets get frames written at once.
+        direct.install(server, lambda: self.fast_fanout)
 
     # -- gates and floors ----------------------------------------------------------------
     def open_gate(self, sid: str, room: str) -> None:

@@ -4,6 +4,12 @@ While a (socket, stream) replays, the manager's gate holds back that stream's li
 for the socket; `flush` then sends the held-back ones newer than the replay and closes
 the gate with no await in between, so live events never overtake replayed ones. One
 replay at a time per (socket, stream).
+
+Reads are shared (`PageReads`): sockets replaying the same stream from the same offset at
+about the same time — a reconnect storm — wait for one database read of that page instead
+of one each; a page carries its events encoded once (Socket.IO packets, and the websocket
+frames of them all, app/gateway/direct.py), so an idle websocket gets a whole page in one
+write.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import asyncio
 import functools
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
@@ -20,10 +28,111 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import jsoncodec
 from app.core.errors import Gone
+from app.gateway import direct
 from app.gateway.manager import HeraldRedisManager
-from app.outbox.replay import Head, iter_after, read_head
+from app.outbox.replay import REPLAY_BATCH, Head, iter_after, read_after, read_head
+from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
+
+
+@dataclass(eq=False)
+class Page:
+    """Up to `REPLAY_BATCH` events of a stream after some offset, as one read returned them."""
+
+    events: list[EventRecord]
+    started: float  # loop time when its read began
+    full: bool  # as many as asked: these offsets' events never change, whenever read
+    packets: list[str] | None = field(default=None, repr=False)
+    frames: bytes | None = field(default=None, repr=False)
+
+
+PageKey = tuple[str, int, str]  # (stream, after, epoch)
+
+
+class PageReads:
+    """One database read per (stream, after, epoch) for everyone who needs it at once.
+
+    A reader passes `since`, the time its gate opened (its replay began): a page read that
+    began at or after it holds everything the reader cannot get through its gate. A full
+    page holds fixed offsets and is good for anyone. So a reader takes a kept page or a
+    read in flight when either holds; otherwise, once the read in flight (begun too early
+    for it) ends, the first such reader starts the next one and the others join it.
+    Pages are kept `keep` seconds, at most `max_pages` of them (each read drops the
+    expired ones).
+    """
+
+    def __init__(self, factory: sessionmaker[Session], *, batch: int = REPLAY_BATCH,
+                 keep: float = 2.0, max_pages: int = 32) -> None:
+        self.factory = factory
+        self.batch = batch
+        self.keep = keep
+        self.max_pages = max_pages
+        self.reads = 0  # database reads made (tests, diagnostics)
+        self._kept: dict[PageKey, Page] = {}
+        self._flights: dict[PageKey, tuple[float, asyncio.Task[Page]]] = {}
+
+    async def read(self, stream: str, after: int, epoch: str, since: float) -> Page:
+        """The events of `stream` after `after` (up to `batch`); Gone if some were pruned."""
+        key = (stream, after, epoch)
+        loop = asyncio.get_running_loop()
+        while True:
+            page = self._kept.get(key)
+            if page is not None:
+                if loop.time() - page.started > self.keep:
+                    self._kept.pop(key, None)
+                elif page.full or page.started >= since:
+                    return page
+            flight = self._flights.get(key)
+            if flight is None:
+                started = loop.time()
+                task = asyncio.create_task(self._read(key, started))
+                task.add_done_callback(_retrieve)
+                self._flights[key] = (started, task)
+                return await asyncio.shield(task)
+            started, task = flight
+            if started >= since:
+                return await asyncio.shield(task)
+            await asyncio.wait([task])  # begun too early for us: wait, then look again
+            page = task.result() if not task.cancelled() and task.exception() is None \
+                else None
+            if page is not None and page.full:
+                return page
+
+    async def _read(self, key: PageKey, started: float) -> Page:
+        stream, after, epoch = key
+        try:
+            def run() -> list[EventRecord]:
+                with self.factory() as session, session.begin():
+                    return read_after(session, stream, after, limit=self.batch, epoch=epoch)
+            self.reads += 1
+            events = await asyncio.to_thread(run)
+            first = events[0].offset if events else None
+            if first is not None and first != after + 1:
+                raise Gone(f"events of {stream} after {after} were pruned")
+            page = Page(events, started, full=len(events) >= self.batch)
+            self._keep(key, page)
+            return page
+        finally:
+            flight = self._flights.get(key)
+            if flight is not None and flight[0] == started:
+                del self._flights[key]
+
+    def _keep(self, key: PageKey, page: Page) -> None:
+        """Keep `page` (newest last); drop the expired ones and any over `max_pages`."""
+        kept = self._kept
+        kept.pop(key, None)
+        kept[key] = page
+        while kept:
+            oldest = next(iter(kept))
+            if len(kept) <= self.max_pages and page.started - kept[oldest].started <= self.keep:
+                break
+            del kept[oldest]
+
+
+def _retrieve(task: asyncio.Task[Page]) -> None:
+    if not task.cancelled():
+        task.exception()  # read by the waiters; never "exception was never retrieved"
 
 
 class Replayer:
@@ -32,6 +141,7 @@ class Replayer:
     def __init__(self, *, sio: socketio.AsyncServer, manager: HeraldRedisManager,
                  factory: sessionmaker[Session], metrics: Any = None) -> None:
         self.sio = sio
+        self.pages = PageReads(factory)  # shared reads of event pages (reconnect storms)
         self.manager = manager
         self.factory = factory
         self.metrics = metrics
@@ -83,19 +193,20 @@ class Replayer:
         """
         last = after
         sent = 0
+        since = asyncio.get_running_loop().time()  # the gate is open: reads from now on do
         try:
             # The stored history, then whatever committed while sending it.
             for _ in range(2 if read else 0):
                 before = sent
-                batches = iter_after(self.factory, stream, last, head.epoch)
                 while self.manager.is_connected(sid, "/"):
-                    batch = await asyncio.to_thread(next, batches, None)
-                    if batch is None:
+                    page = await self.pages.read(stream, last, head.epoch, since)
+                    if not page.events:
                         break
-                    for event in batch:
-                        await self.send(sid, event.type, [event.payload, event.meta])
-                        last = event.offset
-                        sent += 1
+                    await self.send_page(sid, page)
+                    last = page.events[-1].offset
+                    sent += len(page.events)
+                    if not page.full:
+                        break
                 if sent == before:
                     # Nothing after `last` when read, and the gate was open before that
                     # read: whatever commits later reaches the gate's buffer. A second
@@ -165,6 +276,23 @@ class Replayer:
             self.manager.close_gate(sid, stream, floor=last)
         return last
 
+    async def send_page(self, sid: str, page: Page) -> None:
+        """A page's events to one socket, in order: one write of all their frames when its
+        websocket writer is idle (app/gateway/direct.py), else through engine.io's queue."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return
+        if page.packets is None:
+            page.packets = [self.encode(e.type, [e.payload, e.meta]) for e in page.events]
+        socket = self.sio.eio.sockets.get(eio_sid)
+        if getattr(socket, "idle", None) is not None and not _late(socket, self.sio.eio):
+            if page.frames is None:
+                page.frames = b"".join(direct.text_frame("4" + p) for p in page.packets)
+            if socket.write_frame(page.frames):
+                return
+        for packet in page.packets:
+            await self.sio.eio.send(eio_sid, packet)
+
     async def send(self, sid: str, event: str, data: list[Any]) -> None:
         """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
         by python-socketio's Packet, but without emit's room lookup, binary scan and task
@@ -187,6 +315,12 @@ class Replayer:
 
 
 _EVENT_PREFIX = str(EVENT)
+
+
+def _late(socket: Any, eio: Any) -> bool:
+    """Past its ping timeout: engine.io's own send (which closes it) must see it."""
+    last_ping = socket.last_ping
+    return bool(last_ping and time.time() - last_ping > eio.ping_timeout)
 
 
 @functools.cache

@@ -1,0 +1,153 @@
+"""Writing a websocket frame straight to an idle socket's transport (fan-out and replay).
+
+engine.io sends every packet through the socket's queue: a writer task per websocket
+wakes up (under `asyncio.wait_for`, a task per wake-up), takes the packets and hands each
+to uvicorn, which frames it (websockets' sans-I/O protocol) and writes it. For one event
+to thousands of sockets that is most of the fan-out's time. When a socket's writer is
+idle — waiting on an empty queue, nothing taken and not yet written — a packet put on
+the queue would be the very next thing written anyway; writing its frame to the
+transport at once is the same bytes in the same order, without the wake-up.
+
+`DirectSocket` is engine.io's `AsyncSocket` with:
+
+- `poll()` for the websocket writer: the queue is read with `queue.get()` under
+  `asyncio.timeout` (not `wait_for`, which moves the packet out of the queue in another
+  task, a loop turn before the writer has it). So a packet stays in the queue until the
+  writer itself takes it, and `idle` (the uvicorn protocol to write to) is set only while
+  the writer waits on an empty queue and is cleared in the same step that takes a
+  packet. Long-polling (and the polling half of an upgrade) keeps engine.io's own poll.
+- `write_frame(frame)`: writes a prepared frame when the writer is idle, the queue empty,
+  and uvicorn's protocol open, handshaken, not closing, not paused by flow control and
+  without extensions (per-message deflate frames differ per socket); False otherwise,
+  and the caller puts the packet on the queue as engine.io would.
+
+Order per socket holds: a direct write happens only when nothing is queued or in the
+writer's hands, and anything queued later (ping, a python-socketio emit, the CLOSE) is
+written after it. The frame is `websockets.frames.Frame(TEXT, data).serialize(mask=False)`,
+what uvicorn's `conn.send_text(data)` appends for a server without extensions.
+
+Only uvicorn's websockets sans-I/O protocol (its default with `websockets` installed) is
+recognised; under any other server or protocol nothing is written directly.
+
+`adopt(socket)` turns an engine.io socket into a DirectSocket (called on engine.io's
+`connect`, before any transport runs); `install(sio, enabled)` hooks that into a
+python-socketio server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from engineio import async_socket
+from engineio import exceptions as eio_exceptions
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+_SANSIO: type[Any] | None
+try:  # uvicorn's default websocket protocol when `websockets` is installed
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    _SANSIO = WebSocketsSansIOProtocol
+except ImportError:  # pragma: no cover - another server: no direct writes
+    _SANSIO = None
+
+OPEN = State.OPEN
+
+
+def text_frame(text: str) -> bytes:
+    """The websocket frame a server writes for the text message `text` (no extensions)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def _protocol_of(ws: Any) -> Any | None:
+    """uvicorn's protocol behind engine.io's ASGI websocket wrapper, if one we can write to."""
+    send = getattr(ws, "asgi_send", None)
+    proto = getattr(send, "__self__", None)
+    if _SANSIO is None or not isinstance(proto, _SANSIO):
+        return None
+    if proto.conn.extensions:  # per-message deflate: frames are per socket
+        return None
+    return proto
+
+
+class DirectSocket(async_socket.AsyncSocket):  # type: ignore[misc]
+    """engine.io's AsyncSocket whose idle websocket writer can be bypassed (see module)."""
+
+    idle: Any = None  # uvicorn's protocol while the websocket writer waits on an empty queue
+    _ws: Any = None
+
+    async def _websocket_handler(self, ws: Any) -> Any:
+        self._ws = ws
+        try:
+            return await super()._websocket_handler(ws)
+        finally:
+            self._ws = None
+            self.idle = None
+
+    async def poll(self) -> list[Any]:
+        ws = self._ws
+        if ws is None or not self.upgraded:
+            return await super().poll()  # type: ignore[no-any-return]
+        # The websocket writer (after an upgrade no long-poll reads the queue).
+        queue = self.queue
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        try:
+            if queue.empty():
+                self.idle = _protocol_of(ws)
+            try:
+                async with asyncio.timeout(timeout):
+                    pkt = await queue.get()
+            finally:
+                self.idle = None  # taken (or gone): busy until it calls poll again
+            queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise eio_exceptions.QueueEmpty() from None
+        if pkt is None:
+            return []
+        packets = [pkt]
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write `frame` now if the writer is idle and the connection open; else False."""
+        proto = self.idle
+        if (proto is None or not self.queue.empty() or self.closing or self.closed
+                or not proto.writable.is_set() or proto.close_sent or proto.disconnected
+                or proto.conn.state is not OPEN or proto.transport.is_closing()):
+            return False
+        proto.transport.write(frame)
+        return True
+
+
+def adopt(socket: Any) -> None:
+    """Make an engine.io AsyncSocket a DirectSocket (before any transport runs on it)."""
+    if type(socket) is async_socket.AsyncSocket:
+        socket.__class__ = DirectSocket
+
+
+def install(sio: Any, enabled: Callable[[], bool]) -> None:
+    """Adopt every new engine.io socket of `sio` while `enabled()` (the fast fan-out)."""
+    eio = sio.eio
+    handler = eio.handlers.get("connect")
+    if handler is None or getattr(handler, "_herald_direct", False):
+        return
+
+    async def connect(eio_sid: str, environ: dict[str, Any]) -> Any:
+        if enabled():
+            socket = eio.sockets.get(eio_sid)
+            if socket is not None:
+                adopt(socket)
+        return await handler(eio_sid, environ)
+
+    connect._herald_direct = True  # type: ignore[attr-defined]
+    eio.on("connect", connect)
+
+
+__all__ = ["DirectSocket", "adopt", "install", "text_frame"]

@@ -1,0 +1,171 @@
+"""Shared page reads for replays (app/gateway/replay.py, `PageReads`): one database read
+for every socket replaying the same page at once, never a page too old for a reader.
+
+A short page (fewer events than a batch) can miss what committed after its read; a reader
+may take it only if the read began after the reader's gate opened (`since`). A full page
+holds fixed offsets and is good for anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.core.errors import Gone
+from app.gateway import replay as replay_module
+from app.gateway.replay import PageReads
+from app.outbox.writer import append
+from testkit.clients import SocketClient
+from testkit.databases import Database
+from testkit.system import System
+
+pytestmark = pytest.mark.anyio
+STREAM = "project-1"
+
+
+def write(db: Database, count: int) -> None:
+    with db.factory() as session, session.begin():
+        for i in range(count):
+            append(session, STREAM, "notification", {"type": "info", "title": str(i),
+                                                      "message": ""})
+
+
+def offsets(page: Any) -> list[int]:
+    return [e.offset for e in page.events]
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def test_concurrent_readers_of_one_page_share_one_read(pg_db: Database) -> None:
+    write(pg_db, 5)
+    pages = PageReads(pg_db.factory)
+    since = now()
+    got = await asyncio.gather(*(pages.read(STREAM, 0, "e", since) for _ in range(50)))
+    assert pages.reads == 1
+    assert all(page is got[0] for page in got)
+    assert offsets(got[0]) == [1, 2, 3, 4, 5] and not got[0].full
+
+
+async def test_a_short_page_read_before_a_readers_gate_opened_is_read_again(
+        pg_db: Database) -> None:
+    write(pg_db, 3)
+    pages = PageReads(pg_db.factory)
+    early = now()
+    assert offsets(await pages.read(STREAM, 0, "e", early)) == [1, 2, 3]
+    write(pg_db, 2)  # committed after that read
+    late = now()  # a reader whose gate opened after it
+    assert offsets(await pages.read(STREAM, 0, "e", late)) == [1, 2, 3, 4, 5]
+    assert pages.reads == 2
+    # a reader whose gate opened before the second read began may take it
+    assert offsets(await pages.read(STREAM, 0, "e", late)) == [1, 2, 3, 4, 5]
+    assert pages.reads == 2
+
+
+async def test_a_full_page_is_good_for_any_reader(pg_db: Database) -> None:
+    write(pg_db, 3)
+    pages = PageReads(pg_db.factory, batch=2)
+    first = await pages.read(STREAM, 0, "e", now())
+    assert offsets(first) == [1, 2] and first.full
+    write(pg_db, 1)
+    assert await pages.read(STREAM, 0, "e", now()) is first
+    assert offsets(await pages.read(STREAM, 2, "e", now())) == [3, 4]
+    assert pages.reads == 2
+
+
+async def test_a_read_in_flight_begun_too_early_is_not_joined(
+        pg_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader A's read is in flight (held); 2 events commit; reader B (gate opened after
+    A's read began) must not take A's page, reader C (gate opened before) may."""
+    write(pg_db, 1)
+    release = threading.Event()
+    original = replay_module.read_after
+    calls = 0
+
+    def held_read(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            release.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(replay_module, "read_after", held_read)
+    pages = PageReads(pg_db.factory)
+    c_since = now()
+    a = asyncio.create_task(pages.read(STREAM, 0, "e", now()))
+    await asyncio.sleep(0.05)
+    c = asyncio.create_task(pages.read(STREAM, 0, "e", c_since))
+    write(pg_db, 2)
+    b = asyncio.create_task(pages.read(STREAM, 0, "e", now()))
+    await asyncio.sleep(0.05)
+    # The first read's transaction begins now (after the two commits): it sees all three.
+    # What matters is that B waits for A and reads again rather than trusting A's page.
+    release.set()
+    page_a, page_b, page_c = await asyncio.gather(a, b, c)
+    assert page_c is page_a
+    assert page_b is not page_a and pages.reads == 2
+    assert offsets(page_b) == [1, 2, 3]
+
+
+async def test_a_gap_is_gone_and_no_page_is_kept(pg_db: Database) -> None:
+    write(pg_db, 4)
+    with pg_db.factory() as session, session.begin():  # retention pruned 1..2
+        session.execute(text("DELETE FROM events WHERE \"offset\" <= 2"))
+    pages = PageReads(pg_db.factory)
+    with pytest.raises(Gone):
+        await pages.read(STREAM, 0, "e", now())
+    with pytest.raises(Gone):
+        await pages.read(STREAM, 0, "e", now())
+    assert pages.reads == 2
+    assert offsets(await pages.read(STREAM, 2, "e", now())) == [3, 4]
+
+
+async def test_kept_pages_expire_and_are_bounded(pg_db: Database) -> None:
+    write(pg_db, 6)
+    pages = PageReads(pg_db.factory, batch=1, keep=600, max_pages=3)
+    for after in range(6):
+        await pages.read(STREAM, after, "e", now())
+    assert list(pages._kept) == [(STREAM, after, "e") for after in (3, 4, 5)]
+    await pages.read(STREAM, 5, "e", 0.0)
+    assert pages.reads == 6  # kept
+    short = PageReads(pg_db.factory, batch=1, keep=0.05)
+    await short.read(STREAM, 0, "e", 0.0)
+    await asyncio.sleep(0.1)
+    await short.read(STREAM, 1, "e", 0.0)  # a read after `keep` drops the expired page
+    assert list(short._kept) == [(STREAM, 1, "e")]
+    await short.read(STREAM, 0, "e", 0.0)
+    assert short.reads == 3
+
+
+async def test_many_sockets_recovering_one_stream_at_once_get_every_event_in_order(
+        pg_system: System) -> None:
+    """A small reconnect storm: 30 sockets, one stream, 700 missed events (two pages),
+    some from offset 0, some from 200: each gets exactly what it missed, in order."""
+    api = pg_system.api()
+    client_id, client_token = api.user("client")
+    project = api.project(client_id)
+    stream = f"project-{project}"
+    with pg_system.factory() as session, session.begin():
+        for i in range(700):
+            append(session, stream, "notification", {"type": "info", "title": str(i),
+                                                     "message": ""})
+    starts = [0 if i % 2 else 200 for i in range(30)]
+    sockets = [SocketClient(pg_system.url, client_token,
+                            positions={stream: {"offset": start}}) for start in starts]
+    try:
+        await asyncio.gather(*(s.connect() for s in sockets))
+
+        def got(socket: SocketClient) -> list[int]:
+            return [e.meta["offset"] for e in socket.events
+                    if e.meta and e.meta.get("stream") == stream]
+
+        for socket, start in zip(sockets, starts, strict=True):
+            await socket.wait_for(lambda s=socket, n=700 - start: len(got(s)) >= n, timeout=30)
+            assert got(socket) == list(range(start + 1, 701))
+    finally:
+        await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
