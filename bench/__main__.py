@@ -36,7 +36,7 @@ from bench.stats import Report
 FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000,10000",
         "replay_reps": 5, "rate": 500.0, "duration": 10.0, "e2e_reps": 3, "streams": 10,
         "threads": 4, "updates": 20, "low_rate": 50.0,
-        "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 5000,
+        "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 10000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
         "storm_sockets": 2000, "storm_missed": 20,
         "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5}

@@ -9,7 +9,9 @@ One run, side by side (bench/node/: the peer and the load client, both Node):
 2. **Fan-out**: `events` events to that room, publish -> last delivery. Herald: the
    relay's own messages (RedisPublisher, one pipelined PUBLISH) -> Redis -> web node;
    Node: one `POST /emit` whose handler emits them. Deliveries/s = sockets x events / time.
-3. **Wide**: connect up to `wide` sockets in all, then one event to all of them.
+3. **Wide**: connect up to `wide` sockets in all (10,000 by default: the design's "one
+   server ≈ 10K connections"), Herald's then Node's, the other servers stopped first;
+   then one event to all of them, Herald and Node alternately.
 4. **Memory**: resident memory of each server process before connecting and once all
    sockets are idle, per socket.
 
@@ -47,7 +49,7 @@ ROOM = "clients"
 class FanoutSizes:
     sockets: int = 2000
     events: int = 10
-    wide: int = 5000
+    wide: int = 10000
     reps: int = 5
     inflight: int = 50
 
@@ -152,10 +154,8 @@ async def run(report: Report, factory: sessionmaker[Session], env: dict[str, str
         await asyncio.sleep(1)  # replays done, gates closed
         await _fanout(report, sizes, herald, node, before)
         await _scale_out(report, sizes, herald, second, first)
-        for t in (herald, node):  # the slow node stays at `sockets`
-            if wide > sizes.sockets:
-                await t.connect(tokens[sizes.sockets:wide], sizes.inflight)
-        await asyncio.sleep(1)
+        await _free_the_others(before, slow, web2)
+        await _connect_wide(sizes, herald, node, tokens[sizes.sockets:wide])
         await _connects_and_memory(report, sizes, herald, node)
         await _wide(report, sizes, herald, node)
     finally:
@@ -242,6 +242,24 @@ async def _scale_out(report: Report, sizes: FanoutSizes, herald: Target,
                       median(runs["two"]), "ev/s", runs["two"],
                       "deliveries/s, one PUBLISH reaches both (websocket clients: no "
                       "sticky sessions)"))
+
+
+async def _free_the_others(before: Target, *servers: Any) -> None:
+    """Before the wide part: the "before" node's sockets closed and the servers measured
+    no more stopped, so that the two under test (each holding `wide` sockets, 10,000 by
+    default) have the machine to themselves."""
+    await before.load.close()
+    await asyncio.to_thread(stop_all, *servers)
+
+
+async def _connect_wide(sizes: FanoutSizes, herald: Target, node: Target,
+                        tokens: list[str]) -> None:
+    """Herald's and Node's sockets up to `wide`, one server after the other (each connect
+    storm alone on the machine); then a second for replays to end and gates to close."""
+    if tokens:
+        for t in (herald, node):
+            await t.connect(tokens, sizes.inflight)
+    await asyncio.sleep(1)
 
 
 async def _connects_and_memory(report: Report, sizes: FanoutSizes, herald: Target,

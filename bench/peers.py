@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class LoadClient:
 
     async def start(self) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
+        raise_fd_limit()  # inherited by the load client
         with Path(self.log_path).open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 require_node(), str(NODE_DIR / "load.js"), cwd=ROOT,
@@ -122,6 +124,14 @@ class LoadClient:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+def raise_fd_limit() -> None:
+    """This process's open-file soft limit at the hard limit, for the load clients it
+    starts (each may hold 10,000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_kib(pid: int) -> int:

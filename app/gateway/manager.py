@@ -108,7 +108,14 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._marks[room] = last if mark is None or not others else min(mark, last)
         self._notes += 1
         if self._notes % PRUNE_MARKS_EVERY == 0:
-            self.stream_rooms()  # forget the marks of rooms that emptied meanwhile
+            self._prune_marks()
+
+    def _prune_marks(self) -> None:
+        """Forget the marks of rooms that emptied meanwhile: a look-up per mark, no copy of
+        any room (copying every room's members made each connect cost O(sockets))."""
+        namespace = self.rooms.get("/", {})
+        for room in [r for r in self._marks if not namespace.get(r)]:
+            self._marks.pop(room, None)
 
     def set_mark(self, room: str, last: int) -> None:
         """Every socket here in `room` was sent it through `last` (a catch-up closed)."""

@@ -145,21 +145,42 @@ class Replayer:
         self.manager = manager
         self.factory = factory
         self.metrics = metrics
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Per socket, per stream; a lock free and awaited by nobody is dropped on `release`
+        # (an idle socket holds none), and a socket's all go at once on `forget`.
+        self._locks: dict[str, dict[str, asyncio.Lock]] = {}
 
     def forget(self, sid: str, stream: str | None = None) -> None:
         """Drop the locks of a socket that is gone (of one stream, or all)."""
-        for key in [k for k in self._locks if k[0] == sid and stream in (None, k[1])]:
-            self._locks.pop(key, None)
+        if stream is None:
+            self._locks.pop(sid, None)
+            return
+        locks = self._locks.get(sid)
+        if locks is not None:
+            locks.pop(stream, None)
+            if not locks:
+                del self._locks[sid]
 
     def lock(self, sid: str, stream: str) -> asyncio.Lock:
         """One replay at a time per (socket, stream): a second join waits for the first."""
-        return self._locks.setdefault((sid, stream), asyncio.Lock())
+        locks = self._locks.get(sid)
+        if locks is None:
+            locks = self._locks[sid] = {}
+        lock = locks.get(stream)
+        if lock is None:
+            lock = locks[stream] = asyncio.Lock()
+        return lock
 
     def release(self, sid: str, stream: str) -> None:
-        lock = self._locks.get((sid, stream))
-        if lock is not None and lock.locked():
+        locks = self._locks.get(sid)
+        lock = locks.get(stream) if locks is not None else None
+        if lock is None:
+            return
+        if lock.locked():
             lock.release()
+        # Whoever takes it next holds or waits on it already (lock() and acquire() run
+        # without an await between them); nobody does: drop it, lock() makes a new one.
+        if not lock.locked() and not lock._waiters:
+            self.forget(sid, stream)
 
     async def replay(self, sid: str, stream: str, after: int, head: Head, *,
                      read: bool = True) -> int:

@@ -15,6 +15,8 @@ from app.core.errors import AuthError, HeraldError, InvalidInput, RateLimited
 from app.core.ratelimit import RateLimits
 from app.gateway import args
 from app.gateway.catchup import CatchUp
+from app.gateway.connects import ConnectReader
+from app.gateway.gcpolicy import SocketGC
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
@@ -67,6 +69,9 @@ class Gateway:
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
                                  metrics=self.metrics)
         self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
+        self.reader = ConnectReader(session_factory, _readable)
+        # Set at the first connect in a process that froze its start-up (app/web.py).
+        self.gc_policy: SocketGC | None = None
         self.manager.on_resubscribed = self._resubscribed
         self._register()
 
@@ -147,6 +152,10 @@ class Gateway:
                                   retry_after=5)
             async with self._turns.turn(who.user_id):
                 await self._connect(sid, who, auth)
+            if self.gc_policy is None and SocketGC.wanted():
+                self.gc_policy = SocketGC(lambda: len(self.sio.eio.sockets))
+            if self.gc_policy is not None:
+                self.gc_policy.connected()
         except HeraldError as exc:
             raise self._refuse(sid, exc) from None
         except UNAVAILABLE as exc:
@@ -172,18 +181,15 @@ class Gateway:
         assert who.user_id is not None
         auto = [user_stream(who.user_id), ROLE_STREAMS[who.role]]
 
-        def load(s: Session) -> tuple[str, dict[str, Head], dict[str, Head]]:
-            name = access.check_user_row(s, who)
-            return (name, {n: read_head(s, n) for n in auto},
-                    {n: read_head(s, n) for n in restorable if _readable(s, who, n)})
-
         # The auto rooms are gated before their heads are read: whatever commits after that
         # read reaches the gate, so a replay from the head needs no read of the event table.
         for room in auto:
             self.manager.open_gate(sid, room)
         try:
-            name, auto_heads, heads = await self.db(load)
-            await self.sio.save_session(sid, {"who": who, "name": name})
+            # Read with the other connects waiting at this moment (app/gateway/connects.py).
+            loaded = await self.reader.load(who, auto, restorable)
+            auto_heads, heads = loaded.auto, loaded.restored
+            await self.sio.save_session(sid, {"who": who, "name": loaded.name})
             await self.presence.add(who.user_id, sid)
         except BaseException:
             self.manager.close_all(sid)
@@ -218,10 +224,10 @@ class Gateway:
             # The head of every stream the socket is in, so that a client can track streams
             # it never asked for (its user and role streams).
             heads_now = {room: heads[room].to_dict() for room in rooms}
-            await self.sio.emit("connected", {"userId": who.user_id, "email": who.email,
-                                              "role": who.role, "recovered": recovered,
-                                              "positions": heads_now},
-                                to=sid, ignore_queue=True)
+            # The packet `sio.emit("connected", ..., to=sid)` sends, without its task.
+            await self.replayer.send(sid, "connected", [{
+                "userId": who.user_id, "email": who.email, "role": who.role,
+                "recovered": recovered, "positions": heads_now}])
             for room in rooms:
                 head = heads[room]
                 pos = positions.get(room)
@@ -263,6 +269,8 @@ class Gateway:
             await self.presence.remove(who.user_id, sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
+        if self.gc_policy is not None:
+            self.gc_policy.disconnected()
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
 
     async def _drop_socket(self, sid: str) -> None:

@@ -8,12 +8,27 @@
 - `close_transport(sid)` and `close_transports()` close one or every engine.io transport
   (not a Socket.IO disconnect, which official clients treat as final): clients reconnect
   and recover.
+
+And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
+- engine.io's per-socket queue is a `LeanQueue`: asyncio's Queue with lists for its
+  waiters and items instead of four deques (760 bytes each, empty);
+- the handshake's environ drops `wsgi.input` once the session exists: engine.io's ASGI
+  driver defines a class per request for it (~2.4 KB), kept as long as the websocket;
+- a websocket opened directly (no long-polling first) under uvicorn's sans-I/O protocol
+  gets a LeanQueue for its incoming messages too, and a list for the waiters of its
+  flow-control event, swapped in at the handshake, before anything waits on them;
+- once a socket is connected its handshake environ keeps no request headers but the
+  Authorization, and uvicorn's protocol lets go of the handshake's request and response;
+- session ids come from one `os.urandom` read per 1,024 ids (same format and entropy as
+  engine.io's: 12 random bytes and a sequence number), not a system call per id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import secrets
 from typing import Any
 
 import socketio
@@ -21,30 +36,165 @@ import socketio
 log = logging.getLogger("herald.gateway")
 
 
+class _Waiters(list[Any]):
+    """A list in place of a deque of waiting futures (there is rarely more than one)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class LeanQueue(asyncio.Queue[Any]):
+    """asyncio.Queue (same methods, same behaviour) holding its waiters in lists and its
+    items in a list read from a moving head: ~0.3 KB empty instead of ~3.4 KB."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._getters = _Waiters()
+        self._putters = _Waiters()
+        self._finished._waiters = _Waiters()  # type: ignore[attr-defined]
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: list[Any] = []
+        self._head = 0
+
+    def _get(self) -> Any:
+        items, head = self._queue, self._head
+        item = items[head]
+        items[head] = None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= 1024 and 2 * head >= len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return item
+
+    def _put(self, item: Any) -> None:
+        self._queue.append(item)
+
+    def qsize(self) -> int:
+        return len(self._queue) - self._head
+
+    def empty(self) -> bool:
+        return len(self._queue) == self._head
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= self.qsize()
+
+
+class SessionIds:
+    """engine.io's `generate_id` (base64 of 12 random bytes and a 3-byte sequence number,
+    '/' and '+' replaced), the random bytes read 1,024 ids at a time."""
+
+    CHUNK = 12 * 1024
+
+    def __init__(self, eio: Any) -> None:
+        self.eio = eio
+        self._random = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        if self._at + 12 > len(self._random):
+            self._random, self._at = secrets.token_bytes(self.CHUNK), 0
+        random, self._at = self._random[self._at:self._at + 12], self._at + 12
+        eio = self.eio
+        raw = base64.b64encode(random + eio.sequence_number.to_bytes(3, "big"))
+        eio.sequence_number = (eio.sequence_number + 1) & 0xFFFFFF
+        return raw.decode("utf-8").replace("/", "_").replace("+", "-")
+
+
+KEPT_HEADERS = frozenset({"HTTP_AUTHORIZATION"})  # what the connect handler reads
+
+
+def _trim_environ(environ: dict[str, Any] | None) -> None:
+    """A connected socket's handshake environ without the request headers, which nothing
+    reads again (a later CONNECT on the same session reads only the Authorization); and,
+    for a websocket under uvicorn's sans-I/O protocol whose handshake is complete, the
+    handshake's request and response (uvicorn reads them only to accept) and the ASGI
+    scope's raw headers (read by the middlewares and engine.io at the start only)."""
+    if environ is None:
+        return
+    for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
+        del environ[key]
+    proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
+    if getattr(proto, "handshake_complete", False) is True and hasattr(proto, "request"):
+        proto.request = proto.response = None
+        scope = environ.get("asgi.scope")
+        if isinstance(scope, dict) and scope.get("type") == "websocket":
+            scope["headers"] = []
+
+
+def _exactly(value: Any, cls: type) -> bool:
+    return type(value) is cls
+
+
+def _slim_websocket(environ: dict[str, Any]) -> None:
+    """uvicorn's protocol behind this websocket handshake, if any: its receive queue a
+    LeanQueue and its `writable` event's waiters a list (nothing waits on them yet)."""
+    proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
+    queue: Any = getattr(proto, "queue", None)
+    if _exactly(queue, asyncio.Queue) and not queue._getters:
+        lean = LeanQueue()
+        while not queue.empty():
+            lean.put_nowait(queue.get_nowait())
+        proto.queue = lean
+    writable: Any = getattr(proto, "writable", None)
+    if _exactly(writable, asyncio.Event) and not writable._waiters:
+        writable._waiters = _Waiters()
+
+
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, connect_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
+        self.eio.create_queue = LeanQueue
+        self.eio.generate_id = SessionIds(self.eio)
         self._binary_bytes: dict[str, int] = {}
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        # One timer handle per session until its CONNECT (no task sleeping per socket).
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiring: set[asyncio.Task[None]] = set()
 
     # -- sessions that never connect ---------------------------------------------------
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # engine.io reads no body of a handshake; the class behind this one stays alive as
+        # long as the websocket otherwise (the environ is kept for the connect handler).
+        environ.pop("wsgi.input", None)
+        _slim_websocket(environ)
         result = await super()._handle_eio_connect(eio_sid, environ)
-        self._timers[eio_sid] = asyncio.create_task(self._expect_connect(eio_sid))
+        self._timers[eio_sid] = asyncio.get_running_loop().call_later(
+            self.connect_timeout, self._connect_overdue, eio_sid)
         return result
 
-    async def _expect_connect(self, eio_sid: str) -> None:
-        await asyncio.sleep(self.connect_timeout)
+    async def _handle_connect(self, eio_sid: str, namespace: Any, data: Any) -> None:
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                self._cancel_timer(eio_sid)  # connected: nothing to expect any more
+                _trim_environ(self.environ.get(eio_sid))
+
+    def _cancel_timer(self, eio_sid: str) -> None:
+        timer = self._timers.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _connect_overdue(self, eio_sid: str) -> None:
         self._timers.pop(eio_sid, None)
+        task = asyncio.ensure_future(self._expect_connect(eio_sid))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expect_connect(self, eio_sid: str) -> None:
         if self.manager.sid_from_eio_sid(eio_sid, "/") is None:
             log.info("engine.io session closed: no CONNECT within %ss", self.connect_timeout)
             await self._close_transport(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
-        timer = self._timers.pop(eio_sid, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timer(eio_sid)
         self._binary_bytes.pop(eio_sid, None)
         await super()._handle_eio_disconnect(eio_sid, reason)
 

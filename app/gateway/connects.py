@@ -1,0 +1,174 @@
+"""What a connect reads from the database, read for many connects at once.
+
+Each connect needs its user's row (a deleted user, or one whose role changed, is refused)
+and the heads of its streams. One transaction on a worker thread per connect made the
+database the largest cost of a connect storm (thread hand-off, BEGIN, three SELECTs,
+COMMIT, each waiting its turn on the cores). Here connects that arrive while a read is
+under way wait for the next one, which serves them all: one thread hand-off and one
+transaction, the user rows and the streams' heads each in one `IN` query (the ORM's
+identity map then answers `access.check_user_row` and `read_head` without SQL).
+
+Nothing is cached between reads: every connect's user row is read by a transaction that
+began after the connect arrived, so a deleted user or a changed role is refused exactly
+as with one transaction per connect. Each connect's outcome is its own: a refusal
+(HeraldError) goes to that connect only; if the shared transaction fails in another way,
+each connect of the batch is read again in its own transaction, so that one bad request
+cannot fail the others. Idle, a connect does not wait: the first read starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import UNAVAILABLE
+from app.core.errors import HeraldError
+from app.outbox.replay import Head, read_head
+from app.outbox.tables import Stream
+from app.outbox.writer import ensure_stream
+from app.portal import access
+from app.portal.auth import Principal
+from app.portal.models import User
+
+log = logging.getLogger("herald.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one connect read: the user's name, the heads of its auto and restored streams."""
+
+    name: str
+    auto: dict[str, Head]
+    restored: dict[str, Head]
+
+
+@dataclass(slots=True)
+class _Request:
+    who: Principal
+    auto: list[str]
+    restorable: list[str]
+    future: asyncio.Future[Loaded] = field(repr=False)
+
+
+Readable = Callable[[Session, Principal, str], bool]
+
+
+def load_one(session: Session, who: Principal, auto: Sequence[str], restorable: Sequence[str],
+             readable: Readable) -> Loaded:
+    """One connect's reads (in `session`'s transaction); AuthError for a stale token."""
+    name = access.check_user_row(session, who)
+    return Loaded(name, {n: read_head(session, n) for n in auto},
+                  {n: read_head(session, n) for n in restorable if readable(session, who, n)})
+
+
+class ConnectReader:
+    """`await reader.load(who, auto, restorable)`: that connect's `Loaded`, read together
+    with every other connect waiting at the time (at most `max_batch` per transaction,
+    `parallel` transactions at once)."""
+
+    def __init__(self, factory: sessionmaker[Session], readable: Readable, *,
+                 max_batch: int = 200, parallel: int = 2) -> None:
+        self.factory = factory
+        self.readable = readable
+        self.max_batch = max_batch
+        self.parallel = parallel
+        self._pending: list[_Request] = []
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # transactions run (tests, metrics)
+        self.loaded = 0  # connects served
+
+    async def load(self, who: Principal, auto: list[str], restorable: list[str]) -> Loaded:
+        future: asyncio.Future[Loaded] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(who, auto, restorable, future))
+        if self._running < self.parallel:
+            self._start()
+        return await future
+
+    def _start(self) -> None:
+        batch = self._pending[:self.max_batch]
+        del self._pending[:self.max_batch]
+        self._running += 1
+        task = asyncio.create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Request]) -> None:
+        self.batches += 1
+        self.loaded += len(batch)
+        try:
+            try:
+                outcomes = await asyncio.to_thread(self._read, batch)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled (shutdown): so are they
+                    for request in batch:
+                        request.future.cancel()
+                    raise
+                if len(batch) == 1 or isinstance(exc, UNAVAILABLE):
+                    outcomes = [exc] * len(batch)
+                else:
+                    log.warning("connect batch failed, reading each alone size=%d error=%s",
+                                len(batch), type(exc).__name__)
+                    outcomes = await asyncio.to_thread(self._read_each, batch)
+            for request, outcome in zip(batch, outcomes, strict=True):
+                if request.future.done():  # the connect was cancelled meanwhile
+                    continue
+                if isinstance(outcome, BaseException):
+                    request.future.set_exception(outcome)
+                else:
+                    request.future.set_result(outcome)
+        finally:
+            self._running -= 1
+            if self._pending:
+                self._start()
+
+    def _read(self, batch: list[_Request]) -> list[Loaded | BaseException]:
+        """Every request of `batch` in one transaction (worker thread)."""
+        with self.factory() as session, session.begin():
+            ids = {r.who.user_id for r in batch if r.who.user_id is not None}
+            auto = {n for r in batch for n in r.auto}
+            names = auto | {n for r in batch for n in r.restorable}
+            # Held here: the identity map keeps only weak references.
+            users = session.scalars(select(User).where(User.id.in_(ids))).all() if ids else []
+            streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
+                       if names else [])
+            # Streams every connect reads (its user's, its role's) that do not exist yet:
+            # created in name order, so that two batches never wait on each other in a cycle.
+            missing = sorted(auto - {s.name for s in streams})
+            for name in missing:
+                ensure_stream(session, name)
+            if missing:
+                streams += session.scalars(select(Stream).where(Stream.name.in_(missing)))
+            outcomes: list[Loaded | BaseException] = []
+            for r in batch:
+                try:
+                    outcomes.append(load_one(session, r.who, r.auto, r.restorable,
+                                             self.readable))
+                except HeraldError as exc:
+                    outcomes.append(exc)
+            del users, streams
+            return outcomes
+
+    def _read_each(self, batch: list[_Request]) -> list[Loaded | BaseException]:
+        """Each request in its own transaction (after a batch failed)."""
+        outcomes: list[Loaded | BaseException] = []
+        for r in batch:
+            try:
+                with self.factory() as session, session.begin():
+                    outcomes.append(load_one(session, r.who, r.auto, r.restorable,
+                                             self.readable))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def __len__(self) -> int:
+        """Connects waiting for a read."""
+        return len(self._pending)
+
+
+__all__ = ["ConnectReader", "Loaded", "load_one"]
