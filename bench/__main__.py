@@ -69,9 +69,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-reps", type=int)
     parser.add_argument("--streams", type=int, help="end-to-end streams (one client each)")
     parser.add_argument("--threads", type=int, help="end-to-end writer processes")
-    parser.add_argument("--append-writes", action="store_true",
-                        help="end-to-end writers use writer.append (default: the same rows "
-                             "through two plain statements, so that 500/s can be offered)")
+    parser.add_argument("--plain-writes", action="store_true",
+                        help="end-to-end writers write writer.append's rows through two plain "
+                             "statements (default: writer.append itself)")
     parser.add_argument("--updates", type=int, help="single PATCH updates to time")
     parser.add_argument("--fanout-sockets", type=int, help="sockets in the fan-out room")
     parser.add_argument("--fanout-events", type=int, help="events per fan-out repetition")
@@ -143,7 +143,7 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "e2e" in args.parts:
             await latency_bench.run(report, factory, web.url, latency_bench.LatencySizes(
                 args.rate, args.duration, args.e2e_reps, args.streams, args.threads,
-                args.updates, core_writes=not args.append_writes), low_rate=args.low_rate)
+                args.updates, core_writes=args.plain_writes), low_rate=args.low_rate)
         if "fanout" in args.parts:
             await fanout_bench.run(report, factory, base, fanout_bench.FanoutSizes(
                 args.fanout_sockets, args.fanout_events, args.fanout_wide, args.fanout_reps))
