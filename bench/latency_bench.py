@@ -1,10 +1,12 @@
 """End to end: commit -> nudge -> a Celery worker's relay thread -> Redis -> web node -> client.
 
 Writer processes append events at a steady total rate, each in its own transaction,
-with the real relay nudger (after commit, as the web app nudges). Each event carries
-`t`, the wall-clock time just before its COMMIT; the client's latency is its receive
-time - t (same machine, same clock: it includes the commit itself). The first second is
-warm-up. The listeners run in this process, which does nothing else meanwhile.
+with the real relay nudger (after commit, as the web app nudges). Each writer notes the
+wall-clock time just before each event's COMMIT and hands them back at the end; the
+client's latency is its receive time minus that (same machine, same clock: it includes
+the commit itself). Each event also carries `t`, taken before writer.append is called:
+a diagnostic figure from there includes the append's statements too. The first second
+is warm-up. The listeners run in this process, which does nothing else meanwhile.
 Also: one PATCH /api/projects/{id} over HTTP -> the project's client receives
 `project-updated`, one at a time.
 """
@@ -86,6 +88,7 @@ def _write_paced(url: str, streams: list[str], rate: float, duration: float, ind
     start = start_at.value
     end = start + duration
     written: list[int] = []
+    commits: dict[int, float] = {}  # seq -> wall-clock time just before its COMMIT
     errors: list[str] = []
     for seq in range(index, int(rate * duration), writers):
         slot = start + seq / rate
@@ -101,6 +104,7 @@ def _write_paced(url: str, streams: list[str], rate: float, duration: float, ind
                     _core_append(raw, stream, {
                         "type": "info", "title": "bench", "message": f"event {seq}",
                         "seq": seq, "warm": time.time() < start + WARMUP, "t": time.time()})
+                    commits[seq] = time.time()  # the block's end sends the COMMIT
                 nudge([stream])
             else:
                 with factory() as session, session.begin():
@@ -108,11 +112,12 @@ def _write_paced(url: str, streams: list[str], rate: float, duration: float, ind
                                   {"type": "info", "title": "bench", "message": f"event {seq}",
                                    "seq": seq, "warm": time.time() < start + WARMUP,
                                    "t": time.time()})
+                    commits[seq] = time.time()  # the block's end sends the COMMIT
         except Exception as exc:  # reported, not raised: the run goes on
             errors.append(f"{type(exc).__name__}: {exc}")
             continue
         written.append(seq)
-    results.put((written, errors, time.time() - start))
+    results.put((written, commits, errors, time.time() - start))
     nudge.close()
     if raw is not None:
         raw.close()
@@ -138,6 +143,7 @@ class PacedWriter:
         self.writers = writers
         self.core = core
         self.written: set[int] = set()
+        self.commits: dict[int, float] = {}
         self.errors: list[str] = []
 
     def run(self) -> float:
@@ -161,8 +167,9 @@ class PacedWriter:
             go.set()
             took = 0.0
             for _ in procs:
-                written, errors, elapsed = results.get(timeout=self.duration + 120)
+                written, commits, errors, elapsed = results.get(timeout=self.duration + 120)
                 self.written.update(written)
+                self.commits.update(commits)
                 self.errors.extend(errors)
                 took = max(took, elapsed)
         finally:
@@ -183,7 +190,8 @@ def _ensure_streams(factory: sessionmaker[Session], streams: list[str]) -> None:
 async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySizes
                      ) -> dict[str, float]:
     users = await asyncio.to_thread(_users, factory, sizes.streams, "client")
-    latencies: list[float] = []
+    from_call: list[float] = []  # from the writer.append call (`t`, in the payload)
+    arrivals: dict[int, float] = {}  # seq -> receive time, after the warm-up
     received: set[int] = set()
 
     def on_event(name: str, args: tuple[Any, ...], at: float) -> None:
@@ -192,7 +200,8 @@ async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySiz
             return
         received.add(int(payload["seq"]))
         if not payload["warm"]:
-            latencies.append(1000 * (at - float(payload["t"])))
+            from_call.append(1000 * (at - float(payload["t"])))
+            arrivals[int(payload["seq"])] = at
 
     listeners = [Listener(url, token(uid, "client"), on_event=on_event) for uid in users]
     for listener in listeners:
@@ -214,11 +223,14 @@ async def steady_run(factory: sessionmaker[Session], url: str, sizes: LatencySiz
         raise RuntimeError(f"{len(paced.errors)} appends failed: {paced.errors[0]}")
     if not paced.written <= received:
         raise RuntimeError(f"only {len(received)} of {len(paced.written)} events arrived")
+    # Commit -> client: from just before each event's COMMIT (reported by its writer).
+    latencies = [1000 * (at - paced.commits[seq]) for seq, at in arrivals.items()]
     if not latencies:
         raise RuntimeError("no event was written after the warm-up")
     return {"rate": achieved, "p50": percentile(latencies, 50),
             "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
-            "max": max(latencies), "n": len(latencies)}
+            "max": max(latencies), "n": len(latencies),
+            "call_p50": percentile(from_call, 50), "call_p99": percentile(from_call, 99)}
 
 
 async def single_updates(factory: sessionmaker[Session], url: str, count: int
@@ -286,6 +298,13 @@ async def steady(report: Report, factory: sessionmaker[Session], url: str,
                       [r["p99"] for r in runs], note="goal <= 20 ms" if goal else ""))
     report.add(Figure(section, "commit -> client max", median([r["max"] for r in runs]), "ms",
                       [r["max"] for r in runs]))
+    report.add(Figure(section, "(diagnostic) append call -> client p50",
+                      median([r["call_p50"] for r in runs]), "ms",
+                      [r["call_p50"] for r in runs],
+                      note="from before writer.append: its statements and the COMMIT too"))
+    report.add(Figure(section, "(diagnostic) append call -> client p99",
+                      median([r["call_p99"] for r in runs]), "ms",
+                      [r["call_p99"] for r in runs]))
 
 
 async def run(report: Report, factory: sessionmaker[Session], url: str,
