@@ -37,8 +37,10 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
         assert any(s == section for s, _ in names), (section, done.stdout)
     skipped = [f for f in figures if "skipped" in f["note"]]
     assert not (CI and skipped), skipped  # Node is required under CI=true
-    assert all(math.isfinite(f["value"]) and f["value"] >= 0 for f in figures
-               if f not in skipped), figures
+    # Memory per socket is an RSS difference: with a dozen sockets a server's collector can
+    # make it negative, so only finiteness is asserted there.
+    assert all(math.isfinite(f["value"]) and (f["value"] >= 0 or f["section"] == "memory")
+               for f in figures if f not in skipped), figures
     assert "ratio relay() / ceiling" in done.stdout
     assert "50 missed events" in done.stdout
     assert "commit -> client p99" in done.stdout
