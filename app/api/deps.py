@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import gc
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -79,21 +78,9 @@ class AppContext:
         self.engine.dispose()
 
 
-_FROZEN: list[bool] = []
-
-
 @asynccontextmanager
 async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-    """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown.
-
-    At startup everything the process made so far (modules, the app, the Socket.IO
-    server) is moved out of the garbage collector's sight (gc.freeze): the full
-    collections that a request making a thousand objects sets off would otherwise walk
-    all of it again each time (a batch of 1,000 events spent about a quarter of its CPU
-    there). Once per process (a test process starts many apps)."""
-    if not _FROZEN:
-        _FROZEN.append(True)
-        gc.freeze()  # no gc.collect() first: it would add a quarter second to startup
+    """FastAPI's lifespan: resources are opened by create_app; closed here at shutdown."""
     yield
     get_context_of(api).close()
 
