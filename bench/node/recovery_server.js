@@ -3,27 +3,11 @@
 // POST /emit {room, event, data: [[args...], ...]} emits each item to the room, in order,
 // and answers once done. Prints "recovery peer ready <port>". Usage: node recovery_server.js <port>
 "use strict";
-const http = require("http");
+const { createEmitServer } = require("./emit");
 const { Server } = require("socket.io");
 
 const port = Number(process.argv[2] || 0);
-const httpServer = http.createServer((req, res) => {
-  if (req.method === "POST" && req.url === "/emit") {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString());
-      for (const args of body.data) io.to(body.room).emit(body.event, ...args);
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ ok: true, sockets: io.of("/").sockets.size }));
-    });
-    return;
-  }
-  if (!req.url.startsWith("/socket.io/")) {
-    res.writeHead(404);
-    res.end();
-  }
-});
+const httpServer = createEmitServer(() => io);
 
 const io = new Server(httpServer, {
   perMessageDeflate: false,

@@ -3,36 +3,14 @@
 // POST /emit {room, event, data: [[args...], ...]} emits each item to the room, in order.
 // Prints "node peer ready <port>" once listening. Usage: node server.js <port> <secret>
 "use strict";
-const http = require("http");
+const { createEmitServer } = require("./emit");
 const jwt = require("jsonwebtoken");
 const { Server } = require("socket.io");
 
 const port = Number(process.argv[2] || 0);
 const secret = process.argv[3] || process.env.JWT_SECRET;
 
-const httpServer = http.createServer((req, res) => {
-  if (req.method === "POST" && req.url === "/emit") {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString());
-      for (const args of body.data) io.to(body.room).emit(body.event, ...args);
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ ok: true, sockets: io.of("/").sockets.size }));
-    });
-    return;
-  }
-  if (req.url === "/healthz") {
-    res.writeHead(200);
-    res.end("ok");
-    return;
-  }
-  // socket.io handles /socket.io/ itself; anything else is not ours
-  if (!req.url.startsWith("/socket.io/")) {
-    res.writeHead(404);
-    res.end();
-  }
-});
+const httpServer = createEmitServer(() => io);
 
 const io = new Server(httpServer, { cors: { origin: "*" }, perMessageDeflate: process.env.PEER_DEFLATE === "1" });
 io.use((socket, next) => {
