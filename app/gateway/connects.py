@@ -166,9 +166,5 @@ class ConnectReader:
                 outcomes.append(exc)
         return outcomes
 
-    def __len__(self) -> int:
-        """Connects waiting for a read."""
-        return len(self._pending)
-
 
 __all__ = ["ConnectReader", "Loaded", "load_one"]
