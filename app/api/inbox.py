@@ -63,8 +63,7 @@ def list_inbox(
 ) -> InboxOut:
     """Notifications of the caller's user and role streams, newest first (`all` and
     `unread` leave archived items out), with the counts."""
-    items, more = inbox.page(db, who, state=state, limit=limit, before=before)
-    counts = inbox.current_counts(db, who)
+    items, more, counts = inbox.view(db, who, state=state, limit=limit, before=before)
     return InboxOut(items=[ItemOut(**i) for i in items],
                     counts=CountsOut(**counts.to_dict()), hasMore=more)
 

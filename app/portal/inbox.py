@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import false, insert, null, select, update
+from sqlalchemy import and_, false, insert, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -23,7 +23,18 @@ from app.outbox.streams import user_stream
 from app.outbox.tables import Event, Stream
 from app.outbox.writer import append
 from app.portal.auth import Principal
-from app.portal.inbox_state import CAP, C, Counts, X, counts, inbox_streams, page, watermarks
+from app.portal.inbox_state import (
+    CAP,
+    C,
+    Counts,
+    Marks,
+    X,
+    counts,
+    inbox_streams,
+    page,
+    view,
+    watermarks,
+)
 from app.portal.inbox_tables import IS_NOTIFICATION
 
 ACTIONS = ("read", "unread", "seen", "archive", "unarchive")
@@ -76,9 +87,9 @@ def mark(session: Session, who: Principal, change: Change) -> Counts:
     session's transaction; the counts after it. NotFound (nothing changed) if an id is
     not a notification of this user's streams."""
     uid, streams = inbox_streams(who)
-    _lock(session, uid, streams)
+    marks = _lock(session, uid, streams)
     if change.all:
-        _mark_all(session, uid, streams, change.action)
+        marks = _mark_all(session, uid, streams, change.action, marks)
     else:
         found = _items(session, streams, change.ids)
         missing = [i for i in change.ids if i not in found]
@@ -86,7 +97,7 @@ def mark(session: Session, who: Principal, change: Change) -> Counts:
             raise NotFound(f"{len(missing)} of the ids are not items of this inbox "
                            f"(first: {missing[0][:MAX_ID_LENGTH]!r})")
         _apply(session, uid, found, change.action)
-    after = counts(session, uid, streams)
+    after = counts(session, uid, streams, marks)
     append(session, user_stream(uid), UPDATED, updated_payload(change, after))
     return after
 
@@ -105,14 +116,16 @@ def current_counts(session: Session, who: Principal) -> Counts:
     return counts(session, uid, streams)
 
 
-def _lock(session: Session, uid: int, streams: list[str]) -> None:
+def _lock(session: Session, uid: int, streams: list[str]) -> dict[str, Marks]:
     """Create the user's watermark rows if missing and lock them (in stream order): one
-    change of this user at a time."""
+    change of this user at a time. Their values."""
     _insert_missing(session, C, [{"user_id": uid, "stream": s, "read_through": 0,
                                   "seen_through": 0} for s in streams])
-    session.connection().execute(
-        select(C.c.stream).where(C.c.user_id == uid, C.c.stream.in_(streams))
+    rows = session.connection().execute(
+        select(C.c.stream, C.c.read_through, C.c.seen_through)
+        .where(C.c.user_id == uid, C.c.stream.in_(streams))
         .order_by(C.c.stream).with_for_update()).all()
+    return {r.stream: Marks(int(r.read_through), int(r.seen_through)) for r in rows}
 
 
 def _items(session: Session, streams: list[str], ids: tuple[str, ...]) -> dict[str, Any]:
@@ -131,25 +144,28 @@ def _apply(session: Session, uid: int, found: dict[str, Any], action: str) -> No
         .values(**_EFFECTS[action][1]))
 
 
-def _mark_all(session: Session, uid: int, streams: list[str], action: str) -> None:
+def _mark_all(session: Session, uid: int, streams: list[str], action: str,
+              marks: dict[str, Marks]) -> dict[str, Marks]:
     """Raise the watermarks to each stream's committed head: whatever commits later (a
-    higher offset) stays unread and unseen."""
-    heads = {name: head for name, head in session.connection().execute(
+    higher offset) stays unread and unseen. The new watermarks."""
+    heads = {name: int(head) for name, head in session.connection().execute(
         select(Stream.name, Stream.head).where(Stream.name.in_(streams)))}
-    marks = watermarks(session, uid, streams)
+    raised = {}
     for stream in streams:
-        head = int(heads.get(stream, 0))
-        mark = marks[stream]
-        values = {"seen_through": max(mark.seen_through, head)}
-        if action == "read":
-            values["read_through"] = max(mark.read_through, head)
-            # the explicit "unread" rows below the new watermark follow it again
+        head, mark = heads.get(stream, 0), marks[stream]
+        seen = max(mark.seen_through, head)
+        read = max(mark.read_through, head) if action == "read" else mark.read_through
+        raised[stream] = Marks(read, seen)
+        if raised[stream] != mark:
             session.connection().execute(
-                update(X).where(X.c.user_id == uid, X.c.stream == stream,
-                                X.c.offset <= head, X.c.read == false())
-                .values(read=null()))
+                update(C).where(C.c.user_id == uid, C.c.stream == stream)
+                .values(read_through=read, seen_through=seen))
+    if action == "read":  # the explicit "unread" rows below the new watermarks follow them
         session.connection().execute(
-            update(C).where(C.c.user_id == uid, C.c.stream == stream).values(**values))
+            update(X).where(X.c.user_id == uid, X.c.read == false(), or_(*(
+                and_(X.c.stream == s, X.c.offset <= raised[s].read_through) for s in streams)))
+            .values(read=null()))
+    return raised
 
 
 def _insert_missing(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -165,4 +181,4 @@ def _insert_missing(session: Session, table: Any, rows: list[dict[str, Any]]) ->
 
 
 __all__ = ["ACTIONS", "CAP", "MAX_IDS", "UPDATED", "Change", "Counts", "current_counts",
-           "mark", "page", "parse_change", "updated_payload"]
+           "mark", "page", "parse_change", "updated_payload", "view", "watermarks"]

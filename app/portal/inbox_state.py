@@ -12,7 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Text, and_, false, func, literal, or_, select, tuple_
+from sqlalchemy import (
+    Select,
+    Table,
+    Text,
+    and_,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -80,33 +92,31 @@ def _not(column: Any) -> Any:
     return or_(column.is_(None), column == false())
 
 
-def _bounded(session: Session, query: Select[Any], limit: int) -> int:
-    sub = query.limit(limit).subquery()
-    return int(session.connection().execute(select(func.count()).select_from(sub)).scalar_one())
+def _bounded(query: Select[Any]) -> Any:
+    """count(*) of `query`, stopping at CAP + 1 rows: a scalar subquery."""
+    return select(func.count()).select_from(query.limit(CAP + 1).subquery()).scalar_subquery()
 
 
-def counts(session: Session, uid: int, streams: list[str]) -> Counts:
-    """The user's unread and unseen counts, each bounded at CAP + 1."""
-    marks = watermarks(session, uid, streams)
-    unread = unseen = 0
+def counts(session: Session, uid: int, streams: list[str],
+           marks: dict[str, Marks] | None = None) -> Counts:
+    """The user's unread and unseen counts (each part bounded at CAP + 1), in one query."""
+    marks = marks if marks is not None else watermarks(session, uid, streams)
+    unread, unseen = [], []
     for stream in streams:
         mark = marks[stream]
-        if unread <= CAP:
-            above = (select(literal(1)).select_from(_joined(uid))
-                     .where(E.c.stream == stream, IS_NOTIFICATION,
-                            E.c.offset > mark.read_through, _not(X.c.read), _not(X.c.archived)))
-            unread += _bounded(session, above, CAP + 1 - unread)
-        if unread <= CAP:
-            below = (select(literal(1)).where(
-                X.c.user_id == uid, X.c.stream == stream, X.c.offset <= mark.read_through,
-                X.c.read == false(), X.c.archived == false()))
-            unread += _bounded(session, below, CAP + 1 - unread)
-        if unseen <= CAP:
-            above = (select(literal(1)).select_from(_joined(uid))
-                     .where(E.c.stream == stream, IS_NOTIFICATION,
-                            E.c.offset > mark.seen_through, _not(X.c.seen), _not(X.c.archived)))
-            unseen += _bounded(session, above, CAP + 1 - unseen)
-    return Counts(unread, unseen)
+        unread.append(_bounded(
+            select(literal(1)).select_from(_joined(uid))
+            .where(E.c.stream == stream, IS_NOTIFICATION, E.c.offset > mark.read_through,
+                   _not(X.c.read), _not(X.c.archived))))
+        unread.append(_bounded(select(literal(1)).where(
+            X.c.user_id == uid, X.c.stream == stream, X.c.offset <= mark.read_through,
+            X.c.read == false(), X.c.archived == false())))
+        unseen.append(_bounded(
+            select(literal(1)).select_from(_joined(uid))
+            .where(E.c.stream == stream, IS_NOTIFICATION, E.c.offset > mark.seen_through,
+                   _not(X.c.seen), _not(X.c.archived))))
+    row = session.connection().execute(select(*unread, *unseen)).one()
+    return Counts(sum(row[:len(unread)]), sum(row[len(unread):]))
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -115,13 +125,22 @@ _COLUMNS = (E.c.id, E.c.stream, E.c.offset, sql_cast(E.c.payload, Text).label("p
 _NEWEST = (E.c.created_at.desc(), E.c.offset.desc())
 
 
-def page(session: Session, who: Principal, *, state: str, limit: int,
-         before: str | None) -> tuple[list[dict[str, Any]], bool]:
+def view(session: Session, who: Principal, *, state: str, limit: int,
+         before: str | None) -> tuple[list[dict[str, Any]], bool, Counts]:
+    """A page (see `page`) and the counts, on the same watermarks."""
+    uid, streams = inbox_streams(who)
+    marks = watermarks(session, uid, streams)
+    items, more = page(session, who, state=state, limit=limit, before=before, marks=marks)
+    return items, more, counts(session, uid, streams, marks)
+
+
+def page(session: Session, who: Principal, *, state: str, limit: int, before: str | None,
+         marks: dict[str, Marks] | None = None) -> tuple[list[dict[str, Any]], bool]:
     """Up to `limit` items newest first (by creation time, then offset, then stream), older
     than the item `before` if given; and whether there are more. `all` and `unread` leave
     archived items out."""
     uid, streams = inbox_streams(who)
-    marks = watermarks(session, uid, streams)
+    marks = marks if marks is not None else watermarks(session, uid, streams)
     after = None
     if before is not None:
         after = session.connection().execute(
@@ -145,9 +164,8 @@ def page(session: Session, who: Principal, *, state: str, limit: int,
                                       _not(X.c.archived)))
             queries.append(base.where(E.c.offset <= mark.read_through, X.c.read == false(),
                                       X.c.archived == false()))
-    rows: list[Any] = []
-    for query in queries:
-        rows += session.connection().execute(query.order_by(*_NEWEST).limit(limit + 1)).all()
+    parts = [select(q.order_by(*_NEWEST).limit(limit + 1).subquery()) for q in queries]
+    rows = list(session.connection().execute(union_all(*parts)).all())
     rows.sort(key=lambda r: (_sortable(r.created_at), r.offset, r.stream), reverse=True)
     return [_item(r, marks[r.stream]) for r in rows[:limit]], len(rows) > limit
 
