@@ -5,6 +5,8 @@ HTTP routes and `inbox-mark` refuse what is not the caller's."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +147,62 @@ def test_http_inbox_lists_marks_and_refuses_foreign_ids_with_404(world: World) -
     service = api.request("GET", "/api/inbox", token=world.token("service"))
     assert service.status_code == 403
     assert api.request("GET", "/api/inbox", token="").status_code == 401
+
+
+def test_mark_all_read_while_notifications_arrive_leaves_exactly_the_newer_ones_unread(
+        world: World) -> None:
+    """Notifications keep coming (another web node, another thread) while the user marks all
+    read: afterwards the unread items of their stream are exactly its newest ones (a suffix:
+    no older one left unread, no newer one lost), and the counts agree."""
+    uid, tok = world.api.user("technician")
+    stream = f"user-{uid}"
+    world.api.ok("POST", "/api/inbox/read", token=tok, json={"all": True})  # the role's
+    stop = threading.Event()
+    written: list[str] = []
+
+    def publish() -> None:
+        api = world.system.api(1)
+        try:
+            while not stop.is_set() and len(written) < 200:
+                written.append(notify_on(api, userId=uid))
+        finally:
+            api.close()
+
+    async def run() -> dict[str, Any]:
+        socket = SocketClient(world.system.webs[0].url, tok)
+        await socket.connect()
+        thread = threading.Thread(target=publish)
+        thread.start()
+        try:
+            await asyncio.to_thread(lambda: _until(lambda: len(written) >= 10))
+            ack = await socket.call("inbox-mark", {"action": "read", "all": True})
+            assert ack["ok"] is True
+            await asyncio.to_thread(lambda: _until(lambda: len(written) >= 30))
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 30)
+            await socket.close()
+        return dict(ack["counts"])
+
+    at_mark = asyncio.run(run())
+    body = world.api.ok("GET", "/api/inbox?state=unread&limit=200", token=tok)
+    offsets = sorted(i["offset"] for i in body["items"] if i["stream"] == stream)
+    everything = world.api.ok("GET", "/api/inbox?limit=200", token=tok)["items"]
+    mine = sorted(i["offset"] for i in everything if i["stream"] == stream)
+    assert len(mine) == len(written)
+    assert offsets == mine[len(mine) - len(offsets):], "the unread ones are the newest"
+    assert 0 < len(offsets) < len(written)
+    assert at_mark["unread"] <= len(offsets)  # as of the mark; later ones came on top
+    assert body["counts"]["unread"] == len(offsets)
+
+
+def notify_on(api: Any, **target: Any) -> str:
+    body = {"type": "info", "title": "Hello", "message": "there", **target}
+    return str(api.ok("POST", "/api/notifications", json=body)["id"])
+
+
+def _until(what: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
