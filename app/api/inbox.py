@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from app.api.deps import DB, Caller
+from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
 from app.api.portal import Body
 from app.portal import inbox
@@ -68,14 +68,16 @@ def list_inbox(
                     counts=CountsOut(**counts.to_dict()), hasMore=more)
 
 
-def _mark(action: Action, body: MarkIn, who: Caller, db: DB) -> MarkOut:
+def _mark(action: Action, body: MarkIn, who: Caller, db: DB, ctx: Context) -> MarkOut:
     change = inbox.parse_change(action, body.ids, body.all)
+    if ctx.limits is not None and who.user_id is not None:
+        ctx.limits.check_sync("inbox", who.user_id)
     return MarkOut(counts=CountsOut(**inbox.mark(db, who, change).to_dict()))
 
 
 def _route(action: Action) -> None:
-    def mark(body: MarkIn, who: Caller, db: DB) -> MarkOut:
-        return _mark(action, body, who, db)
+    def mark(body: MarkIn, who: Caller, db: DB, ctx: Context) -> MarkOut:
+        return _mark(action, body, who, db, ctx)
     mark.__name__ = f"mark_{action}"
     mark.__doc__ = (f"Mark items (`ids`) {action}"
                     + (" or every item (`all: true`)" if action in inbox.ALL_ACTIONS else "")

@@ -383,7 +383,9 @@ class Gateway:
         return ok(serverTime=iso_utc(utcnow()))
 
     async def inbox_mark(self, sid: str, data: Any) -> dict[str, Any]:
-        return await inbox.inbox_mark(self.factory, await self.principal(sid), data)
+        who = await self.principal(sid)
+        await self.limit("inbox", who)
+        return await inbox.inbox_mark(self.factory, who, data)
 
 
 def _readable(session: Session, who: Principal, name: str) -> bool:

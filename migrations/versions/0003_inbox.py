@@ -19,6 +19,15 @@ NOTIFICATIONS = sa.text("type = 'notification'")
 
 
 def upgrade() -> None:
+    # On PostgreSQL the events table may be large and busy: build its two (partial, small)
+    # indexes CONCURRENTLY, outside the migration's transaction, so writers never wait.
+    # First: if a build fails, nothing else was done (drop the invalid index, run again).
+    if op.get_bind().dialect.name == 'postgresql':
+        with op.get_context().autocommit_block():
+            _event_indexes(postgresql_concurrently=True)
+    else:
+        _event_indexes()
+
     op.create_table('inbox_cursors',
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('stream', sa.String(length=100), nullable=False),
@@ -42,22 +51,13 @@ def upgrade() -> None:
     op.create_index('ix_inbox_items_event_id', 'inbox_items', ['event_id'], unique=False)
     op.create_index('ix_inbox_items_user_stream_offset', 'inbox_items',
                     ['user_id', 'stream', 'offset'], unique=False)
-    # On PostgreSQL the events table may be large and busy: build its two (partial, small)
-    # indexes CONCURRENTLY, outside the migration's transaction, so writers never wait.
-    if op.get_bind().dialect.name == 'postgresql':
-        with op.get_context().autocommit_block():
-            _event_indexes(postgresql_concurrently=True)
-    else:
-        _event_indexes()
 
 
 def _event_indexes(**kw: bool) -> None:
     op.create_index('ix_events_notification_offset', 'events', ['stream', 'offset'],
-                    unique=False, postgresql_where=NOTIFICATIONS, sqlite_where=NOTIFICATIONS,
-                    if_not_exists=True, **kw)
+                    unique=False, postgresql_where=NOTIFICATIONS, sqlite_where=NOTIFICATIONS, **kw)
     op.create_index('ix_events_notification_created', 'events', ['stream', 'created_at', 'offset'],
-                    unique=False, postgresql_where=NOTIFICATIONS, sqlite_where=NOTIFICATIONS,
-                    if_not_exists=True, **kw)
+                    unique=False, postgresql_where=NOTIFICATIONS, sqlite_where=NOTIFICATIONS, **kw)
 
 
 def downgrade() -> None:
