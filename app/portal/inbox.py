@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, false, insert, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput, NotFound
@@ -136,9 +137,12 @@ def _items(session: Session, streams: list[str], ids: tuple[str, ...]) -> dict[s
 
 
 def _apply(session: Session, uid: int, found: dict[str, Any], action: str) -> None:
-    _insert_missing(session, X, [
-        {"user_id": uid, "event_id": r.id, "stream": r.stream, "offset": int(r.offset),
-         "read": None, "seen": False, "archived": False} for r in found.values()])
+    try:
+        _insert_missing(session, X, [
+            {"user_id": uid, "event_id": r.id, "stream": r.stream, "offset": int(r.offset),
+             "read": None, "seen": False, "archived": False} for r in found.values()])
+    except IntegrityError:  # retention deleted one of the events since it was read
+        raise NotFound("an item was pruned meanwhile (older than the retention)") from None
     session.connection().execute(
         update(X).where(X.c.user_id == uid, X.c.event_id.in_(list(found)))
         .values(**_EFFECTS[action][1]))

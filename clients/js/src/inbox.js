@@ -5,9 +5,10 @@
 // `notification` counts one more unread and unseen item — so the tabs that share a
 // connection agree, and `onChange(handler(counts, change))` fires in each.
 
-import { Listeners } from './util.js';
+import { Listeners, ROLE_STREAMS } from './util.js';
 
 const CAP = 999;
+const ROLE_STREAM_NAMES = new Set(Object.values(ROLE_STREAMS));
 
 export class Inbox {
   /**
@@ -63,7 +64,7 @@ export class Inbox {
     if (type === 'inbox-updated' && payload && typeof payload === 'object') {
       if (payload.counts && typeof payload.counts === 'object') this._counts = { ...payload.counts };
       change = payload;
-    } else if (type === 'notification') {
+    } else if (type === 'notification' && (meta.stream.startsWith('user-') || ROLE_STREAM_NAMES.has(meta.stream))) {
       const c = this._counts;
       if (c && !c.countsCapped) {
         const capped = c.unread >= CAP || c.unseen >= CAP;

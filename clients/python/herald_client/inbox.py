@@ -133,7 +133,7 @@ class Inbox:
             if isinstance(counts, dict):
                 self._counts = dict(counts)
             change = dict(event.payload)
-        elif event.type == "notification":
+        elif event.type == "notification" and _inbox_stream(event.meta.stream):
             if self._counts is not None and not self._counts.get("countsCapped"):
                 bumped = {k: min(int(self._counts.get(k, 0)) + 1, CAP)
                           for k in ("unread", "unseen")}
@@ -145,6 +145,11 @@ class Inbox:
         counts = self.counts or {}
         for handler in list(self._handlers):
             await _call_safely(handler, counts, change)
+
+
+def _inbox_stream(stream: str) -> bool:
+    """A user's or a role's stream: where notifications are inbox items."""
+    return stream.startswith("user-") or stream in ("clients", "technicians", "admins")
 
 
 __all__ = ["Handlers", "Inbox"]
