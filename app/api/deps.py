@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
@@ -52,6 +52,8 @@ class Node(Protocol):
     def snapshot(self) -> NodeStats: ...
 
     async def revoke(self, user_id: int, rooms: list[str]) -> int: ...
+
+    async def presence_of(self, stream: str) -> list[dict[str, Any]]: ...
 
 
 class Closeable(Protocol):

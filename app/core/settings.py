@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     max_connections: Annotated[
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
+    # Presence (issue 18): how long a crashed web node's users stay present, in seconds.
+    presence_ttl: Annotated[
+        float, Field(gt=0, le=3600, validation_alias="HERALD_PRESENCE_TTL")
+    ] = 30.0
 
     # Web node performance (issue 11).
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True

@@ -21,6 +21,7 @@ from app.gateway.manager import HeraldRedisManager
 from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
 from app.gateway.replay import Replayer
+from app.gateway.roster import Member, Roster
 from app.gateway.sio import HeraldServer
 from app.gateway.turns import Turns
 from app.outbox.replay import Head, read_head
@@ -50,6 +51,7 @@ class Gateway:
         channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
         limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
+        presence_ttl: float = 30.0,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
@@ -59,6 +61,9 @@ class Gateway:
         self.manager = HeraldRedisManager(redis_url, channel=channel)
         self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
+        # Who is in each project/ticket room, cluster-wide (app/gateway/roster.py).
+        self.roster = Roster(redis_url, prefix=f"herald-roster:{{{channel}}}", ttl=presence_ttl,
+                             emit=self._emit_presence, in_room=self._in_room)
         self.sio = HeraldServer(
             async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
             max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,
@@ -204,6 +209,8 @@ class Gateway:
                 self.manager.open_gate(sid, room)
         for room in rooms:
             await self.sio.enter_room(sid, room)
+        for room in heads:  # restored project/ticket rooms: present there
+            await self.roster.enter(sid, self._member(who, loaded.name), room, skip_sid=sid)
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
                  len(heads))
         task = asyncio.create_task(
@@ -268,6 +275,7 @@ class Gateway:
             who = None
         if isinstance(who, Principal) and who.user_id is not None:
             await self.presence.remove(who.user_id, sid)
+        await self.roster.gone(sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
         if self.gc_policy is not None:
@@ -318,30 +326,59 @@ class Gateway:
         """Take `user_id`'s sockets out of `rooms` on every node; the sockets seen."""
         return await self.presence.revoke(self.manager, user_id, rooms)
 
+    # -- presence (app/gateway/roster.py) -------------------------------------------------
+    @staticmethod
+    def _member(who: Principal, name: str) -> Member:
+        assert who.user_id is not None
+        return Member(who.user_id, name or who.email, who.role)
+
+    def _in_room(self, sid: str, room: str) -> bool:
+        return sid in self.manager.rooms.get("/", {}).get(room, {})
+
+    async def _emit_presence(self, event: str, payload: dict[str, Any], room: str,
+                             skip_sid: str | None) -> None:
+        await self.sio.emit(event, payload, room=room, skip_sid=skip_sid)
+
+    async def _present(self, sid: str, ack: dict[str, Any]) -> dict[str, Any]:
+        """A joined socket is present in the room; the ack says who else is (one read after
+        the socket entered, so the presence events that follow complete it)."""
+        session = await self.sio.get_session(sid)
+        stream = ack["stream"]
+        if self._in_room(sid, stream):
+            await self.roster.enter(sid, self._member(session["who"], session.get("name", "")),
+                                    stream, skip_sid=sid)
+        return {**ack, "presence": await self.roster.members(stream)}
+
+    async def presence_of(self, stream: str) -> list[dict[str, Any]]:
+        """Who is in `stream`'s room on any node (GET /api/streams/{stream}/presence)."""
+        return await self.roster.members(stream)
+
     async def join_project(self, sid: str, data: Any) -> dict[str, Any]:
         project_id, position = args.id_and_position(data, "projectId")
         who = await self.principal(sid)
         await self.limit("join", who)
-        return await self._join(
+        return await self._present(sid, await self._join(
             sid, project_stream(project_id),
-            lambda s: access.require_project_reader(s, who, project_id), position)
+            lambda s: access.require_project_reader(s, who, project_id), position))
 
     async def join_ticket(self, sid: str, data: Any) -> dict[str, Any]:
         ticket_id, position = args.id_and_position(data, "ticketId")
         who = await self.principal(sid)
         await self.limit("join", who)
-        return await self._join(
+        return await self._present(sid, await self._join(
             sid, ticket_stream(ticket_id),
-            lambda s: access.require_ticket_reader(s, who, ticket_id), position)
+            lambda s: access.require_ticket_reader(s, who, ticket_id), position))
 
     async def leave_project(self, sid: str, data: Any) -> dict[str, Any]:
         stream = project_stream(args.id_only(data, "projectId"))
         await self.sio.leave_room(sid, stream)
+        await self.roster.leave(sid, stream)
         return ok(stream=stream)
 
     async def leave_ticket(self, sid: str, data: Any) -> dict[str, Any]:
         stream = ticket_stream(args.id_only(data, "ticketId"))
         await self.sio.leave_room(sid, stream)
+        await self.roster.leave(sid, stream)
         return ok(stream=stream)
 
     async def _typing(self, sid: str, data: Any, typing: bool) -> dict[str, Any]:
