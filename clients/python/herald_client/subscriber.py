@@ -18,7 +18,8 @@ handled): a process that dies mid-event gets it again, never loses it.
 Per-type callbacks (`on_notification`, `on_project_update`, …, or `on(type, handler)`) are
 called with (payload, meta) as each event is handed out, beside the async iterator; an
 application that only uses callbacks runs `await sub.run()`. `sub.inbox` is the user's
-inbox (herald_client.inbox), kept current by the same events.
+inbox (herald_client.inbox), kept current by the same events; `on_presence(stream,
+handler(members))` follows who is in a joined project/ticket room (herald_client.presence).
 
 Chat messages go through an offline send queue (herald_client.outbox): saved in an
 OutboxStore first, sent in order whenever connected, also after a restart.
@@ -45,6 +46,8 @@ from herald_client.inbox import Handler, Handlers, Inbox
 from herald_client.outbox import Outbox, PendingHandler
 from herald_client.outbox_store import MemoryOutbox, OutboxStore, QueuedMessage
 from herald_client.pipeline import Pipeline, ResetHandler
+from herald_client.presence import EVENTS as PRESENCE_EVENTS
+from herald_client.presence import PresenceBook, PresenceHandler, tracked
 from herald_client.retry import Backoff
 from herald_client.storage import MemoryStore, PositionStore
 from herald_client.types import Event, Meta, Position, TokenSource, resolve
@@ -98,6 +101,7 @@ class Subscriber:
                               on_change=on_pending_change)
         self._handlers = Handlers()
         self.inbox = Inbox(call=self.call, get=self._history.get)
+        self.presence = PresenceBook(self._spawn)
         self._sio = socketio.AsyncClient(
             reconnection=True, reconnection_attempts=0, reconnection_delay=self._reconnect.base,
             reconnection_delay_max=self._reconnect.cap, randomization_factor=0.5,
@@ -194,6 +198,12 @@ class Subscriber:
     def on_typing(self, handler: Handler) -> Callable[[], None]:
         return self.on("user-typing", handler)
 
+    def on_presence(self, stream: str, handler: PresenceHandler) -> Callable[[], None]:
+        """Call `handler(members)` (sync or async; members `[{userId, name, role}]` sorted by
+        name) whenever who is in `stream` (a joined project/ticket room) changes, at once if
+        already known; `[]` when the room is left. Returns `off()`."""
+        return self.presence.on(stream, handler)
+
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
@@ -217,10 +227,12 @@ class Subscriber:
 
     async def leave_project(self, project_id: int) -> None:
         self._pipe.forget(f"project-{project_id}")
+        self.presence.forget(f"project-{project_id}")
         await self.call("leave-project", project_id)
 
     async def leave_ticket(self, ticket_id: int) -> None:
         self._pipe.forget(f"ticket-{ticket_id}")
+        self.presence.forget(f"ticket-{ticket_id}")
         await self.call("leave-ticket", ticket_id)
 
     async def send_message(self, ticket_id: int, text: str,
@@ -280,8 +292,13 @@ class Subscriber:
         await self._wait_ready()
         have = self.tracker.seen.get(stream)
         self.tracker.left.discard(stream)
-        ack = await self.call(event, {key: ident, **({"position": have.to_dict()} if have
-                                                     else {})})
+        self.presence.begin(stream)
+        ack: dict[str, Any] = {}
+        try:
+            ack = await self.call(event, {key: ident, **({"position": have.to_dict()} if have
+                                                         else {})})
+        finally:
+            self.presence.snapshot(stream, ack.get("presence"))
         head = Position(int(ack["offset"]), str(ack["epoch"]))
         recovered = bool(ack.get("recovered")) if have is not None else None
         self._pipe.put(("ack", stream, head, recovered))
@@ -364,6 +381,28 @@ class Subscriber:
         # No await before the put: handlers run as tasks, this keeps arrival order.
         if not self._closing:
             self._pipe.put(("event", name, args))
+            if name in PRESENCE_EVENTS:
+                self.presence.event(name, args[0] if args else None)
+            elif name == "connected" and args and isinstance(args[0], dict):
+                self._restored_presence(args[0].get("positions"))
+
+    def _restored_presence(self, heads: Any) -> None:
+        """Rooms restored at connect come with no ack: their members are read over HTTP
+        (after the socket entered them, so the events that follow complete the list)."""
+        for stream in (heads if isinstance(heads, dict) else {}):
+            if isinstance(stream, str) and tracked(stream):
+                self.presence.begin(stream)
+                self._spawn(self._read_presence(stream))
+
+    async def _read_presence(self, stream: str) -> None:
+        members: Any = None
+        try:
+            body = await self._history.get(f"/api/streams/{stream}/presence")
+            members = body.get("members") if isinstance(body, dict) else None
+        except HeraldError as exc:
+            log.info("presence not read stream=%s error=%s", stream, exc.code)
+        finally:
+            self.presence.snapshot(stream, members)
 
     def _on_connected(self) -> None:
         self._lost.clear()
