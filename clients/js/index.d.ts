@@ -45,11 +45,20 @@ export interface JoinAck extends Ack {
   offset?: number;
   epoch?: string;
   recovered?: boolean;
+  /** Who is in the room (the joining user included), once per user. */
+  presence?: Member[];
 }
 
 export interface MessageAck extends Ack {
   messageId?: number;
   duplicate?: boolean;
+}
+
+/** A user present in a project or ticket room. */
+export interface Member {
+  userId: number;
+  name: string;
+  role: 'client' | 'technician' | 'admin';
 }
 
 /** A chat message kept in storage until the server acknowledges it. */
@@ -215,6 +224,11 @@ export interface Herald {
   /** Messages not acknowledged yet, oldest first. */
   pendingMessages(): PendingMessage[];
   onPendingChange(handler: (pending: PendingMessage[]) => void): Unsubscribe;
+  /** Who is in `stream` (a joined `project-{id}` / `ticket-{id}`), sorted by name, on every
+   * change in every tab sharing the connection, at once if known; [] once left. */
+  onPresence(stream: string, handler: (members: Member[]) => void): Unsubscribe;
+  /** The members of `stream` as last heard, or null. */
+  presence(stream: string): Member[] | null;
 
   onProjectUpdate(handler: Handler<ProjectUpdated>): Unsubscribe;
   onTicketUpdate(handler: Handler<TicketUpdated>): Unsubscribe;

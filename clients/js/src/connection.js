@@ -4,6 +4,7 @@
 
 import { historyReader } from './history.js';
 import { Outbox } from './outbox.js';
+import { PRESENCE_EVENTS, PresenceBook, readPresence, tracked } from './presence.js';
 import { StreamTracker } from './tracker.js';
 import { backoff, sleep } from './util.js';
 
@@ -19,7 +20,7 @@ export class Connection {
    * @param {Function} o.io socket.io-client's io
    * @param {import('./storage.js').Store} o.store
    * @param {typeof fetch} o.fetchImpl
-   * @param {{deliver: Function, ephemeral: Function, state: Function, reset: Function, pending: Function}} o.on
+   * @param {{deliver: Function, ephemeral: Function, state: Function, reset: Function, pending: Function, presence?: Function}} o.on
    */
   constructor({ url, getToken, io, store, fetchImpl, retry, socketOptions = {}, ackTimeout = 10000, userName, on }) {
     this.url = url;
@@ -41,6 +42,8 @@ export class Connection {
     this.refs = new Map(); // stream -> Set(tab id) of the tabs that joined it
     this.auto = arrayOf(store.read('auto', []));
     this.joinWaiters = new Map(); // stream -> [resolve]
+    this.fetchImpl = fetchImpl;
+    this.presence = new PresenceBook((stream, members) => on.presence?.(stream, members));
     this.tracker = new StreamTracker({
       positions: store.read('positions', {}),
       save: (positions) => store.write('positions', positions),
@@ -150,6 +153,7 @@ export class Connection {
     this.refs.delete(stream);
     this.rooms.delete(stream);
     this._saveRooms();
+    this.presence.forget(stream);
     this._settleJoin(stream, { ok: false, error: { code: 'left', message: `left ${stream}` } });
     if (!this.online) return { ok: true, stream };
     try {
@@ -242,6 +246,7 @@ export class Connection {
     this._state();
     for (const stream of this.rooms) {
       if (stream in heads) {
+        if (tracked(stream)) this._readPresence(stream);
         const head = heads[stream];
         this._settleJoin(stream, { ok: true, stream, offset: head.offset, epoch: head.epoch, recovered: recovered[stream] !== false });
       } else {
@@ -257,8 +262,19 @@ export class Connection {
     if (isObject(meta) && typeof meta.stream === 'string' && Number.isInteger(meta.offset)) {
       this.tracker.receive(name, args[0], meta);
     } else {
+      if (PRESENCE_EVENTS.has(name)) this.presence.event(name, args[0]);
       this.on.ephemeral(name, args[0]);
     }
+  }
+
+  /** A room restored at connect has no join ack: its members come over HTTP. */
+  async _readPresence(stream) {
+    this.presence.begin(stream);
+    let members = null;
+    try {
+      members = await readPresence({ url: this.url, getToken: this.getToken, fetchImpl: this.fetchImpl }, stream);
+    } catch { /* the events still come; the next join or reconnect reads it again */ }
+    this.presence.snapshot(stream, members);
   }
 
   async _join(stream) {
@@ -268,14 +284,17 @@ export class Connection {
     const body = { [key]: Number(idText) };
     if (position) body.position = { offset: position.offset, epoch: position.epoch };
     this.tracker.hold(stream);
+    this.presence.begin(stream);
     let ack;
     try {
       ack = await this._emit(joinEvent, body);
     } catch {
+      this.presence.snapshot(stream, null);
       this.tracker.release(stream);
       if (this.online) this._settleJoin(stream, { ok: false, error: { code: 'timeout', message: 'no ack' } });
       return; // disconnected: the next connect joins again
     }
+    this.presence.snapshot(stream, ack?.ok ? ack.presence : null);
     if (ack?.ok) {
       this.tracker.seed(stream, { offset: ack.offset, epoch: ack.epoch }, { reset: !!position && ack.recovered === false });
     } else if (DROP_CODES.has(ack?.error?.code)) {

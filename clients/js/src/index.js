@@ -7,6 +7,7 @@ import { Connection, validId } from './connection.js';
 import { HttpError } from './history.js';
 import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
+import { tracked } from './presence.js';
 import { Store, defaultStorage, memoryStorage } from './storage.js';
 import { TabLink, tabsSupport } from './tabs.js';
 import { Listeners, claims, newId } from './util.js';
@@ -53,6 +54,8 @@ class HeraldClient {
     this._stateListeners = new Listeners();
     this._pendingListeners = new Listeners();
     this._resetListeners = new Listeners();
+    this._members = new Map(); // stream -> members, as the leader last said
+    this._presenceListeners = new Map(); // stream -> Listeners
     if (typeof o.onReset === 'function') this._resetListeners.add(o.onReset);
     this._state = 'offline';
     this._user = null;
@@ -100,6 +103,7 @@ class HeraldClient {
         state: (state, user) => { post({ t: 'state', state, user }); this._setState(state, user); },
         reset: (stream, head) => { post({ t: 'reset', stream, head }); this._reset(stream, head); },
         pending: (list) => { post({ t: 'pending', list }); this._pendingListeners.emit(list); },
+        presence: (stream, members) => { post({ t: 'presence', stream, members }); this._presence(stream, members); },
       },
     });
     this._conn.start();
@@ -132,6 +136,7 @@ class HeraldClient {
       } else if (m.t === 'hello') {
         this._link.post({ t: 'state', state: this._state, user: this._user });
         this._link.post({ t: 'pending', list: this._conn.pending() });
+        for (const [stream, members] of Object.entries(this._conn.presence.all())) this._link.post({ t: 'presence', stream, members });
       }
       return;
     }
@@ -140,6 +145,7 @@ class HeraldClient {
       case 'ephemeral': this._dispatch(m.type, m.payload); break;
       case 'state': this._setState(m.state, m.user); break;
       case 'reset': this._reset(m.stream, m.head); break;
+      case 'presence': if (tracked(m.stream) && Array.isArray(m.members)) this._presence(m.stream, m.members); break;
       case 'pending':
         this._leaderPending = Array.isArray(m.list) ? m.list : [];
         this._pendingListeners.emit(this.pendingMessages());
@@ -204,6 +210,12 @@ class HeraldClient {
     this._resetListeners.emit(stream, head);
   }
 
+  _presence(stream, members) {
+    if (members.length === 0) this._members.delete(stream);
+    else this._members.set(stream, members);
+    this._presenceListeners.get(stream)?.emit(members.map((m) => ({ ...m })));
+  }
+
   _setState(state, user) {
     if (user) this._user = user;
     if (state === this._state) return;
@@ -220,6 +232,23 @@ class HeraldClient {
   onConnectionChange(handler) { return this._stateListeners.add(handler); }
 
   onPendingChange(handler) { return this._pendingListeners.add(handler); }
+
+  /** handler(members) whenever who is in `stream` (a joined project/ticket room) changes — in
+   * every tab sharing the connection — and at once when already known; [] once left.
+   * Members: [{userId, name, role}] sorted by name. Returns off(). */
+  onPresence(stream, handler) {
+    if (!this._presenceListeners.has(stream)) this._presenceListeners.set(stream, new Listeners());
+    const off = this._presenceListeners.get(stream).add(handler);
+    const known = this._members.get(stream);
+    if (known) handler(known.map((m) => ({ ...m })));
+    return off;
+  }
+
+  /** The members of `stream` as last heard, or null. */
+  presence(stream) {
+    const known = this._members.get(stream);
+    return known ? known.map((m) => ({ ...m })) : null;
+  }
 
   whenOnline() {
     if (this._state === 'online') return Promise.resolve();
