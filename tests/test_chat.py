@@ -133,7 +133,7 @@ async def test_sent_message_reaches_the_other_participant_with_meta(world: World
         assert event.payload["messageId"] == ack["messageId"]
         assert event.payload["message"] == "Leak again"
         assert event.payload["author"] == {"id": world.ids["client"],
-                                           "email": "client@world.test"}
+                                           "email": "client@world.test", "name": "client"}
         assert event.meta is not None and event.meta["stream"] == f"ticket-{ticket}"
         assert event.meta["offset"] == 1
     finally:

@@ -131,7 +131,7 @@ def test_tickets_and_chat_history_are_read_by_project_members_only(world: World)
     [message] = history
     assert set(message) == {"ticketId", "messageId", "message", "author", "createdAt"}
     assert message["author"] == {"id": world.ids["technician"],
-                                 "email": "technician@world.test"}
+                                 "email": "technician@world.test", "name": "technician"}
     for path in (f"/api/projects/{world.project}/tickets", f"/api/tickets/{ticket}/messages"):
         response = world.api.request("GET", path, token=world.token("other-client"))
         assert response.status_code == 403, path

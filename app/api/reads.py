@@ -40,6 +40,7 @@ class Tickets(BaseModel):
 class Author(BaseModel):
     id: int
     email: str
+    name: str  # the user's name (their e-mail address when they have none)
 
 
 class MessageView(BaseModel):

@@ -246,7 +246,8 @@ def update_ticket(
 
 def message_payload(message: Message, author: User) -> dict[str, Any]:
     return {"ticketId": message.ticket_id, "messageId": message.id, "message": message.body,
-            "author": {"id": author.id, "email": author.email},
+            "author": {"id": author.id, "email": author.email,
+                       "name": author.name or author.email},
             "createdAt": iso_utc(message.created_at)}
 
 

@@ -76,7 +76,8 @@ export interface NewMessage {
   ticketId: number;
   messageId: number;
   message: string;
-  author: { id: number; email: string };
+  /** `name`: the author's name (their e-mail address when they have none). */
+  author: { id: number; email: string; name: string };
   createdAt: string;
 }
 export interface Notification {
@@ -226,6 +227,8 @@ export interface Herald {
   onPendingChange(handler: (pending: PendingMessage[]) => void): Unsubscribe;
   /** Who is in `stream` (a joined `project-{id}` / `ticket-{id}`), sorted by name, on every
    * change in every tab sharing the connection, at once if known; [] once left. */
+  /** Try to connect now, not after the current backoff (e.g. a "Retry" button). */
+  reconnect(): Promise<Ack>;
   onPresence(stream: string, handler: (members: Member[]) => void): Unsubscribe;
   /** The members of `stream` as last heard, or null. */
   presence(stream: string): Member[] | null;

@@ -136,14 +136,14 @@ class Portal:
         self.contexts: list[BrowserContext] = []
         self.tabs: list[PortalPage] = []
 
-    def context(self) -> BrowserContext:
+    def context(self, width: int = 1200, height: int = 760) -> BrowserContext:
         """A browser profile of its own (storage, tabs' locks and channels)."""
-        context = self.browser.new_context(viewport={"width": 1200, "height": 760})
+        context = self.browser.new_context(viewport={"width": width, "height": height})
         self.contexts.append(context)
         return context
 
     def open(self, role: str, context: BrowserContext | None = None, ticket: int | None = None,
-             ttl: int | None = None) -> PortalPage:
+             ttl: int | None = None, base: str | None = None, query: str = "") -> PortalPage:
         context = context or self.context()
         page = context.new_page()
         console: list[str] = []
@@ -151,11 +151,19 @@ class Portal:
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         tab = PortalPage(page, console)
         self.tabs.append(tab)
-        query = f"user={self.world.ids[role]}&ticket={ticket or self.world.ticket}"
+        query = f"user={self.world.ids[role]}&ticket={ticket or self.world.ticket}{query}"
         if ttl is not None:
             query += f"&ttl={ttl}"
-        page.goto(f"{self.world.url}/portal/?{query}")
+        page.goto(f"{base or self.world.url}/portal/?{query}")
         return tab.wait_ready()
+
+    def screenshot(self, tab: PortalPage, name: str) -> Path:
+        """Keep a screenshot of `tab` under var/test-artifacts/, pass or fail."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^\w.-]+", "_", name)
+        path = ARTIFACTS / f"{stem}.png"
+        tab.page.screenshot(path=str(path), full_page=True)
+        return path
 
     def keep_artifacts(self, name: str) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

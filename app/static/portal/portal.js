@@ -1,14 +1,22 @@
-// The client portal: projects with their progress, ticket chat with typing indicators,
-// toasts for what changes, a connection badge and pending messages, over herald-client.
-// State comes from the HTTP API on load (and after onReset); changes arrive as events.
+// The client portal: projects with their progress, ticket chat with typing indicators and
+// who is here, toasts for what changes, the notification bell and its inbox, a connection
+// badge and pending messages, over herald-client. State comes from the HTTP API on load (and
+// after onReset); changes arrive as events.
 
 import { createHerald } from 'herald-client';
+import { Bell } from './bell.js';
 import { choose, demoUsers, resume, signOut, useToken } from './session.js';
 import * as ui from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const TYPING_IDLE_MS = 2000;   // stop typing after this long without a keystroke
 const TYPING_STALE_MS = 8000;  // forget someone's typing if their stop never comes
+// "Reconnecting…" turns into "Offline" (with a Retry button) after this long (?offlineAfter=MS).
+const OFFLINE_AFTER_MS = Number(new URLSearchParams(location.search).get('offlineAfter')) || 10_000;
+// A project change comes twice: `project-updated` and the client's "Project updated"
+// notification (two streams, either first). One toast: the notification's waits this long for
+// its project-updated, and is dropped when that comes (it stays in the inbox).
+const SAME_CHANGE_MS = 1500;
 
 const state = {
   session: null,
@@ -18,6 +26,12 @@ const state = {
   openTicket: null,      // id of the ticket in the chat panel
   typing: new Map(),     // userId -> {name, timer}
   received: [],          // {type, stream, offset} of each durable event handed to the page
+  presenceOff: null,     // unsubscribes the open ticket's presence
+  changes: new Map(),    // project change key -> timer: toasted by project-updated
+  held: new Map(),       // project change key -> timer: notification toast waiting
+  deduped: 0,            // notification toasts dropped as a repeat of project-updated
+  bell: null,
+  connection: { gaveUp: false, timer: null, wasOnline: false },
 };
 const DURABLE = ['project-updated', 'ticket-updated', 'new-message', 'notification',
                  'document-added', 'intervention-updated', 'quote-updated'];
@@ -59,6 +73,9 @@ async function openTicket(ticketId) {
   state.openTicket = ticketId;
   state.typing.clear();
   ui.openChat(ticket);
+  state.presenceOff?.();
+  state.presenceOff = state.herald.onPresence(`ticket-${ticketId}`,
+                                              (members) => ui.showPresence(members, me()));
   ui.markOpenTicket(ticketId);
   const url = new URL(location.href);
   url.searchParams.set('ticket', String(ticketId));
@@ -93,6 +110,7 @@ function wire(herald) {
     const project = state.projects.get(projectId);
     if (project) Object.assign(project, { progress, status });
     ui.setProgress(projectId, progress, status);
+    if (project) sameChange(`${project.name}: ${progress}% (${status})`);
     ui.toast('success', `${project?.name ?? `Project ${projectId}`}: ${progress}%`,
              `Status: ${status}`);
   });
@@ -111,10 +129,14 @@ function wire(herald) {
     if (msg.ticketId === state.openTicket) ui.addMessage(msg, me());
     if (msg.author.id !== me()) {
       clearTyping(msg.author.id);
-      ui.toast('info', `New message from ${msg.author.email}`, msg.message.slice(0, 120));
+      ui.toast('info', `New message from ${msg.author.name || msg.author.email}`,
+               msg.message.slice(0, 120));
     }
   });
-  herald.onNotification(({ type, title, message }) => ui.toast(type, title, message));
+  herald.onNotification(({ type, title, message }) => {
+    state.bell.alert(title, message);
+    notificationToast(type, title, message);
+  });
   herald.onDocumentAdded(({ projectId, document }) => {
     ui.toast('info', `Document added: ${document.name}`, state.projects.get(projectId)?.name);
   });
@@ -140,13 +162,72 @@ function wire(herald) {
     }
   });
   herald.onConnectionChange((connection) => {
-    ui.showConnection(connection, !herald.isLeader);
+    showConnection(connection);
     if (connection !== 'online') {
       state.typing.clear();
       showTyping();
     }
   });
   herald.onPendingChange((pending) => ui.showPending(pending, state.openTicket));
+}
+
+// -- one toast per project change ---------------------------------------------------------
+function sameChange(key) {
+  const held = state.held.get(key);
+  if (held !== undefined) { // its notification came first: it shows no toast of its own
+    clearTimeout(held);
+    state.held.delete(key);
+    state.deduped += 1;
+    return;
+  }
+  clearTimeout(state.changes.get(key));
+  state.changes.set(key, setTimeout(() => state.changes.delete(key), 10 * SAME_CHANGE_MS));
+}
+
+function notificationToast(type, title, message) {
+  const key = message ?? '';
+  const projectChange = title === 'Project updated'
+    && [...state.projects.values()].some((p) => key.startsWith(`${p.name}: `));
+  if (!projectChange) {
+    ui.toast(type, title, message);
+  } else if (state.changes.has(key)) { // its project-updated was toasted already
+    clearTimeout(state.changes.get(key));
+    state.changes.delete(key);
+    state.deduped += 1;
+  } else {
+    state.held.set(key, setTimeout(() => {
+      state.held.delete(key);
+      ui.toast(type, title, message);
+    }, SAME_CHANGE_MS));
+  }
+}
+
+// -- the connection badge ------------------------------------------------------------------
+function showConnection(connection) {
+  const c = state.connection;
+  const shared = !state.herald.isLeader;
+  if (connection === 'online') {
+    clearTimeout(c.timer);
+    Object.assign(c, { timer: null, gaveUp: false, wasOnline: true });
+    ui.showConnection('online', shared);
+  } else if (connection === 'reconnecting' && !c.gaveUp) {
+    c.timer ??= setTimeout(() => {
+      c.timer = null;
+      c.gaveUp = true;
+      showConnection(state.herald.state);
+    }, OFFLINE_AFTER_MS);
+    ui.showConnection('reconnecting', shared);
+  } else {
+    ui.showConnection('offline', shared, c.wasOnline || c.gaveUp);
+  }
+}
+
+function retry() {
+  const c = state.connection;
+  clearTimeout(c.timer);
+  Object.assign(c, { timer: null, gaveUp: false });
+  state.herald.reconnect();
+  showConnection(state.herald.state === 'offline' ? 'reconnecting' : state.herald.state);
 }
 
 function clearTyping(userId) {
@@ -185,7 +266,8 @@ function send(event) {
   stopTyping();
   state.herald.sendMessage(ticketId, text).then((ack) => {
     if (ack.ok) {
-      ui.confirmMessage(ack, ticketId, text, me(), state.session.user.email);
+      ui.confirmMessage(ack, ticketId, text, me(),
+                        state.session.user.name || state.session.user.email);
     } else {
       ui.toast('error', 'Message refused', ack.error?.message ?? ack.error?.code);
     }
@@ -206,6 +288,7 @@ async function open(session) {
   $('switch-user').addEventListener('click', signOut);
   $('portal').hidden = false;
   $('connection').hidden = false;
+  $('tools').hidden = false;
   const herald = await createHerald({
     url: location.origin,
     getToken: () => session.getToken(),
@@ -213,12 +296,16 @@ async function open(session) {
     userName: session.user.name || session.user.email,
   });
   state.herald = herald;
+  state.bell = new Bell(herald);
   wire(herald);
-  ui.showConnection(herald.state, !herald.isLeader);
+  showConnection(herald.state);
+  $('retry').addEventListener('click', retry);
   $('message-input').addEventListener('input', keystroke);
   $('send-form').addEventListener('submit', send);
-  window.heraldPortal = { herald, session, received: state.received, ready: false };
-  const following = [(await loadProjects()).joined];
+  window.heraldPortal = { herald, session, received: state.received, ready: false,
+                          bell: state.bell, toasts: ui.shown,
+                          deduped: () => state.deduped };
+  const following = [(await loadProjects()).joined, state.bell.start()];
   const wanted = Number(new URLSearchParams(location.search).get('ticket'));
   const first = state.tickets.has(wanted) ? wanted : state.tickets.keys().next().value;
   if (first !== undefined) following.push((await openTicket(first)).joined);

@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 
-function el(tag, attrs = {}, ...children) {
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (key === 'class') node.className = value;
@@ -18,8 +18,12 @@ function el(tag, attrs = {}, ...children) {
 const ICONS = { success: '✓', error: '✕', info: 'i', warning: '!' };
 const DURATION = { success: 5000, info: 5000, warning: 7000, error: 9000 };
 
+export const shown = [];  // {type, title} of every toast shown (the last 200)
+
 export function toast(type, title, message = '') {
   const kind = ICONS[type] ? type : 'info';
+  shown.push({ type: kind, title });
+  if (shown.length > 200) shown.shift();
   const node = el('div', { class: `toast toast-${kind}`, 'data-type': kind, role: 'status' },
     el('span', { class: 'toast-icon', ariaHidden: 'true' }, ICONS[kind]),
     el('div', { class: 'toast-body' }, el('strong', {}, title),
@@ -34,11 +38,25 @@ export function toast(type, title, message = '') {
 // -- connection badge -------------------------------------------------------------------------
 const STATES = { online: 'Online', reconnecting: 'Reconnecting…', offline: 'Offline' };
 
-export function showConnection(state, shared = false) {
+/** The badge; `retry` shows the Retry button beside it (offline, or reconnecting too long). */
+export function showConnection(state, shared = false, retry = false) {
   const badge = $('connection');
   badge.dataset.state = state;
   badge.textContent = STATES[state] || state;
   badge.title = shared ? 'Connection shared with another tab' : '';
+  $('retry').hidden = !retry;
+}
+
+// -- who is here --------------------------------------------------------------------------------
+/** The members of the open ticket's room, as name chips (you first). */
+export function showPresence(members, me) {
+  const list = $('present');
+  const sorted = [...members].sort((a, b) => (b.userId === me) - (a.userId === me));
+  list.replaceChildren(...sorted.map((m) => el('li', {
+    class: `person role-${m.role}${m.userId === me ? ' me' : ''}`,
+    'data-user-id': m.userId, title: `${m.name} (${m.role})`,
+  }, m.userId === me ? `${m.name} (you)` : m.name)));
+  list.hidden = members.length === 0;
 }
 
 // -- projects ---------------------------------------------------------------------------------
@@ -115,6 +133,7 @@ export function openChat(ticket) {
   setChatTicket(ticket);
   $('messages').replaceChildren();
   showTyping([]);
+  showPresence([], null);
 }
 
 export function setChatTicket(ticket) {
@@ -127,7 +146,8 @@ export function setChatTicket(ticket) {
 export function addMessage(msg, me) {
   if (document.querySelector(`#messages [data-message-id="${msg.messageId}"]`)) return false;
   const mine = msg.author.id === me;
-  const node = messageNode(msg.message, mine ? 'You' : msg.author.email, mine, msg.createdAt);
+  const name = msg.author.name || msg.author.email;
+  const node = messageNode(msg.message, mine ? 'You' : name, mine, msg.createdAt);
   node.dataset.messageId = msg.messageId;
   place(node, msg.messageId);
   scrollDown();
@@ -157,7 +177,7 @@ export function showPending(pending, ticketId) {
 
 /** An acknowledged message of ours, shown before (or instead of) its `new-message` event.
  * It replaces the oldest pending message of the same text (the queue is sent in order). */
-export function confirmMessage(ack, ticketId, text, me, email) {
+export function confirmMessage(ack, ticketId, text, me, name) {
   if (!ack.ok || !ack.messageId) return;
   const pending = [...document.querySelectorAll('#messages .message.pending')]
     .find((node) => node.querySelector('.text').textContent === text);
@@ -166,7 +186,7 @@ export function confirmMessage(ack, ticketId, text, me, email) {
     pending.remove();
   }
   if (Number($('chat').dataset.ticketId) !== ticketId) return;
-  addMessage({ messageId: ack.messageId, message: text, author: { id: me, email },
+  addMessage({ messageId: ack.messageId, message: text, author: { id: me, name },
                createdAt: new Date().toISOString() }, me);
 }
 

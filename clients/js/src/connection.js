@@ -125,6 +125,15 @@ export class Connection {
     return this.tracker.all();
   }
 
+  /** Try to connect now (a "Retry" button): ends a pending backoff, restarts the attempts. */
+  reconnect() {
+    if (this.closed || this.socket.connected) return;
+    this.attempt = 0;
+    this.socket.disconnect();
+    this.socket.connect();
+    this._state();
+  }
+
   pending() {
     return this.outbox.list();
   }

@@ -124,6 +124,7 @@ class HeraldClient {
       case 'typing': return conn.typing(args[0], args[1]);
       case 'send': return conn.send(args[0]);
       case 'inbox': return conn.inboxMark(args[0]);
+      case 'reconnect': conn.reconnect(); return Promise.resolve({ ok: true });
       default: return Promise.resolve({ ok: false, error: { code: 'unknown_call', message: op } });
     }
   }
@@ -274,6 +275,9 @@ class HeraldClient {
     this._myRooms.delete(`${kind}-${id}`);
     return this._call('leave', [kind, id]);
   }
+
+  /** Connect now rather than after the current backoff (through the leader tab). */
+  reconnect() { return this._call('reconnect', []); }
 
   startTyping(ticketId) { return this._call('typing', [ticketId, true]); }
 
