@@ -217,3 +217,58 @@ def test_presence_events_are_neither_stored_nor_replayed(
     events = http.ok("GET", f"/api/streams/{stream}/events?after=0")["events"]
     assert [e["type"] for e in events] == ["new-message"]
     http.close()
+
+
+def test_a_technician_taken_off_the_project_leaves_its_rooms_presence(
+        world: World, nodes: list[WebNode]) -> None:
+    http = Api(nodes[0].url, world.system.admin_token)
+    tech_id = world.ids["technician"]
+    project = http.ok("POST", "/api/projects", json={
+        "name": "Q", "clientId": world.ids["client"], "technicianIds": [tech_id]})["id"]
+    ticket = http.ok("POST", "/api/tickets", json={"projectId": project, "subject": "S"})["id"]
+    stream = f"ticket-{ticket}"
+
+    async def run() -> None:
+        watcher = SocketClient(nodes[0].url, world.token("admin"))
+        tech = SocketClient(nodes[1].url, world.token("technician"))
+        await watcher.connect()
+        await tech.connect()
+        await watcher.call("join-ticket", ticket)
+        await tech.call("join-ticket", ticket)
+        await watcher.wait_for(lambda: presence(watcher.events, stream) == [
+            ("presence-join", tech_id)])
+        http.ok("PATCH", f"/api/projects/{project}", json={"technicianIds": []})
+        await watcher.wait_for(lambda: presence(watcher.events, stream)[-1:] == [
+            ("presence-leave", tech_id)], timeout=TTL * 10)
+        assert http.ok("GET", f"/api/streams/{stream}/presence")["members"] == [
+            {"userId": world.ids["admin"], "name": "root", "role": "admin"}]
+        for socket in (watcher, tech):
+            await socket.close()
+    asyncio.run(run())
+    http.close()
+
+
+def test_a_node_stopped_cleanly_takes_its_users_out_at_once(
+        world: World, nodes: list[WebNode], pg_system_session: System, tmp_path: Path) -> None:
+    ticket = world.fresh_ticket()
+    stream = f"ticket-{ticket}"
+    client = world.ids["client"]
+    # A TTL far beyond the wait below: only a clean leave can be seen in time.
+    stopping = WebNode({**pg_system_session.env, "HERALD_PRESENCE_TTL": "600"}, tmp_path)
+    stopping.start()
+
+    async def run() -> None:
+        watcher = SocketClient(nodes[0].url, world.token("technician"))
+        leaving = SocketClient(stopping.url, world.token("client"))
+        await watcher.connect()
+        await leaving.connect()
+        await watcher.call("join-ticket", ticket)
+        await leaving.call("join-ticket", ticket)
+        await watcher.wait_for(lambda: ("presence-join", client) in presence(watcher.events,
+                                                                            stream))
+        stopping.stop()  # SIGTERM
+        await watcher.wait_for(
+            lambda: ("presence-leave", client) in presence(watcher.events, stream), timeout=30)
+        await watcher.close()
+        await leaving.sio.eio.disconnect(abort=True)
+    asyncio.run(run())
