@@ -30,7 +30,10 @@ export class Bell {
     herald.inbox.onChange((counts, change) => this._changed(counts, change));
     $('bell').addEventListener('click', () => (this.isOpen ? this.close() : this.open()));
     $('mark-all-read').addEventListener('click', () => this.herald.inbox.markAllRead());
-    $('mute').addEventListener('click', () => this.setMuted(!this.muted));
+    $('mute').addEventListener('click', () => {
+      this.setMuted(!this.muted);
+      if (!this.muted) this._askPermission(); // a click: browsers ask only after a gesture
+    });
     document.addEventListener('keydown', (e) => { if (e.key === 'Escape') this.close(); });
     document.addEventListener('click', (e) => {
       if (this.isOpen && !e.target.closest?.('.bell-wrap')) this.close();
@@ -72,7 +75,6 @@ export class Bell {
     const label = muted ? 'Unmute notification sound' : 'Mute notification sound';
     button.setAttribute('aria-label', label);
     button.title = label;
-    if (!muted) this._askPermission();
   }
 
   /** A new notification reached the page: a sound, or a system notice when hidden. */

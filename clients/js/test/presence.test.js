@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { createHerald, memoryStorage } from '../src/index.js';
+import { PresenceBook } from '../src/presence.js';
 import { URL, connect, fakeLocks, needsServer, newPortal, online, waitFor } from './support.js';
 
 const ids = (members) => (members ?? []).map((m) => m.userId).sort((a, b) => a - b);
@@ -74,4 +75,20 @@ test('a room restored at connect reads its members over HTTP', needsServer, asyn
   } finally {
     await tech.close();
   }
+});
+
+test('events that arrive before the snapshot are applied on top of it', () => {
+  const heard = [];
+  const book = new PresenceBook((stream, members) => heard.push([stream, members]));
+  const member = (userId, name) => ({ userId, name, role: 'client' });
+  book.begin('ticket-1');
+  book.event('presence-leave', { stream: 'ticket-1', userId: 2 });
+  book.event('presence-join', { stream: 'ticket-1', user: member(3, 'Cleo') });
+  assert.deepEqual(heard, []);
+  book.snapshot('ticket-1', [member(1, 'Tom'), member(2, 'Ann')]);
+  assert.deepEqual(heard, [['ticket-1', [member(3, 'Cleo'), member(1, 'Tom')]]]);
+  book.event('presence-join', { stream: 'ticket-9', user: member(4, 'Zed') }); // not followed
+  book.forget('ticket-1');
+  assert.deepEqual(heard.at(-1), ['ticket-1', []]);
+  assert.equal(book.members('ticket-1'), null);
 });
