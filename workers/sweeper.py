@@ -16,6 +16,10 @@ Each completed pass is a sweep, recorded in Redis at most once a second (`/metri
 herald_relay_seconds_since_sweep). The thread has its own engine, disposed in forked
 pool children (SQLAlchemy's rule for connection pools across fork), so it never shares
 a connection with a task.
+
+A second daemon thread writes the worker's heartbeat every HERALD_HEARTBEAT_INTERVAL
+(app/outbox/liveness.py): whether the relay thread runs and when its last complete pass
+ended, for the operators' console and `herald nodes`; removed when the worker stops.
 """
 
 from __future__ import annotations
