@@ -193,3 +193,15 @@ def test_the_console_routes_need_an_admin(pg_system: System) -> None:
         assert api.request("GET", path, token="").status_code == 401, path
         answer = api.request("GET", path, token=tech)
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden", path
+
+
+def test_the_console_page_and_its_modules_are_served(pg_system: System) -> None:
+    http = pg_system.api().http
+    page = http.get("/ops/")
+    assert page.status_code == 200 and "operators' console" in page.text
+    for path in ("/ops/ops.js", "/portal/session.js"):  # it signs in as the portal does
+        response = http.get(path)
+        assert response.status_code == 200 and "javascript" in response.headers[
+            "content-type"], path
+    assert http.get("/ops/ops.css").status_code == 200
+    assert http.get("/ops", follow_redirects=True).url.path == "/ops/"
