@@ -253,25 +253,25 @@ function renderNodes(nodes) {
 async function refresh() {
   clearTimeout(state.timer);
   const query = state.filter ? `?q=${encodeURIComponent(state.filter)}` : '';
-  try {
-    const [status, rate, nodes] = await Promise.all([
-      state.session.api(`/api/admin/outbox${query}`),
-      state.session.api('/api/admin/outbox/rate'),
-      state.session.api('/api/admin/nodes'),
-    ]);
-    renderStatus(status);
-    renderRate(rate);
-    renderNodes(nodes);
-    await refreshDetail();
-    state.polls += 1;
-    document.body.dataset.polls = String(state.polls);
-    $('live').dataset.state = 'live';
-    $('live').textContent = `live · updated ${new Date().toLocaleTimeString()}`;
-  } catch (error) {
-    if (error.status === 401 || error.status === 403) return refuse(error);
-    $('live').dataset.state = 'error';
-    $('live').textContent = `not updating: ${error.message}`;
+  // Each part on its own: the database's numbers still show while Redis (the rate, the
+  // heartbeats) does not answer, and the other way round.
+  const parts = [[`/api/admin/outbox${query}`, renderStatus, 'outbox'],
+                 ['/api/admin/outbox/rate', renderRate, 'rate'],
+                 ['/api/admin/nodes', renderNodes, 'nodes']];
+  const results = await Promise.allSettled(parts.map(([path]) => state.session.api(path)));
+  const failures = [];
+  for (const [index, result] of results.entries()) {
+    const [, render, name] = parts[index];
+    if (result.status === 'fulfilled') render(result.value);
+    else if ([401, 403].includes(result.reason?.status)) return refuse(result.reason);
+    else failures.push(`${name}: ${result.reason?.message}`);
   }
+  await refreshDetail();
+  state.polls += 1;
+  document.body.dataset.polls = String(state.polls);
+  $('live').dataset.state = failures.length ? 'error' : 'live';
+  $('live').textContent = failures.length ? `not updating ${failures.join('; ')}`
+    : `live · updated ${new Date().toLocaleTimeString()}`;
   state.timer = setTimeout(refresh, POLL_MS);
 }
 
