@@ -58,6 +58,12 @@ class Console:
     def row(self, stream: str) -> Any:
         return self.page.locator(f'#stream-rows tr[data-stream="{stream}"]')
 
+    def shot(self, label: str) -> None:
+        """A screenshot of the page as it is now, kept with the test's artifacts."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        stem = ARTIFACTS / ("ops-" + re.sub(r"[^\w.-]+", "_", self.name))
+        self.page.screenshot(path=f"{stem}-{label}.png", full_page=True)
+
     def keep(self) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         stem = ARTIFACTS / ("ops-" + re.sub(r"[^\w.-]+", "_", self.name))
@@ -97,6 +103,9 @@ def test_a_failed_stream_shows_its_error_the_filter_finds_it_and_retry_heals_it(
     client_id, _ = api.user("client")
     project = api.project(client_id)
     bad, other = f"project-{project}", f"user-{client_id}"
+    second_client, _ = api.user("client")
+    second = api.project(second_client)
+    rest = [f"project-{second}", f"user-{second_client}"]
     _refuse_publish(ops_system, True)
     api.ok("PATCH", f"/api/projects/{project}", json={"progress": 40})  # both streams fail
     console.open(_admin_id(ops_system))
@@ -108,16 +117,19 @@ def test_a_failed_stream_shows_its_error_the_filter_finds_it_and_retry_heals_it(
     assert "NoPermissionError" in error
     expect(console.row(bad).locator("td.error")).to_have_text(error)  # whole, not cut
     expect(page.locator("#failed-count")).to_have_text("2")
+    api.ok("PATCH", f"/api/projects/{second}", json={"progress": 50})  # two more, for later
+    for stream in rest:
+        expect(console.row(stream)).to_have_attribute("data-state", "failed")
 
     page.locator("#filter").fill(bad)  # by name: only that stream
     expect(page.locator("#stream-rows tr")).to_have_count(1)
     expect(console.row(bad)).to_be_visible()
-    page.locator("#filter").fill("nopermission")  # by error, any case: both
-    expect(page.locator("#stream-rows tr")).to_have_count(2)
+    page.locator("#filter").fill("nopermission")  # by error, any case: all four
+    expect(page.locator("#stream-rows tr")).to_have_count(4)
     page.locator("#filter").fill("no-such-text")
     expect(page.locator("#no-streams")).to_be_visible()
     page.locator("#filter").fill("")
-    expect(page.locator("#stream-rows tr")).to_have_count(2)
+    expect(page.locator("#stream-rows tr")).to_have_count(4)
 
     console.row(bad).locator(".name").click()  # the detail: cursor, head, the events
     expect(page.locator("#detail-title")).to_have_text(bad)
@@ -125,6 +137,7 @@ def test_a_failed_stream_shows_its_error_the_filter_finds_it_and_retry_heals_it(
     expect(page.locator("#detail-error")).to_have_text(error)
     expect(page.locator("#detail-events li.unpublished")).to_have_count(1)
     expect(page.locator("#detail-events pre")).to_contain_text('"progress": 40')
+    console.shot("failed")
 
     _refuse_publish(ops_system, False)  # the cause is fixed; the operator retries one
     console.row(bad).locator("input.pick").check()
@@ -136,8 +149,14 @@ def test_a_failed_stream_shows_its_error_the_filter_finds_it_and_retry_heals_it(
     expect(page.locator("#detail-events li.published")).to_have_count(1)
     expect(console.row(other)).to_have_attribute("data-state", "failed")  # untouched
 
-    console.row(other).locator("button.retry").click()  # and the other with its own button
+    console.row(other).locator("button.retry").click()  # one with its own button
     expect(console.row(other)).to_have_count(0)
+    expect(page.locator("#failed-count")).to_have_text("2")
+    for stream in rest:
+        expect(console.row(stream)).to_have_attribute("data-state", "failed")
+
+    page.locator("#retry-all").click()  # and the rest at once
+    expect(page.locator("#notice")).to_contain_text(f"Retried 2 stream(s): {', '.join(rest)}")
     expect(page.locator("#no-streams")).to_be_visible()
     expect(page.locator("#failed-count")).to_have_text("0")
     expect(page.locator("#events-pending")).to_have_text("0")
@@ -161,6 +180,7 @@ def test_a_killed_worker_disappears_from_the_workers_list(
         assert extra.proc is not None
         extra_row = page.locator(f'#worker-rows tr[data-id$=":{extra.proc.pid}"]')
         expect(extra_row).to_have_count(1)
+        console.shot("two-workers")
         extra.kill()  # SIGKILL: no goodbye; its heartbeat expires
         expect(workers).to_have_count(1)
         expect(extra_row).to_have_count(0)
