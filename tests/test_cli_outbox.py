@@ -18,6 +18,7 @@ from app.outbox import liveness, ops, writer
 from app.outbox.tables import Event, RelayCursor
 from testkit.databases import Database
 from testkit.ops import herald, herald_json
+from testkit.processes import free_port
 
 
 def _backlog(db: Database) -> None:
@@ -206,3 +207,10 @@ def test_nodes_lists_the_heartbeats_in_redis(pg_db: Database, redis_url: str) ->
     finally:
         beats.gone("worker", "cli-test:1")
         client.close()
+
+
+def test_nodes_without_redis_fails_with_one_line(pg_db: Database) -> None:
+    done = herald("nodes", database_url=pg_db.url,
+                  env={"SOCKETIO_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("herald: ") and "Traceback" not in done.stderr

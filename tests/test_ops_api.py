@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,9 @@ from app.core.db import utcnow
 from app.core.settings import Settings
 from app.outbox import liveness, ops, writer
 from app.outbox.tables import RelayCursor
-from testkit.clients import SocketClient
+from testkit.clients import Api, SocketClient
 from testkit.databases import Database
+from testkit.processes import WebNode, free_port
 from testkit.system import System
 from testkit.testrun import REDIS_URL
 
@@ -205,3 +207,21 @@ def test_the_console_page_and_its_modules_are_served(pg_system: System) -> None:
             "content-type"], path
     assert http.get("/ops/ops.css").status_code == 200
     assert http.get("/ops", follow_redirects=True).url.path == "/ops/"
+
+
+def test_without_redis_the_console_keeps_the_database_numbers_and_answers_503_for_the_rest(
+    pg_system: System, tmp_path: Path,
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    node = WebNode({**pg_system.env, "SOCKETIO_REDIS_URL": dead}, tmp_path)
+    node.start()
+    try:
+        api = Api(node.url, pg_system.admin_token)
+        assert api.request("GET", "/api/admin/outbox").status_code == 200
+        for path in ("/api/admin/nodes", "/api/admin/outbox/rate"):
+            answer = api.request("GET", path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"]["code"] == "unavailable"
+        api.close()
+    finally:
+        node.stop()
