@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from app.outbox.tables import RelayCursor
 from testkit.private import PrivateSystem, private_system
-from testkit.processes import Worker
+from testkit.processes import WebNode, Worker
 from tests.browser.conftest import ARTIFACTS
 
 ENV = {"HERALD_RELAY_MAX_ATTEMPTS": "2", "HERALD_RELAY_BACKOFF": "0.1",
@@ -196,3 +196,28 @@ def test_a_non_admin_is_refused(console: Console, ops_system: PrivateSystem) -> 
     expect(page.locator("#refused-reason")).to_contain_text("for admins")
     expect(page.locator("#console")).to_be_hidden()
     expect(page.locator("#stream-rows tr")).to_have_count(0)
+
+
+def test_in_production_an_admin_token_opens_the_console_and_another_is_refused(
+    console: Console, ops_system: PrivateSystem,
+) -> None:
+    _, client_token = ops_system.api.user("client")
+    node = WebNode({**ops_system.env, "HERALD_ENV": "production"}, ops_system.log_dir)
+    node.start()
+    try:
+        page = console.page
+        page.goto(f"{node.url}/ops/?poll={POLL_MS}")
+        expect(page.locator("#token-form")).to_be_visible()
+        expect(page.locator("#pick-form")).to_be_hidden()
+        page.locator("#token-input").fill(client_token)
+        page.locator("#token-form button").click()
+        expect(page.locator("#refused")).to_be_visible()
+
+        page.locator("#refused-switch").click()  # sign in again, as an admin
+        page.locator("#token-input").fill(ops_system.api.admin)
+        page.locator("#token-form button").click()
+        expect(page.locator("#console")).to_be_visible()
+        expect(page.locator("#who-role")).to_have_text("admin")
+        expect(page.locator("#worker-rows tr.worker")).to_have_count(1)
+    finally:
+        node.stop()
