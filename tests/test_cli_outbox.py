@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -15,6 +16,7 @@ from app.cli.outbox import duration_words
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.outbox import liveness, ops, writer
+from app.outbox.meter import RelayMeter
 from app.outbox.tables import Event, RelayCursor
 from testkit.databases import Database
 from testkit.ops import herald, herald_json
@@ -214,3 +216,22 @@ def test_nodes_without_redis_fails_with_one_line(pg_db: Database) -> None:
                   env={"SOCKETIO_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("herald: ") and "Traceback" not in done.stderr
+
+
+def test_rate_sums_what_the_relay_counted_per_minute(pg_db: Database, redis_url: str) -> None:
+    channel = f"{Settings().socketio_channel}-rate-{time.time_ns()}"
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        meter = RelayMeter(client, channel=channel)
+        meter.published([object()] * 7)
+        done = herald("outbox", "rate", "--json", database_url=pg_db.url,
+                      env={"HERALD_SOCKETIO_CHANNEL": channel})
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["published"] == 7 and len(data["samples"]) == 90
+        table = herald("outbox", "rate", database_url=pg_db.url,
+                       env={"HERALD_SOCKETIO_CHANNEL": channel})
+        assert table.stdout.startswith("published in the last 15 minutes: 7 ")
+        assert any(line.split()[1:3] == ["7", "0"] for line in table.stdout.splitlines()[3:])
+    finally:
+        client.close()
