@@ -276,6 +276,9 @@ class Roster:
                 rooms.discard(room)
                 if member is not None:
                     self._forget_local(sid, room, member.user_id)
+            if not rooms:  # (a socket that entered again re-adds itself)
+                self._rooms.pop(sid, None)
+                self._who.pop(sid, None)
 
     async def _sweep(self, node: str) -> None:
         left = await self._scripts["sweep"](keys=[f"{self.prefix}:nodes"],
