@@ -50,13 +50,14 @@ class Gateway:
         channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
         limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
+        room_channels: bool = True,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
         self.metrics = metrics or NodeMetrics()
         self.limits = limits
         self.max_connections = max_connections
-        self.manager = HeraldRedisManager(redis_url, channel=channel)
+        self.manager = HeraldRedisManager(redis_url, channel=channel, room_channels=room_channels)
         self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
         self.sio = HeraldServer(
@@ -187,6 +188,8 @@ class Gateway:
         for room in auto:
             self.manager.open_gate(sid, room)
         try:
+            # ...and this node subscribed to their channels (app/gateway/rooms.py) before.
+            await self.manager.subscribed(auto)
             # Read with the other connects waiting at this moment (app/gateway/connects.py).
             loaded = await self.reader.load(who, auto, restorable)
             auto_heads, heads = loaded.auto, loaded.restored
