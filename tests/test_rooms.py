@@ -55,6 +55,11 @@ def received(node: WebNode) -> float:
     return value
 
 
+def durable(socket: SocketClient) -> int:
+    """Durable events a socket received (they carry their stream and offset)."""
+    return sum(1 for e in list(socket.events) if isinstance(e.meta, dict) and "offset" in e.meta)
+
+
 def stream_head(world: World, stream: str) -> int:
     with world.system.factory() as session, session.begin():
         return read_head(session, stream).offset
@@ -82,20 +87,31 @@ def test_a_node_with_no_socket_in_a_room_receives_none_of_its_events(
 ) -> None:
     client_id, client_tok = world.api.user("client")
     project = world.api.project(client_id)
+    other_id, other_tok = world.api.user("client")
+    other = world.api.project(other_id)
 
     async def run() -> None:
-        socket = SocketClient(world.url, client_tok)  # on the first node only
-        await socket.connect()
+        socket = SocketClient(world.url, client_tok)  # in `project` on the first node only
+        elsewhere = SocketClient(second.url, other_tok)  # the second node: `other` only
         try:
-            assert (await socket.call("join-project", project))["ok"]
-            before = received(second)
+            for sock, joined in ((socket, project), (elsewhere, other)):
+                await sock.connect()
+                assert (await sock.call("join-project", joined))["ok"]
+            before, seen = received(second), durable(elsewhere)
             for progress in range(1, 11):
                 world.api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
             await socket.wait_count("project-updated", 10)
-            # whatever the second node would get has had the time the first one took
-            assert received(second) == before
+            # the second node listens (its socket's rooms are delivered, in order after
+            # whatever came before) yet took none of them off Redis: only its own rooms'
+            world.api.ok("PATCH", f"/api/projects/{other}", json={"progress": 1})
+            await elsewhere.wait_count("project-updated", 1)
+            await until(lambda: received(second) - before == durable(elsewhere) - seen,
+                        f"the second node took {received(second) - before} messages off "
+                        f"Redis for {durable(elsewhere) - seen} events of its rooms")
+            assert durable(elsewhere) - seen > 0
         finally:
             await socket.close()
+            await elsewhere.close()
 
     asyncio.run(run())
 
