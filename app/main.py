@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> Any:
                       metrics=NodeMetrics(), cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
                       max_connections=settings.max_connections,
-                      fast_fanout=settings.fast_fanout, room_channels=settings.room_channels)
+                      fast_fanout=settings.fast_fanout)
+    gateway.manager.room_channels = settings.room_channels  # typing: per room or shared
     ctx = AppContext(settings=settings, engine=engine, factory=factory,
                      redis=SideChannels(settings), node=gateway, limits=limits,
                      closers=[nudger])

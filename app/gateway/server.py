@@ -50,14 +50,13 @@ class Gateway:
         channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
         limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
-        room_channels: bool = True,
     ) -> None:
         self.factory = session_factory
         self.secret = secret
         self.metrics = metrics or NodeMetrics()
         self.limits = limits
         self.max_connections = max_connections
-        self.manager = HeraldRedisManager(redis_url, channel=channel, room_channels=room_channels)
+        self.manager = HeraldRedisManager(redis_url, channel=channel)
         self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
         self.sio = HeraldServer(
