@@ -13,7 +13,13 @@ One real web node (`python -m app.web`) with one socket, in none of the traffic'
 - **rooms**: SPUBLISH on each stream's channel (the default): a node receives only the
   events of rooms it holds a socket in — here none.
 
-The figure is the node's process CPU time (/proc/<pid>/stat, user + system) from the
+Then **cluster-wide delivery**: 1, 2 and 4 web nodes on one Redis, `sockets` sockets (each
+its own user, so each in its own `user-N` room) spread evenly over them by one Node load
+client (bench/node/load.js); `cluster_events` events round-robin over those users' streams,
+published as fast as the publisher goes; events/s = events / (first publish -> last
+delivery), shared channel vs room channels, side by side.
+
+The CPU figure is the node's process CPU time (/proc/<pid>/stat, user + system) from the
 first publish until it is idle again, minus what it burns idle over the same wall time
 (measured just before), divided by the events. The node's
 `herald_node_messages_received_total` says what it took off Redis.
@@ -37,7 +43,8 @@ from app.outbox.tables import EventRecord
 from app.portal import projects
 from bench import infra
 from bench.env import CHANNEL, REDIS_URL
-from bench.peers import cpu_seconds
+from bench.fanout_bench import make_clients
+from bench.peers import LoadClient, cpu_seconds
 from bench.stats import Figure, Report, median
 from testkit.clients import SocketClient, token
 from testkit.ops import scrape
@@ -92,7 +99,63 @@ def a_user(url: str) -> str:
         engine.dispose()
 
 
-async def run(report: Report, *, events: int, streams: int, reps: int) -> None:
+def user_events(users: list[int], count: int) -> list[EventRecord]:
+    ts = datetime.now(UTC)
+    payload = {"type": "info", "title": "Build finished", "message": "Atlas is live."}
+    return [EventRecord(str(uuid.uuid4()), f"user-{users[i % len(users)]}",
+                        i // len(users) + 1, "e", "notification", payload, ts)
+            for i in range(count)]
+
+
+async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, events: int,
+                  reps: int) -> None:
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    report.section(f"Events/s delivered cluster-wide, web nodes on one Redis ({events:,} "
+                   f"events over the user rooms of {sockets:,} sockets spread over the nodes)")
+    try:
+        for count in nodes:
+            channel = f"{CHANNEL}-cluster{count}"
+            webs = [infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": channel})
+                    for _ in range(count)]
+            load = LoadClient()
+            try:
+                await asyncio.to_thread(infra.start_all, *webs)
+                await load.start()
+                users = await asyncio.to_thread(make_clients, factory, sockets)
+                share = -(-len(users) // count)
+                for i, web in enumerate(webs):
+                    tokens = [token(u, "client") for u in users[i * share:(i + 1) * share]]
+                    answer = await load.connect(web.url, tokens)
+                    assert not answer["failed"], answer
+                records = user_events(users, events)
+                rates: dict[str, list[float]] = {"shared": [], "rooms": []}
+                for _ in range(reps):
+                    for mode in ("shared", "rooms"):
+                        publisher = RedisPublisher(REDIS_URL, channel=channel,
+                                                   room_channels=mode == "rooms")
+                        try:
+                            await load.arm(len(records))
+                            started = time.time()
+                            for i in range(0, len(records), BATCH):
+                                publisher.publish(records[i:i + BATCH])
+                            rates[mode].append(len(records) / (await load.arrived() - started))
+                        finally:
+                            publisher.close()
+                        await asyncio.sleep(1)  # the nodes idle again
+                for mode, label in (("shared", "shared channel"), ("rooms", "room channels")):
+                    report.add(Figure("rooms", f"{count} web node(s), {label}",
+                                      median(rates[mode]), "ev/s", rates[mode]))
+            finally:
+                await load.close()
+                await asyncio.to_thread(infra.stop_all, *webs)
+    finally:
+        engine.dispose()
+
+
+async def run(report: Report, *, events: int, streams: int, reps: int,
+              nodes: list[int] | None = None, sockets: int = 400,
+              cluster_events: int = 10_000) -> None:
     url = infra.create_database()
     web = infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
     socket: SocketClient | None = None
@@ -103,6 +166,12 @@ async def run(report: Report, *, events: int, streams: int, reps: int) -> None:
         assert web.proc is not None
         await asyncio.to_thread(measure, report, web, events=events, streams=streams,
                                 reps=reps)
+        await socket.close()
+        socket = None
+        await asyncio.to_thread(infra.stop_all, web)
+        if nodes:
+            await cluster(report, url, nodes=nodes, sockets=sockets, events=cluster_events,
+                          reps=reps)
     finally:
         if socket is not None:
             await socket.close()
@@ -142,12 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--streams", type=int, default=1_000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--nodes", default="1,2,4",
+                        help="web node counts of the cluster part (empty: skip it)")
+    parser.add_argument("--sockets", type=int, default=400)
+    parser.add_argument("--cluster-events", type=int, default=10_000)
     args = parser.parse_args(argv)
     infra.check_services()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Herald rooms bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"load average {load}")
-    asyncio.run(run(Report(), events=args.events, streams=args.streams, reps=args.reps))
+    nodes = [int(n) for n in str(args.nodes).split(",") if n.strip()]
+    asyncio.run(run(Report(), events=args.events, streams=args.streams, reps=args.reps,
+                    nodes=nodes, sockets=args.sockets, cluster_events=args.cluster_events))
     return 0
 
 
