@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Any:
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
     api.state.ctx = ctx
     errors.install(api)
+    gateway.manager.room_channels = settings.room_channels  # typing: per room or shared
     for router in (health.router, portal.router, streams.router, tickets.router,
                    catalogue.router, events.router, notifications.router, reads.router,
                    inbox.router):

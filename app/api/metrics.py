@@ -120,6 +120,11 @@ def _node(snap: NodeStats) -> list[Metric]:
                                   labels=["node", "code"])
     for code, count in sorted(snap.refused.items()):
         refused.add_metric([snap.node, code], count)
+    received = CounterMetricFamily(
+        "herald_node_messages_received",
+        "Socket.IO messages this node took off Redis (shared channel and its rooms' channels).",
+        labels=["node"])
+    received.add_metric([snap.node], snap.messages_received)
     return [
         _gauge("herald_connected_sockets", "Sockets connected to this node.", snap.sockets,
                labels),
@@ -127,7 +132,10 @@ def _node(snap: NodeStats) -> list[Metric]:
                snap.rooms, labels),
         _gauge("herald_room_memberships", "Socket-room memberships on this node.",
                snap.memberships, labels),
-        replayed, refused,
+        _gauge("herald_node_room_channels",
+               "Stream channels this node is subscribed to (rooms with a socket here).",
+               snap.room_channels, labels),
+        replayed, refused, received,
     ]
 
 

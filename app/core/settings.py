@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # Web node performance (issue 11).
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
     ws_compression: Annotated[bool, Field(validation_alias="HERALD_WS_COMPRESSION")] = False
+    # Issue 16: events (and typing) go on each stream's own channel (SPUBLISH), which only
+    # the web nodes holding a socket in that room subscribe to; false: the shared channel.
+    room_channels: Annotated[bool, Field(validation_alias="HERALD_ROOM_CHANNELS")] = True
 
     @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_inbox")
     @classmethod

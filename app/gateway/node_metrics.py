@@ -38,6 +38,8 @@ class NodeSnapshot:
     memberships: int
     replayed: int
     refused: dict[str, int]
+    messages_received: int = 0  # messages taken off Redis (shared + room channels)
+    room_channels: int = 0  # stream channels subscribed (confirmed)
 
 
 def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
@@ -50,5 +52,8 @@ def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
             continue
         rooms += 1
         memberships += len(members)
+    subscriptions = getattr(manager, "subscriptions", None)
     return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
-                        dict(node.refused_total))
+                        dict(node.refused_total),
+                        messages_received=int(getattr(manager, "messages_received", 0)),
+                        room_channels=subscriptions.live_count if subscriptions else 0)

@@ -187,6 +187,8 @@ class Gateway:
         for room in auto:
             self.manager.open_gate(sid, room)
         try:
+            # ...and this node subscribed to their channels (app/gateway/rooms.py) before.
+            await self.manager.subscribed(auto)
             # Read with the other connects waiting at this moment (app/gateway/connects.py).
             loaded = await self.reader.load(who, auto, restorable)
             auto_heads, heads = loaded.auto, loaded.restored
