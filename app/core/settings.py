@@ -92,6 +92,18 @@ class Settings(BaseSettings):
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
 
+    # The web node's HTTP server (issue 15): request heads bounded in size, count and time.
+    max_header_bytes: Annotated[
+        int, Field(ge=4096, le=2**20, validation_alias="HERALD_MAX_HEADER_BYTES")
+    ] = 32 * 1024
+    max_headers: Annotated[
+        int, Field(ge=10, le=10_000, validation_alias="HERALD_MAX_HEADERS")
+    ] = 100
+    header_timeout: Annotated[
+        float, Field(gt=0, le=600, validation_alias="HERALD_HEADER_TIMEOUT")
+    ] = 10.0
+    keep_alive: Annotated[int, Field(ge=1, le=3600, validation_alias="HERALD_KEEP_ALIVE")] = 5
+
     # Web node performance (issue 11).
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
     ws_compression: Annotated[bool, Field(validation_alias="HERALD_WS_COMPRESSION")] = False
