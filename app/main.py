@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Any:
     pages.mount(api)  # /portal and the files it imports
     sio_app = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     bounded = BodyLimit(sio_app, max_body=settings.max_body, frame_limit=MAX_FRAME,
-                        secret=settings.secret)
+                        small_body=settings.max_small_body, secret=settings.secret)
     asgi = OnShutdown(bounded, gateway.sio.close_transports)
     asgi.herald = ctx  # type: ignore[attr-defined]  # for tests and tools
     return asgi

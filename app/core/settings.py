@@ -80,6 +80,9 @@ class Settings(BaseSettings):
 
     # Hostile clients (issue 8): bodies, origins, sessions and per-user rates are bounded.
     max_body: Annotated[int, Field(ge=1024, validation_alias="HERALD_MAX_BODY")] = 8 * 2**20
+    max_small_body: Annotated[
+        int, Field(ge=4096, validation_alias="HERALD_MAX_SMALL_BODY")
+    ] = 64 * 1024
     cors_origins: Annotated[str | None, Field(validation_alias="HERALD_CORS_ORIGINS")] = None
     connect_timeout: Annotated[
         float, Field(gt=0, le=600, validation_alias="HERALD_CONNECT_TIMEOUT")

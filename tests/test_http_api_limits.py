@@ -1,0 +1,50 @@
+"""What the HTTP API bounds per route and per user: body sizes (a PATCH needs kilobytes,
+the batch publish megabytes).
+
+Against the session's real web node (default settings), over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from testkit.system import System
+from testkit.world import World, build_world
+
+
+@pytest.fixture(scope="module")
+def world(pg_system_session: System) -> Iterator[World]:
+    w = build_world(pg_system_session)
+    yield w
+    w.api.close()
+
+
+def test_a_patch_body_over_64kib_is_refused_413(world: World) -> None:
+    body = json.dumps({"status": "x" * (64 * 1024)})
+    response = world.api.request("PATCH", f"/api/projects/{world.project}", world.token("admin"),
+                                 content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_the_batch_publish_still_takes_a_1000_event_batch_of_megabytes(world: World) -> None:
+    stream = f"ticket-{world.fresh_ticket()}"
+    batch = [{"stream": stream, "type": "bulk", "data": {"n": i, "pad": "x" * 2000}}
+             for i in range(1000)]
+    response = world.api.request("POST", "/api/events", world.token("service"), json=batch,
+                                 timeout=60)
+    assert response.status_code == 201, response.text[:300]
+    assert [e["offset"] for e in response.json()] == list(range(1, 1001))
+
+
+def test_a_longest_chat_message_fits_its_route_even_escaped(world: World) -> None:
+    # 10,000 characters outside the BMP, written \\ud83d\\ude00 each: ~120 KB of JSON
+    body = json.dumps({"message": "\U0001F600" * 10_000}, ensure_ascii=True)
+    assert len(body) > 64 * 1024
+    response = world.api.request("POST", f"/api/tickets/{world.ticket}/messages",
+                                 world.token("client"), content=body,
+                                 headers={"Content-Type": "application/json"})
+    assert response.status_code == 201, response.text[:300]
