@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Any:
     """Build the web process from `settings`: one engine, one nudger, one Socket.IO server,
     one FastAPI app whose lifespan closes them."""
     settings = settings or get_settings()
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_rate)
     engine = make_engine(settings.database_url, **settings.db_timeouts)
     nudger = relay_nudger(settings)
     factory = make_session_factory(engine, nudge=nudger)

@@ -26,7 +26,7 @@ from testkit.system import System
 
 LIMIT = 16 * 1024
 LIMITS = {"HERALD_MAX_HEADER_BYTES": str(LIMIT), "HERALD_MAX_HEADERS": "50",
-          "HERALD_HEADER_TIMEOUT": "1"}
+          "HERALD_HEADER_TIMEOUT": "1", "HERALD_LOG_RATE": "5"}
 HUGE = 100 * 2**20
 
 
@@ -193,3 +193,23 @@ def test_the_launcher_passes_the_limits_to_uvicorn() -> None:
     assert isinstance(config.http, type) and issubclass(config.http, BoundedHeadProtocol)
     assert (config.http.max_bytes, config.http.max_count, config.http.timeout) == (8192, 20, 3)
     assert MAX_FRAME < config.ws_max_size < 2 * MAX_FRAME
+
+
+def test_a_flood_of_bad_packets_writes_a_few_one_line_warnings(node: WebNode) -> None:
+    url = f"ws://127.0.0.1:{node.port}/socket.io/?EIO=4&transport=websocket"
+    flood = 300
+    with ws_connect(url) as ws:
+        assert str(ws.recv(timeout=10)).startswith("0{")
+        for i in range(flood):
+            ws.send("49" if i % 2 else "42[not json")
+        ws.send("40")  # a CONNECT without a token: its refusal comes after the flood
+        assert str(ws.recv(timeout=30)).startswith("44")
+    size, deadline = -1, time.monotonic() + 30
+    while size != len(node.log()) and time.monotonic() < deadline:  # until the log is still
+        size = len(node.log())
+        time.sleep(0.5)
+    log = node.log()
+    lines = [line for line in log.splitlines() if "bad packet from a client" in line]
+    assert "Traceback" not in log
+    assert 0 < len(lines) < flood // 3  # at most 5 a second (HERALD_LOG_RATE), not 300
+    assert all(len(line) < 500 for line in lines)

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
         float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
     ] = 1.0
     log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # Lines a second per kind (logger and message) from the loggers clients reach; 0: no limit.
+    log_rate: Annotated[int, Field(ge=0, validation_alias="HERALD_LOG_RATE")] = 100
     # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
     db_connect_timeout: Annotated[
         float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
