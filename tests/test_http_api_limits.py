@@ -7,10 +7,14 @@ Against the session's real web node (default settings), over real HTTP.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from testkit.processes import WebNode
 from testkit.system import System
 from testkit.world import World, build_world
 
@@ -20,6 +24,20 @@ def world(pg_system_session: System) -> Iterator[World]:
     w = build_world(pg_system_session)
     yield w
     w.api.close()
+
+
+@pytest.fixture(scope="module")
+def strict(world: World) -> Iterator[WebNode]:
+    """A node with a small write rate, counting on a channel of its own (rate windows are
+    keyed by channel and user id)."""
+    channel = f"{os.environ['HERALD_SOCKETIO_CHANNEL']}-writes-{uuid.uuid4().hex[:6]}"
+    web = WebNode({**world.system.env, "HERALD_RATE_WRITES": "5/minute",
+                   "HERALD_SOCKETIO_CHANNEL": channel}, world.system.log_dir)
+    web.start()
+    try:
+        yield web
+    finally:
+        web.stop()
 
 
 def test_a_patch_body_over_64kib_is_refused_413(world: World) -> None:
@@ -48,3 +66,23 @@ def test_a_longest_chat_message_fits_its_route_even_escaped(world: World) -> Non
                                  world.token("client"), content=body,
                                  headers={"Content-Type": "application/json"})
     assert response.status_code == 201, response.text[:300]
+
+
+def test_a_users_http_writes_past_the_rate_get_429_and_others_go_on(
+        world: World, strict: WebNode) -> None:
+    path = f"/api/tickets/{world.ticket}"
+    with httpx.Client(base_url=strict.url, timeout=30) as http:
+        def patch(role: str) -> httpx.Response:
+            return http.patch(path, json={"priority": "high"},
+                              headers={"Authorization": f"Bearer {world.token(role)}"})
+
+        statuses = [patch("technician").status_code for _ in range(5)]
+        refused = patch("technician")
+        assert statuses == [200] * 5
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert http.get(f"/api/tickets/{world.ticket}/messages",
+                        headers={"Authorization": f"Bearer {world.token('technician')}"}
+                        ).status_code == 200  # reads are not writes
+        assert patch("admin").status_code == 200  # another user
