@@ -6,14 +6,19 @@ Against the session's real web node (default settings), over real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
+from app.core.settings import Settings
+from app.main import create_app
 from testkit.processes import WebNode
 from testkit.system import System
 from testkit.world import World, build_world
@@ -86,3 +91,29 @@ def test_a_users_http_writes_past_the_rate_get_429_and_others_go_on(
                         headers={"Authorization": f"Bearer {world.token('technician')}"}
                         ).status_code == 200  # reads are not writes
         assert patch("admin").status_code == 200  # another user
+
+
+@pytest.mark.anyio
+async def test_a_flood_of_readyz_and_metrics_reads_the_database_about_once(
+        world: World, redis_url: str) -> None:
+    api = create_app(Settings(database_url=world.system.database_url, redis_url=redis_url))
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(api.herald.engine, "before_cursor_execute", count)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
+                                     base_url="http://herald") as http:
+            assert (await http.get("/metrics")).status_code == 200
+            one_scrape = len(statements)
+            assert one_scrape > 0
+            for path, once in (("/metrics", one_scrape), ("/readyz", 1)):
+                before = len(statements)
+                answers = await asyncio.gather(*(http.get(path) for _ in range(50)))
+                assert {a.status_code for a in answers} == {200}
+                # a refresh at most (the answer is a second old at most), not one per request
+                assert len(statements) - before <= once, statements[before:]
+    finally:
+        api.herald.close()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
@@ -69,6 +69,7 @@ class AppContext:
     node: Node
     limits: RateLimits | None = None
     closers: list[Closeable] = field(default_factory=list)
+    recent: dict[str, Any] = field(default_factory=dict)  # answers reused for a second
 
     def close(self) -> None:
         """Close what the context opened: side-channel clients, the nudger, the engine."""

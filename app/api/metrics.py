@@ -10,7 +10,9 @@ Where each number comes from (so any web node can serve the whole picture):
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
   replayed events, refused connections by code.
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
-`sum`. Per-node numbers are summed across nodes.
+`sum`. Per-node numbers are summed across nodes. `/metrics` needs no token, so a scrape's
+answer is reused for a second (app/api/recent.py): a flood of scrapes costs the database
+one read a second.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.deps import Context, NodeStats
+from app.api.recent import Recent
 from app.outbox import ops
 from app.outbox.meter import counters_key
 from app.outbox.tables import Stream
@@ -160,7 +163,8 @@ router = APIRouter(tags=["health"])
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(ctx: Context) -> Response:
     """Prometheus exposition of the outbox, the relay and this node."""
-    snap = ctx.node.snapshot()
-    body = await asyncio.to_thread(render, factory=ctx.factory, redis_client=ctx.redis.sio,
-                                   channel=ctx.settings.socketio_channel, snap=snap)
+    recent = ctx.recent.setdefault("metrics", Recent())
+    body = await recent.get(lambda: asyncio.to_thread(
+        render, factory=ctx.factory, redis_client=ctx.redis.sio,
+        channel=ctx.settings.socketio_channel, snap=ctx.node.snapshot()))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
