@@ -34,6 +34,24 @@ def test_the_portal_page_its_client_library_and_socketio_client_are_served(world
     assert http.get("/portal", follow_redirects=True).url.path == "/portal/"
 
 
+def test_the_portal_is_served_with_security_headers(world: World) -> None:
+    http = world.api.http
+    for path in ("/portal/", "/portal/portal.js", "/portal/lib/herald-client/index.js",
+                 "/portal/vendor/socket.io-client-4.8.1/socket.io.esm.min.js"):
+        headers = http.get(path).headers
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self' 'sha256-" in policy
+        assert "'unsafe-inline'" not in policy, path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "no-referrer", path
+
+
+def test_the_portal_redirect_does_not_reflect_the_host(world: World) -> None:
+    response = world.api.http.get("/portal", headers={"Host": "evil.example"})
+    assert response.status_code in (301, 302, 307, 308)
+    assert response.headers["location"] == "/portal/"
+
+
 def test_only_javascript_modules_of_the_client_library_are_served(world: World) -> None:
     http = world.api.http
     for path in ("/portal/lib/herald-client/../package.json",
