@@ -172,11 +172,18 @@ class Settings(BaseSettings):
                 "statement_timeout": self.db_statement_timeout}
 
     @property
+    def clearly_development(self) -> bool:
+        """A test run, or development with the built-in key; a node with a key of its own
+        is treated as deployed whatever HERALD_ENV says (or leaves unsaid)."""
+        return self.environment == "test" or (
+            self.environment == "development" and self.secret == DEV_JWT_SECRET)
+
+    @property
     def allowed_origins(self) -> list[str] | str | None:
-        """Socket.IO's cors_allowed_origins: the listed ones; by default any outside
-        production, and in production none but the page's own (None: same origin)."""
+        """Socket.IO's cors_allowed_origins: the listed ones; by default any only when
+        clearly in development, else none but the page's own (None: same origin)."""
         if self.cors_origins is None:
-            return None if self.environment == "production" else "*"
+            return "*" if self.clearly_development else None
         listed = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
         return "*" if listed == ["*"] else listed
 
