@@ -160,6 +160,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._refused = True
         self._disarm()
         log.info("request refused: %s client=%s", reason, _peer(self.client))
+        if self.cycle is not None and not self.cycle.response_complete:
+            # a pipelined head behind a response still being written: no answer can be
+            # put between that response's bytes, so the connection just closes
+            self.cycle.keep_alive = False
+            self.transport.close()
+            return
         body = json.dumps({"error": {"code": "headers_too_large", "message": reason}}).encode()
         head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
         for name, value in self.server_state.default_headers:
