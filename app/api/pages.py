@@ -1,4 +1,5 @@
-"""Static pages on the web node: `/portal`, the JS client it imports, and vendored code.
+"""Static pages on the web node: `/portal`, the JS client it imports, vendored code, and
+`/ops` (the operators' console: app/static/ops/, over the admin API).
 
 - `/portal/`                   app/static/portal/ (index.html, portal.js, portal.css)
 - `/portal/lib/herald-client/` the repository's clients/js/src, read-only, JavaScript only
@@ -6,11 +7,12 @@
 
 No build step: the page maps `socket.io-client` and `herald-client` with an import map.
 
-Every response under /portal carries security headers (`HEADERS`): a Content-Security-Policy
-allowing only this origin's scripts, styles and connections (the page's one inline script,
-the import map, by its hash, computed from index.html at start), no framing, no sniffing,
-no referrer. `/portal` redirects to `/portal/` with a relative Location (Starlette's own
-redirect would build an absolute URL from the request's Host header).
+Every response under /portal (and /ops, with its own page's policy) carries security
+headers (`HEADERS`): a Content-Security-Policy allowing only this origin's scripts, styles
+and connections (the portal's one inline script, its import map, by its hash, computed
+from index.html at start), no framing, no sniffing, no referrer. `/portal` redirects to
+`/portal/` with a relative Location (Starlette's own redirect would build an absolute URL
+from the request's Host header).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -49,14 +52,19 @@ def security_headers(html: str) -> dict[str, str]:
 
 
 HEADERS = security_headers((STATIC / "portal" / "index.html").read_text(encoding="utf-8"))
+OPS_HEADERS = security_headers((STATIC / "ops" / "index.html").read_text(encoding="utf-8"))
 
 
 class SecureStatic(StaticFiles):
-    """Static files with the portal's security headers."""
+    """Static files with security headers (the portal's unless told otherwise)."""
+
+    def __init__(self, *, headers: dict[str, str] = HEADERS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.security_headers = headers
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
-        response.headers.update(HEADERS)
+        response.headers.update(self.security_headers)
         return response
 
 
@@ -74,10 +82,12 @@ async def portal_redirect() -> Response:
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the portal (more specific paths first: Starlette matches in order)."""
+    """Mount the portal and the console (more specific paths first: Starlette matches in order)."""
     app.add_api_route("/portal", portal_redirect, include_in_schema=False)
     if CLIENT_JS.is_dir():  # absent from an install without the repository's clients/
         app.mount("/portal/lib/herald-client", ModulesOnly(directory=CLIENT_JS),
                   name="herald-client")
     app.mount("/portal/vendor", SecureStatic(directory=STATIC / "vendor"), name="vendor")
     app.mount("/portal", SecureStatic(directory=STATIC / "portal", html=True), name="portal")
+    app.mount("/ops", SecureStatic(directory=STATIC / "ops", html=True, headers=OPS_HEADERS),
+              name="ops")

@@ -24,7 +24,7 @@ from app.core.errors import RateLimited
 from app.core.settings import Settings
 
 log = logging.getLogger("herald.ratelimit")
-KINDS = ("message", "typing", "join", "connect", "write")
+KINDS = ("message", "typing", "join", "connect", "write", "inbox")
 
 
 def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
@@ -32,7 +32,8 @@ def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
             "typing": parse_many(settings.rate_typing),
             "join": parse_many(settings.rate_joins),
             "connect": parse_many(settings.rate_connects),
-            "write": parse_many(settings.rate_writes)}
+            "write": parse_many(settings.rate_writes),
+            "inbox": parse_many(settings.rate_inbox)}
 
 
 def _storage_uri(redis_url: str, *, is_async: bool) -> str:
