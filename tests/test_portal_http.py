@@ -46,6 +46,13 @@ def test_the_portal_is_served_with_security_headers(world: World) -> None:
         assert headers["referrer-policy"] == "no-referrer", path
 
 
+def test_the_operators_console_is_served_with_security_headers(world: World) -> None:
+    for path in ("/ops/", "/ops/ops.js"):
+        headers = world.api.http.get(path).headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert headers["x-content-type-options"] == "nosniff", path
+
+
 def test_the_portal_redirect_does_not_reflect_the_host(world: World) -> None:
     response = world.api.http.get("/portal", headers={"Host": "evil.example"})
     assert response.status_code in (301, 302, 307, 308)
