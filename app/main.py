@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Any:
     """Build the web process from `settings`: one engine, one nudger, one Socket.IO server,
     one FastAPI app whose lifespan closes them."""
     settings = settings or get_settings()
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_rate)
     engine = make_engine(settings.database_url, **settings.db_timeouts)
     nudger = relay_nudger(settings)
     factory = make_session_factory(engine, nudge=nudger)
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Any:
     pages.mount(api)  # /portal and /ops, and the files they import
     sio_app = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     bounded = BodyLimit(sio_app, max_body=settings.max_body, frame_limit=MAX_FRAME,
-                        secret=settings.secret)
+                        small_body=settings.max_small_body, secret=settings.secret)
     asgi = OnShutdown(bounded, gateway.sio.close_transports)
     asgi.herald = ctx  # type: ignore[attr-defined]  # for tests and tools
     return asgi

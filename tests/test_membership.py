@@ -86,7 +86,7 @@ def test_a_removed_technician_leaves_the_project_rooms_on_every_node(world: Worl
             await client.wait_count("new-message", 1)
             await asyncio.sleep(0.5)
             again = await tech.call("join-project", project)
-            assert again["ok"] is False and again["error"]["code"] == "forbidden"
+            assert again["ok"] is False and again["error"]["code"] == "not_found"
         finally:
             await tech.close()
             await client.close()

@@ -109,7 +109,7 @@ def test_tail_exits_1_with_one_line_when_it_may_not_read_the_stream(pg_system: S
                           timeout=60, env={**os.environ, **pg_system.env})
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"herald: project-{project}: forbidden: not allowed to read stream project-{project}"]
+        f"herald: project-{project}: not_found: stream project-{project} not found"]
 
 
 def test_tail_starts_each_stream_after_its_own_from_offset(

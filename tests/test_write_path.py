@@ -241,8 +241,8 @@ def test_one_event_to_a_new_stream_then_to_it_again(world: World) -> None:
 
 
 @pytest.mark.parametrize("role,status,code", [
-    ("admin", 200, None), ("technician", 200, None), ("other-technician", 403, "forbidden"),
-    ("client", 403, "forbidden"), ("service", 403, "forbidden")])
+    ("admin", 200, None), ("technician", 200, None), ("other-technician", 404, "not_found"),
+    ("client", 403, "forbidden"), ("service", 404, "not_found")])
 def test_patch_checks_the_caller_in_its_update(world: World, role: str, status: int,
                                                code: str | None) -> None:
     before = _project_events(world)

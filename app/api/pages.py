@@ -6,23 +6,69 @@
 - `/portal/vendor/`            app/static/vendor/ (socket.io-client's ESM build, pinned)
 
 No build step: the page maps `socket.io-client` and `herald-client` with an import map.
+
+Every response under /portal (and /ops, with its own page's policy) carries security
+headers (`HEADERS`): a Content-Security-Policy allowing only this origin's scripts, styles
+and connections (the portal's one inline script, its import map, by its hash, computed
+from index.html at start), no framing, no sniffing, no referrer. `/portal` redirects to
+`/portal/` with a relative Location (Starlette's own redirect would build an absolute URL
+from the request's Host header).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 CLIENT_JS = Path(__file__).resolve().parents[2] / "clients" / "js" / "src"
 
 
-class ModulesOnly(StaticFiles):
+_INLINE_SCRIPT = re.compile(r"<script[^>]*>(.*?)</script>", re.DOTALL)
+
+
+def inline_script_hashes(html: str) -> list[str]:
+    """CSP sources for the inline scripts of `html`: `'sha256-...'` each."""
+    return [f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+            for body in _INLINE_SCRIPT.findall(html) if body.strip()]
+
+
+def security_headers(html: str) -> dict[str, str]:
+    scripts = " ".join(["'self'", *inline_script_hashes(html)])
+    policy = (f"default-src 'self'; script-src {scripts}; style-src 'self'; "
+              "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+              "form-action 'self'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+HEADERS = security_headers((STATIC / "portal" / "index.html").read_text(encoding="utf-8"))
+OPS_HEADERS = security_headers((STATIC / "ops" / "index.html").read_text(encoding="utf-8"))
+
+
+class SecureStatic(StaticFiles):
+    """Static files with security headers (the portal's unless told otherwise)."""
+
+    def __init__(self, *, headers: dict[str, str] = HEADERS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.security_headers = headers
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(self.security_headers)
+        return response
+
+
+class ModulesOnly(SecureStatic):
     """Only `.js` files: a library directory, without anything else that lies beside it."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
@@ -31,11 +77,17 @@ class ModulesOnly(StaticFiles):
         return await super().get_response(path, scope)
 
 
+async def portal_redirect() -> Response:
+    return RedirectResponse("/portal/", headers=HEADERS)
+
+
 def mount(app: FastAPI) -> None:
     """Mount the portal and the console (more specific paths first: Starlette matches in order)."""
+    app.add_api_route("/portal", portal_redirect, include_in_schema=False)
     if CLIENT_JS.is_dir():  # absent from an install without the repository's clients/
         app.mount("/portal/lib/herald-client", ModulesOnly(directory=CLIENT_JS),
                   name="herald-client")
-    app.mount("/portal/vendor", StaticFiles(directory=STATIC / "vendor"), name="vendor")
-    app.mount("/portal", StaticFiles(directory=STATIC / "portal", html=True), name="portal")
-    app.mount("/ops", StaticFiles(directory=STATIC / "ops", html=True), name="ops")
+    app.mount("/portal/vendor", SecureStatic(directory=STATIC / "vendor"), name="vendor")
+    app.mount("/portal", SecureStatic(directory=STATIC / "portal", html=True), name="portal")
+    app.mount("/ops", SecureStatic(directory=STATIC / "ops", html=True, headers=OPS_HEADERS),
+              name="ops")
