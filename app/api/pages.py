@@ -1,7 +1,8 @@
 """Static pages on the web node: `/portal`, the JS client it imports, and vendored code.
 
 - `/portal/`                   app/static/portal/ (index.html, portal.js, portal.css)
-- `/portal/lib/herald-client/` the repository's clients/js/src, read-only, JavaScript only
+- `/portal/lib/herald-client/` the JS client (clients/js/src; an installed wheel carries a
+                               copy made at build time), read-only, JavaScript only
 - `/portal/vendor/`            app/static/vendor/ (socket.io-client's ESM build, pinned)
 
 No build step: the page maps `socket.io-client` and `herald-client` with an import map.
@@ -17,8 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from app.core import bundle
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
-CLIENT_JS = Path(__file__).resolve().parents[2] / "clients" / "js" / "src"
 
 
 class ModulesOnly(StaticFiles):
@@ -32,8 +34,9 @@ class ModulesOnly(StaticFiles):
 
 def mount(app: FastAPI) -> None:
     """Mount the portal (more specific paths first: Starlette matches in order)."""
-    if CLIENT_JS.is_dir():  # absent from an install without the repository's clients/
-        app.mount("/portal/lib/herald-client", ModulesOnly(directory=CLIENT_JS),
+    client_js = bundle.client_js()
+    if client_js is not None:
+        app.mount("/portal/lib/herald-client", ModulesOnly(directory=client_js),
                   name="herald-client")
     app.mount("/portal/vendor", StaticFiles(directory=STATIC / "vendor"), name="vendor")
     app.mount("/portal", StaticFiles(directory=STATIC / "portal", html=True), name="portal")

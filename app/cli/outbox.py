@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import Failure, UsageError, open_database, stream_name
 from app.core.errors import InvalidInput, NotFound
-from app.core.settings import Settings, parse_duration
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -97,6 +99,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from app.core.settings import parse_duration
     from app.outbox import ops
 
     try:
