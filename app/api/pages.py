@@ -5,7 +5,7 @@
                                copy made at build time), read-only, JavaScript only
 - `/portal/vendor/`            app/static/vendor/ (socket.io-client's ESM build, pinned)
 
-No build step: the page maps `socket.io-client` and `herald-client` with an import map.
+No build step: the page maps `socket.io-client` and `@herald-notify/client` with an import map.
 """
 
 from __future__ import annotations

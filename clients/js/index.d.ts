@@ -1,4 +1,4 @@
-// Type declarations for herald-client (the ES module in src/, no build step).
+// Type declarations for @herald-notify/client (the ES module in src/, no build step).
 
 /** The Web Storage interface: `localStorage`, `sessionStorage`, `memoryStorage()`, `fileStorage()`. */
 export interface StorageLike {
@@ -116,7 +116,7 @@ export interface HeraldOptions {
   /** Called before every (re)connect and history request; must return a valid, unexpired token. */
   getToken: () => string | Promise<string>;
   /** Where positions, joined rooms and queued messages live. Default: localStorage in a
-   * browser, memory in Node (see `herald-client/file-storage` for a file). */
+   * browser, memory in Node (see `@herald-notify/client/file-storage` for a file). */
   storage?: StorageLike;
   /** A stream could not be recovered (wrong epoch, pruned range, epoch changed): reload its
    * state over HTTP. The client continues from `head`. */

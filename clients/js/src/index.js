@@ -22,6 +22,17 @@ const EVENTS = {
   onTyping: 'user-typing',
 };
 
+/** socket.io-client's `io`, or a rejection that says how to install it. */
+async function loadIo() {
+  try {
+    return (await import('socket.io-client')).io;
+  } catch (err) {
+    throw new Error('createHerald: socket.io-client cannot be imported beside @herald-notify/client '
+      + '(install with `npm install --install-links <path to clients/js>`, or pass options.io): '
+      + err.message);
+  }
+}
+
 /** Start a client; resolves once started (it does not wait for the network: see whenOnline). */
 export async function createHerald(options) {
   if (!options || typeof options.url !== 'string' || !options.url) throw new TypeError('createHerald: url is required');
@@ -29,7 +40,7 @@ export async function createHerald(options) {
   const getToken = async () => String(await options.getToken());
   let namespace = options.namespace;
   if (!namespace) namespace = String(claims(await getToken()).sub ?? 'anonymous');
-  const io = options.io ?? (await import('socket.io-client')).io;
+  const io = options.io ?? await loadIo();
   const fetchImpl = options.fetch ?? ((...args) => globalThis.fetch(...args));
   const client = new HeraldClient({
     ...options, getToken, io, fetchImpl, namespace,
