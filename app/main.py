@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Any:
                      redis=SideChannels(settings), node=gateway, limits=limits,
                      closers=[nudger])
 
-    api = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan,
+    api = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,  # /docs is served from vendored files (app/api/pages.py)
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
     api.state.ctx = ctx
     errors.install(api)
