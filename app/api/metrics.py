@@ -8,7 +8,7 @@ Where each number comes from (so any web node can serve the whole picture):
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
   `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
-  replayed events, refused connections by code.
+  replayed events, refused connections by code, the fast paths on (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
 `sum`. Per-node numbers are summed across nodes.
 """
@@ -118,6 +118,11 @@ def _node(snap: NodeStats) -> list[Metric]:
                                   labels=["node", "code"])
     for code, count in sorted(snap.refused.items()):
         refused.add_metric([snap.node, code], count)
+    fastpaths = GaugeMetricFamily("herald_fastpath_enabled",
+                                  "1 if this node runs the fast path, 0 if it fell back or is "
+                                  "switched off (docs/fastpaths.md).", labels=["node", "path"])
+    for path, on in sorted(snap.fastpaths.items()):
+        fastpaths.add_metric([snap.node, path], 1.0 if on else 0.0)
     return [
         _gauge("herald_connected_sockets", "Sockets connected to this node.", snap.sockets,
                labels),
@@ -125,7 +130,7 @@ def _node(snap: NodeStats) -> list[Metric]:
                snap.rooms, labels),
         _gauge("herald_room_memberships", "Socket-room memberships on this node.",
                snap.memberships, labels),
-        replayed, refused,
+        replayed, refused, fastpaths,
     ]
 
 

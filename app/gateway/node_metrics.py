@@ -22,6 +22,7 @@ class NodeMetrics:
     node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     replayed_total: int = 0
     refused_total: Counter[str] = field(default_factory=Counter)
+    fastpaths: dict[str, bool] = field(default_factory=dict)  # set at start (hooks.apply)
 
     def replayed(self, count: int) -> None:
         self.replayed_total += count
@@ -38,6 +39,7 @@ class NodeSnapshot:
     memberships: int
     replayed: int
     refused: dict[str, int]
+    fastpaths: dict[str, bool] = field(default_factory=dict)
 
 
 def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
@@ -51,4 +53,4 @@ def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
         rooms += 1
         memberships += len(members)
     return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
-                        dict(node.refused_total))
+                        dict(node.refused_total), dict(node.fastpaths))
