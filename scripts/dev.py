@@ -172,9 +172,9 @@ def run() -> int:
 
 
 def serve(host: str, port: str) -> int:
-    """Migrate, seed, run honcho until it ends, Ctrl-C or SIGTERM; stop what it started."""
+    """Migrate, run honcho (seeding meanwhile) until it ends, Ctrl-C or SIGTERM; stop what it
+    started."""
     herald("migrate")
-    seeded = json.loads(herald("seed", "--json"))
     # The Procfile names uvicorn, celery and alembic: find them in this virtualenv.
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     # honcho hands each process its own PORT from a base port; the web, listed first, gets ours.
@@ -183,13 +183,15 @@ def serve(host: str, port: str) -> int:
     PIDFILE.parent.mkdir(exist_ok=True)
     PIDFILE.write_text(str(honcho.pid))
     try:
+        # demo data and the banner's tokens while the processes start
+        text = banner(host, port, json.loads(herald("seed", "--json")))
         deadline = time.monotonic() + 60
         while not answers(f"http://{host}:{port}/healthz"):
             if honcho.poll() is not None or time.monotonic() > deadline:
                 print("make dev: the web node did not come up (see the lines above)")
                 return 1
             time.sleep(0.2)
-        print(banner(host, port, seeded), flush=True)
+        print(text, flush=True)
         code = honcho.wait()
         return 0 if code in (0, 128 + signal.SIGTERM) else code  # 143: `make stop`
     except KeyboardInterrupt:
