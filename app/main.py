@@ -13,6 +13,7 @@ from app.api import (
     errors,
     events,
     health,
+    inbox,
     metrics,
     notifications,
     pages,
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> Any:
     api.state.ctx = ctx
     errors.install(api)
     for router in (health.router, portal.router, streams.router, tickets.router,
-                   catalogue.router, events.router, notifications.router, reads.router):
+                   catalogue.router, events.router, notifications.router, reads.router,
+                   inbox.router):
         api.include_router(router)
     if dev.enabled(settings):  # demo tokens for the /portal user picker
         api.include_router(dev.router)

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     rate_typing: Annotated[str, Field(validation_alias="HERALD_RATE_TYPING")] = "300/minute"
     rate_joins: Annotated[str, Field(validation_alias="HERALD_RATE_JOINS")] = "600/minute"
     rate_connects: Annotated[str, Field(validation_alias="HERALD_RATE_CONNECTS")] = "60/minute"
+    rate_inbox: Annotated[str, Field(validation_alias="HERALD_RATE_INBOX")] = "600/minute"
     max_connections: Annotated[
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
     ws_compression: Annotated[bool, Field(validation_alias="HERALD_WS_COMPRESSION")] = False
 
-    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects")
+    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_inbox")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many

@@ -1,5 +1,6 @@
 """Herald's Python client: `Subscriber` (resuming, de-duplicating, gap-repairing event
-stream for a user, with an offline send queue for chat messages) and `Publisher` /
+stream for a user, with per-type callbacks, the user's inbox and an offline send queue
+for chat messages) and `Publisher` /
 `AsyncPublisher` (idempotent, retrying, for services)."""
 
 from .errors import (
@@ -16,6 +17,7 @@ from .errors import (
     Unavailable,
 )
 from .history import History
+from .inbox import Inbox
 from .outbox_store import (
     CallbackOutbox,
     FileOutbox,
@@ -44,6 +46,7 @@ __all__ = [
     "Gone",
     "HeraldError",
     "History",
+    "Inbox",
     "Invalid",
     "MemoryOutbox",
     "MemoryStore",
