@@ -26,6 +26,20 @@ def test_every_hook_is_there_on_the_pinned_versions() -> None:
     assert {path: what for path, what in hooks.check().items() if what} == {}
 
 
+def test_checking_the_hooks_leaves_the_logging_configuration_alone() -> None:
+    """The throwaway uvicorn protocol must not install uvicorn's logging over Herald's."""
+    names = ["", "uvicorn", "uvicorn.error", "uvicorn.access"]
+
+    def state() -> list[tuple[Any, ...]]:
+        return [(tuple(logging.getLogger(n).handlers), logging.getLogger(n).propagate,
+                 logging.getLogger(n).level) for n in names]
+
+    before = state()
+    hooks._uvicorn.cache_clear()
+    assert hooks._uvicorn() is not None
+    assert state() == before
+
+
 def test_docs_fastpaths_names_every_fast_path_and_protection() -> None:
     from testkit.processes import ROOT
 

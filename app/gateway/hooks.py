@@ -80,7 +80,8 @@ def _uvicorn() -> Any:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    config = Config(app=_no_app, ws="websockets-sansio", lifespan="off")
+    # log_config=None: uvicorn's Config would otherwise install its own logging (dictConfig)
+    config = Config(app=_no_app, ws="websockets-sansio", lifespan="off", log_config=None)
     config.load()
     return direct._SANSIO(config, ServerState(), {})
 
