@@ -1,4 +1,5 @@
-"""Static pages on the web node: `/portal`, the JS client it imports, and vendored code.
+"""Static pages on the web node: `/portal`, the JS client it imports, vendored code, and
+`/ops` (the operators' console: app/static/ops/, over the admin API).
 
 - `/portal/`                   app/static/portal/ (index.html, portal.js, portal.css)
 - `/portal/lib/herald-client/` the JS client (clients/js/src; an installed wheel carries a
@@ -39,8 +40,9 @@ class ModulesOnly(StaticFiles):
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the portal (more specific paths first: Starlette matches in order) and /docs
-    (the app is built with docs_url=None: FastAPI's own page loads Swagger UI from a CDN)."""
+    """Mount the portal and the console (more specific paths first: Starlette matches in
+    order) and /docs (the app is built with docs_url=None: FastAPI's own page loads Swagger
+    UI from a CDN)."""
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -56,3 +58,4 @@ def mount(app: FastAPI) -> None:
                   name="herald-client")
     app.mount("/portal/vendor", StaticFiles(directory=STATIC / "vendor"), name="vendor")
     app.mount("/portal", StaticFiles(directory=STATIC / "portal", html=True), name="portal")
+    app.mount("/ops", StaticFiles(directory=STATIC / "ops", html=True), name="ops")

@@ -10,7 +10,6 @@ SIGTERM) ends it with exit code 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,8 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     starts = parse_from(args.from_ or [], streams)
     token = _token_source(args, settings)
     url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    import asyncio
+
     from app.cli.follow import Position, follow, heads  # the client, only when tailing
 
     try:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
     ] = 1.0
     log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # Workers and web nodes write a heartbeat to Redis this often; it expires after three
+    # intervals (the operators' console lists what is alive: GET /api/admin/nodes).
+    heartbeat_interval: Annotated[
+        float, Field(gt=0, le=300, validation_alias="HERALD_HEARTBEAT_INTERVAL")
+    ] = 5.0
     # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
     db_connect_timeout: Annotated[
         float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
