@@ -32,6 +32,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.ratelimit import RateLimits
 from app.core.redisclients import SideChannels
 from app.core.settings import Settings, get_settings
+from app.gateway import hooks
 from app.gateway.node_metrics import NodeMetrics
 from app.gateway.server import MAX_FRAME, Gateway
 from app.outbox.nudge import relay_nudger
@@ -53,11 +54,14 @@ def create_app(settings: Settings | None = None) -> Any:
                       connect_timeout=settings.connect_timeout, limits=limits,
                       max_connections=settings.max_connections,
                       fast_fanout=settings.fast_fanout)
+    # private hooks of the libraries, checked once: fast paths missing one fall back (logged)
+    gateway.metrics.fastpaths = hooks.apply(gateway)
     ctx = AppContext(settings=settings, engine=engine, factory=factory,
                      redis=SideChannels(settings), node=gateway, limits=limits,
                      closers=[nudger])
 
-    api = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan,
+    api = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,  # /docs is served from vendored files (app/api/pages.py)
                   description="Event-sourced notifications: outbox, relay, Socket.IO, replay.")
     api.state.ctx = ctx
     errors.install(api)

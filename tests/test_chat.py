@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,17 +14,9 @@ from sqlalchemy import select
 
 from app.portal.models import Message
 from testkit.clients import SocketClient
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 async def _connected(world: World, *roles: str) -> list[SocketClient]:

@@ -25,8 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.core.settings import Settings
 from testkit.clients import SocketClient, token
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 STRICT = {"HERALD_CONNECT_TIMEOUT": "1", "HERALD_CORS_ORIGINS": "https://portal.example",
           "HERALD_MAX_BODY": str(2 * 2**20)}
@@ -39,13 +38,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture

@@ -5,23 +5,13 @@ project leaves its rooms at once, on every web node.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 import socketio
 from sqlalchemy import delete, update
 
 from app.portal.models import User
 from testkit.clients import SocketClient
-from testkit.system import System
-from testkit.world import World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
+from testkit.world import World
 
 
 def _refused_code(url: str, tok: str) -> str | None:

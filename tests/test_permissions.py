@@ -8,25 +8,17 @@ socket actions over real Socket.IO connections.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import socketio
 
 from testkit.clients import SocketClient
-from testkit.system import System
-from testkit.world import ROLES, World, build_world
+from testkit.world import ROLES, World
 
 OK = "ok"
 FORBIDDEN = (403, "forbidden")
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 Request = tuple[str, Callable[[World], str], Callable[[World], Any]]

@@ -3,22 +3,12 @@ and the reads it loads its state from (with the streams' access rules)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from app.portal.auth import decode
 from testkit.processes import WebNode
-from testkit.system import System
 from testkit.testrun import SECRET
-from testkit.world import World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    world = build_world(pg_system_session)
-    yield world
-    world.api.close()
+from testkit.world import World
 
 
 def test_the_portal_page_its_client_library_and_socketio_client_are_served(world: World

@@ -8,7 +8,7 @@ Where each number comes from (so any web node can serve the whole picture):
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
   `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
-  replayed events, refused connections by code.
+  replayed events, refused connections by code, the fast paths on (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
 `sum`. Per-node numbers are summed across nodes. `/metrics` needs no token, so what it
 reads from the database and Redis is reused for a second (app/api/recent.py): a flood of
@@ -128,6 +128,11 @@ def _node(snap: NodeStats) -> list[Metric]:
         "Socket.IO messages this node took off Redis (shared channel and its rooms' channels).",
         labels=["node"])
     received.add_metric([snap.node], snap.messages_received)
+    fastpaths = GaugeMetricFamily("herald_fastpath_enabled",
+                                  "1 if this node runs the fast path, 0 if it fell back or is "
+                                  "switched off (docs/fastpaths.md).", labels=["node", "path"])
+    for path, on in sorted(snap.fastpaths.items()):
+        fastpaths.add_metric([snap.node, path], 1.0 if on else 0.0)
     return [
         _gauge("herald_connected_sockets", "Sockets connected to this node.", snap.sockets,
                labels),
@@ -138,7 +143,7 @@ def _node(snap: NodeStats) -> list[Metric]:
         _gauge("herald_node_room_channels",
                "Stream channels this node is subscribed to (rooms with a socket here).",
                snap.room_channels, labels),
-        replayed, refused, received,
+        replayed, refused, received, fastpaths,
     ]
 
 

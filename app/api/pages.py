@@ -2,10 +2,14 @@
 `/ops` (the operators' console: app/static/ops/, over the admin API).
 
 - `/portal/`                   app/static/portal/ (index.html, portal.js, portal.css)
-- `/portal/lib/herald-client/` the repository's clients/js/src, read-only, JavaScript only
-- `/portal/vendor/`            app/static/vendor/ (socket.io-client's ESM build, pinned)
+- `/portal/lib/herald-client/` the JS client (clients/js/src; an installed wheel carries a
+                               copy made at build time), read-only, JavaScript only
+- `/portal/vendor/`            app/static/vendor/ (socket.io-client's ESM build and Swagger
+                               UI, pinned)
+- `/docs`                      Swagger UI over /openapi.json, from the vendored files (works
+                               offline: nothing from a CDN)
 
-No build step: the page maps `socket.io-client` and `herald-client` with an import map.
+No build step: the page maps `socket.io-client` and `@herald-notify/client` with an import map.
 
 Every response under /portal (and /ops, with its own page's policy) carries security
 headers (`HEADERS`): a Content-Security-Policy allowing only this origin's scripts, styles
@@ -24,13 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
+from app.core import bundle
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
-CLIENT_JS = Path(__file__).resolve().parents[2] / "clients" / "js" / "src"
+SWAGGER_UI = "/portal/vendor/swagger-ui-5.36.0"  # swagger-ui-dist from npm, as published
 
 
 _INLINE_SCRIPT = re.compile(r"<script[^>]*>(.*?)</script>", re.DOTALL)
@@ -82,10 +90,22 @@ async def portal_redirect() -> Response:
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the portal and the console (more specific paths first: Starlette matches in order)."""
+    """Mount the portal and the console (more specific paths first: Starlette matches in
+    order) and /docs (the app is built with docs_url=None: FastAPI's own page loads Swagger
+    UI from a CDN)."""
     app.add_api_route("/portal", portal_redirect, include_in_schema=False)
-    if CLIENT_JS.is_dir():  # absent from an install without the repository's clients/
-        app.mount("/portal/lib/herald-client", ModulesOnly(directory=CLIENT_JS),
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json",
+                                   title=f"{app.title} API", swagger_js_url=f"{SWAGGER_UI}/"
+                                   "swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png")
+
+    client_js = bundle.client_js()
+    if client_js is not None:
+        app.mount("/portal/lib/herald-client", ModulesOnly(directory=client_js),
                   name="herald-client")
     app.mount("/portal/vendor", SecureStatic(directory=STATIC / "vendor"), name="vendor")
     app.mount("/portal", SecureStatic(directory=STATIC / "portal", html=True), name="portal")
