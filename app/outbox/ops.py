@@ -1,7 +1,10 @@
 """What operators see and do: the outbox's state, the failed streams, retry, prune.
 
 Everything here reads or changes `relay_cursors` (the relay's state per stream) and
-`streams` (heads); nothing touches the events themselves except `prune`. Retrying
+`streams` (heads); nothing touches the events themselves except `prune`. What is
+behind, retrying or failed is always in the pending set (`streams.pending`: the relay
+clears a mark only when its cursor is at the head), so every count starts there and
+costs what is pending, not how many streams exist. Retrying
 puts a stream back in the relay's hands: state `active`, attempts 0, no wait, and a
 nudge after the commit (the workers' sweep picks it up anyway if the nudge is lost).
 """
@@ -14,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import iso_utc, utcnow
@@ -101,7 +104,7 @@ def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[S
     rows = session.execute(
         select(RelayCursor, Stream.head, first_pending.label("oldest"))
         .join(Stream, Stream.name == RelayCursor.stream)
-        .where(where)
+        .where(Stream.pending, where)
         .order_by(RelayCursor.state.desc(), first_pending.asc(), RelayCursor.stream)
         .limit(limit)
     ).all()
@@ -121,19 +124,23 @@ def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LI
     """Events pending, streams behind, the oldest pending event's age, failed streams, lag."""
     now = now or utcnow()
     behind = Stream.head > RelayCursor.dispatched
-    pending, streams_behind = session.execute(
-        select(func.coalesce(func.sum(Stream.head - RelayCursor.dispatched), 0), func.count())
-        .select_from(RelayCursor).join(Stream, Stream.name == RelayCursor.stream)
-        .where(behind)
+    pending, streams_behind, failed, retrying = session.execute(
+        select(func.coalesce(func.sum(case((behind, Stream.head - RelayCursor.dispatched),
+                                           else_=0)), 0),
+               func.count(case((behind, 1))),
+               func.count(case((RelayCursor.state == "failed", 1))),
+               func.count(case((and_(RelayCursor.state == "active",
+                                     RelayCursor.attempts > 0), 1))))
+        .select_from(Stream).join(RelayCursor, RelayCursor.stream == Stream.name)
+        .where(Stream.pending)
     ).one()
-    failed = session.scalar(select(func.count()).select_from(RelayCursor)
-                            .where(RelayCursor.state == "failed")) or 0
-    retrying = session.scalar(select(func.count()).select_from(RelayCursor).where(
-        RelayCursor.state == "active", RelayCursor.attempts > 0)) or 0
     oldest = session.scalar(
         select(func.min(Event.created_at))
-        .join(RelayCursor, and_(RelayCursor.stream == Event.stream,
-                                Event.offset == RelayCursor.dispatched + 1))
+        .select_from(Stream)
+        .join(RelayCursor, RelayCursor.stream == Stream.name)
+        .join(Event, and_(Event.stream == Stream.name,
+                          Event.offset == RelayCursor.dispatched + 1))
+        .where(Stream.pending)
     )
     return Status(
         events_pending=int(pending), streams_behind=int(streams_behind),
@@ -173,8 +180,10 @@ def retry(
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
     with factory() as session, session.begin():
         if all_failed:
-            condition: Any = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
-                                 RelayCursor.next_attempt_at.is_not(None))
+            condition: Any = and_(
+                RelayCursor.stream.in_(select(Stream.name).where(Stream.pending)),
+                or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
+                    RelayCursor.next_attempt_at.is_not(None)))
         else:
             names = _check_names(streams or [])
             known = set(session.scalars(select(RelayCursor.stream)
