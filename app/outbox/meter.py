@@ -1,6 +1,6 @@
 """The relay's meter: what workers published and what failed, counted in Redis.
 
-Workers have no HTTP port, so they count into a hash `herald:metrics:<socketio channel>`
+Workers have no HTTP port, so they count into a hash `<socketio channel>:metrics`
 that every web node reads at scrape time (app/api/metrics.py).
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import redis
 
+from app.core import names
 from app.core.redisclients import quick_redis
 from app.outbox.relay import RelayReport
 
@@ -20,7 +21,7 @@ log = logging.getLogger("herald.metrics")
 
 def counters_key(channel: str) -> str:
     """The Redis hash holding the relay's counters for one deployment (one channel)."""
-    return f"herald:metrics:{channel}"
+    return names.key(channel, "metrics")
 
 
 class RelayMeter:
