@@ -121,33 +121,55 @@ def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[S
 
 
 def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LISTED) -> Status:
-    """Events pending, streams behind, the oldest pending event's age, failed streams, lag."""
+    """Events pending, streams behind, the oldest pending event's age, failed streams, lag.
+
+    One statement over the pending set: each pending stream's cursor and first pending
+    event are looked up once, the totals are window aggregates over all of them, and
+    the `limit` most urgent come back as rows (failed first, then the oldest)."""
     now = now or utcnow()
-    behind = Stream.head > RelayCursor.dispatched
-    pending, streams_behind, failed, retrying = session.execute(
-        select(func.coalesce(func.sum(case((behind, Stream.head - RelayCursor.dispatched),
-                                           else_=0)), 0),
-               func.count(case((behind, 1))),
-               func.count(case((RelayCursor.state == "failed", 1))),
-               func.count(case((and_(RelayCursor.state == "active",
-                                     RelayCursor.attempts > 0), 1))))
-        .select_from(Stream).join(RelayCursor, RelayCursor.stream == Stream.name)
-        .where(Stream.pending)
-    ).one()
-    oldest = session.scalar(
-        select(func.min(Event.created_at))
-        .select_from(Stream)
+    p = (
+        select(Stream.name.label("stream"), Stream.head, RelayCursor.dispatched,
+               RelayCursor.state, RelayCursor.attempts, RelayCursor.next_attempt_at,
+               RelayCursor.last_error, RelayCursor.failed_at, Event.created_at.label("oldest"))
         .join(RelayCursor, RelayCursor.stream == Stream.name)
-        .join(Event, and_(Event.stream == Stream.name,
-                          Event.offset == RelayCursor.dispatched + 1))
+        .outerjoin(Event, and_(Event.stream == Stream.name,
+                               Event.offset == RelayCursor.dispatched + 1))
         .where(Stream.pending)
-    )
+    ).subquery("p")
+    behind = p.c.head > p.c.dispatched
+    failed_ = p.c.state == "failed"
+    listed = or_(behind, failed_)
+    rows = session.execute(
+        select(p,
+               func.count().filter(behind).over().label("n_behind"),
+               func.sum(case((behind, p.c.head - p.c.dispatched), else_=0)).over()
+               .label("n_events"),
+               func.count().filter(failed_).over().label("n_failed"),
+               func.count().filter(and_(p.c.state == "active", p.c.attempts > 0)).over()
+               .label("n_retrying"),
+               func.min(case((behind, p.c.oldest))).over().label("first"))
+        .order_by(case((listed, 0), else_=1), p.c.state.desc(), p.c.oldest.asc(), p.c.stream)
+        .limit(max(limit, 1))
+    ).all()
+    head = rows[0] if rows else None
     return Status(
-        events_pending=int(pending), streams_behind=int(streams_behind),
-        oldest_pending_age=_age(oldest, now), failed_streams=int(failed),
-        retrying_streams=int(retrying),
-        streams=_lag_rows(session, now, or_(behind, RelayCursor.state == "failed"), limit),
+        events_pending=int(head.n_events or 0) if head else 0,
+        streams_behind=int(head.n_behind) if head else 0,
+        oldest_pending_age=_age(head.first, now) if head else None,
+        failed_streams=int(head.n_failed) if head else 0,
+        retrying_streams=int(head.n_retrying) if head else 0,
+        streams=[_lag(r, now) for r in rows[:limit]
+                 if r.head > r.dispatched or r.state == "failed"],
     )
+
+
+def _lag(r: Any, now: datetime) -> StreamLag:
+    return StreamLag(
+        stream=r.stream, head=int(r.head), dispatched=int(r.dispatched),
+        pending=max(0, int(r.head) - int(r.dispatched)), state=r.state,
+        attempts=int(r.attempts), oldest_pending_age=_age(r.oldest, now),
+        next_attempt_at=_iso(r.next_attempt_at), last_error=r.last_error,
+        failed_at=_iso(r.failed_at))
 
 
 def failed(session: Session, *, now: datetime | None = None,

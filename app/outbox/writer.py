@@ -205,64 +205,70 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
 
 
 # PostgreSQL: the events of many streams in one statement (one round trip, whatever the
-# number of streams). `lk` locks the existing streams in name order (two batches over
-# overlapping streams never wait on each other in a cycle) and `bump` raises their heads;
-# `made` creates the streams that did not exist (head = their event count, marked
-# pending) with their relay cursors (`cur`); `ins` inserts every event at its stream's
-# new head - n + its rank k in the stream. The main query reads `bump` then `made`, so
-# the locks are taken in that order by every batch. A stream another transaction
-# created meanwhile (ON CONFLICT: it waited for it) comes back in neither: the caller
-# runs the statement again for those, which then finds them.
-APPEND_MANY_SQL = """WITH v AS MATERIALIZED (
-  SELECT v.name, v.n::bigint AS n, v.epoch
+# number of streams), if they all exist: `lk` locks them in name order (two batches over
+# overlapping streams never wait on each other in a cycle), `bump` raises their heads and
+# marks them pending, `ins` inserts every event at its stream's new head - n + its rank
+# k in the stream. If any stream is missing, nothing is locked or written and the missing
+# names come back (head NULL): the caller creates them (CREATE_MANY_SQL, in name order)
+# and runs this again. So a transaction's waits always go inserts first, then row locks,
+# each in name order: no cycle, also when batches create the same new streams at once.
+APPEND_MANY_SQL = """\
+WITH v AS MATERIALIZED (
+  SELECT v.name, v.n::bigint AS n
   FROM ROWS FROM (json_array_elements_text(%(names)s::json),
-                  json_array_elements_text(%(counts)s::json),
-                  json_array_elements_text(%(epochs)s::json)) AS v(name, n, epoch)),
-lk AS (SELECT s.name FROM streams AS s WHERE s.name IN (SELECT name FROM v)
+                  json_array_elements_text(%(counts)s::json)) AS v(name, n)),
+missing AS MATERIALIZED (
+  SELECT v.name FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
+lk AS (SELECT s.name FROM streams AS s
+       WHERE s.name IN (SELECT name FROM v) AND NOT EXISTS (SELECT 1 FROM missing)
        ORDER BY s.name FOR UPDATE),
 bump AS (
   UPDATE streams AS s SET head = s.head + v.n, pending = true
   FROM v, lk WHERE s.name = v.name AND lk.name = v.name
   RETURNING s.name, s.head, s.epoch, v.n),
-made AS (
-  INSERT INTO streams (name, epoch, head, pruned_through, pending, created_at)
-  SELECT v.name, v.epoch, v.n, 0, true, %(ts)s FROM v
-  WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)
-  ORDER BY v.name
-  ON CONFLICT (name) DO NOTHING
-  RETURNING name, head, epoch, head AS n),
-cur AS (
-  INSERT INTO relay_cursors (stream, dispatched, state, attempts)
-  SELECT name, 0, 'active', 0 FROM made ORDER BY name ON CONFLICT (stream) DO NOTHING),
-heads AS (SELECT * FROM bump UNION ALL SELECT * FROM made),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
-  SELECT r.id, r.stream, h.head - h.n + r.k::bigint, r.type, r.payload, %(ts)s
+  SELECT r.id, r.stream, b.head - b.n + r.k::bigint, r.type, r.payload, %(ts)s
   FROM ROWS FROM (json_array_elements_text(%(ids)s::json),
                   json_array_elements_text(%(streams)s::json),
                   json_array_elements_text(%(ks)s::json),
                   json_array_elements_text(%(types)s::json),
                   json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
-  JOIN heads AS h ON h.name = r.stream)
-SELECT name, head, epoch FROM heads"""
+  JOIN bump AS b ON b.name = r.stream)
+SELECT name, head, epoch FROM bump
+UNION ALL SELECT name, NULL, NULL FROM missing"""
+
+# The missing streams of a batch and their relay cursors, in name order (a concurrent
+# creator of the same stream makes this wait for its commit, then skip it).
+CREATE_MANY_SQL = """\
+WITH made AS (
+  INSERT INTO streams (name, epoch, head, pruned_through, pending, created_at)
+  SELECT v.name, v.epoch, 0, 0, false, %(ts)s
+  FROM ROWS FROM (json_array_elements_text(%(names)s::json),
+                  json_array_elements_text(%(epochs)s::json)) AS v(name, epoch)
+  ORDER BY v.name
+  ON CONFLICT (name) DO NOTHING
+  RETURNING name)
+INSERT INTO relay_cursors (stream, dispatched, state, attempts)
+SELECT name, 0, 'active', 0 FROM made ON CONFLICT (stream) DO NOTHING"""
 
 
 def _append_many_pg(conn: Connection, rows: Sequence[Row], by_stream: dict[str, list[int]],
                     ids: Sequence[str], payloads: Sequence[str], now: datetime
                     ) -> list[tuple[str, Any]]:
     """(stream, (new head, epoch, now)) for every stream of `by_stream`, after appending
-    its rows with APPEND_MANY_SQL (again for the streams created concurrently)."""
-    done: list[tuple[str, Any]] = []
-    left = sorted(by_stream)
+    its rows with APPEND_MANY_SQL (after creating the missing streams, if any)."""
+    names = sorted(by_stream)
+    params = append_many_params(names, rows, by_stream, ids, payloads, now)
     for _ in range(3):
-        params = append_many_params(left, rows, by_stream, ids, payloads, now)
-        for name, head, epoch in conn.exec_driver_sql(APPEND_MANY_SQL, params).all():
-            done.append((name, (head, epoch, now)))
-        answered = {name for name, _head in done}
-        left = [name for name in left if name not in answered]
-        if not left:
-            return done
-    raise RuntimeError(f"streams neither found nor created: {', '.join(left[:5])}")
+        answer = conn.exec_driver_sql(APPEND_MANY_SQL, params).all()
+        missing = [name for name, head, _epoch in answer if head is None]
+        if not missing:
+            return [(name, (head, epoch, now)) for name, head, epoch in answer]
+        conn.exec_driver_sql(CREATE_MANY_SQL, {
+            "names": _json_list(sorted(missing)), "ts": now,
+            "epochs": _json_list([new_epoch() for _ in missing])})
+    raise RuntimeError(f"streams neither found nor created: {', '.join(missing[:5])}")
 
 
 def append_many_params(names: Sequence[str], rows: Sequence[Row],
@@ -272,7 +278,6 @@ def append_many_params(names: Sequence[str], rows: Sequence[Row],
     at = [i for name in names for i in by_stream[name]]
     return {"names": _json_list(list(names)),
             "counts": _json_list([len(by_stream[name]) for name in names]),
-            "epochs": _json_list([new_epoch() for _ in names]),
             "ts": now,
             "ids": _json_list([ids[i] for i in at]),
             "streams": _json_list([rows[i][0] for i in at]),

@@ -21,20 +21,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE, no batch mode: on SQLite a batch would copy `streams` into a new
+# table, and dropping the old one cascades (ON DELETE CASCADE) to cursors and events.
 def upgrade() -> None:
-    with op.batch_alter_table('streams', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('pending', sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+    op.add_column('streams', sa.Column('pending', sa.Boolean(), nullable=False,
+                                       server_default=sa.false()))
     op.execute(
         "UPDATE streams SET pending = true WHERE head > COALESCE("
         "(SELECT c.dispatched FROM relay_cursors AS c WHERE c.stream = streams.name), 0)")
-    with op.batch_alter_table('streams', schema=None) as batch_op:
-        batch_op.create_index('ix_streams_pending', ['name'], unique=False,
-                              postgresql_where=sa.text('pending'),
-                              sqlite_where=sa.text('pending'))
+    op.create_index('ix_streams_pending', 'streams', ['name'], unique=False,
+                    postgresql_where=sa.text('pending'), sqlite_where=sa.text('pending'))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('streams', schema=None) as batch_op:
-        batch_op.drop_index('ix_streams_pending')
-        batch_op.drop_column('pending')
+    op.drop_index('ix_streams_pending', table_name='streams')
+    op.execute("ALTER TABLE streams DROP COLUMN pending")
