@@ -57,11 +57,11 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
 
 
 def backfill(url: str) -> None:
-    """0002 marks pending exactly the streams whose cursor is behind (failed ones too),
+    """0004 marks pending exactly the streams whose cursor is behind (failed ones too),
     and its downgrade drops the mark and its index."""
     from sqlalchemy import text
 
-    upgrade(url, "0001")
+    upgrade(url, "0003")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -80,7 +80,7 @@ def backfill(url: str) -> None:
         assert marked == {"user-2", "user-3"}
         indexes = inspect(engine).get_indexes("streams")
         assert any(i["name"] == "ix_streams_pending" for i in indexes)
-        downgrade(url, "0001")
+        downgrade(url, "0003")
         assert "pending" not in {c["name"] for c in inspect(engine).get_columns("streams")}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM streams")).scalar() == 4
@@ -89,11 +89,11 @@ def backfill(url: str) -> None:
         engine.dispose()
 
 
-def test_sqlite_0002_marks_the_streams_behind_and_downgrades(tmp_path: Path) -> None:
+def test_sqlite_0004_marks_the_streams_behind_and_downgrades(tmp_path: Path) -> None:
     backfill(f"sqlite:///{tmp_path / 'b.db'}")
 
 
-def test_postgres_0002_marks_the_streams_behind_and_downgrades() -> None:
+def test_postgres_0004_marks_the_streams_behind_and_downgrades() -> None:
     require_pg()
     url = create_pg_database("_mig2")
     try:

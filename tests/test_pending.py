@@ -124,7 +124,7 @@ def test_retrying_and_failed_streams_stay_marked_and_counted_until_retried(
     del publisher.fail_streams["user-1"]
     relay(session_factory=db.factory, publisher=publisher, policy=POLICY)  # failed: waits
     assert lag(db)["user-1"] == (1, 0, "failed")
-    assert ops.retry(db.factory, all_failed=True) == ["user-1"]
+    assert ops.retry(db.factory, all_failed=True).retried == ["user-1"]
     relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
     assert lag(db)["user-1"] == (1, 1, "active") and marks(db)["user-1"] is False
 

@@ -7,6 +7,7 @@ that every web node reads at scrape time (app/api/metrics.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -19,9 +20,35 @@ from app.outbox.relay import RelayReport
 log = logging.getLogger("herald.metrics")
 
 
+def redis_key(channel: str, *parts: str) -> str:
+    """A Redis key of Herald's that belongs to Socket.IO channel `channel`:
+    `<channel>:<part>:<part>…` (every key of this module and of app.outbox.liveness is
+    made here, through app.core.names: it starts with the namespace)."""
+    return names.key(channel, ":".join(parts))
+
+
 def counters_key(channel: str) -> str:
     """The Redis hash holding the relay's counters for one deployment (one channel)."""
-    return names.key(channel, "metrics")
+    return redis_key(channel, "metrics")
+
+
+RATE_BUCKET = 10  # seconds per sample of the relay rate (app.outbox.liveness reads them)
+RATE_KEEP = 20 * 60  # seconds a sample lives (the console shows the last 15 minutes)
+
+
+def rate_key(channel: str, bucket: int) -> str:
+    """The hash of one RATE_BUCKET-second sample: published, rejected, pending; expiring."""
+    return redis_key(channel, "rate", str(bucket))
+
+
+def heartbeats_key(channel: str, kind: str) -> str:
+    """The sorted set of the `kind` ("worker", "web") heartbeats: member -> expiry time."""
+    return redis_key(channel, "heartbeats", kind)
+
+
+def heartbeat_key(channel: str, kind: str, member: str) -> str:
+    """One process's heartbeat (JSON), expiring unless renewed."""
+    return redis_key(channel, "heartbeat", kind, member)
 
 
 class RelayMeter:
@@ -33,6 +60,7 @@ class RelayMeter:
 
     def __init__(self, redis_client: redis.Redis[bytes], *, channel: str) -> None:
         self.redis = redis_client
+        self.channel = channel
         self.key = counters_key(channel)
         self.unsent: Counter[str] = Counter()
 
@@ -44,11 +72,23 @@ class RelayMeter:
             pipe = self.redis.pipeline(transaction=True)
             for name, amount in self.unsent.items():
                 pipe.hincrby(self.key, name, amount)
+            self._sample(pipe)
             pipe.execute()
         except Exception as exc:
             log.debug("relay metrics kept for later error=%s", type(exc).__name__)
             return
         self.unsent.clear()
+
+    def _sample(self, pipe: redis.client.Pipeline[bytes]) -> None:
+        """The relay rate for the console: what goes out now, added to this moment's sample."""
+        sample = {name: self.unsent[key] for name, key in
+                  (("published", "published"), ("rejected", "failures:rejected"))
+                  if self.unsent[key]}
+        if sample:
+            key = rate_key(self.channel, int(time.time()) // RATE_BUCKET)
+            for name, amount in sample.items():
+                pipe.hincrby(key, name, amount)
+            pipe.expire(key, RATE_KEEP)
 
     def published(self, events: Sequence[object]) -> None:
         """`relay(on_published=...)`: called after each batch went out."""
