@@ -27,7 +27,7 @@ from app.api.bodylimit import BodyLimit
 from app.api.deps import AppContext
 from app.api.nodebeat import lifespan
 from app.api.shutdown import OnShutdown
-from app.core import logs
+from app.core import logs, names
 from app.core.db import make_engine, make_session_factory
 from app.core.ratelimit import RateLimits
 from app.core.redisclients import SideChannels
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Any:
     nudger = relay_nudger(settings)
     factory = make_session_factory(engine, nudge=nudger)
     limits = RateLimits(settings, redis_url=settings.sio_redis_url,
-                        prefix=f"herald-limits:{settings.socketio_channel}")
+                        prefix=names.key(settings.socketio_channel, "limits"))
     gateway = Gateway(session_factory=factory, secret=settings.secret,
                       redis_url=settings.sio_redis_url, channel=settings.socketio_channel,
                       metrics=NodeMetrics(), cors_origins=settings.allowed_origins,

@@ -6,7 +6,7 @@ Where each number comes from (so any web node can serve the whole picture):
   oldest event not yet published), failed and retrying streams;
 - Redis (workers count there, so no worker needs an HTTP port): events published,
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
-  `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
+  `<socketio channel>:metrics` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
   replayed events, refused connections by code, the fast paths on (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not

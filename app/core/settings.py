@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core import names
+
 # The project's directory: the default SQLite file is the same from whatever directory a
 # command runs in (`herald migrate` prints the URL it used).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +46,13 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_SQLITE
     redis_url: str = "redis://127.0.0.1:6379/0"
     socketio_redis_url: str | None = None
+    # Redis names (app/core/names.py): the namespace prefixes the channel, the queue and
+    # every key; an explicit channel or queue is used as given.
+    namespace: Annotated[str, Field(validation_alias="HERALD_NAMESPACE")] = ""
     socketio_channel: Annotated[
         str, Field(validation_alias=AliasChoices("HERALD_SOCKETIO_CHANNEL"))
-    ] = "socketio"
-    celery_queue: Annotated[str, Field(validation_alias="HERALD_CELERY_QUEUE")] = "herald"
+    ] = ""
+    celery_queue: Annotated[str, Field(validation_alias="HERALD_CELERY_QUEUE")] = ""
     jwt_secret: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     relay_max_attempts: Annotated[
@@ -155,6 +160,21 @@ class Settings(BaseSettings):
         if value not in {"development", "test", "production"}:
             raise ValueError("must be development, test or production")
         return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value and names.clean(value) != value:
+            raise ValueError("use letters, digits, '_', '.' and '-' only "
+                             f"(at most {names.MAX_NAMESPACE})")
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> Settings:
+        self.namespace = self.namespace or names.derive_namespace(self.database_url)
+        self.socketio_channel = self.socketio_channel or names.channel(self.namespace)
+        self.celery_queue = self.celery_queue or names.queue(self.namespace)
+        return self
 
     @model_validator(mode="after")
     def _secret(self) -> Settings:
