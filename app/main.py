@@ -30,6 +30,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.ratelimit import RateLimits
 from app.core.redisclients import SideChannels
 from app.core.settings import Settings, get_settings
+from app.gateway.bounds import SocketBounds
 from app.gateway.node_metrics import NodeMetrics
 from app.gateway.server import MAX_FRAME, Gateway
 from app.outbox.nudge import relay_nudger
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> Any:
                       metrics=NodeMetrics(), cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
                       max_connections=settings.max_connections,
-                      fast_fanout=settings.fast_fanout)
+                      fast_fanout=settings.fast_fanout,
+                      bounds=SocketBounds.of(settings))
     ctx = AppContext(settings=settings, engine=engine, factory=factory,
                      redis=SideChannels(settings), node=gateway, limits=limits,
                      closers=[nudger])
