@@ -42,7 +42,9 @@ async def local_node(system: System, redis_url: str, **kwargs: Any) -> AsyncIter
     try:
         yield LocalNode(f"http://127.0.0.1:{port}", port, gateway)
     finally:
-        gateway.identities.stop()
+        identities = getattr(gateway, "identities", None)
+        if identities is not None:
+            identities.stop()
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         await gateway.presence.redis.aclose()
