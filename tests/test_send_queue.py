@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from app.gateway.bounds import SocketBounds
+from app.gateway.sendqueue import SendQueue
 from app.outbox.streams import ticket_stream
 from app.outbox.writer import append_rows
 from app.portal import projects
@@ -188,3 +189,41 @@ async def test_live_events_to_a_socket_that_never_reads_close_its_transport(
         assert [e.payload["i"] for e in live] == list(range(count))
     finally:
         await reader.close()
+
+
+# -- the queue alone ----------------------------------------------------------------------
+
+class _Pkt:
+    def __init__(self, data: str | None) -> None:
+        self.data = data
+
+
+async def test_a_queue_past_its_bound_drops_everything_and_calls_back_once() -> None:
+    calls: list[int] = []
+    queue = SendQueue(max_bytes=1000, max_packets=10)
+    queue.on_overflow = lambda: calls.append(1)
+    for _ in range(3):
+        queue.put_nowait(_Pkt("x" * 300))
+    assert queue.bytes == 900 and calls == []
+    queue.put_nowait(_Pkt("x" * 300))
+    assert calls == [1] and queue.overflowed and queue.empty() and queue.bytes == 0
+    queue.put_nowait(_Pkt("y"))  # dropped: the transport is being closed
+    queue.put_nowait(None)  # the writer's end is always queued
+    assert queue.qsize() == 1 and queue.get_nowait() is None and calls == [1]
+    counted = SendQueue(max_bytes=10**6, max_packets=10)
+    for _ in range(11):
+        counted.put_nowait(_Pkt(None))  # pings: no data, but packets count
+    assert counted.overflowed
+
+
+async def test_waiting_for_room_ends_when_the_writer_takes_or_after_the_timeout() -> None:
+    queue = SendQueue(max_bytes=1000, max_packets=100)
+    for _ in range(8):
+        queue.put_nowait(_Pkt("x" * 100))
+    assert not queue.has_room(100)
+    assert await queue.wait_room(100, timeout=0.05) is False
+    waiter = asyncio.create_task(queue.wait_room(100, timeout=10))
+    for _ in range(4):
+        queue.get_nowait()
+        queue.task_done()
+    assert await waiter is True and queue.bytes == 400

@@ -35,9 +35,11 @@ CHUNK = 1000
 
 class Identities:
     def __init__(self, factory: sessionmaker[Session], close: Callable[[str], Awaitable[None]],
-                 *, every: float = 5.0) -> None:
+                 *, every: float = 5.0, alive: Callable[[str], bool] = lambda sid: True
+                 ) -> None:
         self.factory = factory
         self.close = close
+        self.alive = alive  # whether a socket is still connected (else it is forgotten)
         self.every = every
         self.passes = 0  # checks run (tests, diagnostics)
         self._sockets: dict[str, tuple[int, str, asyncio.TimerHandle | None]] = {}
@@ -82,6 +84,8 @@ class Identities:
 
     async def check(self) -> int:
         """One pass: close the sockets whose user is gone or changed role; how many."""
+        for sid in [sid for sid in self._sockets if not self.alive(sid)]:
+            self.remove(sid)  # gone without a disconnect handler (closed mid-connect)
         users = {user for user, _, _ in self._sockets.values()}
         if not users:
             return 0

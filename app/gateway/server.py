@@ -79,8 +79,10 @@ class Gateway:
         )
         # Connects of each user under way (not yet in its user room): counted in its cap.
         self._connecting: dict[int, int] = {}
-        self.identities = Identities(session_factory, self._drop_socket,
-                                     every=bounds.identity_recheck)
+        self.identities = Identities(
+            session_factory, self._drop_socket, every=bounds.identity_recheck,
+            alive=lambda sid: (self.manager.is_connected(sid, "/")
+                               or self.manager.is_pre_connected(sid, "/")))
         self._turns = Turns(CONNECTS_PER_USER_AT_ONCE)  # one user's connects at once
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
