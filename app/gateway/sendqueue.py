@@ -79,11 +79,6 @@ class LeanQueue(asyncio.Queue[Any]):
         return 0 < self.maxsize <= self.qsize()
 
 
-def _size(item: Any) -> int:
-    data = getattr(item, "data", None)
-    return len(data) if isinstance(data, str | bytes) else 0
-
-
 class SendQueue(LeanQueue):
     """A LeanQueue of engine.io packets that counts them and their data (see module)."""
 
@@ -97,20 +92,25 @@ class SendQueue(LeanQueue):
         self._roomy: asyncio.Event | None = None  # set when at most half full
 
     def _put(self, item: Any) -> None:
-        if item is None:  # the end of the writer: always queued
-            self._queue.append(None)
-            return
+        # The fan-out's path (once per recipient): kept to a length and two comparisons.
+        queue = self._queue
         if self.overflowed:
-            return  # the transport is being closed: the client recovers by replay
-        self._queue.append(item)
-        self.bytes += _size(item)
-        if self.bytes > self.max_bytes or len(self._queue) - self._head > self.max_packets:
-            self._overflow()
+            if item is None:  # the end of the writer: always queued
+                queue.append(None)
+            return  # else dropped: the transport is being closed, the client will replay
+        queue.append(item)
+        if item is not None:
+            data = item.data
+            self.bytes = size = self.bytes + (len(data) if data is not None else 0)
+            if size > self.max_bytes or len(queue) - self._head > self.max_packets:
+                self._overflow()
 
     def _get(self) -> Any:
         item = super()._get()
         if item is not None:
-            self.bytes -= _size(item)
+            data = item.data
+            if data is not None:
+                self.bytes -= len(data)
             roomy = self._roomy
             if roomy is not None and self.has_room(0):
                 roomy.set()
