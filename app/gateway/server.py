@@ -33,6 +33,7 @@ from app.outbox.streams import (
     ticket_stream,
     user_stream,
 )
+from app.outbox.tables import Stream
 from app.portal import access, projects
 from app.portal.auth import Principal, decode_expiring
 from app.portal.models import Project, Ticket, User
@@ -413,8 +414,9 @@ class Gateway:
 
 
 def _readable(session: Session, who: Principal, name: str) -> bool:
-    """Whether `who` may restore `name` at connect: readable, and (an admin reads any id)
-    of something that exists, so that a connect never creates a stream row for nothing."""
+    """Whether `who` may restore `name` at connect: readable, and a stream that exists or
+    of something that exists (an admin reads any id), so that a connect never creates a
+    stream row for nothing."""
     try:
         if not access.may_read_stream(session, who, name):
             return False
@@ -422,7 +424,8 @@ def _readable(session: Session, who: Principal, name: str) -> bool:
     except HeraldError:
         return False
     model = {"project": Project, "ticket": Ticket, "user": User}.get(parsed.kind)
-    return model is None or session.get(model, parsed.id) is not None
+    return (model is None or session.get(Stream, name) is not None
+            or session.get(model, parsed.id) is not None)
 
 
 __all__ = ["Gateway"]
