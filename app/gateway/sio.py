@@ -8,6 +8,14 @@
 - `close_transport(sid)` and `close_transports()` close one or every engine.io transport
   (not a Socket.IO disconnect, which official clients treat as final): clients reconnect
   and recover.
+- A client event reaches a handler only under an application event's name, never a
+  reserved one (`connect`, `disconnect`, ...); the others are answered `unknown_event`,
+  rate-limited per socket, their log lines within a node-wide budget
+  (app/gateway/events.py). A client's DISCONNECT packet closes its transport.
+- Each socket's send queue is bounded (app/gateway/sendqueue.py): past the bound its
+  transport is closed and its TCP connection aborted (a writer blocked on a client that
+  never reads would hold it open); `wait_room(sid, ...)` paces a replay by the socket's
+  drain.
 
 And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
 - engine.io's per-socket queue is a `LeanQueue`: asyncio's Queue with lists for its
