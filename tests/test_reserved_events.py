@@ -221,3 +221,29 @@ async def test_unknown_events_are_rate_limited_and_logged_within_a_budget(
     lines = [r.getMessage() for r in caplog.records if "unknown event" in r.getMessage()]
     assert len(lines) <= 6, len(lines)
     assert all(len(line) < 300 for line in lines)
+
+
+@pytest.mark.anyio
+async def test_malformed_packets_close_the_transport_with_one_bounded_line_each(
+    pg_system_session: System, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with local_node(pg_system_session, redis_url) as node:
+        async def one(i: int) -> bool:
+            ws = await ws_connect(node.url.replace("http://", "ws://")
+                                  + "/socket.io/?EIO=4&transport=websocket")
+            assert str(await ws.recv()).startswith("0{")
+            await ws.send(["49", "42[", "4x" * 5000][i % 3])  # no CONNECT: unauthenticated
+            try:
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+            except ConnectionClosed:
+                return True
+            finally:
+                await ws.close()
+        closed = sum(await asyncio.gather(*(one(i) for i in range(60))))
+    assert closed == 60
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    lines = [r.getMessage() for r in caplog.records if "malformed packet" in r.getMessage()]
+    assert 1 <= len(lines) < 60 and all(len(line) < 300 for line in lines)
