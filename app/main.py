@@ -13,6 +13,7 @@ from app.api import (
     errors,
     events,
     health,
+    inbox,
     metrics,
     notifications,
     pages,
@@ -23,7 +24,8 @@ from app.api import (
 )
 from app.api.admin import router as admin_router
 from app.api.bodylimit import BodyLimit
-from app.api.deps import AppContext, lifespan
+from app.api.deps import AppContext
+from app.api.nodebeat import lifespan
 from app.api.shutdown import OnShutdown
 from app.core import logs
 from app.core.db import make_engine, make_session_factory
@@ -62,13 +64,14 @@ def create_app(settings: Settings | None = None) -> Any:
     api.state.ctx = ctx
     errors.install(api)
     for router in (health.router, portal.router, streams.router, tickets.router,
-                   catalogue.router, events.router, notifications.router, reads.router):
+                   catalogue.router, events.router, notifications.router, reads.router,
+                   inbox.router):
         api.include_router(router)
     if dev.enabled(settings):  # demo tokens for the /portal user picker
         api.include_router(dev.router)
     for router in (admin_router, metrics.router):  # operators: outbox, /metrics
         api.include_router(router)
-    pages.mount(api)  # /portal and the files it imports
+    pages.mount(api)  # /portal and /ops, and the files they import
     sio_app = socketio.ASGIApp(gateway.sio, other_asgi_app=api, socketio_path="socket.io")
     bounded = BodyLimit(sio_app, max_body=settings.max_body, frame_limit=MAX_FRAME,
                         secret=settings.secret)

@@ -16,6 +16,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 os.environ.setdefault("HERALD_SWEEP_INTERVAL", "0.5")
+os.environ.setdefault("HERALD_HEARTBEAT_INTERVAL", "0.5")  # heartbeats expire after 1.5 s
 isolate(channel=f"herald-test-{RUN}", queue=f"herald-test-{RUN}", secret=SECRET,
         rate="100000/minute", max_connections=10000)
 REDIS_URL = os.environ["REDIS_URL"]

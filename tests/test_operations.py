@@ -132,7 +132,7 @@ async def test_failing_stream_backs_off_fails_and_retry_delivers_it_once_in_orde
 
         publisher.failing.clear()  # the cause is fixed; the operator retries
         answer = http.post("/api/admin/outbox/retry", json={"streams": [bad]})
-        assert answer.status_code == 200 and answer.json() == {"retried": [bad]}
+        assert answer.status_code == 200 and answer.json() == {"retried": [bad], "healthy": []}
         cursor = _cursor(pg_db, bad)
         assert (cursor.state, cursor.attempts, cursor.next_attempt_at) == ("active", 0, None)
         relay(session_factory=pg_db.factory, publisher=publisher, policy=policy)
@@ -210,7 +210,7 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
         ops.retry(db.factory, streams=["user-1"], all_failed=True)
     nudged: list[list[str]] = []
     nudging = make_session_factory(db.engine, nudge=nudged.append)
-    assert ops.retry(nudging, all_failed=True) == ["user-1", "user-2"]
+    assert ops.retry(nudging, all_failed=True).retried == ["user-1", "user-2"]
     assert nudged == [["user-1", "user-2"]]
     with db.factory() as session:
         rows = session.execute(select(RelayCursor.stream, RelayCursor.state,
@@ -219,7 +219,7 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
     assert [tuple(r) for r in rows] == [("user-1", "active", 0, None),
                                        ("user-2", "active", 0, None),
                                        ("user-3", "active", 0, None)]
-    assert ops.retry(db.factory, all_failed=True) == []
+    assert ops.retry(db.factory, all_failed=True) == ops.Retried(retried=[], healthy=[])
 
 
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
@@ -246,7 +246,7 @@ async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
         assert api.ok("GET", "/api/admin/outbox")["failedStreams"] == 1
 
         assert api.ok("POST", "/api/admin/outbox/retry", json={"all": True}) == {
-            "retried": [stream]}
+            "retried": [stream], "healthy": []}
         await socket.wait_count("project-updated", 2)
         await socket.call("heartbeat")
         assert [e.payload["progress"] for e in socket.named("project-updated")] == [10, 20]

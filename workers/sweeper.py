@@ -16,12 +16,17 @@ Each completed pass is a sweep, recorded in Redis at most once a second (`/metri
 herald_relay_seconds_since_sweep). The thread has its own engine, disposed in forked
 pool children (SQLAlchemy's rule for connection pools across fork), so it never shares
 a connection with a task.
+
+A second daemon thread writes the worker's heartbeat every HERALD_HEARTBEAT_INTERVAL
+(app/outbox/liveness.py): whether the relay thread runs and when its last complete pass
+ended, for the operators' console and `herald nodes`; removed when the worker stops.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -30,8 +35,10 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_session_factory
+from app.core.redisclients import quick_redis
 from app.core.settings import Settings
 from app.outbox import relay as relay_mod
+from app.outbox.liveness import Heartbeats, HeartbeatThread, process_id
 from app.outbox.meter import relay_meter
 from app.outbox.nudge import RelayWaker
 from app.outbox.publisher import RedisPublisher
@@ -72,13 +79,26 @@ class Sweeper:
         self.flushed = 0.0
         self.passes = 0
         self.woken = 0
+        self.last_swept: float | None = None  # Unix time of the last complete pass
+        self.heartbeat = HeartbeatThread(
+            Heartbeats(quick_redis(settings.sio_redis_url), settings.socketio_channel),
+            "worker", process_id(), interval=settings.heartbeat_interval, fields=self._beat)
 
     def start(self) -> None:
         self.thread.start()
+        self.heartbeat.start()
+
+    def _beat(self) -> dict[str, Any]:
+        """The worker's heartbeat (app.outbox.liveness): its relay thread and last sweep."""
+        return {"host": socket.gethostname(), "pid": os.getpid(),
+                "queue": self.settings.celery_queue, "lastSweepAt": self.last_swept,
+                "passes": self.passes, "relayThread": self.thread.is_alive()}
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped.set()
         self.thread.join(timeout)
+        self.heartbeat.stop()
+        self.heartbeat.heartbeats.client.close()
         self.publisher.close()
         self.meter.redis.close()
         self.waker.close()
@@ -93,6 +113,8 @@ class Sweeper:
         self.meter.finish(report, flush=now - self.flushed >= FLUSH_EVERY)
         if now - self.flushed >= FLUSH_EVERY:
             self.flushed = now
+        if report.transport_down is None:
+            self.last_swept = now
         if report.transport_down is None and now - self.recorded >= RECORD_EVERY:
             self.meter.swept(now)
             self.recorded = now

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.deps import Context, NodeStats
-from app.outbox import ops
+from app.outbox import liveness, ops
 from app.outbox.meter import counters_key
 from app.outbox.tables import Stream
 
@@ -52,10 +52,12 @@ def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = No
     return family
 
 
-def _database(factory: sessionmaker[Session]) -> list[Metric]:
+def _database(factory: sessionmaker[Session],
+              on_pending: Callable[[int], None] = lambda _n: None) -> list[Metric]:
     with factory() as session:
         appended = session.scalar(select(func.coalesce(func.sum(Stream.head), 0))) or 0
         state = ops.status(session, limit=0)
+    on_pending(state.events_pending)  # the console's backlog chart (app.outbox.liveness)
     appended_family = CounterMetricFamily("herald_events_appended",
                                           "Events appended to the outbox (all streams).")
     appended_family.add_metric([], float(appended))
@@ -136,7 +138,8 @@ def render(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes], 
     up = GaugeMetricFamily("herald_metrics_source_up",
                            "1 if this scrape could read the source.", labels=["source"])
     sources: list[tuple[str, Callable[[], list[Metric]]]] = [
-        ("database", lambda: _database(factory)),
+        ("database", lambda: _database(
+            factory, lambda n: liveness.record_backlog(redis_client, channel, n))),
         ("redis", lambda: _redis(redis_client, channel)),
     ]
     for source, read in sources:

@@ -1,4 +1,5 @@
-"""Static pages on the web node: `/portal`, the JS client it imports, and vendored code.
+"""Static pages on the web node: `/portal`, the JS client it imports, vendored code, and
+`/ops` (the operators' console: app/static/ops/, over the admin API).
 
 - `/portal/`                   app/static/portal/ (index.html, portal.js, portal.css)
 - `/portal/lib/herald-client/` the repository's clients/js/src, read-only, JavaScript only
@@ -31,9 +32,10 @@ class ModulesOnly(StaticFiles):
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the portal (more specific paths first: Starlette matches in order)."""
+    """Mount the portal and the console (more specific paths first: Starlette matches in order)."""
     if CLIENT_JS.is_dir():  # absent from an install without the repository's clients/
         app.mount("/portal/lib/herald-client", ModulesOnly(directory=CLIENT_JS),
                   name="herald-client")
     app.mount("/portal/vendor", StaticFiles(directory=STATIC / "vendor"), name="vendor")
     app.mount("/portal", StaticFiles(directory=STATIC / "portal", html=True), name="portal")
+    app.mount("/ops", StaticFiles(directory=STATIC / "ops", html=True), name="ops")

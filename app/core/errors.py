@@ -84,6 +84,13 @@ class Gone(HeraldError):
     status = 410
 
 
+class Unavailable(HeraldError):
+    """A service Herald needs for this answer (Redis) does not answer; retry later."""
+
+    code = "unavailable"
+    status = 503
+
+
 class DeliveryError(HeraldError):
     """Publishing to the Socket.IO message queue failed."""
 

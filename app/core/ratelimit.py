@@ -23,14 +23,15 @@ from app.core.errors import RateLimited
 from app.core.settings import Settings
 
 log = logging.getLogger("herald.ratelimit")
-KINDS = ("message", "typing", "join", "connect")
+KINDS = ("message", "typing", "join", "connect", "inbox")
 
 
 def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
     return {"message": parse_many(settings.rate_messages),
             "typing": parse_many(settings.rate_typing),
             "join": parse_many(settings.rate_joins),
-            "connect": parse_many(settings.rate_connects)}
+            "connect": parse_many(settings.rate_connects),
+            "inbox": parse_many(settings.rate_inbox)}
 
 
 def _storage_uri(redis_url: str, *, is_async: bool) -> str:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         float, Field(gt=0, validation_alias="HERALD_SWEEP_INTERVAL")
     ] = 1.0
     log_level: Annotated[str, Field(validation_alias="HERALD_LOG_LEVEL")] = "INFO"
+    # Workers and web nodes write a heartbeat to Redis this often; it expires after three
+    # intervals (the operators' console lists what is alive: GET /api/admin/nodes).
+    heartbeat_interval: Annotated[
+        float, Field(gt=0, le=300, validation_alias="HERALD_HEARTBEAT_INTERVAL")
+    ] = 5.0
     # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
     db_connect_timeout: Annotated[
         float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
@@ -88,6 +93,7 @@ class Settings(BaseSettings):
     rate_typing: Annotated[str, Field(validation_alias="HERALD_RATE_TYPING")] = "300/minute"
     rate_joins: Annotated[str, Field(validation_alias="HERALD_RATE_JOINS")] = "600/minute"
     rate_connects: Annotated[str, Field(validation_alias="HERALD_RATE_CONNECTS")] = "60/minute"
+    rate_inbox: Annotated[str, Field(validation_alias="HERALD_RATE_INBOX")] = "600/minute"
     max_connections: Annotated[
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
@@ -112,7 +118,7 @@ class Settings(BaseSettings):
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
     ws_compression: Annotated[bool, Field(validation_alias="HERALD_WS_COMPRESSION")] = False
 
-    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects")
+    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_inbox")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many

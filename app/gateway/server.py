@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import UNAVAILABLE, iso_utc, utcnow
 from app.core.errors import AuthError, HeraldError, RateLimited
 from app.core.ratelimit import RateLimits
-from app.gateway import args
+from app.gateway import args, inbox
 from app.gateway.bounds import SocketBounds
 from app.gateway.catchup import CatchUp
 from app.gateway.connects import ConnectReader
@@ -122,6 +122,7 @@ class Gateway:
             "join-ticket": self.join_ticket, "leave-ticket": self.leave_ticket,
             "typing-start": self.typing_start, "typing-stop": self.typing_stop,
             "send-message": self.send_message, "heartbeat": self.heartbeat,
+            "inbox-mark": self.inbox_mark,
         }.items():
             sio.on(name, self._guarded(name, handler))
         # Any other client event (reserved names included) is answered `unknown_event` by
@@ -411,6 +412,11 @@ class Gateway:
 
     async def heartbeat(self, sid: str, data: Any) -> dict[str, Any]:
         return ok(serverTime=iso_utc(utcnow()))
+
+    async def inbox_mark(self, sid: str, data: Any) -> dict[str, Any]:
+        who = await self.principal(sid)
+        await self.limit("inbox", who)
+        return await inbox.inbox_mark(self.factory, who, data)
 
 
 def _readable(session: Session, who: Principal, name: str) -> bool:

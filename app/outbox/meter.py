@@ -7,6 +7,7 @@ that every web node reads at scrape time (app/api/metrics.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -18,9 +19,34 @@ from app.outbox.relay import RelayReport
 log = logging.getLogger("herald.metrics")
 
 
+def redis_key(*parts: str) -> str:
+    """A Redis key of Herald's: `herald:<part>:<part>…` (every key of this module and of
+    app.outbox.liveness is made here)."""
+    return ":".join(("herald", *parts))
+
+
 def counters_key(channel: str) -> str:
     """The Redis hash holding the relay's counters for one deployment (one channel)."""
-    return f"herald:metrics:{channel}"
+    return redis_key("metrics", channel)
+
+
+RATE_BUCKET = 10  # seconds per sample of the relay rate (app.outbox.liveness reads them)
+RATE_KEEP = 20 * 60  # seconds a sample lives (the console shows the last 15 minutes)
+
+
+def rate_key(channel: str, bucket: int) -> str:
+    """The hash of one RATE_BUCKET-second sample: published, rejected, pending; expiring."""
+    return redis_key("rate", channel, str(bucket))
+
+
+def heartbeats_key(channel: str, kind: str) -> str:
+    """The sorted set of the `kind` ("worker", "web") heartbeats: member -> expiry time."""
+    return redis_key("heartbeats", channel, kind)
+
+
+def heartbeat_key(channel: str, kind: str, member: str) -> str:
+    """One process's heartbeat (JSON), expiring unless renewed."""
+    return redis_key("heartbeat", channel, kind, member)
 
 
 class RelayMeter:
@@ -32,6 +58,7 @@ class RelayMeter:
 
     def __init__(self, redis_client: redis.Redis[bytes], *, channel: str) -> None:
         self.redis = redis_client
+        self.channel = channel
         self.key = counters_key(channel)
         self.unsent: Counter[str] = Counter()
 
@@ -43,11 +70,23 @@ class RelayMeter:
             pipe = self.redis.pipeline(transaction=True)
             for name, amount in self.unsent.items():
                 pipe.hincrby(self.key, name, amount)
+            self._sample(pipe)
             pipe.execute()
         except Exception as exc:
             log.debug("relay metrics kept for later error=%s", type(exc).__name__)
             return
         self.unsent.clear()
+
+    def _sample(self, pipe: redis.client.Pipeline[bytes]) -> None:
+        """The relay rate for the console: what goes out now, added to this moment's sample."""
+        sample = {name: self.unsent[key] for name, key in
+                  (("published", "published"), ("rejected", "failures:rejected"))
+                  if self.unsent[key]}
+        if sample:
+            key = rate_key(self.channel, int(time.time()) // RATE_BUCKET)
+            for name, amount in sample.items():
+                pipe.hincrby(key, name, amount)
+            pipe.expire(key, RATE_KEEP)
 
     def published(self, events: Sequence[object]) -> None:
         """`relay(on_published=...)`: called after each batch went out."""

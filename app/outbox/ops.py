@@ -1,4 +1,4 @@
-"""What operators see and do: the outbox's state, the failed streams, retry, prune.
+"""What operators see and do: the outbox's state, a stream in detail, retry, prune.
 
 Everything here reads or changes `relay_cursors` (the relay's state per stream) and
 `streams` (heads); nothing touches the events themselves except `prune`. Retrying
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import iso_utc, utcnow
@@ -117,8 +117,20 @@ def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[S
     ]
 
 
-def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LISTED) -> Status:
-    """Events pending, streams behind, the oldest pending event's age, failed streams, lag."""
+def matching(text: str | None) -> Any:
+    """Streams whose name or last error holds `text` (any case); every stream if empty."""
+    if not text:
+        return true()
+    return or_(RelayCursor.stream.icontains(text, autoescape=True),
+               RelayCursor.last_error.icontains(text, autoescape=True))
+
+
+def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LISTED,
+           search: str | None = None) -> Status:
+    """Events pending, streams behind, the oldest pending event's age, failed streams, lag.
+
+    The totals are over every stream; the listed streams (behind or failed) only those
+    whose name or last error holds `search`, when given."""
     now = now or utcnow()
     behind = Stream.head > RelayCursor.dispatched
     pending, streams_behind = session.execute(
@@ -139,7 +151,8 @@ def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LI
         events_pending=int(pending), streams_behind=int(streams_behind),
         oldest_pending_age=_age(oldest, now), failed_streams=int(failed),
         retrying_streams=int(retrying),
-        streams=_lag_rows(session, now, or_(behind, RelayCursor.state == "failed"), limit),
+        streams=_lag_rows(session, now, and_(or_(behind, RelayCursor.state == "failed"),
+                                             matching(search)), limit),
     )
 
 
@@ -151,6 +164,82 @@ def failed(session: Session, *, now: datetime | None = None,
     return sorted(rows, key=lambda r: (r.failed_at or "", r.stream))
 
 
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """One event of a stream as an operator sees it."""
+
+    offset: int
+    id: str
+    type: str
+    created_at: str
+    published: bool
+    payload: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _camel(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDetail:
+    """One stream: its relay cursor, its head, and its last events with their payloads."""
+
+    stream: str
+    epoch: str
+    head: int
+    dispatched: int
+    pending: int
+    pruned_through: int
+    state: str
+    attempts: int
+    oldest_pending_age: float | None
+    next_attempt_at: str | None
+    last_error: str | None
+    failed_at: str | None
+    events: list[EventView]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _camel(asdict(self))
+        out["events"] = [e.to_dict() for e in self.events]
+        return out
+
+
+MAX_EVENTS = 100
+
+
+def detail(session: Session, name: str, *, events: int = 20,
+           now: datetime | None = None) -> StreamDetail:
+    """A stream's cursor, head, attempts, next attempt and its last `events` events
+    (newest first). Unknown stream: NotFound; a malformed name: InvalidInput."""
+    parse_stream(name)
+    if not 0 <= events <= MAX_EVENTS:
+        raise InvalidInput(f"events: 0 to {MAX_EVENTS}", code="invalid_argument")
+    now = now or utcnow()
+    row = session.execute(select(Stream, RelayCursor)
+                          .outerjoin(RelayCursor, RelayCursor.stream == Stream.name)
+                          .where(Stream.name == name)).first()
+    if row is None:
+        raise NotFound(f"no such stream: {name}")
+    stream, cursor = row
+    dispatched = int(cursor.dispatched) if cursor else 0
+    recent = session.scalars(select(Event).where(Event.stream == name)
+                             .order_by(Event.offset.desc()).limit(events)).all()
+    oldest = session.scalar(select(Event.created_at).where(
+        Event.stream == name, Event.offset == dispatched + 1))
+    return StreamDetail(
+        stream=name, epoch=stream.epoch, head=int(stream.head), dispatched=dispatched,
+        pending=max(0, int(stream.head) - dispatched), pruned_through=int(stream.pruned_through),
+        state=cursor.state if cursor else "active", attempts=int(cursor.attempts) if cursor else 0,
+        oldest_pending_age=_age(oldest, now),
+        next_attempt_at=_iso(cursor.next_attempt_at) if cursor else None,
+        last_error=cursor.last_error if cursor else None,
+        failed_at=_iso(cursor.failed_at) if cursor else None,
+        events=[EventView(offset=int(e.offset), id=e.id, type=e.type,
+                          created_at=iso_utc(_aware(e.created_at) or now),
+                          published=int(e.offset) <= dispatched, payload=e.payload)
+                for e in recent],
+    )
+
+
 def _check_names(names: Sequence[str]) -> list[str]:
     if not names:
         raise InvalidInput("name at least one stream, or ask for all", code="invalid_argument")
@@ -159,32 +248,48 @@ def _check_names(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What a retry did: the streams given back to the relay, and the named ones that were
+    healthy (active, no failed attempt, no backoff wait) and were left as they were."""
+
+    retried: list[str]
+    healthy: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"retried": self.retried, "healthy": self.healthy}
+
+
 def retry(
     factory: sessionmaker[Session], *, streams: Sequence[str] | None = None,
     all_failed: bool = False, actor: str = "unknown",
-) -> list[str]:
-    """Give streams back to the relay now; returns the names retried (sorted).
+) -> Retried:
+    """Give streams back to the relay now (names sorted in the answer).
 
-    `streams`: these streams, whatever their state (unknown names raise NotFound and
-    nothing changes). `all_failed`: every failed stream and every stream waiting on a
-    backoff delay. The relay is nudged after the commit. `actor` (who asked) is logged.
+    `streams`: those of these streams that are failed or waiting on a backoff; the
+    healthy ones are reported, unchanged (unknown names raise NotFound and nothing
+    changes). `all_failed`: every failed stream and every stream waiting on a backoff
+    delay. The relay is nudged after the commit. `actor` (who asked) is logged.
     """
     if (streams is None) == (not all_failed):
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
+    unhealthy = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
+                    RelayCursor.next_attempt_at.is_not(None))
+    healthy: list[str] = []
     with factory() as session, session.begin():
-        if all_failed:
-            condition: Any = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
-                                 RelayCursor.next_attempt_at.is_not(None))
-        else:
+        condition: Any = unhealthy
+        if not all_failed:
             names = _check_names(streams or [])
             known = set(session.scalars(select(RelayCursor.stream)
                                         .where(RelayCursor.stream.in_(names))))
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(f"no such stream: {', '.join(missing)}")
-            condition = RelayCursor.stream.in_(names)
+            condition = and_(RelayCursor.stream.in_(names), unhealthy)
         chosen = sorted(session.scalars(select(RelayCursor.stream).where(condition)
                                         .with_for_update()))
+        if not all_failed:
+            healthy = sorted(set(names) - set(chosen))
         if chosen:
             session.execute(
                 update(RelayCursor).where(RelayCursor.stream.in_(chosen))
@@ -195,11 +300,40 @@ def retry(
                  actor)
         with factory() as session:
             writer.nudge_now(session, chosen)  # the factory's nudger; the sweep relays anyway
-    return chosen
+    return Retried(retried=chosen, healthy=healthy)
+
+
+def _check_retention(retention: timedelta) -> None:
+    if retention.total_seconds() < 0:
+        raise InvalidInput("retention must not be negative", code="invalid_argument")
 
 
 def prune(factory: sessionmaker[Session], *, retention: timedelta) -> int:
     """Drop dispatched events older than `retention` (see app.outbox.retention)."""
-    if retention.total_seconds() < 0:
-        raise InvalidInput("retention must not be negative", code="invalid_argument")
+    _check_retention(retention)
     return prune_events(factory, retention=retention)
+
+
+@dataclass(frozen=True, slots=True)
+class Prunable:
+    """What `prune` would drop now: published events older than the cutoff."""
+
+    events: int
+    streams: int
+    cutoff: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _camel(asdict(self))
+
+
+def prunable(session: Session, *, retention: timedelta,
+             now: datetime | None = None) -> Prunable:
+    """`prune`'s dry run: the events (and streams) it would drop, changing nothing."""
+    _check_retention(retention)
+    cutoff = (now or utcnow()) - retention
+    events, streams = session.execute(
+        select(func.count(), func.count(func.distinct(Event.stream)))
+        .select_from(Event).join(RelayCursor, RelayCursor.stream == Event.stream)
+        .where(Event.created_at < cutoff, Event.offset <= RelayCursor.dispatched)
+    ).one()
+    return Prunable(events=int(events), streams=int(streams), cutoff=iso_utc(cutoff))

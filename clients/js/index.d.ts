@@ -141,6 +141,55 @@ export interface HeraldOptions {
   ackTimeout?: number;
 }
 
+/** Unread and unseen items (not archived), each exact up to 999, then 999 and `countsCapped`. */
+export interface InboxCounts { unread: number; unseen: number; countsCapped: boolean; }
+
+export interface InboxItem {
+  /** The notification event's id. */
+  id: string;
+  stream: string;
+  offset: number;
+  type: Notification['type'];
+  title: string;
+  message: string;
+  createdAt: string;
+  read: boolean;
+  seen: boolean;
+  archived: boolean;
+}
+
+export interface InboxPage { items: InboxItem[]; counts: InboxCounts; hasMore: boolean; }
+
+/** An `inbox-updated` payload (a change from any tab or device of the user). */
+export interface InboxUpdated {
+  read: string[]; unread: string[]; seen: string[]; archived: string[]; unarchived: string[];
+  all: 'read' | 'seen' | null;
+  counts: InboxCounts;
+}
+
+/** What `onChange` reports: a change of the inbox, or a new notification. */
+export type InboxChange = InboxUpdated | { added: string[] };
+
+export interface InboxAck extends Ack { counts?: InboxCounts; }
+
+/** The user's inbox: kept current in every tab by the same events. */
+export interface Inbox {
+  /** As last heard (null before any list or change). */
+  readonly counts: InboxCounts | null;
+  /** GET /api/inbox, newest first; rejects with an HttpError when refused. */
+  list(options?: { state?: 'unread' | 'all' | 'archived'; limit?: number; before?: string }): Promise<InboxPage>;
+  /** Each resolves with the ack: `{ok: true, counts}`, or `{ok: false, error}` (`not_found`:
+   * an id that is not an item of this inbox, nothing changed; `offline`). */
+  markRead(ids: string[]): Promise<InboxAck>;
+  markUnread(ids: string[]): Promise<InboxAck>;
+  markSeen(ids: string[]): Promise<InboxAck>;
+  archive(ids: string[]): Promise<InboxAck>;
+  unarchive(ids: string[]): Promise<InboxAck>;
+  markAllRead(): Promise<InboxAck>;
+  markAllSeen(): Promise<InboxAck>;
+  onChange(handler: (counts: InboxCounts | null, change: InboxChange) => void): Unsubscribe;
+}
+
 export interface Herald {
   readonly state: ConnectionState;
   /** The user from the last `connected` (null before the first connect). */
@@ -179,6 +228,9 @@ export interface Herald {
   onConnectionChange(handler: (state: ConnectionState) => void): Unsubscribe;
   /** Any event by its Socket.IO name (durable ones with meta, in order, once). */
   on(type: string, handler: (payload: any, meta?: EventMeta) => void): Unsubscribe;
+
+  /** Read, seen and archived state of the user's notifications. */
+  readonly inbox: Inbox;
 
   /** The last delivered position of every stream heard. */
   positions(): Record<string, Position>;

@@ -171,6 +171,17 @@ export class Connection {
     }
   }
 
+  /** One `inbox-mark` ({action, ids?, all?}); resolves with its ack ({ok, counts} or an error). */
+  async inboxMark(body) {
+    if (!body || typeof body !== 'object') return badArgument('inbox-mark takes {action, ids?, all?}');
+    if (!this.online) return { ok: false, error: { code: 'offline', message: 'not connected' } };
+    try {
+      return await this._emit('inbox-mark', body);
+    } catch {
+      return { ok: false, error: { code: 'offline', message: 'not connected' } };
+    }
+  }
+
   /** Queue `entry` ({ticketId, text, clientMessageId, queuedAt}); resolves with its ack. */
   send(entry) {
     if (!validId(entry.ticketId)) return Promise.resolve(badArgument('ticketId must be a positive integer'));

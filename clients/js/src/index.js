@@ -4,6 +4,8 @@
 // also has the Connection. Without tabs every client is its own leader.
 
 import { Connection, validId } from './connection.js';
+import { HttpError } from './history.js';
+import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
 import { Store, defaultStorage, memoryStorage } from './storage.js';
 import { TabLink, tabsSupport } from './tabs.js';
@@ -59,6 +61,7 @@ class HeraldClient {
     this._myRooms = new Map(); // stream -> [kind, id] joined from this tab
     this._closed = false;
     for (const [method, type] of Object.entries(EVENTS)) this[method] = (handler) => this.on(type, handler);
+    this.inbox = new Inbox({ mark: (body) => this._call('inbox', [body]), get: (path) => this._getJson(path) });
   }
 
   get state() { return this._state; }
@@ -116,6 +119,7 @@ class HeraldClient {
       case 'leave': return conn.leave(args[0], args[1], tab);
       case 'typing': return conn.typing(args[0], args[1]);
       case 'send': return conn.send(args[0]);
+      case 'inbox': return conn.inboxMark(args[0]);
       default: return Promise.resolve({ ok: false, error: { code: 'unknown_call', message: op } });
     }
   }
@@ -178,7 +182,21 @@ class HeraldClient {
       if (seen && seen.epoch === meta.epoch && meta.offset <= seen.offset) return;
       this._seen.set(meta.stream, { offset: meta.offset, epoch: meta.epoch });
     }
+    this.inbox._apply(type, payload, meta);
     this._handlers.get(type)?.emit(payload, meta);
+  }
+
+  async _getJson(path) {
+    const token = await this._o.getToken();
+    const response = await this._o.fetchImpl(`${this._o.url.replace(/\/+$/, '')}${path}`, {
+      headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+    });
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch { /* not JSON */ }
+      throw new HttpError(response.status, body);
+    }
+    return response.json();
   }
 
   _reset(stream, head) {

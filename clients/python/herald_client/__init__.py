@@ -1,5 +1,6 @@
 """Herald's Python client: `Subscriber` (resuming, de-duplicating, gap-repairing event
-stream for a user, with an offline send queue for chat messages) and `Publisher` /
+stream for a user, with per-type callbacks, the user's inbox and an offline send queue
+for chat messages) and `Publisher` /
 `AsyncPublisher` (idempotent, retrying, for services)."""
 
 from herald_client.errors import (
@@ -16,6 +17,7 @@ from herald_client.errors import (
     Unavailable,
 )
 from herald_client.history import History
+from herald_client.inbox import Inbox
 from herald_client.outbox_store import (
     CallbackOutbox,
     FileOutbox,
@@ -44,6 +46,7 @@ __all__ = [
     "Gone",
     "HeraldError",
     "History",
+    "Inbox",
     "Invalid",
     "MemoryOutbox",
     "MemoryStore",

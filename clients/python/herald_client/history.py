@@ -1,9 +1,11 @@
-"""A stream's history over HTTP (`GET /api/streams/{stream}/events`): gap repair and heads."""
+"""A stream's history over HTTP (`GET /api/streams/{stream}/events`): gap repair and heads;
+and `get` for the user's other reads (the inbox)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -35,27 +37,31 @@ class History:
         Raises Gone when they were pruned, Forbidden/NotFound/AuthError as answered,
         Unavailable when the server cannot be reached after a few attempts.
         """
-        url = f"{self.url}/api/streams/{quote(stream, safe='')}/events"
-        params = {"after": after, "limit": limit}
+        body = await self.get(f"/api/streams/{quote(stream, safe='')}/events",
+                              {"after": after, "limit": limit})
+        head = Position.from_dict(body["head"])
+        events = []
+        for item in body["events"]:
+            meta = Meta.parse(item.get("meta"))
+            if meta is not None:
+                events.append(Event(str(item["type"]), item.get("payload"), meta))
+        return events, head
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET `path` of the API as the user: its JSON body. A 401 gets one retry with a
+        fresh token; transport failures and 5xx a few retries; other errors raise typed."""
         fresh, attempt = False, 0
         while True:
             token = await self._token(fresh)
             try:
-                response = await self._http.get(url, params=params,
+                response = await self._http.get(f"{self.url}{path}", params=params,
                                                 headers={"Authorization": f"Bearer {token}"})
             except TRANSIENT as exc:
                 error: HeraldError = Unavailable(f"{self.url}: {type(exc).__name__}: {exc}",
                                                  code="unavailable")
             else:
                 if response.status_code == 200:
-                    body = response.json()
-                    head = Position.from_dict(body["head"])
-                    events = []
-                    for item in body["events"]:
-                        meta = Meta.parse(item.get("meta"))
-                        if meta is not None:
-                            events.append(Event(str(item["type"]), item.get("payload"), meta))
-                    return events, head
+                    return response.json()
                 error = error_for(response)
                 if isinstance(error, AuthError) and not fresh:
                     fresh = True  # the token may have just expired: once more with a new one

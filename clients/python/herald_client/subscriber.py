@@ -15,6 +15,11 @@
 Positions are saved when the application asks for the next event (the previous one is then
 handled): a process that dies mid-event gets it again, never loses it.
 
+Per-type callbacks (`on_notification`, `on_project_update`, …, or `on(type, handler)`) are
+called with (payload, meta) as each event is handed out, beside the async iterator; an
+application that only uses callbacks runs `await sub.run()`. `sub.inbox` is the user's
+inbox (herald_client.inbox), kept current by the same events.
+
 Chat messages go through an offline send queue (herald_client.outbox): saved in an
 OutboxStore first, sent in order whenever connected, also after a restart.
 """
@@ -36,6 +41,7 @@ from herald_client.errors import (
     error_from_ack,
 )
 from herald_client.history import History
+from herald_client.inbox import Handler, Handlers, Inbox
 from herald_client.outbox import Outbox, PendingHandler
 from herald_client.outbox_store import MemoryOutbox, OutboxStore, QueuedMessage
 from herald_client.pipeline import Pipeline, ResetHandler
@@ -90,6 +96,8 @@ class Subscriber:
         self._outbox = Outbox(outbox or MemoryOutbox(), emit=self._emit_message,
                               online=self._ready, retry=self._reconnect,
                               on_change=on_pending_change)
+        self._handlers = Handlers()
+        self.inbox = Inbox(call=self.call, get=self._history.get)
         self._sio = socketio.AsyncClient(
             reconnection=True, reconnection_attempts=0, reconnection_delay=self._reconnect.base,
             reconnection_delay_max=self._reconnect.cap, randomization_factor=0.5,
@@ -146,7 +154,45 @@ class Subscriber:
             raise item
         assert isinstance(item, Event)
         self._last = item.meta
+        await self.inbox.apply(item)
+        await self._handlers.dispatch(item)
         return item
+
+    async def run(self) -> None:
+        """Hand every event to the callbacks until closed (for applications that do not
+        iterate themselves); raises what the iterator raises (a refusal)."""
+        async for _event in self:
+            pass
+
+    # -- callbacks per event type ----------------------------------------------------------
+    def on(self, type_: str, handler: Handler) -> Callable[[], None]:
+        """Call `handler(payload, meta)` (sync or async; meta None for `user-typing`) for
+        every event of `type_` as it is handed out; returns `off()`."""
+        return self._handlers.add(type_, handler)
+
+    def on_notification(self, handler: Handler) -> Callable[[], None]:
+        return self.on("notification", handler)
+
+    def on_project_update(self, handler: Handler) -> Callable[[], None]:
+        return self.on("project-updated", handler)
+
+    def on_ticket_update(self, handler: Handler) -> Callable[[], None]:
+        return self.on("ticket-updated", handler)
+
+    def on_new_message(self, handler: Handler) -> Callable[[], None]:
+        return self.on("new-message", handler)
+
+    def on_document_added(self, handler: Handler) -> Callable[[], None]:
+        return self.on("document-added", handler)
+
+    def on_intervention_update(self, handler: Handler) -> Callable[[], None]:
+        return self.on("intervention-updated", handler)
+
+    def on_quote_update(self, handler: Handler) -> Callable[[], None]:
+        return self.on("quote-updated", handler)
+
+    def on_typing(self, handler: Handler) -> Callable[[], None]:
+        return self.on("user-typing", handler)
 
     @property
     def connected(self) -> bool:
