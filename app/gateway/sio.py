@@ -11,7 +11,8 @@
 - A client event reaches a handler only under an application event's name, never a
   reserved one (`connect`, `disconnect`, ...); the others are answered `unknown_event`,
   rate-limited per socket, their log lines within a node-wide budget
-  (app/gateway/events.py). A client's DISCONNECT packet closes its transport.
+  (app/gateway/events.py). A client's DISCONNECT packet closes its transport, and so
+  does a packet python-socketio cannot decode (one budgeted log line, no traceback).
 - Each socket's send queue is bounded (app/gateway/sendqueue.py): past the bound its
   transport is closed and its TCP connection aborted (a writer blocked on a client that
   never reads would hold it open); `wait_room(sid, ...)` paces a replay by the socket's
@@ -189,7 +190,20 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
             self._binary_bytes[eio_sid] = total
         elif isinstance(data, str) and data[:1] in ("5", "6"):  # a binary event/ack header
             self._binary_bytes[eio_sid] = len(data)
-        await super()._handle_eio_message(eio_sid, data)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            # A packet python-socketio cannot decode or place (an unknown type, bad JSON,
+            # an attachment without its header...): one bounded line, not a traceback per
+            # frame, and the transport closed (the client is not speaking Socket.IO).
+            self._binary_packet.pop(eio_sid, None)
+            self._binary_bytes.pop(eio_sid, None)
+            left_out = self.log_budget.take()
+            if left_out is not None:
+                log.info("malformed packet, transport closed error=%s packet=%.20r "
+                         "left_out=%d", type(exc).__name__, data, left_out)
+            await self._close_transport(eio_sid)
+            return
         if eio_sid not in self._binary_packet:
             self._binary_bytes.pop(eio_sid, None)
         if (isinstance(data, str) and data[:1] == "1"
