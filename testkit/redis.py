@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
+from app.core.channels import room_channel
 from testkit.processes import free_port
 
 
@@ -50,18 +52,26 @@ class PrivateRedis:
         self.proc = None
 
 
-def subscribed(client: redis_lib.Redis, channel: str,
+def subscribed(client: redis_lib.Redis, channel: str, streams: Iterable[str] = (),
                timeout: float = 5) -> redis_lib.client.PubSub:
-    """A PubSub on `channel` once Redis confirmed the subscription (what is published from
-    then on reaches it); its later get_message() calls skip subscription notices."""
+    """A PubSub on `channel` and on the channels of `streams` (the relay's SPUBLISH, see
+    app/core/channels.py) once Redis confirmed every subscription (what is published from
+    then on reaches it); its later get_message() calls skip subscription notices. Messages
+    of the shared channel have type "message", those of a stream's channel "smessage"."""
     pubsub = client.pubsub()
     pubsub.subscribe(channel)
+    rooms = [room_channel(channel, stream) for stream in streams]
+    if rooms:
+        pubsub.ssubscribe(*rooms)
+    waiting = 1 + len(rooms)
     deadline = time.monotonic() + timeout
     while True:
         message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-        if message is not None and message["type"] == "subscribe":
-            pubsub.ignore_subscribe_messages = True
-            return pubsub
+        if message is not None and message["type"] in ("subscribe", "ssubscribe"):
+            waiting -= 1
+            if waiting == 0:
+                pubsub.ignore_subscribe_messages = True
+                return pubsub
         if time.monotonic() >= deadline:
             pubsub.close()
             raise TimeoutError(f"Redis did not confirm the subscription to {channel}")

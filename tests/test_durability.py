@@ -41,9 +41,11 @@ CHANNEL = os.environ["HERALD_SOCKETIO_CHANNEL"]
 # -- helpers -------------------------------------------------------------------------------
 @dataclass
 class Tap:
-    """Everything published on the Socket.IO channel: (stream, offset) in arrival order."""
+    """Everything published on the Socket.IO channel and on the channels of `streams`:
+    (stream, offset) in arrival order."""
 
     url: str
+    streams: list[str]
     seen: list[tuple[str, int]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     # (count, action): run `action` in the tap's thread as soon as `count` messages arrived
@@ -51,14 +53,14 @@ class Tap:
 
     def __post_init__(self) -> None:
         self.redis = redis_lib.Redis.from_url(self.url)
-        self.pubsub = subscribed(self.redis, CHANNEL)
+        self.pubsub = subscribed(self.redis, CHANNEL, self.streams)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stop.is_set():
             message = self.pubsub.get_message(timeout=0.1)
-            if message is None or message.get("type") != "message":
+            if message is None or message.get("type") not in ("message", "smessage"):
                 continue
             data = json.loads(message["data"])
             args = data.get("data")
@@ -140,7 +142,7 @@ def test_worker_killed_mid_relay_loses_nothing_and_only_resends_its_batch_in_fli
     # Killed from the tap's thread the moment the 600th message is on the wire. A slow
     # trigger on the cursor update widens the window between a batch's publish and its
     # commit (10 ms per stream), so the kill lands inside a batch, as a crash would.
-    tap = Tap(REDIS_URL, trigger=(600, victim.kill))
+    tap = Tap(REDIS_URL, streams, trigger=(600, victim.kill))
     progress = [0]
     writer = threading.Thread(target=write_rounds,
                               args=(pg_system.factory, streams, rounds, 0.002, progress, False))
@@ -203,7 +205,7 @@ def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System
     streams = [f"ticket-{2000 + i}" for i in range(30)]
     rounds = 50  # 1500 events
     pg_system.add_worker(concurrency=2, beat=False)  # two more relaying processes
-    tap = Tap(REDIS_URL)
+    tap = Tap(REDIS_URL, streams)
     progress = [0]
     done = threading.Event()
     by_test = [0, 0]

@@ -116,13 +116,13 @@ def test_redis_publisher_sends_rows_in_order_and_a_refused_publish_rejects_its_s
     publisher = RedisPublisher(server.url, channel="rows")
     client = redis_lib.Redis.from_url(server.url)
     try:
-        pubsub = subscribed(client, "rows")
+        pubsub = subscribed(client, "rows", sorted({e.stream for e in events}))
         publisher.publish_rows([row_of(e) for e in events])
         got = []
         deadline = time.monotonic() + 10
         while len(got) < len(events) and time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.5)
-            if message and message["type"] == "message":
+            if message and message["type"] == "smessage":
                 got.append(json.loads(message["data"]))
         assert [(m["room"], m["data"][1]["offset"]) for m in got] == \
             [(e.stream, e.offset) for e in events]

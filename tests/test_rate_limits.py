@@ -17,21 +17,14 @@ from typing import Any
 import pytest
 import socketio
 
+from app.outbox.writer import ensure_stream
 from testkit.clients import Api, SocketClient
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 SMALL = {"HERALD_RATE_MESSAGES": "5/minute", "HERALD_RATE_TYPING": "5/minute",
          "HERALD_RATE_JOINS": "5/minute", "HERALD_RATE_CONNECTS": "8/minute",
          "HERALD_MAX_CONNECTIONS_PER_USER": "3"}
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +155,9 @@ def test_a_user_past_the_connection_cap_is_refused_and_others_are_not(
 
 def test_positions_past_100_are_answered_not_recovered(node: WebNode, world: World) -> None:
     positions = {f"project-{1_000_000 + i}": {"offset": 0} for i in range(150)}
+    with world.system.factory() as session, session.begin():  # restorable: they exist
+        for name in positions:
+            ensure_stream(session, name)
 
     async def run() -> dict[str, Any]:
         socket = SocketClient(node.url, world.token("admin"), positions=positions)

@@ -77,7 +77,7 @@ def test_cursor_does_not_move_while_redis_is_unreachable_and_events_go_out_later
     assert cursor(db, "project-1").attempts == 0  # an outage is not the stream's fault
 
     channel = f"relay-test-{RUN}"
-    received = subscribe(redis_url, channel)
+    received = subscribe(redis_url, channel, ["project-1"])
     live = RedisPublisher(redis_url, channel=channel)
     try:
         report = relay(session_factory=db.factory, publisher=live, policy=POLICY)
@@ -124,9 +124,9 @@ def test_relay_message_is_python_socketio_emit_format() -> None:
 class Subscription:
     """A raw Redis subscriber on a channel, collecting decoded messages."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, streams: list[str]) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = subscribed(self.client, channel)
+        self.pubsub = subscribed(self.client, channel, streams)
         self.messages: list[dict[str, Any]] = []
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -135,7 +135,7 @@ class Subscription:
     def _run(self) -> None:
         while self.running:
             message = self.pubsub.get_message(timeout=0.1)
-            if message and message["type"] == "message":
+            if message and message["type"] in ("message", "smessage"):
                 self.messages.append(json.loads(message["data"]))
 
     def wait(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -151,6 +151,6 @@ class Subscription:
         self.client.close()
 
 
-def subscribe(url: str, channel: str) -> Subscription:
-    return Subscription(url, channel)  # subscribed: Redis confirmed it
+def subscribe(url: str, channel: str, streams: list[str]) -> Subscription:
+    return Subscription(url, channel, streams)  # subscribed: Redis confirmed it
 

@@ -66,7 +66,8 @@ class Sweeper:
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         self.engine = engine
         self.factory: sessionmaker[Session] = make_session_factory(engine)
-        self.publisher = RedisPublisher(settings.sio_redis_url, channel=settings.socketio_channel)
+        self.publisher = RedisPublisher(settings.sio_redis_url, channel=settings.socketio_channel,
+                                        room_channels=settings.room_channels)
         self.policy = relay_mod.RelayPolicy(max_attempts=settings.relay_max_attempts,
                                             backoff=settings.relay_backoff,
                                             backoff_cap=settings.relay_backoff_cap)

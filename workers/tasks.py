@@ -47,7 +47,8 @@ def context() -> WorkerContext:
         _ctx = WorkerContext(
             settings=settings,
             factory=make_session_factory(engine),
-            publisher=RedisPublisher(settings.sio_redis_url, channel=settings.socketio_channel),
+            publisher=RedisPublisher(settings.sio_redis_url, channel=settings.socketio_channel,
+                                     room_channels=settings.room_channels),
             policy=relay_mod.RelayPolicy(max_attempts=settings.relay_max_attempts,
                                          backoff=settings.relay_backoff,
                                          backoff_cap=settings.relay_backoff_cap),

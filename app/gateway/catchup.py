@@ -4,7 +4,8 @@ Live pub/sub is at most once: whatever the relay published while this node was n
 subscribed never reaches its sockets. Disconnecting them would make clients recover,
 but a Socket.IO disconnect from the server is final for the official clients (no
 automatic reconnection), and closing every transport at once is a reconnect storm.
-So the node repairs the gap itself, room by room: it waits for any replay in progress
+So the node repairs the gap itself, room by room (every room's channel is subscribed
+again first, app/gateway/rooms.py): it waits for any replay in progress
 on the room (the per-(socket, stream) replay locks), gates the room's sockets, sends
 the events after the room's mark (the offset through which all of them were sent the
 stream, app/gateway/manager.py) read from the database, then what the gates held back,
@@ -65,6 +66,9 @@ class CatchUp:
                 raise LookupError(f"no mark for {room}")
             for sid in sids:
                 self.manager.open_gate(sid, room)
+            # The room's channel is subscribed again (or lost again: another catch-up
+            # follows) before the table is read: nothing falls between the two.
+            await self.manager.subscribed([room])
             last = await self.replayer.catch_up(room, sids, after)
             self.manager.set_mark(room, last)
             if last > after:

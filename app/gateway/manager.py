@@ -17,6 +17,11 @@ closes its gate, advanced by each live event that follows it without a gap). Whe
 subscription comes back after a loss, the manager calls `on_resubscribed`, and the
 gateway catches each room up from the event table after its mark (app/gateway/catchup.py):
 the clients see no disconnect and no gap, at worst a duplicate.
+
+The node receives only its rooms' events (app/gateway/rooms.py): it subscribes to a
+stream's own channel while the room has a local socket or gate, and listens on the shared
+channel too, for what python-socketio's managers publish there (any service's `emit()`,
+room changes by sid). Room emits of its own (typing) go on the room's channel as well.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import socketio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from app.core.channels import room_channel, room_prefix
 from app.gateway import direct, fanout
+from app.gateway.rooms import RoomChannels, is_stream
 
 log = logging.getLogger("herald.gateway")
 
@@ -41,8 +50,14 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """AsyncRedisManager with per-socket replay gates and floors, and a fan-out without
     a task per socket."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, room_channels: bool = True, **kwargs: Any) -> None:
+        # No silent reconnection inside redis-py: a lost subscription must be seen (its
+        # rooms are then re-subscribed and caught up).
+        kwargs.setdefault("redis_options", {"retry": Retry(NoBackoff(), 0)})
         super().__init__(*args, **kwargs)
+        self.room_channels = room_channels  # emit to a stream room on its channel (typing)
+        self.subscriptions = RoomChannels(room_prefix(self.channel))
+        self.messages_received = 0  # messages this node took off Redis (both kinds)
         self._gates: dict[str, dict[str, list[Buffered]]] = {}
         self._floors: dict[str, dict[str, int]] = {}
         self._marks: dict[str, int] = {}
@@ -58,9 +73,12 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     # -- gates and floors ----------------------------------------------------------------
     def open_gate(self, sid: str, room: str) -> None:
-        """Hold back live events of `room` for `sid` until `close_gate`."""
+        """Hold back live events of `room` for `sid` until `close_gate`; the node subscribes
+        to the room's channel from now on (a connect reads the head after this)."""
         self._gates.setdefault(room, {})[sid] = []
         self._drop(self._floors, sid, room)
+        if is_stream(room):
+            self.subscriptions.want(room)
 
     def is_gated(self, sid: str, room: str) -> bool:
         return sid in self._gates.get(room, {})
@@ -80,11 +98,60 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             self._floors.setdefault(room, {})[sid] = floor
         else:
             self._drop(self._floors, sid, room)
+        self._unwanted(room)
 
     def close_all(self, sid: str) -> None:
         for table in (self._gates, self._floors):
             for room in [r for r, sids in table.items() if sid in sids]:
                 self._drop(table, sid, room)
+                self._unwanted(room)
+
+    # -- room channels -------------------------------------------------------------------
+    def basic_enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: str | None = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if namespace == "/" and room != sid and is_stream(room):
+            self.subscriptions.want(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        if namespace == "/" and room != sid:
+            self._unwanted(room)
+
+    def _unwanted(self, room: Any) -> None:
+        """Unsubscribe `room` if no local socket is in it and no gate is open on it."""
+        if room in self.subscriptions.wanted and room not in self._gates \
+                and not self.rooms.get("/", {}).get(room):
+            self.subscriptions.drop(room)
+
+    async def enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: str | None = None) -> None:
+        """Enter, then wait until the room's channel is subscribed: a replay that follows
+        reads the event table after that, so nothing published before it is missed."""
+        await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if namespace == "/" and room in self.subscriptions.wanted:
+            await self.subscriptions.ready([room])
+
+    async def subscribed(self, rooms: list[str]) -> None:
+        """Wait until the channels of `rooms` (gated or entered here) are subscribed."""
+        await self.subscriptions.ready(rooms)
+
+    async def _publish(self, data: dict[str, Any]) -> None:
+        """A room emit of this node (typing) goes on the room's own channel: only the nodes
+        holding that room get it. Anything else goes on the shared channel."""
+        room = data.get("room")
+        if (self.room_channels and isinstance(room, str) and data.get("method") == "emit"
+                and is_stream(room) and data.get("callback") is None):
+            try:
+                if self.redis is None:
+                    self._redis_connect()
+                await self.redis.spublish(room_channel(self.channel, room),
+                                          self.json.dumps(data))
+            except Exception as exc:  # ephemeral (typing): at most once, like python-socketio
+                log.warning("room emit not published room=%s error=%s", room,
+                            type(exc).__name__)
+            return
+        await super()._publish(data)
 
     @staticmethod
     def _drop(table: dict[str, dict[str, Any]], sid: str, room: str) -> None:
@@ -181,6 +248,19 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         return skip
 
     # -- the subscription ----------------------------------------------------------------
+    async def _listen(self) -> AsyncIterator[Any]:  # pragma: no cover
+        """The messages of the shared channel and of the rooms' channels; Redis's answers
+        to the room (un)subscriptions go to `subscriptions`."""
+        shared = self.channel.encode()
+        rooms = self.subscriptions
+        async for message in self._redis_listen_with_retries():
+            kind = message["type"]
+            if kind == "smessage" or (kind == "message" and message["channel"] == shared):
+                self.messages_received += 1
+                yield message["data"]
+            elif kind in ("ssubscribe", "sunsubscribe"):
+                rooms.answered(message["channel"])
+
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:  # pragma: no cover
         """python-socketio's listener, with a short retry and a hook after a lost subscription.
 
@@ -191,9 +271,13 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         retry_sleep = 0.25
         lost = False
         while True:
+            sub = None
             try:
                 self._redis_connect()
-                await self.pubsub.subscribe(self.channel)
+                # Our own PubSub: python-socketio's `_publish` may replace `self.pubsub`.
+                sub = self.redis.pubsub(ignore_subscribe_messages=False)
+                await sub.subscribe(self.channel)
+                self.subscriptions.up(sub)  # every wanted room's channel, in one batch
                 retry_sleep = 0.25
                 if lost:
                     lost = False
@@ -201,17 +285,30 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     if self.on_resubscribed is not None:
                         task: asyncio.Task[None] = asyncio.create_task(self.on_resubscribed())
                         task.add_done_callback(_log_failure)
-                async for message in self.pubsub.listen():
+                async for message in sub.listen():
                     yield message
             except asyncio.CancelledError:
+                self.subscriptions.lost()
                 raise
             except Exception as exc:
+                self.subscriptions.lost()
+                await _close(sub)
                 if not lost:
                     log.warning("socketio subscription lost channel=%s error=%s",
                                 self.channel, type(exc).__name__)
                 lost = True
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, MAX_RETRY_SLEEP)
+
+
+async def _close(sub: Any) -> None:
+    """Close a failed PubSub (never left subscribed behind our back)."""
+    if sub is None:
+        return
+    try:
+        await sub.aclose()
+    except Exception:  # closing a broken connection: nothing more to do
+        return
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

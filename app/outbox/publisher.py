@@ -9,7 +9,11 @@ them — the payload still as the JSON text PostgreSQL stored, the timestamp alr
 formatted — and builds each message's bytes with one bytes formatting per event (the
 payload text is spliced in, never decoded and re-encoded), then the RESP commands
 themselves, sent in one write per batch on a connection of redis-py's pool; replies are
-read one by one (hiredis parses them when installed). The messages decode to exactly
+read one by one (hiredis parses them when installed). Each event goes to its stream's own
+channel (`SPUBLISH`, app/core/channels.py), which only the web nodes with a socket in
+that room subscribe to; `room_channels=False` publishes on the shared channel instead
+(`PUBLISH`, every node decodes every event: HERALD_ROOM_CHANNELS=false, for a rolling
+upgrade from web nodes that listen on the shared channel only). The messages decode to exactly
 what python-socketio's emit() builds, key order included (checked once at first use,
 as for the dict build; otherwise the events go through emit()).
 """
@@ -26,6 +30,7 @@ import redis
 import socketio
 
 from app.core import jsoncodec
+from app.core.channels import room_channel
 from app.core.db import iso_utc
 from app.core.errors import PublishRejected, TransportDown
 from app.outbox.tables import EventRecord
@@ -167,11 +172,19 @@ def _rows_are_exact() -> bool:
     return list(jsoncodec.loads(built.decode()).items()) == list(reference.items())
 
 
-class RedisPublisher:
-    """Pipelined PUBLISH to the Socket.IO channel on Redis."""
+def _spublish_head(channel: str, stream: str) -> bytes:
+    """The RESP command up to the message's length: SPUBLISH on `stream`'s channel."""
+    name = room_channel(channel, stream).encode()
+    return b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%s\r\n$" % (len(name), name)
 
-    def __init__(self, url: str, *, channel: str = "socketio", timeout: float = 5.0) -> None:
+
+class RedisPublisher:
+    """Pipelined SPUBLISH to each stream's channel (or PUBLISH to the shared one) on Redis."""
+
+    def __init__(self, url: str, *, channel: str = "socketio", timeout: float = 5.0,
+                 room_channels: bool = True) -> None:
         self.channel = channel
+        self.room_channels = room_channels
         self.redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
         )
@@ -195,11 +208,19 @@ class RedisPublisher:
         self._send([row.stream for row in rows], messages)
 
     def _send(self, streams: Sequence[str], messages: Sequence[bytes]) -> None:
-        """PUBLISH each message in one write, then read every reply: an error reply
+        """(S)PUBLISH each message in one write, then read every reply: an error reply
         rejects that message's stream (PublishRejected), a connection error the batch
         (TransportDown)."""
-        command = self._command
-        packed = b"".join([command + b"%d\r\n%s\r\n" % (len(m), m) for m in messages])
+        if self.room_channels:
+            heads: dict[str, bytes] = {}
+            for stream in streams:
+                if stream not in heads:
+                    heads[stream] = _spublish_head(self.channel, stream)
+            packed = b"".join([heads[s] + b"%d\r\n%s\r\n" % (len(m), m)
+                               for s, m in zip(streams, messages, strict=True)])
+        else:
+            command = self._command
+            packed = b"".join([command + b"%d\r\n%s\r\n" % (len(m), m) for m in messages])
         pool = self.redis.connection_pool
         failed: dict[str, str] = {}
         try:

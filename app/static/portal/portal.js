@@ -3,7 +3,7 @@
 // badge and pending messages, over herald-client. State comes from the HTTP API on load (and
 // after onReset); changes arrive as events.
 
-import { createHerald } from 'herald-client';
+import { createHerald } from '@herald-notify/client';
 import { Bell } from './bell.js';
 import { choose, demoUsers, resume, signOut, useToken } from './session.js';
 import * as ui from './ui.js';

@@ -36,7 +36,7 @@ export function toast(type, title, message = '') {
 }
 
 // -- connection badge -------------------------------------------------------------------------
-const STATES = { online: 'Online', reconnecting: 'Reconnecting…', offline: 'Offline' };
+const STATES = { online: 'Online', reconnecting: 'Reconnecting…', offline: 'Offline', unauthorized: 'Signed out' };
 
 /** The badge; `retry` shows the Retry button beside it (offline, or reconnecting too long). */
 export function showConnection(state, shared = false, retry = false) {
