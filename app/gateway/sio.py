@@ -39,7 +39,9 @@ import base64
 import logging
 import secrets
 from typing import Any
+from urllib.parse import parse_qs
 
+import engineio
 import socketio
 from socketio import packet as sio_packet
 
@@ -114,7 +116,30 @@ def _slim_websocket(environ: dict[str, Any]) -> None:
         writable._waiters = _Waiters()
 
 
+class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
+    """engine.io's AsyncServer, but a long-poll POST to a session that is closed and not yet
+    swept is answered 400 like one to an unknown session (engine.io's own path raises
+    KeyError('Session is disconnected') there, outside its error handling: a 500)."""
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        scope = args[0] if args else None
+        if isinstance(scope, dict) and scope.get("type") == "http" \
+                and scope.get("method") == "POST":
+            self._forget_if_closed(scope)
+        return await super().handle_request(*args, **kwargs)
+
+    def _forget_if_closed(self, scope: dict[str, Any]) -> None:
+        query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
+        sid = (query.get("sid") or [""])[0]
+        socket = self.sockets.get(sid) if sid else None
+        if socket is not None and socket.closed:
+            self.sockets.pop(sid, None)
+
+
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
+    def _engineio_server_class(self) -> type[Any]:
+        return HeraldEngineIO
+
     def __init__(self, *args: Any, connect_timeout: float = 10.0,
                  queue_bytes: int = 2 * 2**20, queue_packets: int = 5000,
                  unknown_events_per_minute: int = 60, **kwargs: Any) -> None:
