@@ -241,6 +241,8 @@ class HeraldClient {
     if (members.length === 0) this._members.delete(stream);
     else this._members.set(stream, members);
     this._presenceListeners.get(stream)?.emit(members.map((m) => ({ ...m })));
+  }
+
   _failed(error) {
     this._error = new HeraldError(error?.code ?? 'unauthorized', error?.message ?? 'refused');
     this._setState('unauthorized');
