@@ -5,15 +5,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: dev stop test install browser js services lint typecheck bench clean
+.PHONY: dev stop test install lock browser js services lint typecheck bench clean
 
-$(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
+## Two installs, each with its stamp: the runtime (`make dev`: the server, the Python client,
+## honcho) and the dev/test toolchain on top (`make test`, `make install`: pytest, mypy,
+## ruff, Playwright, schemathesis, npm trees, chromium). Both from requirements.lock, the
+## versions the tests ran on (`make lock` rewrites it from this .venv).
+LOCK := requirements.lock
+RUNTIME := $(BIN)/.runtime-installed
+DEVTOOLS := $(BIN)/.dev-installed
+
+$(RUNTIME): pyproject.toml clients/python/pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/pip install -q -e clients/python -e '.[dev]'
+	$(BIN)/pip install -q -c $(LOCK) -e clients/python -e '.[local]'
 	@touch $@
 
-install: $(BIN)/.installed browser js
+$(DEVTOOLS): $(RUNTIME)
+	$(BIN)/pip install -q -c $(LOCK) -e clients/python -e '.[dev]'
+	@touch $@
+
+install: $(DEVTOOLS) browser js
+
+## `make lock`: requirements.lock from this .venv (after `make install` and a green `make test`).
+lock: $(DEVTOOLS)
+	@{ echo "# pip freeze of the .venv the tests ran on (make lock); make installs with -c"; \
+	   $(BIN)/pip freeze --exclude-editable | grep -v '^herald'; } > $(LOCK)
 
 ## npm packages: the JavaScript client (clients/js), the official socket.io-client that some
 ## fault tests drive (tests/node) and the bench's Node peers (bench/node: socket.io 4.8 server,
@@ -41,14 +58,14 @@ browser:
 services: install
 	@$(BIN)/python scripts/services.py redis postgres
 
-## make dev: migrations, demo data, then web + worker + beat on SQLite and local Redis,
-## on 127.0.0.1:$(PORT) (HOST=0.0.0.0 to listen on every interface). Ctrl-C or `make stop` ends it.
-dev: install
-	@$(BIN)/python scripts/services.py redis || { echo "make dev: Redis is needed (see above)"; exit 1; }
+## make dev: migrations, demo data, then web + worker + beat on SQLite and local Redis (started
+## here if none answers), on 127.0.0.1:$(PORT) (HOST=0.0.0.0 to listen on every interface).
+## Installs the runtime only. Ctrl-C or `make stop` ends it, and the Redis it started.
+dev: $(RUNTIME)
 	@$(BIN)/python scripts/dev.py
 
 stop:
-	@$(BIN)/python scripts/dev.py stop
+	@$(PYTHON) scripts/dev.py stop
 
 ## make test: every test, against real Redis and PostgreSQL (started here when absent).
 test: services
@@ -56,10 +73,10 @@ test: services
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: install
+lint: $(DEVTOOLS)
 	$(BIN)/ruff check .
 
-typecheck: install
+typecheck: $(DEVTOOLS)
 	$(BIN)/mypy
 
 ## make bench: relay, replay and end-to-end latency figures (PostgreSQL + Redis).

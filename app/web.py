@@ -4,7 +4,10 @@ Procfile runs it, with the web-server options that are Herald settings.
 uvicorn negotiates websocket options (per-message deflate) before the ASGI app sees a
 connection, so they cannot be set from inside the app: this launcher passes
 `HERALD_WS_COMPRESSION` (off by default, like Node's socket.io) to uvicorn, with the
-port from `PORT`, no access log and a 3-second graceful shutdown.
+port from `PORT`, no access log and a 3-second graceful shutdown. It also bounds what a
+client may send before the app sees it: request heads (size, header count and time, see
+app/core/httphead.py), websocket messages (the 1 MB frame limit, not uvicorn's 16 MiB)
+and the keep-alive idle time (`HERALD_KEEP_ALIVE`).
 
 For many sockets on one node it also:
 - raises the open-file limit to the hard limit (one descriptor per socket);
@@ -28,9 +31,13 @@ import resource
 
 import uvicorn
 
-from app.core.settings import get_settings
+from app.core.httphead import bounded_head_protocol
+from app.core.settings import Settings, get_settings
 
 PER_CONNECTION = ("connection open", "connection closed")
+# The largest websocket message uvicorn reads whole: the gateway's 1 MB frame limit
+# (app.gateway.server.MAX_FRAME) and a margin, not uvicorn's 16 MiB (a test keeps them in step).
+WS_MAX_SIZE = 1_000_000 + 64 * 1024
 
 
 class PerConnectionLines(logging.Filter):
@@ -65,14 +72,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port, help="port (default: PORT)")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    config = uvicorn.Config("app.main:app", host=args.host, port=args.port, access_log=False,
-                            ws_per_message_deflate=settings.ws_compression,
-                            timeout_graceful_shutdown=3)
+    config = server_config(settings, host=args.host, port=args.port)
     # After uvicorn's own logging set-up (in Config), before any connection.
     logging.getLogger("uvicorn.error").addFilter(PerConnectionLines())
     config.load()  # the app built now (uvicorn would at start-up), to be frozen with the rest
     freeze_start_up()
     uvicorn.Server(config).run()
+
+
+def server_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration for the web node, Herald's settings applied."""
+    return uvicorn.Config("app.main:app", host=host, port=port, access_log=False,
+                          http=bounded_head_protocol(max_bytes=settings.max_header_bytes,
+                                                     max_count=settings.max_headers,
+                                                     timeout=settings.header_timeout),
+                          timeout_keep_alive=settings.keep_alive,
+                          ws_max_size=WS_MAX_SIZE,
+                          ws_per_message_deflate=settings.ws_compression,
+                          timeout_graceful_shutdown=3)
 
 
 def freeze_start_up() -> int:

@@ -1,5 +1,7 @@
 """`python -m bench` (`make bench`): relay, replay and end-to-end figures, in one run.
 
+`python -m bench scale` runs the scale part alone (as `--only scale`).
+
 Needs PostgreSQL and Redis (the test ones: TEST_PG_URL / REDIS_URL). Creates and drops
 its own database, uses its own Socket.IO channels and Celery queues, starts a real web
 node and real Celery workers. Prints medians over repetitions, and ratios measured side
@@ -27,6 +29,7 @@ from bench import (
     latency_bench,
     relay_bench,
     replay_bench,
+    scale_bench,
     storm_bench,
     writes_bench,
 )
@@ -39,15 +42,17 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 10000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
         "storm_sockets": 2000, "storm_missed": 20,
-        "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5}
+        "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5,
+        "scale_small": 1000, "scale_large": 1_000_000, "scale_events": 5000, "scale_reps": 5}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
          "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
          "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
          "storm_sockets": 50, "storm_missed": 5,
-         "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2}
-PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm", "writes")
+         "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2,
+         "scale_small": 200, "scale_large": 2000, "scale_events": 1000, "scale_reps": 2}
+PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm", "writes", "scale")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,7 +92,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--writes-appends", type=int,
                         help="writer.append events in one transaction per repetition")
     parser.add_argument("--writes-reps", type=int, help="writes repetitions")
+    parser.add_argument("--scale-small", type=int, help="streams in the small scale database")
+    parser.add_argument("--scale-large", type=int, help="streams in the large scale database")
+    parser.add_argument("--scale-events", type=int,
+                        help="events posted to random streams and drained (a multiple of 1,000)")
+    parser.add_argument("--scale-reps", type=int, help="scale repetitions (claim, GET, batches)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scale"]:  # `python -m bench scale`: that part alone
+        argv = ["--only", "scale", *argv[1:]]
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -156,6 +169,9 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "writes" in args.parts:
             await writes_bench.run(report, factory, url, base, writes_bench.WritesSizes(
                 args.writes_single, args.writes_batches, args.writes_appends, args.writes_reps))
+        if "scale" in args.parts:
+            await scale_bench.run(report, scale_bench.ScaleSizes(
+                args.scale_small, args.scale_large, args.scale_events, args.scale_reps))
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

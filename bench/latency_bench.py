@@ -55,7 +55,7 @@ def _users(factory: sessionmaker[Session], count: int, role: str) -> list[int]:
 
 
 # The rows writer.append writes for one event, as two statements on a plain connection.
-_BUMP = "UPDATE streams SET head = head + 1 WHERE name = %s RETURNING head"
+_BUMP = "UPDATE streams SET head = head + 1, pending = true WHERE name = %s RETURNING head"
 _INSERT = ('INSERT INTO events (id, stream, "offset", type, payload, created_at) '
            "VALUES (%s, %s, %s, %s, %s::json, %s)")
 

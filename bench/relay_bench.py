@@ -80,6 +80,8 @@ def reset_cursors(factory: sessionmaker[Session]) -> None:
     with factory() as session, session.begin():
         session.execute(update(RelayCursor).values(dispatched=0, attempts=0, state="active",
                                                    next_attempt_at=None, last_error=None))
+        # behind again: pending again (a writer's head bump would have marked them)
+        session.execute(update(Stream).values(pending=True))
 
 
 def pending_streams(factory: sessionmaker[Session]) -> int:

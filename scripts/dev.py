@@ -1,8 +1,10 @@
 """`make dev`: demo data, then web + worker + beat; the banner once the web node answers.
 
-Binds 127.0.0.1 unless HOST says otherwise; refuses a port in use with one line. Ctrl-C,
-or `make stop` from another terminal (`python scripts/dev.py stop`), stops everything it
-started: honcho and its processes run in one process group, whose id is in var/dev.pid.
+Binds 127.0.0.1 unless HOST says otherwise; refuses a port in use with one line. Uses the
+Redis at REDIS_URL, or starts a local redis-server (scripts/services.py). Ctrl-C, or `make
+stop` from another terminal (`python scripts/dev.py stop`), stops everything it started:
+honcho and its processes run in one process group, whose id is in var/dev.pid, and a Redis
+it started has its pid in var/dev.redis.pid.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PIDFILE = Path(os.environ.get("HERALD_DEV_PIDFILE", ROOT / "var" / "dev.pid"))
+REDIS_PIDFILE = PIDFILE.with_suffix(".redis.pid")  # only a Redis that `make dev` started
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -96,16 +99,53 @@ def stop_child(honcho: subprocess.Popen[bytes]) -> None:
         honcho.wait(5)
 
 
+def start_redis() -> bool:
+    """The Redis at REDIS_URL answers (started here, with its pid in REDIS_PIDFILE, if not)."""
+    REDIS_PIDFILE.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), "redis",
+                           "--redis-pidfile", str(REDIS_PIDFILE)], cwd=ROOT, check=False)
+    return done.returncode == 0
+
+
+def _is_redis(pid: int) -> bool:
+    try:
+        return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_redis(timeout: float = 10) -> bool:
+    """Stop the Redis `make dev` started, if any (its pid file; never another Redis)."""
+    try:
+        pid = int(REDIS_PIDFILE.read_text())
+    except (OSError, ValueError):
+        return False
+    stopped = False
+    if _is_redis(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_redis(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = True
+    REDIS_PIDFILE.unlink(missing_ok=True)
+    return stopped
+
+
 def stop() -> int:
     """`make stop`: the processes `make dev` started, wherever it runs."""
     try:
         pgid = int(PIDFILE.read_text())
     except (OSError, ValueError):
+        pgid = None
+    if pgid is not None:
+        stop_group(pgid)
+        PIDFILE.unlink(missing_ok=True)
+    redis = stop_redis()
+    if pgid is None and not redis:
         print("make stop: nothing to stop (no var/dev.pid)")
         return 0
-    stop_group(pgid)
-    PIDFILE.unlink(missing_ok=True)
-    print(f"make stop: stopped process group {pgid}")
+    print("make stop: stopped " + " and ".join(
+        ([f"process group {pgid}"] if pgid is not None else []) + (["Redis"] if redis else [])))
     return 0
 
 
@@ -119,8 +159,22 @@ def run() -> int:
     if port_in_use(host, int(port)):
         print(f"make dev: port {port} on {host} is in use (stop what uses it, or set PORT)")
         return 1
+    signal.signal(signal.SIGTERM, _interrupted)
+    if not start_redis():
+        print("make dev: Redis is needed (see above)")
+        return 1
+    try:
+        return serve(host, port)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_redis()
+
+
+def serve(host: str, port: str) -> int:
+    """Migrate, run honcho (seeding meanwhile) until it ends, Ctrl-C or SIGTERM; stop what it
+    started."""
     herald("migrate")
-    seeded = json.loads(herald("seed", "--json"))
     # The Procfile names uvicorn, celery and alembic: find them in this virtualenv.
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     # honcho hands each process its own PORT from a base port; the web, listed first, gets ours.
@@ -128,15 +182,16 @@ def run() -> int:
                                "web", "worker", "beat"], cwd=ROOT, start_new_session=True)
     PIDFILE.parent.mkdir(exist_ok=True)
     PIDFILE.write_text(str(honcho.pid))
-    signal.signal(signal.SIGTERM, _interrupted)
     try:
+        # demo data and the banner's tokens while the processes start
+        text = banner(host, port, json.loads(herald("seed", "--json")))
         deadline = time.monotonic() + 60
         while not answers(f"http://{host}:{port}/healthz"):
             if honcho.poll() is not None or time.monotonic() > deadline:
                 print("make dev: the web node did not come up (see the lines above)")
                 return 1
             time.sleep(0.2)
-        print(banner(host, port, seeded), flush=True)
+        print(text, flush=True)
         code = honcho.wait()
         return 0 if code in (0, 128 + signal.SIGTERM) else code  # 143: `make stop`
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
 """Make sure Redis and PostgreSQL answer; start local ones when they don't.
 
 `python scripts/services.py redis postgres` exits 0 when each answers (after starting it
-if needed) and prints one line per service. Outside CI a service that cannot be had is
-reported and tests that need it skip; under CI=true it fails the run.
+if needed) and prints one line per service. `--redis-pidfile PATH`: a Redis started here
+writes its pid there (`make dev` stops the Redis it started, and only that one). Outside
+CI a service that cannot be had is reported and tests that need it skip; under CI=true it
+fails the run.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _wait(check, seconds: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def ensure_redis() -> str | None:
+def ensure_redis(pidfile: str | None = None) -> str | None:
     url = urlparse(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     host, port = url.hostname or "127.0.0.1", url.port or 6379
 
@@ -54,9 +56,10 @@ def ensure_redis() -> str | None:
     if host not in {"127.0.0.1", "localhost", "::1"}:
         return f"redis: nothing answers at {host}:{port} (not local, so not started here)"
     os.makedirs("var", exist_ok=True)
+    extra = ["--pidfile", os.path.abspath(pidfile)] if pidfile else []
     subprocess.run([server, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
                     "--save", "", "--appendonly", "no", "--dir", os.path.abspath("var"),
-                    "--logfile", os.path.abspath("var/redis.log")], check=False)
+                    "--logfile", os.path.abspath("var/redis.log"), *extra], check=False)
     if _wait(ping):
         print(f"redis: started redis-server on {host}:{port}")
         return None
@@ -84,8 +87,14 @@ def ensure_postgres() -> str | None:
     return f"postgres: could not start cluster {versions[-1]}/main"
 
 
-def main(names: list[str]) -> int:
-    checks = {"redis": ensure_redis, "postgres": ensure_postgres}
+def main(args: list[str]) -> int:
+    pidfile = None
+    if "--redis-pidfile" in args:
+        at = args.index("--redis-pidfile")
+        pidfile = args[at + 1]
+        args = args[:at] + args[at + 2:]
+    names = args
+    checks = {"redis": lambda: ensure_redis(pidfile), "postgres": ensure_postgres}
     failed = False
     for name in names or list(checks):
         problem = checks[name]()

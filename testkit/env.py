@@ -19,7 +19,7 @@ def isolate(*, channel: str, queue: str, secret: str, rate: str, max_connections
     os.environ.setdefault("HERALD_LOG_LEVEL", log_level)
     # Per-user windows live in Redis for a minute while runs reuse user ids: out of reach,
     # except where a test sets them.
-    for name in ("MESSAGES", "TYPING", "JOINS", "CONNECTS"):
+    for name in ("MESSAGES", "TYPING", "JOINS", "CONNECTS", "WRITES"):
         os.environ.setdefault(f"HERALD_RATE_{name}", rate)
     os.environ.setdefault("HERALD_MAX_CONNECTIONS_PER_USER", str(max_connections))
 

@@ -25,6 +25,7 @@ from testkit.postgres import private_pg  # noqa: F401  (fixture)
 from testkit.processes import WebNode
 from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
+from testkit.world import World, build_world
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,15 @@ def node(pg_system: System, tmp_path: Path) -> Iterator[WebNode]:
     web.start()
     yield web
     web.stop()
+
+
+@pytest.fixture(scope="module")
+def world(pg_system_session: System) -> Iterator[World]:
+    """A portal on PostgreSQL, built once per module: a project with its client and
+    technician, outsiders of each role, an admin and a service (testkit/world.py)."""
+    w = build_world(pg_system_session)
+    yield w
+    w.api.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -84,3 +84,17 @@ async def test_the_apps_lifespan_closes_what_create_app_opened(sqlite_db: Databa
     assert [m["type"] for m in sent] == ["lifespan.startup.complete",
                                          "lifespan.shutdown.complete"]
     assert closed == ["nudger and the rest"]
+
+
+async def test_docs_load_nothing_from_outside_the_web_node(http: httpx.AsyncClient) -> None:
+    """/docs works offline: Swagger UI's script, stylesheet and icon are served locally."""
+    import re
+
+    page = await http.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", page.text)
+    urls += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)  # the OpenAPI document
+    assert len(urls) >= 4, urls
+    assert [u for u in urls if not u.startswith("/")] == []
+    for url in urls:
+        assert (await http.get(url)).status_code == 200, url

@@ -21,7 +21,9 @@ TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "1
         "--fanout-sockets", "10", "--fanout-events", "2", "--fanout-wide", "15",
         "--fanout-reps", "1", "--storm-sockets", "10", "--storm-missed", "3",
         "--writes-single", "5", "--writes-batches", "1", "--writes-appends", "20",
-        "--writes-reps", "1"]
+        "--writes-reps", "1",
+        "--scale-small", "50", "--scale-large", "500", "--scale-events", "1000",
+        "--scale-reps", "1"]
 
 
 def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: str,
@@ -29,11 +31,11 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     require_pg()
     out = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, "-m", "bench", *TINY, "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=100)
+                          cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
     names = {(f["section"], f["name"]) for f in figures}
-    for section in ("relay", "replay", "e2e", "update", "fanout", "storm", "writes"):
+    for section in ("relay", "replay", "e2e", "update", "fanout", "storm", "writes", "scale"):
         assert any(s == section for s, _ in names), (section, done.stdout)
     skipped = [f for f in figures if "skipped" in f["note"]]
     assert not (CI and skipped), skipped  # Node is required under CI=true
@@ -46,6 +48,10 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     assert "commit -> client p99" in done.stdout
     assert "POST /api/events, batches of 1,000" in done.stdout
     assert "PATCH /api/projects/{id} round trip" in done.stdout
+    for line in ("relay claim, nothing pending at 500", "ratio 500 / 50",
+                 "POST 1,000 events over 1,000 new streams at 500",
+                 "GET /api/admin/outbox, 1,000 pending at 500"):
+        assert line in done.stdout, done.stdout
     if not skipped:
         for line in ("ratio Herald / Node (deliveries/s)", "Node socket.io, same JWT check",
                      "memory per idle joined socket", "one event to 15 sockets",

@@ -4,14 +4,13 @@ nodes, a Celery worker)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from herald_client import MemoryStore, NotFound, Subscriber
 
 from app.outbox.writer import append
+from testkit.eventually import eventually_async
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
@@ -21,13 +20,6 @@ def notify(system: System, stream: str, title: str) -> str:
     with system.factory() as session, session.begin():
         return append(session, stream, "notification",
                       {"type": "info", "title": title, "message": "m"}).id
-
-
-async def until(what: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_two_subscribers_of_a_user_converge_through_inbox_updated_and_callbacks_fire(
@@ -52,9 +44,9 @@ async def test_two_subscribers_of_a_user_converge_through_inbox_updated_and_call
             "unread": 0, "unseen": 0, "countsCapped": False}
         await subs[1].inbox.list()
         ids = [notify(pg_system, f"user-{uid}", f"n{i}") for i in range(3)]
-        await until(lambda: len(heard) == 3)
+        await eventually_async(lambda: len(heard) == 3)
         assert [title for title, _ in heard] == ["n0", "n1", "n2"]
-        await until(lambda: all(len(c) >= 3 for c in changes))
+        await eventually_async(lambda: all(len(c) >= 3 for c in changes))
         assert subs[0].inbox.counts == {"unread": 3, "unseen": 3, "countsCapped": False}
 
         assert await subs[0].inbox.mark_read(ids[:1]) == {
@@ -63,7 +55,7 @@ async def test_two_subscribers_of_a_user_converge_through_inbox_updated_and_call
         await subs[1].inbox.mark_all_seen()
         with pytest.raises(NotFound):
             await subs[0].inbox.mark_read(["not-an-item"])
-        await until(lambda: all(len(c) >= 6 for c in changes))
+        await eventually_async(lambda: all(len(c) >= 6 for c in changes))
         final = {"unread": 1, "unseen": 0, "countsCapped": False}
         assert subs[0].inbox.counts == subs[1].inbox.counts == final
         assert [c[1].get("all") for c in changes[0][3:]] == [None, None, "seen"]

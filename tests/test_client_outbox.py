@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +25,11 @@ from herald_client import (
 from herald_client.errors import Conflict, error_from_ack
 from herald_client.outbox import Outbox
 
+from testkit.eventually import eventually_async
 from testkit.processes import WebNode, free_port
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(what: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def chat_user(system: System) -> tuple[str, int]:
@@ -66,11 +58,11 @@ async def test_messages_sent_while_the_web_node_is_down_are_stored_once_each_in_
                      on_connection_change=changes.append)
     await sub.start()
     try:
-        await until(lambda: sub.connected)
+        await eventually_async(lambda: sub.connected)
         node.kill()
-        await until(lambda: False in changes)
+        await eventually_async(lambda: False in changes)
         sends = queue(sub, ticket, "one", "two", "three")
-        await until(lambda: len(sub.pending_messages()) == 3)
+        await eventually_async(lambda: len(sub.pending_messages()) == 3)
         assert [m.text for m in sub.pending_messages()] == ["one", "two", "three"]
         await asyncio.sleep(1.0)  # offline: they wait, no error
         assert not any(task.done() for task in sends)
@@ -100,7 +92,7 @@ async def test_messages_left_by_a_closed_subscriber_are_sent_by_the_next_one_fro
     first = Subscriber(nowhere, get_token=lambda: user_token, outbox=FileOutbox(path))
     starting = asyncio.create_task(first.start())
     sends = queue(first, ticket, "a", "b", "c")
-    await until(lambda: len(first.pending_messages()) == 3)
+    await eventually_async(lambda: len(first.pending_messages()) == 3)
     await first.close()
     await asyncio.wait_for(starting, 10)
     for task in sends:
@@ -115,7 +107,7 @@ async def test_messages_left_by_a_closed_subscriber_are_sent_by_the_next_one_fro
     assert [m.text for m in second.pending_messages()] == ["a", "b", "c"]
     await second.start()
     try:
-        await until(lambda: second.pending_messages() == [])
+        await eventually_async(lambda: second.pending_messages() == [])
         assert seen == [["b", "c"], ["c"], []]
         assert json.loads(path.read_text()) == []
         assert stored(pg_system, ticket) == [("new-message", "a"), ("new-message", "b"),
@@ -168,7 +160,8 @@ async def test_a_refused_message_raises_its_typed_error_and_leaves_the_queue(
     before, blank, foreign, after = (
         asyncio.create_task(sub.send_message(t, text)) for t, text in
         [(ticket, "before"), (ticket, "   "), (others_ticket, "x"), (ticket, "after")])
-    await until(lambda: len(sub.pending_messages()) == 4)  # queued before start, in order
+    # queued before start, in order
+    await eventually_async(lambda: len(sub.pending_messages()) == 4)
     await sub.start()
     try:
         assert (await asyncio.wait_for(before, 30))["ok"] is True
@@ -270,7 +263,7 @@ async def test_a_client_message_id_already_queued_is_queued_once_and_both_caller
     try:
         first = asyncio.create_task(box.send(QueuedMessage.new(1, "hi", "same")))
         second = asyncio.create_task(box.send(QueuedMessage.new(1, "hi", "same")))
-        await until(lambda: len(box.pending()) == 1)
+        await eventually_async(lambda: len(box.pending()) == 1)
         await asyncio.sleep(0)
         server.online.set()
         assert await asyncio.wait_for(first, 5) == await asyncio.wait_for(second, 5)
@@ -286,7 +279,7 @@ async def test_close_keeps_unsent_messages_in_the_store_and_tells_their_callers_
     store = MemoryOutbox()
     box = server.outbox(store)
     waiting = asyncio.create_task(box.send(QueuedMessage.new(1, "kept", "k1")))
-    await until(lambda: len(store.messages) == 1)
+    await eventually_async(lambda: len(store.messages) == 1)
     await box.close()
     with pytest.raises(Unavailable) as closed:
         await waiting

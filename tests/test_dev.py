@@ -1,9 +1,11 @@
-"""`make dev` (scripts/dev.py): a busy port refused, the banner once the web node answers,
-and `make stop` stopping everything it started."""
+"""`make dev` (scripts/dev.py): the runtime only, a busy port refused, the banner once the
+web node answers, and `make stop` or Ctrl-C stopping everything it started, a Redis too."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -73,3 +75,80 @@ def test_the_banner_comes_once_the_web_node_answers_and_make_stop_stops_everythi
             dev.wait(10)
         if dev.stdout is not None:
             dev.stdout.close()
+
+
+def test_make_dev_installs_the_runtime_only() -> None:
+    """No test or bench toolchain: no `[dev]` extra, no npm trees, no browser."""
+    done = subprocess.run(["make", "-n", "-B", "dev"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "-e '.[local]'" in done.stdout and "requirements.lock" in done.stdout
+    for toolchain in ("[dev]", "npm", "playwright", "chromium", "apt-get"):
+        assert toolchain not in done.stdout, toolchain
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _dev_with_its_own_redis(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """`scripts/dev.py` where no Redis answers at REDIS_URL: it starts one. Once the banner."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "HERALD_DEV_PIDFILE": str(tmp_path / "dev.pid"),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+    dev = subprocess.Popen(DEV, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True)
+    assert dev.stdout is not None
+    deadline = time.monotonic() + 90
+    for line in dev.stdout:
+        if line.startswith("Herald is running on"):
+            break
+        assert time.monotonic() < deadline, "no banner"
+    assert _redis_answers(redis_port)
+    return dev, env, redis_port
+
+
+@pytest.mark.slow
+def test_make_stop_also_stops_the_redis_make_dev_started(tmp_path: Path) -> None:
+    dev, env, redis_port = _dev_with_its_own_redis(tmp_path)
+    try:
+        pgid = int((tmp_path / "dev.pid").read_text())
+        stopped = subprocess.run([*DEV, "stop"], env=env, capture_output=True, text=True,
+                                 timeout=60)
+        assert stopped.returncode == 0, stopped.stdout
+        assert dev.wait(30) == 0
+        assert not _group_alive(pgid)
+        assert not _redis_answers(redis_port)
+        assert not (tmp_path / "dev.redis.pid").exists()
+    finally:
+        _end(dev, env)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_make_dev_started_redis_included(tmp_path: Path) -> None:
+    dev, env, redis_port = _dev_with_its_own_redis(tmp_path)
+    try:
+        pgid = int((tmp_path / "dev.pid").read_text())
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(30) == 0
+        assert not _group_alive(pgid)
+        assert not _redis_answers(redis_port)
+    finally:
+        _end(dev, env)
+
+
+def _end(dev: subprocess.Popen[str], env: dict[str, str]) -> None:
+    if dev.poll() is None:
+        dev.kill()
+        dev.wait(10)
+    subprocess.run([*DEV, "stop"], env=env, capture_output=True, timeout=60)  # whatever is left
+    if dev.stdout is not None:
+        dev.stdout.close()

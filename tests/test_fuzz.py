@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,8 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from testkit.clients import SocketClient
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 FUZZ = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -50,13 +48,6 @@ DEEP = st.integers(30, 40).map(nested) | st.sampled_from([nested(100), nested(60
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=12) | ODD_TEXT, inner, max_size=4),
                     max_leaves=16) | DEEP
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 def _near_valid(world: World) -> st.SearchStrategy[Any]:

@@ -9,24 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from testkit.clients import SocketClient, token
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 BIG_IDS = [2**31, 2**53 - 1, 2**63, 2**70]
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 def _calls(world: World, big: int) -> list[tuple[str, str, Any]]:

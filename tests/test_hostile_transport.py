@@ -25,8 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.core.settings import Settings
 from testkit.clients import SocketClient, token
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 STRICT = {"HERALD_CONNECT_TIMEOUT": "1", "HERALD_CORS_ORIGINS": "https://portal.example",
           "HERALD_MAX_BODY": str(2 * 2**20)}
@@ -39,13 +38,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture
@@ -171,11 +163,20 @@ def test_a_foreign_origin_is_refused_and_a_listed_one_allowed(node: WebNode) -> 
 
 def test_cross_origin_defaults_any_in_development_none_in_production() -> None:
     secret = "s" * 40
-    assert Settings(HERALD_ENV="development").allowed_origins == "*"
+    assert Settings(HERALD_ENV="development", jwt_secret=None).allowed_origins == "*"
+    assert Settings(HERALD_ENV="test", JWT_SECRET=secret).allowed_origins == "*"
     assert Settings(HERALD_ENV="production", JWT_SECRET=secret).allowed_origins is None
     assert Settings(HERALD_ENV="production", JWT_SECRET=secret,
                     HERALD_CORS_ORIGINS="https://a.example, https://b.example"
                     ).allowed_origins == ["https://a.example", "https://b.example"]
+
+
+def test_a_node_with_its_own_key_but_no_environment_allows_no_foreign_origin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HERALD_ENV", raising=False)
+    settings = Settings(JWT_SECRET="s" * 40)
+    assert settings.environment == "development"  # the default, as on a forgetful deploy
+    assert settings.allowed_origins is None  # the page's own origin only
 
 
 def test_no_token_reaches_the_web_node_log(node: WebNode, world: World) -> None:

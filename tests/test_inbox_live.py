@@ -7,23 +7,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from testkit.clients import SocketClient
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 
 @pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    if len(w.system.webs) < 2:
-        w.system.add_web()
-    yield w
-    w.api.close()
+def world(world: World) -> World:
+    """conftest's world, with a second web node."""
+    if len(world.system.webs) < 2:
+        world.system.add_web()
+    return world
 
 
 def notify(world: World, **target: Any) -> str:

@@ -160,7 +160,8 @@ def test_js_client_node_suite_passes_against_a_real_server(
     pg_system: System, control_url: str, suite: str
 ) -> None:
     """One `node --test` file: resume, dedupe and gap repair (resume.test.js); token refresh,
-    offline queue, typing and tabs (session.test.js); pure logic (tracker, tabs)."""
+    offline queue, typing and tabs (session.test.js); tokens refused for good (auth.test.js);
+    pure logic (tracker, tabs)."""
     node = _node()
     env = {**os.environ, "HERALD_URL": pg_system.url, "HERALD_CONTROL": control_url,
            "HERALD_ADMIN_TOKEN": pg_system.admin_token}

@@ -54,3 +54,49 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
     finally:
         engine.dispose()
+
+
+def backfill(url: str) -> None:
+    """0004 marks pending exactly the streams whose cursor is behind (failed ones too),
+    and its downgrade drops the mark and its index."""
+    from sqlalchemy import text
+
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name, head, done, state in (("user-1", 3, 3, "active"), ("user-2", 5, 2, "active"),
+                                            ("user-3", 1, 0, "failed"), ("user-4", 0, 0, "active")):
+                conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, "
+                                  "created_at) VALUES (:n, 'e', :h, 0, CURRENT_TIMESTAMP)"),
+                             {"n": name, "h": head})
+                conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, "
+                                  "attempts) VALUES (:n, :d, :s, 0)"),
+                             {"n": name, "d": done, "s": state})
+        upgrade(url)
+        with engine.connect() as conn:
+            marked = {name for name, pending in conn.execute(
+                text("SELECT name, pending FROM streams")) if pending}
+        assert marked == {"user-2", "user-3"}
+        indexes = inspect(engine).get_indexes("streams")
+        assert any(i["name"] == "ix_streams_pending" for i in indexes)
+        downgrade(url, "0003")
+        assert "pending" not in {c["name"] for c in inspect(engine).get_columns("streams")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM streams")).scalar() == 4
+            assert conn.execute(text("SELECT count(*) FROM relay_cursors")).scalar() == 4
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0004_marks_the_streams_behind_and_downgrades(tmp_path: Path) -> None:
+    backfill(f"sqlite:///{tmp_path / 'b.db'}")
+
+
+def test_postgres_0004_marks_the_streams_behind_and_downgrades() -> None:
+    require_pg()
+    url = create_pg_database("_mig2")
+    try:
+        backfill(url)
+    finally:
+        drop_pg_database(url)

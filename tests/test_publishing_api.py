@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,15 +16,7 @@ from app.outbox.tables import Event, IdempotencyKey, Stream
 from app.portal.models import Project, User
 from testkit.clients import SocketClient, token
 from testkit.databases import Database
-from testkit.system import System
-from testkit.world import World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
+from testkit.world import World
 
 
 def _post(world: World, body: Any, service: str = "billing") -> httpx.Response:

@@ -19,19 +19,11 @@ import socketio
 
 from testkit.clients import Api, SocketClient
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 SMALL = {"HERALD_RATE_MESSAGES": "5/minute", "HERALD_RATE_TYPING": "5/minute",
          "HERALD_RATE_JOINS": "5/minute", "HERALD_RATE_CONNECTS": "8/minute",
          "HERALD_MAX_CONNECTIONS_PER_USER": "3"}
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture(scope="module")

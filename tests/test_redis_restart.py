@@ -29,6 +29,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.migrate import upgrade
 from app.portal import projects
 from testkit.clients import Api, token
+from testkit.eventually import eventually_async
 from testkit.postgres import PrivatePostgres
 from testkit.private import private_system
 from testkit.processes import ROOT, WebNode, Worker
@@ -110,13 +111,6 @@ class NodeFollower:
             self.proc.wait(10)
 
 
-async def wait_until(check: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def test_official_node_client_receives_every_patch_across_three_redis_restarts(
     restartable: Restartable,
 ) -> None:
@@ -126,13 +120,13 @@ async def test_official_node_client_receives_every_patch_across_three_redis_rest
     stream = f"project-{project}"
     follower = NodeFollower(restartable.web.url, client_token, project)
     try:
-        await wait_until(lambda: follower.kinds("joined"), f"no join: {follower.lines}")
+        await eventually_async(lambda: follower.kinds("joined"), f"no join: {follower.lines}")
         assert follower.kinds("joined")[0]["ack"]["ok"] is True
         for i in range(1, RESTARTS + 1):
             restartable.restart_redis()
             api.ok("PATCH", f"/api/projects/{project}", json={"progress": 10 * i})
-            await wait_until(lambda n=i: len(set(follower.offsets(stream))) >= n,
-                             f"patch {i} not received: {follower.lines}")
+            await eventually_async(lambda n=i: len(set(follower.offsets(stream))) >= n,
+                                   f"patch {i} not received: {follower.lines}")
         assert first_seen(follower.offsets(stream)) == [1, 2, 3]
         # no action from the client: it was never even disconnected
         assert follower.kinds("disconnect") == [], follower.lines
@@ -172,12 +166,12 @@ async def test_python_socketio_client_receives_every_patch_across_three_redis_re
     await sio.connect(restartable.web.url, auth=lambda: {"token": client_token},
                       transports=["websocket"], wait_timeout=10)
     try:
-        await wait_until(lambda: joined, "no join")
+        await eventually_async(lambda: joined, "no join")
         assert joined[0]["ok"] is True
         for i in range(1, RESTARTS + 1):
             await asyncio.to_thread(restartable.restart_redis)
             api.ok("PATCH", f"/api/projects/{project}", json={"progress": 10 * i})
-            await wait_until(lambda n=i: len(set(offsets)) >= n, f"patch {i} not received")
+            await eventually_async(lambda n=i: len(set(offsets)) >= n, f"patch {i} not received")
         assert first_seen(offsets) == [1, 2, 3]
         assert disconnects == []
     finally:
@@ -227,18 +221,18 @@ async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_rec
                           auth=lambda: {"token": token(client.id, "client", "c@test"),
                                         "positions": {stream: dict(position)}})
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})
-        await wait_until(lambda: offsets == [1], "first event not received")
+        await eventually_async(lambda: offsets == [1], "first event not received")
 
         await asyncio.to_thread(private_pg.stop)
         await asyncio.to_thread(private.stop)
         await asyncio.sleep(0.5)
         await asyncio.to_thread(private.start)  # resubscribed; the catch-up cannot read
-        await wait_until(lambda: reasons, "the transport was not closed")
+        await eventually_async(lambda: reasons, "the transport was not closed")
         assert reasons[0] == sio.reason.TRANSPORT_ERROR, reasons  # not SERVER_DISCONNECT
         await asyncio.sleep(2)  # it retries meanwhile: the node closes those transports too
         await asyncio.to_thread(private_pg.start)
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 2})
-        await wait_until(lambda: 2 in offsets, f"not recovered: {offsets} {reasons}")
+        await eventually_async(lambda: 2 in offsets, f"not recovered: {offsets} {reasons}")
         assert first_seen(offsets) == [1, 2]
         assert sio.connected
         api.close()

@@ -80,7 +80,7 @@ def test_prune_covers_every_stream_in_bounded_batches_and_chunks(db: Database) -
     streams = [f"user-{i}" for i in range(1, 8)]
     for stream in streams:
         fill(db, stream, 5, age=OLD)
-    assert prune_events(db.factory, retention=timedelta(days=7), batch_streams=2, chunk=2) == 35
+    assert prune_events(db.factory, retention=timedelta(days=7), chunk=2) == 35
     with db.factory() as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar() == 0
         assert set(session.execute(select(Stream.pruned_through)).scalars()) == {5}

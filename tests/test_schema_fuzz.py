@@ -7,26 +7,16 @@ per-operation Hypothesis strategies are.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 EXAMPLES = settings(max_examples=10, deadline=None, database=None,
                     phases=[Phase.explicit, Phase.generate],
                     suppress_health_check=list(HealthCheck))
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 def _no_500(world: World, operation: Any, headers: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from app.outbox.tables import RelayCursor, Stream
 from app.portal import projects
 from testkit.clients import token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.eventually import eventually_async
 from testkit.processes import Process, WebNode, Worker, free_port
 from testkit.redis import PrivateRedis
 from testkit.testrun import CI
@@ -287,13 +288,6 @@ def heads(factory: Any) -> dict[str, tuple[int, int]]:
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
-async def until(check: Callable[[], bool], what: Callable[[], str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what()
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str) -> Iterator[tuple[Cluster, Any, str]]:
     require_pg()
@@ -367,8 +361,8 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
         await asyncio.to_thread(system.chaos, SOAK_SECONDS, rng, kills)
         stop_writes.set()
         threads[1].join(10)
-        await until(lambda: all(h == d for h, d in heads(factory).values()),
-                    lambda: f"outbox not drained: {heads(factory)}", 90)
+        await eventually_async(lambda: all(h == d for h, d in heads(factory).values()),
+                               lambda: f"outbox not drained: {heads(factory)}", 90, 0.2)
         committed = {s: h for s, (h, _) in heads(factory).items()}
 
         everyone: list[Resuming | PythonClient | NodeClient] = [*clients, *official]
@@ -381,7 +375,8 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
             return str({(type(c).__name__, s): committed.get(s, 0)
                         - len(set(c.received.get(s, [])))
                         for c in everyone for s in c.streams})
-        await until(complete, lambda: f"missing per (client, stream): {missing()}", 90)
+        await eventually_async(complete, lambda: f"missing per (client, stream): {missing()}", 90,
+                               0.2)
         await asyncio.sleep(0.5)  # a late duplicate from a library would show up now
     finally:
         system.stopping.set()

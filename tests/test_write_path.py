@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -26,9 +25,8 @@ from app.portal import auth
 from app.portal.models import Project, User
 from testkit.clients import token
 from testkit.databases import Database
-from testkit.system import System
 from testkit.testrun import SECRET
-from testkit.world import World, build_world
+from testkit.world import World
 
 
 def _offsets(database: Database, stream: str) -> list[int]:
@@ -217,13 +215,6 @@ def test_a_pooled_connection_whose_server_side_died_is_replaced_before_use(
 
 # --- over HTTP, on the real system -------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
-
-
 def test_one_event_to_a_new_stream_then_to_it_again(world: World) -> None:
     """The first event of a stream takes the transaction (the stream is created), the
     next the single statement: offsets 1 and 2, the same answer's shape."""
@@ -241,8 +232,8 @@ def test_one_event_to_a_new_stream_then_to_it_again(world: World) -> None:
 
 
 @pytest.mark.parametrize("role,status,code", [
-    ("admin", 200, None), ("technician", 200, None), ("other-technician", 403, "forbidden"),
-    ("client", 403, "forbidden"), ("service", 403, "forbidden")])
+    ("admin", 200, None), ("technician", 200, None), ("other-technician", 404, "not_found"),
+    ("client", 403, "forbidden"), ("service", 404, "not_found")])
 def test_patch_checks_the_caller_in_its_update(world: World, role: str, status: int,
                                                code: str | None) -> None:
     before = _project_events(world)

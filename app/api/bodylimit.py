@@ -10,14 +10,26 @@ refused. This layer sits in front of everything (the API and engine.io's polling
 - a request with a body to `/api/` must carry a well-formed, valid bearer token, checked
   before a byte is read (`401` otherwise). Whether the token's user may do the thing is
   still decided by the route. A public `/api/` route taking a body would go in PUBLIC.
+
+The limit is the route's (`route_limit`): only the batch publish (`POST /api/events`) may
+send megabytes (`HERALD_MAX_BODY`); routes that carry free text or lists (chat messages,
+notifications, the outbox retry) four times `HERALD_MAX_SMALL_BODY`; every other body (a
+PATCH, a create) `HERALD_MAX_SMALL_BODY`; engine.io's polling, the 1 MB frame limit. A
+body over `THREAD_PARSE` bytes is parsed in a worker thread (`ThreadedJSONRoute`), so a
+big batch does not hold the event loop while it is parsed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import re
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
+
+import anyio
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 
 from app.core.errors import AuthError
 from app.portal.auth import decode_cached
@@ -29,6 +41,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 PUBLIC: tuple[str, ...] = ("/api/dev/",)  # demo tokens: development and tests only
+BATCH = re.compile(r"^/api/events/?$")  # POST: the batch publish, megabytes
+TEXT = re.compile(r"^/api/(tickets/[^/]+/messages|notifications|admin/outbox/retry)/?$")  # POST
+THREAD_PARSE = 64 * 1024
 
 
 class _TooLarge(Exception):
@@ -53,9 +68,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class BodyLimit:
     def __init__(self, app: ASGI, *, max_body: int, frame_limit: int, secret: str,
-                 socketio_path: str = "/socket.io") -> None:
+                 small_body: int = 64 * 1024, socketio_path: str = "/socket.io") -> None:
         self.app = app
         self.max_body = max_body
+        self.small_body = small_body
         self.frame_limit = frame_limit
         self.secret = secret
         self.socketio_path = socketio_path
@@ -65,7 +81,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        limit = self.frame_limit if path.startswith(self.socketio_path) else self.max_body
+        limit = self.route_limit(scope.get("method", "GET"), path)
         length = _header(scope, b"content-length")
         has_body = bool(length and length.strip() != "0") or _header(
             scope, b"transfer-encoding") is not None
@@ -79,6 +95,16 @@ class BodyLimit:
             await _answer(send, 413, "too_large", f"request body over {limit} bytes")
             return
         await self._counted(scope, receive, send, limit)
+
+    def route_limit(self, method: str, path: str) -> int:
+        """The largest body `method path` may send (see the module)."""
+        if path.startswith(self.socketio_path):
+            return self.frame_limit
+        if method == "POST" and BATCH.match(path):
+            return self.max_body
+        if method == "POST" and TEXT.match(path):
+            return 4 * self.small_body
+        return self.small_body
 
     def _token_refusal(self, scope: Scope) -> AuthError | None:
         header = _header(scope, b"authorization")
@@ -122,4 +148,30 @@ class BodyLimit:
             await _answer(send, 413, "too_large", f"request body over {limit} bytes")
 
 
-__all__ = ["PUBLIC", "BodyLimit"]
+class ThreadedJSONRequest(Request):
+    """A request whose JSON body, when big, is parsed in a worker thread."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            if len(body) > THREAD_PARSE:
+                self._json = await anyio.to_thread.run_sync(json.loads, body)
+            else:
+                self._json = json.loads(body)
+        return self._json
+
+
+class ThreadedJSONRoute(APIRoute):
+    """`APIRouter(route_class=ThreadedJSONRoute)`: the routes' big bodies parsed off the loop
+    (FastAPI's own way to change how a route reads its request)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def threaded(request: Request) -> Response:
+            return await handler(ThreadedJSONRequest(request.scope, request.receive))
+
+        return threaded
+
+
+__all__ = ["PUBLIC", "BodyLimit", "ThreadedJSONRoute"]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPBearer
@@ -48,6 +48,7 @@ class NodeStats(Protocol):
     def messages_received(self) -> int: ...
     @property
     def room_channels(self) -> int: ...
+    def fastpaths(self) -> dict[str, bool]: ...
 
 
 class Node(Protocol):
@@ -73,6 +74,7 @@ class AppContext:
     node: Node
     limits: RateLimits | None = None
     closers: list[Closeable] = field(default_factory=list)
+    recent: dict[str, Any] = field(default_factory=dict)  # answers reused for a second
 
     def close(self) -> None:
         """Close what the context opened: side-channel clients, the nudger, the engine."""
@@ -140,11 +142,23 @@ def _check_row(ctx: AppContext, who: Principal) -> None:
         check_user_row(session, who)
 
 
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def limit_writes(request: Request, ctx: AppContext, who: Principal) -> None:
+    """A user's HTTP writes count against `HERALD_RATE_WRITES` (`429` past it); a service's
+    do not (services publish in batches, from the backend)."""
+    if request.method in WRITES and ctx.limits is not None and who.user_id is not None:
+        await ctx.limits.check("write", who.user_id)
+
+
 async def get_principal(request: Request, ctx: Context,
                         _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
     """The caller. A service's token is all there is to check (no thread, no database); a
-    user's row is checked in a worker thread (the user must still exist with that role)."""
+    user's row is checked in a worker thread (the user must still exist with that role).
+    A user's writes are rate-limited (`limit_writes`)."""
     who = token_principal(request, ctx)
+    await limit_writes(request, ctx, who)
     if who.role != "service":
         await run_in_threadpool(_check_row, ctx, who)
     return who
@@ -157,7 +171,9 @@ async def get_token_principal(request: Request, ctx: Context,
                               _scheme: Annotated[object, Security(BEARER)] = None) -> Principal:
     """The token's principal, its user's row NOT checked: for a route that calls
     `check_user_row` itself, in its own transaction (one worker thread, not two)."""
-    return token_principal(request, ctx)
+    who = token_principal(request, ctx)
+    await limit_writes(request, ctx, who)
+    return who
 
 
 TokenCaller = Annotated[Principal, Depends(get_token_principal)]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
+from app.api.bodylimit import ThreadedJSONRoute
 from app.api.deps import AppContext, Caller, Context, write_then_nudge
 from app.api.errors import ERROR_RESPONSES
 from app.core import jsoncodec
@@ -17,7 +18,8 @@ from app.outbox import publish
 from app.portal.auth import Principal
 
 log = logging.getLogger("herald.publish")
-router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES,
+                   route_class=ThreadedJSONRoute)  # a batch of megabytes: parsed off the loop
 
 
 class EventIn(BaseModel):

@@ -6,11 +6,13 @@ Where each number comes from (so any web node can serve the whole picture):
   oldest event not yet published), failed and retrying streams;
 - Redis (workers count there, so no worker needs an HTTP port): events published,
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
-  `herald:metrics:<socketio channel>` incremented by the relay (`RelayMeter`);
+  `<socketio channel>:metrics` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
-  replayed events, refused connections by code.
+  replayed events, refused connections by code, the fast paths on (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
-`sum`. Per-node numbers are summed across nodes.
+`sum`. Per-node numbers are summed across nodes. `/metrics` needs no token, so what it
+reads from the database and Redis is reused for a second (app/api/recent.py): a flood of
+scrapes costs them one read a second. This node's numbers are read at every scrape.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.deps import Context, NodeStats
+from app.api.recent import Recent
 from app.outbox import liveness, ops
 from app.outbox.meter import counters_key
 from app.outbox.tables import Stream
@@ -125,6 +128,11 @@ def _node(snap: NodeStats) -> list[Metric]:
         "Socket.IO messages this node took off Redis (shared channel and its rooms' channels).",
         labels=["node"])
     received.add_metric([snap.node], snap.messages_received)
+    fastpaths = GaugeMetricFamily("herald_fastpath_enabled",
+                                  "1 if this node runs the fast path, 0 if it fell back or is "
+                                  "switched off (docs/fastpaths.md).", labels=["node", "path"])
+    for path, on in sorted(snap.fastpaths.items()):
+        fastpaths.add_metric([snap.node, path], 1.0 if on else 0.0)
     return [
         _gauge("herald_connected_sockets", "Sockets connected to this node.", snap.sockets,
                labels),
@@ -135,13 +143,14 @@ def _node(snap: NodeStats) -> list[Metric]:
         _gauge("herald_node_room_channels",
                "Stream channels this node is subscribed to (rooms with a socket here).",
                snap.room_channels, labels),
-        replayed, refused, received,
+        replayed, refused, received, fastpaths,
     ]
 
 
-def render(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes], channel: str,
-           snap: NodeStats) -> bytes:
-    """The exposition text; a source that does not answer is reported as down, not raised."""
+def shared(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes],
+           channel: str) -> list[Metric]:
+    """The database's and Redis's families (the same on every node), with whether each
+    source answered; a source that does not answer is reported as down, not raised."""
     families: list[Metric] = []
     up = GaugeMetricFamily("herald_metrics_source_up",
                            "1 if this scrape could read the source.", labels=["source"])
@@ -157,11 +166,21 @@ def render(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes], 
         except Exception as exc:
             log.warning("metrics source down source=%s error=%s", source, type(exc).__name__)
             up.add_metric([source], 0)
-    families.extend(_node(snap))
     families.append(up)
+    return families
+
+
+def exposition(families: list[Metric], snap: NodeStats) -> bytes:
+    """The exposition text of the shared families and this node's."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(families))
+    registry.register(_Collected([*families, *_node(snap)]))
     return bytes(generate_latest(registry))
+
+
+def render(*, factory: sessionmaker[Session], redis_client: redis.Redis[bytes], channel: str,
+           snap: NodeStats) -> bytes:
+    """The exposition text, every source read now."""
+    return exposition(shared(factory=factory, redis_client=redis_client, channel=channel), snap)
 
 
 router = APIRouter(tags=["health"])
@@ -171,7 +190,8 @@ router = APIRouter(tags=["health"])
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(ctx: Context) -> Response:
     """Prometheus exposition of the outbox, the relay and this node."""
-    snap = ctx.node.snapshot()
-    body = await asyncio.to_thread(render, factory=ctx.factory, redis_client=ctx.redis.sio,
-                                   channel=ctx.settings.socketio_channel, snap=snap)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    recent = ctx.recent.setdefault("metrics", Recent())  # the database's and Redis's
+    families = await recent.get(lambda: asyncio.to_thread(
+        shared, factory=ctx.factory, redis_client=ctx.redis.sio,
+        channel=ctx.settings.socketio_channel))
+    return Response(exposition(families, ctx.node.snapshot()), media_type=CONTENT_TYPE_LATEST)

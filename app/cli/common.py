@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.core.db import make_engine, make_session_factory
 from app.core.errors import InvalidInput
-from app.core.settings import Settings
-from app.outbox.streams import parse_stream
+
+if TYPE_CHECKING:  # imported when a command runs: `herald --help` stays quick
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from app.core.settings import Settings
 
 MIGRATE_HINT = "run `herald migrate`"
 
@@ -27,11 +26,15 @@ class Failure(Exception):
 
 def database_label(url: str) -> str:
     """The database URL as the user should see it (no password)."""
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for other databases or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
@@ -44,6 +47,10 @@ def open_database(settings: Settings, *, nudge: bool = False) -> sessionmaker[Se
     Creates nothing: a missing SQLite file or a database without the tables is a Failure
     that says to run `herald migrate`. `nudge`: commits nudge the relay (a Celery task).
     """
+    from sqlalchemy import inspect
+
+    from app.core.db import make_engine, make_session_factory
+
     path = sqlite_path(settings.database_url)
     if path is not None and not path.is_file():
         raise Failure(f"no database at {path}: {MIGRATE_HINT}")
@@ -62,6 +69,8 @@ def open_database(settings: Settings, *, nudge: bool = False) -> sessionmaker[Se
 
 def stream_name(value: str) -> str:
     """argparse `type=` for a stream name: a bad one is a usage error (exit 2)."""
+    from app.outbox.streams import parse_stream
+
     try:
         parse_stream(value)
     except InvalidInput as exc:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli import outbox, tail
 from app.cli.common import (
@@ -18,7 +18,9 @@ from app.cli.common import (
     stream_name,
 )
 from app.core.errors import HeraldError, InvalidInput, TooLarge
-from app.core.settings import Settings, get_settings, parse_duration
+
+if TYPE_CHECKING:  # settings (pydantic) load when a command runs: `herald --help` is quick
+    from app.core.settings import Settings
 
 ROLES = ("client", "technician", "admin")
 
@@ -45,6 +47,7 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from app.core.settings import parse_duration
     from app.portal.auth import mint
     from app.portal.models import User
 
@@ -149,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    from app.core.settings import get_settings
+
     settings = get_settings()
     from app.core import logs
 

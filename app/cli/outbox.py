@@ -8,11 +8,13 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import Failure, UsageError, open_database, stream_name
 from app.core.errors import InvalidInput, NotFound
-from app.core.settings import Settings, parse_duration
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -205,6 +207,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from app.core.settings import parse_duration
     from app.outbox import ops
 
     try:

@@ -10,101 +10,14 @@ SIGTERM) ends it with exit code 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import signal
-import sys
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TextIO
-
-import herald_client
-from herald_client import History, Position, Subscriber
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import Failure, UsageError, open_database, stream_name
-from app.core.settings import Settings
 
-
-class Tail:
-    """Prints the events of `streams` from a Subscriber until stopped."""
-
-    def __init__(self, url: str, token: Callable[[], str], positions: dict[str, Position],
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.url, self.positions, self.out, self.err = url, positions, out, err
-        self.sub = Subscriber(url, get_token=token, on_reset=self.on_reset,
-                              on_connection_change=self.on_change)
-        for stream, position in positions.items():
-            self.sub.track(stream, position)
-
-    def note(self, text: str) -> None:
-        print(f"herald tail: {text}", file=self.err, flush=True)
-
-    def on_change(self, up: bool) -> None:
-        if up:
-            self.note(f"connected to {self.url}; following {', '.join(self.positions)}")
-        else:
-            self.note("connection lost; reconnecting from the last positions")
-
-    def on_reset(self, stream: str, head: Position) -> None:
-        if stream in self.positions:
-            self.note(f"could not recover {stream} (pruned or reset); "
-                      f"following from offset {head.offset}")
-
-    async def run(self) -> None:
-        try:
-            await self.sub.start()
-            async for event in self.sub:
-                if event.meta is not None and event.meta.stream in self.positions:
-                    print(json.dumps(event.to_dict(), ensure_ascii=False), file=self.out,
-                          flush=True)
-        except herald_client.HeraldError as exc:
-            raise Failure(f"connection refused: {exc.code}") from None
-        finally:
-            await self.sub.close()
-
-
-async def follow(url: str, token: Callable[[], str], positions: dict[str, Position]) -> None:
-    """Run the tail until SIGINT/SIGTERM, then stop it cleanly."""
-    tail = Tail(url, token, positions)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(tail.run())
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        stopper.cancel()
-        if not runner.done():
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-    if runner.done() and not runner.cancelled():
-        runner.result()  # a Failure from the tail itself
-
-
-async def heads(url: str, token: Callable[[], str], streams: list[str]) -> dict[str, Position]:
-    """Each stream's head over HTTP, which also checks that the caller may read it."""
-    async def current(fresh: bool) -> str:
-        return token()
-
-    history = History(url, current)
-    try:
-        out = {}
-        for stream in streams:
-            try:
-                out[stream] = await history.head(stream)
-            except herald_client.Unavailable:
-                raise Failure(f"cannot reach {url}") from None
-            except herald_client.HeraldError as exc:
-                raise Failure(f"{stream}: {exc.code}: {exc.message}") from None
-        return out
-    finally:
-        await history.aclose()
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 
 def parse_from(values: list[str], streams: list[str]) -> dict[str, int]:
@@ -141,6 +54,10 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     starts = parse_from(args.from_ or [], streams)
     token = _token_source(args, settings)
     url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    import asyncio
+
+    from app.cli.follow import Position, follow, heads  # the client, only when tailing
+
     try:
         positions = asyncio.run(heads(url, token, streams))
         for stream, offset in starts.items():

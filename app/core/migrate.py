@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parents[2]
+from app.core import bundle
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """The clone's alembic.ini and migrations/, or the copies an installed wheel carries."""
+    config = Config(str(bundle.alembic_ini()))
+    config.set_main_option("script_location", str(bundle.migrations()))
     config.attributes["url"] = url
     config.attributes["skip_logging"] = True
     return config

@@ -1,4 +1,5 @@
-"""Per-user rate limits (send-message, typing, joins, connections) over the `limits` library.
+"""Per-user rate limits (send-message, typing, joins, connections, HTTP writes) over the
+`limits` library.
 
 Moving windows kept in Redis, so every web node counts the same user together. A user
 past a limit gets `RateLimited` (an error ack `rate_limited` with `retryAfter`, or a
@@ -23,7 +24,7 @@ from app.core.redisurls import parse_redis_url
 from app.core.settings import Settings
 
 log = logging.getLogger("herald.ratelimit")
-KINDS = ("message", "typing", "join", "connect", "inbox")
+KINDS = ("message", "typing", "join", "connect", "write", "inbox")
 
 
 def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
@@ -31,6 +32,7 @@ def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
             "typing": parse_many(settings.rate_typing),
             "join": parse_many(settings.rate_joins),
             "connect": parse_many(settings.rate_connects),
+            "write": parse_many(settings.rate_writes),
             "inbox": parse_many(settings.rate_inbox)}
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core import names
+
 # The project's directory: the default SQLite file is the same from whatever directory a
 # command runs in (`herald migrate` prints the URL it used).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +46,13 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_SQLITE
     redis_url: str = "redis://127.0.0.1:6379/0"
     socketio_redis_url: str | None = None
+    # Redis names (app/core/names.py): the namespace prefixes the channel, the queue and
+    # every key; an explicit channel or queue is used as given.
+    namespace: Annotated[str, Field(validation_alias="HERALD_NAMESPACE")] = ""
     socketio_channel: Annotated[
         str, Field(validation_alias=AliasChoices("HERALD_SOCKETIO_CHANNEL"))
-    ] = "socketio"
-    celery_queue: Annotated[str, Field(validation_alias="HERALD_CELERY_QUEUE")] = "herald"
+    ] = ""
+    celery_queue: Annotated[str, Field(validation_alias="HERALD_CELERY_QUEUE")] = ""
     jwt_secret: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     relay_max_attempts: Annotated[
@@ -69,6 +74,8 @@ class Settings(BaseSettings):
     heartbeat_interval: Annotated[
         float, Field(gt=0, le=300, validation_alias="HERALD_HEARTBEAT_INTERVAL")
     ] = 5.0
+    # Lines a second per kind (logger and message) from the loggers clients reach; 0: no limit.
+    log_rate: Annotated[int, Field(ge=0, validation_alias="HERALD_LOG_RATE")] = 100
     # PostgreSQL: a database that is down costs a request seconds and a 503, never a hang.
     db_connect_timeout: Annotated[
         float, Field(gt=0, le=300, validation_alias="HERALD_DB_CONNECT_TIMEOUT")
@@ -85,6 +92,9 @@ class Settings(BaseSettings):
 
     # Hostile clients (issue 8): bodies, origins, sessions and per-user rates are bounded.
     max_body: Annotated[int, Field(ge=1024, validation_alias="HERALD_MAX_BODY")] = 8 * 2**20
+    max_small_body: Annotated[
+        int, Field(ge=4096, validation_alias="HERALD_MAX_SMALL_BODY")
+    ] = 64 * 1024
     cors_origins: Annotated[str | None, Field(validation_alias="HERALD_CORS_ORIGINS")] = None
     connect_timeout: Annotated[
         float, Field(gt=0, le=600, validation_alias="HERALD_CONNECT_TIMEOUT")
@@ -93,10 +103,25 @@ class Settings(BaseSettings):
     rate_typing: Annotated[str, Field(validation_alias="HERALD_RATE_TYPING")] = "300/minute"
     rate_joins: Annotated[str, Field(validation_alias="HERALD_RATE_JOINS")] = "600/minute"
     rate_connects: Annotated[str, Field(validation_alias="HERALD_RATE_CONNECTS")] = "60/minute"
+    rate_writes: Annotated[
+        str, Field(validation_alias="HERALD_RATE_WRITES")
+    ] = "10/second;300/minute"
     rate_inbox: Annotated[str, Field(validation_alias="HERALD_RATE_INBOX")] = "600/minute"
     max_connections: Annotated[
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
+
+    # The web node's HTTP server (issue 15): request heads bounded in size, count and time.
+    max_header_bytes: Annotated[
+        int, Field(ge=4096, le=2**20, validation_alias="HERALD_MAX_HEADER_BYTES")
+    ] = 32 * 1024
+    max_headers: Annotated[
+        int, Field(ge=10, le=10_000, validation_alias="HERALD_MAX_HEADERS")
+    ] = 100
+    header_timeout: Annotated[
+        float, Field(gt=0, le=600, validation_alias="HERALD_HEADER_TIMEOUT")
+    ] = 10.0
+    keep_alive: Annotated[int, Field(ge=1, le=3600, validation_alias="HERALD_KEEP_ALIVE")] = 5
 
     # Web node performance (issue 11).
     fast_fanout: Annotated[bool, Field(validation_alias="HERALD_FAST_FANOUT")] = True
@@ -108,7 +133,8 @@ class Settings(BaseSettings):
     # that is a Redis Cluster (Celery cannot use one).
     broker_url: Annotated[str | None, Field(validation_alias="HERALD_BROKER_URL")] = None
 
-    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_inbox")
+    @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_writes",
+                     "rate_inbox")
     @classmethod
     def _rate(cls, value: str) -> str:
         from limits import parse_many
@@ -157,6 +183,21 @@ class Settings(BaseSettings):
             raise ValueError("must be development, test or production")
         return value
 
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value and names.clean(value) != value:
+            raise ValueError("use letters, digits, '_', '.' and '-' only "
+                             f"(at most {names.MAX_NAMESPACE})")
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> Settings:
+        self.namespace = self.namespace or names.derive_namespace(self.database_url)
+        self.socketio_channel = self.socketio_channel or names.channel(self.namespace)
+        self.celery_queue = self.celery_queue or names.queue(self.namespace)
+        return self
+
     @model_validator(mode="after")
     def _secret(self) -> Settings:
         if self.jwt_secret is None:
@@ -190,11 +231,18 @@ class Settings(BaseSettings):
                 "statement_timeout": self.db_statement_timeout}
 
     @property
+    def clearly_development(self) -> bool:
+        """A test run, or development with the built-in key; a node with a key of its own
+        is treated as deployed whatever HERALD_ENV says (or leaves unsaid)."""
+        return self.environment == "test" or (
+            self.environment == "development" and self.secret == DEV_JWT_SECRET)
+
+    @property
     def allowed_origins(self) -> list[str] | str | None:
-        """Socket.IO's cors_allowed_origins: the listed ones; by default any outside
-        production, and in production none but the page's own (None: same origin)."""
+        """Socket.IO's cors_allowed_origins: the listed ones; by default any only when
+        clearly in development, else none but the page's own (None: same origin)."""
         if self.cors_origins is None:
-            return None if self.environment == "production" else "*"
+            return "*" if self.clearly_development else None
         listed = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
         return "*" if listed == ["*"] else listed
 

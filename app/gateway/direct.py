@@ -150,4 +150,10 @@ def install(sio: Any, enabled: Callable[[], bool]) -> None:
     eio.on("connect", connect)
 
 
-__all__ = ["DirectSocket", "adopt", "install", "text_frame"]
+def switch_off() -> None:
+    """No direct writes from now on: no writer is ever idle (app/gateway/hooks.py)."""
+    global _SANSIO
+    _SANSIO = None
+
+
+__all__ = ["DirectSocket", "adopt", "install", "switch_off", "text_frame"]

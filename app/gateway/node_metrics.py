@@ -22,6 +22,7 @@ class NodeMetrics:
     node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     replayed_total: int = 0
     refused_total: Counter[str] = field(default_factory=Counter)
+    fastpaths: dict[str, bool] = field(default_factory=dict)  # set at start (hooks.apply)
 
     def replayed(self, count: int) -> None:
         self.replayed_total += count
@@ -40,6 +41,7 @@ class NodeSnapshot:
     refused: dict[str, int]
     messages_received: int = 0  # messages taken off Redis (shared + room channels)
     room_channels: int = 0  # stream channels subscribed (confirmed)
+    fastpaths: dict[str, bool] = field(default_factory=dict)
 
 
 def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
@@ -54,6 +56,6 @@ def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
         memberships += len(members)
     subscriptions = getattr(manager, "subscriptions", None)
     return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
-                        dict(node.refused_total),
+                        dict(node.refused_total), fastpaths=dict(node.fastpaths),
                         messages_received=int(getattr(manager, "messages_received", 0)),
                         room_channels=subscriptions.live_count if subscriptions else 0)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import socketio
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core import names
 from app.core.db import UNAVAILABLE, iso_utc, utcnow
 from app.core.errors import AuthError, HeraldError, InvalidInput, RateLimited
 from app.core.ratelimit import RateLimits
@@ -58,7 +59,7 @@ class Gateway:
         self.max_connections = max_connections
         self.manager = HeraldRedisManager(redis_url, channel=channel)
         self.manager.fast_fanout = fast_fanout
-        self.presence = Presence(redis_url, prefix=f"herald-presence:{channel}")
+        self.presence = Presence(redis_url, prefix=names.key(channel, "presence"))
         self.sio = HeraldServer(
             async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
             max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,

@@ -107,6 +107,7 @@ class SessionIds:
         return raw.decode("utf-8").replace("/", "_").replace("+", "-")
 
 
+LEAN = True  # False: uvicorn's queues left as they are (app/gateway/hooks.py)
 KEPT_HEADERS = frozenset({"HTTP_AUTHORIZATION"})  # what the connect handler reads
 
 
@@ -135,6 +136,8 @@ def _exactly(value: Any, cls: type) -> bool:
 def _slim_websocket(environ: dict[str, Any]) -> None:
     """uvicorn's protocol behind this websocket handshake, if any: its receive queue a
     LeanQueue and its `writable` event's waiters a list (nothing waits on them yet)."""
+    if not LEAN:
+        return
     proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
     queue: Any = getattr(proto, "queue", None)
     if _exactly(queue, asyncio.Queue) and not queue._getters:

@@ -2,13 +2,13 @@
 
 - **Heartbeats.** Every worker (its relay thread: workers/sweeper.py) and every web node
   writes a heartbeat every HERALD_HEARTBEAT_INTERVAL seconds: one JSON value per process,
-  `herald:heartbeat:<channel>:<kind>:<member>`, that expires after three intervals, and
-  the member in a sorted set `herald:heartbeats:<channel>:<kind>` scored by that expiry
+  `<channel>:heartbeat:<kind>:<member>`, that expires after three intervals, and
+  the member in a sorted set `<channel>:heartbeats:<kind>` scored by that expiry
   (so reading never scans the keyspace, and expired members are dropped as they are
   read). A process that stops cleanly removes its heartbeat; a killed one disappears
   when its heartbeat expires.
 - **The relay rate.** The relay's meter (app.outbox.meter) adds what it publishes and
-  what is refused to a hash per 10-second sample, `herald:rate:<channel>:<n>`, that
+  what is refused to a hash per 10-second sample, `<channel>:rate:<n>`, that
   expires after 20 minutes; whoever computes the backlog for an operator (the console,
   `/metrics`) records the number of pending events in the current sample.
 Everything here is on the Socket.IO Redis, next to the relay's counters; a Redis that

@@ -1,6 +1,6 @@
 """The relay's meter: what workers published and what failed, counted in Redis.
 
-Workers have no HTTP port, so they count into a hash `herald:metrics:<socketio channel>`
+Workers have no HTTP port, so they count into a hash `<socketio channel>:metrics`
 that every web node reads at scrape time (app/api/metrics.py).
 """
 
@@ -13,21 +13,23 @@ from collections.abc import Sequence
 
 import redis
 
+from app.core import names
 from app.core.redisclients import quick_redis
 from app.outbox.relay import RelayReport
 
 log = logging.getLogger("herald.metrics")
 
 
-def redis_key(*parts: str) -> str:
-    """A Redis key of Herald's: `herald:<part>:<part>…` (every key of this module and of
-    app.outbox.liveness is made here)."""
-    return ":".join(("herald", *parts))
+def redis_key(channel: str, *parts: str) -> str:
+    """A Redis key of Herald's that belongs to Socket.IO channel `channel`:
+    `<channel>:<part>:<part>…` (every key of this module and of app.outbox.liveness is
+    made here, through app.core.names: it starts with the namespace)."""
+    return names.key(channel, ":".join(parts))
 
 
 def counters_key(channel: str) -> str:
     """The Redis hash holding the relay's counters for one deployment (one channel)."""
-    return redis_key("metrics", channel)
+    return redis_key(channel, "metrics")
 
 
 RATE_BUCKET = 10  # seconds per sample of the relay rate (app.outbox.liveness reads them)
@@ -36,17 +38,17 @@ RATE_KEEP = 20 * 60  # seconds a sample lives (the console shows the last 15 min
 
 def rate_key(channel: str, bucket: int) -> str:
     """The hash of one RATE_BUCKET-second sample: published, rejected, pending; expiring."""
-    return redis_key("rate", channel, str(bucket))
+    return redis_key(channel, "rate", str(bucket))
 
 
 def heartbeats_key(channel: str, kind: str) -> str:
     """The sorted set of the `kind` ("worker", "web") heartbeats: member -> expiry time."""
-    return redis_key("heartbeats", channel, kind)
+    return redis_key(channel, "heartbeats", kind)
 
 
 def heartbeat_key(channel: str, kind: str, member: str) -> str:
     """One process's heartbeat (JSON), expiring unless renewed."""
-    return redis_key("heartbeat", channel, kind, member)
+    return redis_key(channel, "heartbeat", kind, member)
 
 
 class RelayMeter:

@@ -1,7 +1,7 @@
 """Nudge the relay after a commit: one Redis command that wakes a worker's relay thread.
 
 Every Celery worker runs a relay thread in its main process (workers/sweeper.py) that
-waits on a Redis list, `herald:relay-wake:<queue>` (BLPOP), and relays every pending
+waits on a Redis list, `<queue>:relay-wake` (BLPOP), and relays every pending
 stream when it is woken, or every HERALD_SWEEP_INTERVAL seconds when nobody wakes it.
 A nudge pushes one wake-up on that list *unless one is already waiting* (a tiny Lua
 script: `LLEN`, then `LPUSH` if empty — one command, one round trip, and the list never
@@ -26,6 +26,7 @@ import time
 
 import redis
 
+from app.core import names
 from app.core.redisclients import quick_redis, sync_redis
 from app.core.settings import Settings
 
@@ -48,7 +49,7 @@ class NudgePaused(Exception):
 
 def wake_key(queue: str) -> str:
     """The list the relay threads of the workers on `queue` wait on."""
-    return f"herald:relay-wake:{queue}"
+    return names.key(queue, "relay-wake")
 
 
 class RelayNudger:

@@ -1,7 +1,10 @@
 """What operators see and do: the outbox's state, a stream in detail, retry, prune.
 
 Everything here reads or changes `relay_cursors` (the relay's state per stream) and
-`streams` (heads); nothing touches the events themselves except `prune`. Retrying
+`streams` (heads); nothing touches the events themselves except `prune`. What is
+behind, retrying or failed is always in the pending set (`streams.pending`: the relay
+clears a mark only when its cursor is at the head), so every count starts there and
+costs what is pending, not how many streams exist. Retrying
 puts a stream back in the relay's hands: state `active`, attempts 0, no wait, and a
 nudge after the commit (the workers' sweep picks it up anyway if the nudge is lost).
 """
@@ -14,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import iso_utc, utcnow
@@ -101,7 +104,7 @@ def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[S
     rows = session.execute(
         select(RelayCursor, Stream.head, first_pending.label("oldest"))
         .join(Stream, Stream.name == RelayCursor.stream)
-        .where(where)
+        .where(Stream.pending, where)
         .order_by(RelayCursor.state.desc(), first_pending.asc(), RelayCursor.stream)
         .limit(limit)
     ).all()
@@ -117,43 +120,67 @@ def _lag_rows(session: Session, now: datetime, where: Any, limit: int) -> list[S
     ]
 
 
-def matching(text: str | None) -> Any:
+def matching(text: str | None, stream: Any = RelayCursor.stream,
+             last_error: Any = RelayCursor.last_error) -> Any:
     """Streams whose name or last error holds `text` (any case); every stream if empty."""
     if not text:
         return true()
-    return or_(RelayCursor.stream.icontains(text, autoescape=True),
-               RelayCursor.last_error.icontains(text, autoescape=True))
+    return or_(stream.icontains(text, autoescape=True),
+               last_error.icontains(text, autoescape=True))
 
 
 def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LISTED,
            search: str | None = None) -> Status:
     """Events pending, streams behind, the oldest pending event's age, failed streams, lag.
 
-    The totals are over every stream; the listed streams (behind or failed) only those
-    whose name or last error holds `search`, when given."""
+    One statement over the pending set: each pending stream's cursor and first pending
+    event are looked up once, the totals are window aggregates over all of them, and
+    the `limit` most urgent come back as rows (failed first, then the oldest). The
+    totals are over every stream; the listed streams (behind or failed) only those whose
+    name or last error holds `search`, when given."""
     now = now or utcnow()
-    behind = Stream.head > RelayCursor.dispatched
-    pending, streams_behind = session.execute(
-        select(func.coalesce(func.sum(Stream.head - RelayCursor.dispatched), 0), func.count())
-        .select_from(RelayCursor).join(Stream, Stream.name == RelayCursor.stream)
-        .where(behind)
-    ).one()
-    failed = session.scalar(select(func.count()).select_from(RelayCursor)
-                            .where(RelayCursor.state == "failed")) or 0
-    retrying = session.scalar(select(func.count()).select_from(RelayCursor).where(
-        RelayCursor.state == "active", RelayCursor.attempts > 0)) or 0
-    oldest = session.scalar(
-        select(func.min(Event.created_at))
-        .join(RelayCursor, and_(RelayCursor.stream == Event.stream,
-                                Event.offset == RelayCursor.dispatched + 1))
-    )
+    p = (
+        select(Stream.name.label("stream"), Stream.head, RelayCursor.dispatched,
+               RelayCursor.state, RelayCursor.attempts, RelayCursor.next_attempt_at,
+               RelayCursor.last_error, RelayCursor.failed_at, Event.created_at.label("oldest"))
+        .join(RelayCursor, RelayCursor.stream == Stream.name)
+        .outerjoin(Event, and_(Event.stream == Stream.name,
+                               Event.offset == RelayCursor.dispatched + 1))
+        .where(Stream.pending)
+    ).subquery("p")
+    behind = p.c.head > p.c.dispatched
+    failed_ = p.c.state == "failed"
+    listed = and_(or_(behind, failed_), matching(search, p.c.stream, p.c.last_error))
+    rows = session.execute(
+        select(p, case((listed, 1), else_=0).label("listed"),
+               func.count().filter(behind).over().label("n_behind"),
+               func.sum(case((behind, p.c.head - p.c.dispatched), else_=0)).over()
+               .label("n_events"),
+               func.count().filter(failed_).over().label("n_failed"),
+               func.count().filter(and_(p.c.state == "active", p.c.attempts > 0)).over()
+               .label("n_retrying"),
+               func.min(case((behind, p.c.oldest))).over().label("first"))
+        .order_by(case((listed, 0), else_=1), p.c.state.desc(), p.c.oldest.asc(), p.c.stream)
+        .limit(max(limit, 1))
+    ).all()
+    head = rows[0] if rows else None
     return Status(
-        events_pending=int(pending), streams_behind=int(streams_behind),
-        oldest_pending_age=_age(oldest, now), failed_streams=int(failed),
-        retrying_streams=int(retrying),
-        streams=_lag_rows(session, now, and_(or_(behind, RelayCursor.state == "failed"),
-                                             matching(search)), limit),
+        events_pending=int(head.n_events or 0) if head else 0,
+        streams_behind=int(head.n_behind) if head else 0,
+        oldest_pending_age=_age(head.first, now) if head else None,
+        failed_streams=int(head.n_failed) if head else 0,
+        retrying_streams=int(head.n_retrying) if head else 0,
+        streams=[_lag(r, now) for r in rows[:limit] if r.listed],
     )
+
+
+def _lag(r: Any, now: datetime) -> StreamLag:
+    return StreamLag(
+        stream=r.stream, head=int(r.head), dispatched=int(r.dispatched),
+        pending=max(0, int(r.head) - int(r.dispatched)), state=r.state,
+        attempts=int(r.attempts), oldest_pending_age=_age(r.oldest, now),
+        next_attempt_at=_iso(r.next_attempt_at), last_error=r.last_error,
+        failed_at=_iso(r.failed_at))
 
 
 def failed(session: Session, *, now: datetime | None = None,
@@ -278,7 +305,10 @@ def retry(
     healthy: list[str] = []
     with factory() as session, session.begin():
         condition: Any = unhealthy
-        if not all_failed:
+        if all_failed:  # only pending streams can be failed or waiting: look only there
+            condition = and_(RelayCursor.stream.in_(select(Stream.name).where(Stream.pending)),
+                             unhealthy)
+        else:
             names = _check_names(streams or [])
             known = set(session.scalars(select(RelayCursor.stream)
                                         .where(RelayCursor.stream.in_(names))))

@@ -1,5 +1,10 @@
 """The relay: claim streams with undispatched events, publish them in offset order, advance.
 
+Only pending streams are looked at: a writer marks its stream pending in the statement
+that bumps the head (`streams.pending`, a partial index holds just those), and the relay
+clears the mark once its cursor is at the head (CLEAR_SQL), so a claim costs what is
+pending, not how many streams exist.
+
 Streams are claimed, not rows (`FOR UPDATE OF relay_cursors SKIP LOCKED`): two relays
 work on different streams in parallel and never on one stream at once, so a stream's
 events always go out in offset order. The cursor advances in the same transaction that
@@ -115,30 +120,32 @@ def relay(
     return report
 
 
-# Claim up to :max_streams streams with pending events and read up to :max_events of each,
-# in one statement. The LEFT JOIN keeps a claimed stream whose events are missing (it then
-# has a row of NULLs: nothing to send).
+# Claim up to :max_streams pending streams and read up to :max_events of each, in one
+# statement. Only pending streams are looked at (the partial index ix_streams_pending):
+# the claim costs what is pending, not how many streams exist. A pending stream with
+# nothing left to send (its cursor reached the head while a writer held the row) is
+# claimed too, with a row of NULLs (the LEFT JOIN), so that its mark gets cleared.
 _CLAIM_AND_READ = """
 WITH claimed AS (
     SELECT c.stream, c.dispatched, c.attempts, s.epoch
-    FROM relay_cursors AS c JOIN streams AS s ON s.name = c.stream
-    WHERE s.head > c.dispatched AND c.state = 'active'
+    FROM streams AS s JOIN relay_cursors AS c ON c.stream = s.name
+    WHERE s.pending AND c.state = 'active'
       AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
       {only}
-    ORDER BY c.stream
+    ORDER BY s.name
     LIMIT %(max_streams)s
     FOR UPDATE OF c SKIP LOCKED
 )
 SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
        to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       cl.attempts
+       cl.attempts, cl.dispatched
 FROM claimed AS cl
 LEFT JOIN events AS e ON e.stream = cl.stream AND e."offset" > cl.dispatched
                       AND e."offset" <= cl.dispatched + %(max_events)s
 ORDER BY cl.stream, e."offset"
 """
 _CLAIM_ALL = _CLAIM_AND_READ.format(only="")
-_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND c.stream = ANY(%(streams)s)")
+_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND s.name = ANY(%(streams)s)")
 # Losing this transaction in a database crash only re-sends the batch (delivery is at
 # least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
 # same statement (no extra round trip).
@@ -149,6 +156,23 @@ SET dispatched = v.dispatched, attempts = 0, last_error = NULL, next_attempt_at 
 FROM unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(stream, dispatched), sync
 WHERE c.stream = v.stream
 """
+# A claimed stream whose cursor is now at its head leaves the pending set, unless a writer
+# holds its row (SKIP LOCKED): that writer's bump sets the mark again, or, if it rolls
+# back, the next claim finds the stream with nothing to send and clears it then. The row
+# lock held to the commit means no bump can slip between this check and the clear.
+CLEAR_SQL = """
+UPDATE streams AS s SET pending = false
+FROM (SELECT s2.name FROM streams AS s2
+      JOIN unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
+        ON s2.name = v.name
+      WHERE s2.pending AND s2.head <= v.dispatched
+      FOR UPDATE OF s2 SKIP LOCKED) AS done
+WHERE s.name = done.name
+"""
+
+
+def _pipeline(conn: Any) -> Any:
+    return conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
 
 
 def _relay_rows(
@@ -166,7 +190,7 @@ def _relay_rows(
     is sent only once the advance has come back: a relay that dies while advancing
     (a kill, a crash) leaves a transaction that PostgreSQL rolls back, and the batch is
     sent again (at least once). True if the batch was full."""
-    pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    pipeline = _pipeline(conn)
     rows: list[Row] = []
     last: dict[str, int] = {}
     try:
@@ -180,13 +204,19 @@ def _relay_rows(
             cursor.execute(_CLAIM_SOME if streams is not None else _CLAIM_ALL, params)
             fetched = cursor.fetchall()
         attempts: dict[str, int] = {}
-        for stream, epoch, id_, offset, type_, payload, ts, tries in fetched:
+        done: dict[str, int] = {}  # claimed stream -> its cursor after this batch
+        for stream, epoch, id_, offset, type_, payload, ts, tries, dispatched in fetched:
             attempts[stream] = tries
+            done[stream] = dispatched
             if id_ is not None:
                 rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
         if not rows:
+            cleared = 0
+            if done:
+                cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
+                cleared = cursor.rowcount
             conn.commit()
-            return False
+            return cleared > 0 and len(attempts) >= policy.max_streams
         full = len(attempts) >= policy.max_streams
         if not full:
             counts: dict[str, int] = {}
@@ -210,8 +240,12 @@ def _relay_rows(
             rows = [r for r in rows if r.stream not in exc.failed]
         for row in rows:
             last[row.stream] = row.offset
-        if last:
-            cursor.execute(_ADVANCE, {"streams": list(last), "offsets": list(last.values())})
+        done.update(last)
+        with _pipeline(conn):
+            if last:
+                cursor.execute(_ADVANCE, {"streams": list(last),
+                                          "offsets": list(last.values())})
+            cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
         conn.commit()
     except BaseException:
         if not conn.closed:
@@ -252,11 +286,11 @@ def _relay_batch(
             select(RelayCursor.stream, RelayCursor.dispatched, RelayCursor.attempts, Stream.epoch)
             .join(Stream, Stream.name == RelayCursor.stream)
             .where(
-                Stream.head > RelayCursor.dispatched,
+                Stream.pending,
                 RelayCursor.state == "active",
                 or_(RelayCursor.next_attempt_at.is_(None), RelayCursor.next_attempt_at <= now),
             )
-            .order_by(RelayCursor.stream)
+            .order_by(Stream.name)
             .limit(policy.max_streams)
             .with_for_update(of=RelayCursor, skip_locked=True)
         )
@@ -268,7 +302,8 @@ def _relay_batch(
         cursors = {r.stream: (int(r.dispatched), int(r.attempts), str(r.epoch)) for r in rows}
         events = _pending_events(session, cursors, policy.max_events)
         if not events:
-            return False
+            cleared = _clear(session, {name: c[0] for name, c in cursors.items()})
+            return cleared > 0 and len(rows) >= policy.max_streams
         counts: dict[str, int] = {}
         for event in events:
             counts[event.stream] = counts.get(event.stream, 0) + 1
@@ -284,7 +319,9 @@ def _relay_batch(
         except PublishRejected as exc:
             _record_failures(session, exc.failed, cursors, policy, now, report)
             events = [e for e in events if e.stream not in exc.failed]
-        _advance(session, events)
+        done = {name: c[0] for name, c in cursors.items()}
+        done.update(_advance(session, events))
+        _clear(session, done)
         report.batches += 1
         report.published += len(events)
         report.streams.update(e.stream for e in events)
@@ -323,17 +360,38 @@ def _pending_events(
     ]
 
 
-def _advance(session: Session, events: Sequence[EventRecord]) -> None:
+def _advance(session: Session, events: Sequence[EventRecord]) -> dict[str, int]:
     last: dict[str, int] = {}
     for event in events:
         last[event.stream] = event.offset
     if not last:
-        return
+        return last
     session.execute(
         update(RelayCursor),
         [{"stream": name, "dispatched": offset, "attempts": 0, "last_error": None,
           "next_attempt_at": None} for name, offset in last.items()],
     )
+    return last
+
+
+def _clear(session: Session, done: dict[str, int]) -> int:
+    """CLEAR_SQL through the session: on PostgreSQL as is (SKIP LOCKED); on SQLite, whose
+    writers are serialised by the database lock, a plain conditional UPDATE. Returns how
+    many streams left the pending set."""
+    if not done:
+        return 0
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        result = conn.exec_driver_sql(CLEAR_SQL, {"streams": list(done),
+                                                  "offsets": list(done.values())})
+        return int(result.rowcount or 0)
+    cleared = 0
+    for name, offset in done.items():
+        result = conn.execute(update(Stream).where(Stream.name == name, Stream.pending,
+                                                   Stream.head <= offset)
+                              .values(pending=False))
+        cleared += int(getattr(result, "rowcount", 0) or 0)
+    return cleared
 
 
 def _record_failures(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import utcnow
@@ -13,42 +14,60 @@ from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 
 log = logging.getLogger("herald.retention")
 
+# PostgreSQL: one chunk's streams pruned through their offsets in one statement, the
+# stream rows locked in name order first (as writers lock them: no deadlock cycle).
+_PRUNE_PG = """
+WITH t AS MATERIALIZED (
+  SELECT * FROM unnest(%(names)s::text[], %(throughs)s::bigint[]) AS t(name, through)),
+lk AS (SELECT s.name FROM streams AS s WHERE s.name IN (SELECT name FROM t)
+       ORDER BY s.name FOR UPDATE),
+up AS (UPDATE streams AS s SET pruned_through = t.through FROM t, lk
+       WHERE s.name = t.name AND lk.name = t.name AND s.pruned_through < t.through
+       RETURNING s.name)
+DELETE FROM events AS e USING t WHERE e.stream = t.name AND e."offset" <= t.through
+"""
+
 
 def prune_events(
     factory: sessionmaker[Session], *, retention: timedelta, now: datetime | None = None,
-    batch_streams: int = 500, chunk: int = 10_000,
+    chunk: int = 5_000,
 ) -> int:
     """Delete dispatched events created before now - retention; returns how many.
 
     Only events the relay already published are pruned: an undelivered event is never
     dropped. Each stream records the last pruned offset (`pruned_through`, raised in the
     same transaction as the delete), so a replay from before it answers
-    `recovered: false` (or 410 over HTTP) instead of silently skipping. Streams are
-    handled `batch_streams` at a time and each stream's delete in chunks of `chunk`
-    offsets, every chunk its own short transaction, so a large backlog never holds one
-    long lock.
+    `recovered: false` (or 410 over HTTP) instead of silently skipping.
+
+    The old events are walked oldest first along the created_at index, `chunk` at a
+    time, each chunk its own short transaction that deletes about `chunk` events: the
+    cost follows the events to prune, never the number of streams, and no transaction
+    holds locks for long, whatever the backlog.
     """
     cutoff = (now or utcnow()) - retention
     total = 0
     streams = 0
-    after = ""
+    after: tuple[datetime, str] | None = None
     while True:
         with factory() as session, session.begin():
-            rows = session.execute(
-                select(Event.stream, func.max(Event.offset))
-                .join(RelayCursor, RelayCursor.stream == Event.stream)
-                .where(Event.created_at < cutoff, Event.offset <= RelayCursor.dispatched,
-                       Event.stream > after)
-                .group_by(Event.stream)
-                .order_by(Event.stream)
-                .limit(batch_streams)
-            ).all()
-        for stream, through in rows:
-            total += _prune_stream(factory, stream, int(through), chunk)
-        streams += len(rows)
-        if len(rows) < batch_streams:
+            query = select(Event.created_at, Event.id, Event.stream, Event.offset) \
+                .where(Event.created_at < cutoff)
+            if after is not None:
+                query = query.where(Event.created_at >= after[0],
+                                    tuple_(Event.created_at, Event.id) > tuple_(*after))
+            rows = session.execute(query.order_by(Event.created_at, Event.id)
+                                   .limit(chunk)).all()
+            if not rows:
+                break
+            after = (rows[-1][0], rows[-1][1])
+            upto: dict[str, int] = {}
+            for _ts, _id, stream, offset in rows:
+                upto[stream] = max(upto.get(stream, 0), int(offset))
+            deleted, touched = _prune_chunk(session, upto)
+            total += deleted
+            streams += touched
+        if len(rows) < chunk:
             break
-        after = rows[-1][0]
     keys = _prune_idempotency_keys(factory, cutoff)
     if total or keys:
         log.info("pruned events=%d streams=%d idempotency_keys=%d cutoff=%s", total, streams,
@@ -56,29 +75,42 @@ def prune_events(
     return total
 
 
+def _prune_chunk(session: Session, upto: dict[str, int]) -> tuple[int, int]:
+    """Prune each stream of `upto` through its offset, but never past what the relay
+    dispatched; (events deleted, streams pruned)."""
+    names = sorted(upto)
+    state = session.execute(
+        select(RelayCursor.stream, RelayCursor.dispatched, Stream.pruned_through)
+        .join(Stream, Stream.name == RelayCursor.stream)
+        .where(RelayCursor.stream.in_(names))
+    ).all()
+    through: dict[str, int] = {}
+    for name, dispatched, done in state:
+        last = min(upto[name], int(dispatched))
+        if last > int(done):
+            through[name] = last
+    if not through:
+        return 0, 0
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        ordered = sorted(through)
+        result: Any = conn.exec_driver_sql(_PRUNE_PG, {
+            "names": ordered, "throughs": [through[n] for n in ordered]})
+        return int(result.rowcount or 0), len(through)
+    deleted = 0
+    for name in sorted(through):
+        # One transaction: whoever sees the rows gone also sees pruned_through raised.
+        session.execute(update(Stream).where(Stream.name == name,
+                                             Stream.pruned_through < through[name])
+                        .values(pruned_through=through[name]))
+        result = session.execute(delete(Event).where(Event.stream == name,
+                                                     Event.offset <= through[name]))
+        deleted += int(getattr(result, "rowcount", 0) or 0)
+    return deleted, len(through)
+
+
 def _prune_idempotency_keys(factory: sessionmaker[Session], cutoff: datetime) -> int:
     """Idempotency keys last as long as events: a key older than retention may be reused."""
     with factory() as session, session.begin():
         result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _prune_stream(factory: sessionmaker[Session], stream: str, through: int, chunk: int) -> int:
-    deleted = 0
-    while True:
-        with factory() as session, session.begin():
-            done = session.execute(
-                select(Stream.pruned_through).where(Stream.name == stream)
-            ).scalar_one_or_none()
-            if done is None or done >= through:
-                return deleted
-            upto = min(through, int(done) + chunk)
-            # One transaction: whoever sees the rows gone also sees pruned_through raised.
-            session.execute(
-                update(Stream).where(Stream.name == stream, Stream.pruned_through < upto)
-                .values(pruned_through=upto)
-            )
-            result = session.execute(
-                delete(Event).where(Event.stream == stream, Event.offset <= upto)
-            )
-            deleted += int(getattr(result, "rowcount", 0) or 0)

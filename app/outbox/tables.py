@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -17,6 +18,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,15 +31,24 @@ def new_epoch() -> str:
 
 
 class Stream(Base):
-    """A stream's head: the last offset handed out, locked by writers to append."""
+    """A stream's head: the last offset handed out, locked by writers to append.
+
+    `pending` is the relay's work list: a writer sets it in the statement that bumps the
+    head (same row, same transaction), the relay clears it only while its cursor equals
+    the head and nobody holds the row; a partial index holds just the pending streams, so
+    the relay's claim and the outbox status cost what is pending, not what exists.
+    """
 
     __tablename__ = "streams"
+    __table_args__ = (Index("ix_streams_pending", "name", postgresql_where=text("pending"),
+                            sqlite_where=text("pending")),)
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     epoch: Mapped[str] = mapped_column(String(32), default=new_epoch)
     head: Mapped[int] = mapped_column(BigInteger, default=0)
     # Events with offset <= pruned_through are gone; replay from before it cannot recover.
     pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -1,6 +1,7 @@
 """Append events inside the caller's transaction, with gapless per-stream offsets.
 
-Offsets come from `UPDATE streams SET head = head + 1 ... RETURNING`, which locks the
+Offsets come from `UPDATE streams SET head = head + 1, pending = true ... RETURNING`
+(the same statement marks the stream pending for the relay), which locks the
 stream's row until the transaction ends: appends to one stream serialise and commit in
 offset order, appends to different streams never wait on each other. The relay is
 nudged after the commit, never before, and a failed nudge never fails the caller.
@@ -138,7 +139,8 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 # encoded again), zipped by ROWS FROM in order.
 APPEND_SQL = """\
 WITH bump AS (
-  UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s RETURNING head, epoch),
+  UPDATE streams SET head = head + %(n)s, pending = true WHERE name = %(stream)s
+  RETURNING head, epoch),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, %(stream)s, bump.head - %(n)s + r.ord, r.type, r.payload, %(ts)s
@@ -152,8 +154,10 @@ SELECT bump.head, bump.epoch FROM bump"""
 def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | None = None,
                 payloads: Sequence[str] | None = None,
                 nudge: Nudger | None = None) -> list[EventRecord]:
-    """The one append path: per stream, in name order, one head bump and its events'
-    insert (on PostgreSQL one statement; elsewhere an UPDATE and a multi-row INSERT).
+    """The one append path. On PostgreSQL, events of several streams go in one statement
+    (APPEND_MANY_SQL: set-based, whatever the number of streams, new or not), those of
+    one stream in APPEND_SQL; elsewhere (SQLite) per stream in name order an UPDATE of
+    the head and a multi-row INSERT.
 
     `rows` must be valid (`append` and `publish.validate` check them); `payloads`, if
     given, are their data as `encode_data` encoded it. Events of one stream get
@@ -171,6 +175,14 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
     conn = session.connection()
     postgres = conn.dialect.name == "postgresql"
     records: list[EventRecord | None] = [None] * len(rows)
+    if postgres and len(by_stream) > 1:
+        for stream, head_row in _append_many_pg(conn, rows, by_stream, event_ids, texts, now):
+            at = by_stream[stream]
+            for i, record in zip(at, _records(stream, head_row, rows, at, event_ids, now),
+                                 strict=True):
+                records[i] = record
+            schedule_nudge(session, stream, nudge)
+        return records  # type: ignore[return-value]  # every index was filled
     for stream in sorted(by_stream):
         at = by_stream[stream]
         if postgres:
@@ -190,6 +202,88 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
             records[i] = record
         schedule_nudge(session, stream, nudge)
     return records  # type: ignore[return-value]  # every index was filled
+
+
+# PostgreSQL: the events of many streams in one statement (one round trip, whatever the
+# number of streams), if they all exist: `lk` locks them in name order (two batches over
+# overlapping streams never wait on each other in a cycle), `bump` raises their heads and
+# marks them pending, `ins` inserts every event at its stream's new head - n + its rank
+# k in the stream. If any stream is missing, nothing is locked or written and the missing
+# names come back (head NULL): the caller creates them (CREATE_MANY_SQL, in name order)
+# and runs this again. So a transaction's waits always go inserts first, then row locks,
+# each in name order: no cycle, also when batches create the same new streams at once.
+APPEND_MANY_SQL = """\
+WITH v AS MATERIALIZED (
+  SELECT v.name, v.n::bigint AS n
+  FROM ROWS FROM (json_array_elements_text(%(names)s::json),
+                  json_array_elements_text(%(counts)s::json)) AS v(name, n)),
+missing AS MATERIALIZED (
+  SELECT v.name FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
+lk AS (SELECT s.name FROM streams AS s
+       WHERE s.name IN (SELECT name FROM v) AND NOT EXISTS (SELECT 1 FROM missing)
+       ORDER BY s.name FOR UPDATE),
+bump AS (
+  UPDATE streams AS s SET head = s.head + v.n, pending = true
+  FROM v, lk WHERE s.name = v.name AND lk.name = v.name
+  RETURNING s.name, s.head, s.epoch, v.n),
+ins AS (
+  INSERT INTO events (id, stream, "offset", type, payload, created_at)
+  SELECT r.id, r.stream, b.head - b.n + r.k::bigint, r.type, r.payload, %(ts)s
+  FROM ROWS FROM (json_array_elements_text(%(ids)s::json),
+                  json_array_elements_text(%(streams)s::json),
+                  json_array_elements_text(%(ks)s::json),
+                  json_array_elements_text(%(types)s::json),
+                  json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
+  JOIN bump AS b ON b.name = r.stream)
+SELECT name, head, epoch FROM bump
+UNION ALL SELECT name, NULL, NULL FROM missing"""
+
+# The missing streams of a batch and their relay cursors, in name order (a concurrent
+# creator of the same stream makes this wait for its commit, then skip it).
+CREATE_MANY_SQL = """\
+WITH made AS (
+  INSERT INTO streams (name, epoch, head, pruned_through, pending, created_at)
+  SELECT v.name, v.epoch, 0, 0, false, %(ts)s
+  FROM ROWS FROM (json_array_elements_text(%(names)s::json),
+                  json_array_elements_text(%(epochs)s::json)) AS v(name, epoch)
+  ORDER BY v.name
+  ON CONFLICT (name) DO NOTHING
+  RETURNING name)
+INSERT INTO relay_cursors (stream, dispatched, state, attempts)
+SELECT name, 0, 'active', 0 FROM made ON CONFLICT (stream) DO NOTHING"""
+
+
+def _append_many_pg(conn: Connection, rows: Sequence[Row], by_stream: dict[str, list[int]],
+                    ids: Sequence[str], payloads: Sequence[str], now: datetime
+                    ) -> list[tuple[str, Any]]:
+    """(stream, (new head, epoch, now)) for every stream of `by_stream`, after appending
+    its rows with APPEND_MANY_SQL (after creating the missing streams, if any)."""
+    names = sorted(by_stream)
+    params = append_many_params(names, rows, by_stream, ids, payloads, now)
+    for _ in range(3):
+        answer = conn.exec_driver_sql(APPEND_MANY_SQL, params).all()
+        missing = [name for name, head, _epoch in answer if head is None]
+        if not missing:
+            return [(name, (head, epoch, now)) for name, head, epoch in answer]
+        conn.exec_driver_sql(CREATE_MANY_SQL, {
+            "names": _json_list(sorted(missing)), "ts": now,
+            "epochs": _json_list([new_epoch() for _ in missing])})
+    raise RuntimeError(f"streams neither found nor created: {', '.join(missing[:5])}")
+
+
+def append_many_params(names: Sequence[str], rows: Sequence[Row],
+                       by_stream: dict[str, list[int]], ids: Sequence[str],
+                       payloads: Sequence[str], now: datetime) -> dict[str, Any]:
+    """The parameters of APPEND_MANY_SQL for the rows of streams `names` (sorted)."""
+    at = [i for name in names for i in by_stream[name]]
+    return {"names": _json_list(list(names)),
+            "counts": _json_list([len(by_stream[name]) for name in names]),
+            "ts": now,
+            "ids": _json_list([ids[i] for i in at]),
+            "streams": _json_list([rows[i][0] for i in at]),
+            "ks": _json_list([k for name in names for k in range(1, len(by_stream[name]) + 1)]),
+            "types": _json_list([rows[i][1] for i in at]),
+            "payloads": "[" + ",".join([payloads[i] for i in at]) + "]"}
 
 
 def append_alone(conn: Connection, stream: str, rows: Sequence[Row], ids: Sequence[str],
@@ -247,7 +341,8 @@ def _bump(session: Session, stream: str, n: int) -> Any:
     """(head, epoch) after adding `n` to the stream's head; creates a missing stream."""
     conn = session.connection()
     bump = (update(_STREAMS).where(_STREAMS.c.name == stream)
-            .values(head=_STREAMS.c.head + n).returning(_STREAMS.c.head, _STREAMS.c.epoch))
+            .values(head=_STREAMS.c.head + n, pending=True)
+            .returning(_STREAMS.c.head, _STREAMS.c.epoch))
     head_row = conn.execute(bump).first()
     if head_row is None:
         ensure_stream(session, stream)

@@ -1,4 +1,11 @@
-"""Who may read which stream and change which thing (docs/protocol.md, "Tokens")."""
+"""Who may read which stream and change which thing (docs/protocol.md, "Tokens").
+
+What a caller may not read does not exist for them: a project, ticket, quote or stream
+they cannot see answers `NotFound`, exactly as an unknown id does, so that a token cannot
+tell which ids exist (GitHub answers 404 for private repositories the same way).
+`Forbidden` is kept for what the caller can see but may not do (a client changing their
+own project) and for routes that are for admins only.
+"""
 
 from __future__ import annotations
 
@@ -72,13 +79,16 @@ def get_ticket(session: Session, ticket_id: int) -> Ticket:
 def require_project_reader(session: Session, who: Principal, project_id: int) -> Project:
     project = get_project(session, project_id)
     if project_role(session, who, project) is None:
-        raise Forbidden(f"not allowed to read project {project_id}")
+        raise NotFound(f"project {project_id} not found")  # hidden: see the module
     return project
 
 
 def require_project_editor(session: Session, who: Principal, project_id: int) -> Project:
     project = get_project(session, project_id)
-    if project_role(session, who, project) not in {"admin", "technician"}:
+    role = project_role(session, who, project)
+    if role is None:
+        raise NotFound(f"project {project_id} not found")
+    if role not in {"admin", "technician"}:
         raise Forbidden(f"not allowed to change project {project_id}")
     return project
 
@@ -87,14 +97,17 @@ def require_ticket_reader(session: Session, who: Principal, ticket_id: int) -> T
     ticket = get_ticket(session, ticket_id)
     project = get_project(session, ticket.project_id)
     if project_role(session, who, project) is None:
-        raise Forbidden(f"not allowed to read ticket {ticket_id}")
+        raise NotFound(f"ticket {ticket_id} not found")
     return ticket
 
 
 def require_ticket_editor(session: Session, who: Principal, ticket_id: int) -> Ticket:
     ticket = get_ticket(session, ticket_id)
     project = get_project(session, ticket.project_id)
-    if project_role(session, who, project) not in {"admin", "technician"}:
+    role = project_role(session, who, project)
+    if role is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    if role not in {"admin", "technician"}:
         raise Forbidden(f"not allowed to change ticket {ticket_id}")
     return ticket
 
@@ -104,7 +117,7 @@ def require_quote_reader(session: Session, who: Principal, quote_id: int) -> Quo
     if quote is None:
         raise NotFound(f"quote {quote_id} not found")
     if not (who.is_admin or (who.role == "client" and who.user_id == quote.client_id)):
-        raise Forbidden(f"not allowed to read quote {quote_id}")
+        raise NotFound(f"quote {quote_id} not found")
     return quote
 
 
@@ -137,4 +150,6 @@ def may_read_stream(session: Session, who: Principal, stream: str) -> bool:
 
 def require_stream_reader(session: Session, who: Principal, stream: str) -> None:
     if not may_read_stream(session, who, stream):
-        raise Forbidden(f"not allowed to read stream {stream}")
+        if parse_stream(stream).kind == "role":  # the role streams are public names
+            raise Forbidden(f"not allowed to read stream {stream}")
+        raise NotFound(f"stream {stream} not found")

@@ -1,4 +1,4 @@
-// Type declarations for herald-client (the ES module in src/, no build step).
+// Type declarations for @herald-notify/client (the ES module in src/, no build step).
 
 /** The Web Storage interface: `localStorage`, `sessionStorage`, `memoryStorage()`, `fileStorage()`. */
 export interface StorageLike {
@@ -25,8 +25,16 @@ export interface EventMeta {
 
 /** 'online': connected and `connected` received; 'reconnecting': a lost or refused connection
  * is being retried; 'offline': before the first connection, after close(), or while the
- * browser reports no network. */
-export type ConnectionState = 'online' | 'reconnecting' | 'offline';
+ * browser reports no network; 'unauthorized': the server refused the token twice in a row,
+ * each time a fresh one from getToken() (see `onError`): the client no longer reconnects. */
+export type ConnectionState = 'online' | 'reconnecting' | 'offline' | 'unauthorized';
+
+/** What the client reports: a token refused for good (`token_missing`, `token_invalid`,
+ * `token_expired`, `forbidden`). */
+export class HeraldError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string);
+}
 
 export interface AckError {
   code: string;
@@ -116,11 +124,13 @@ export interface HeraldOptions {
   /** Called before every (re)connect and history request; must return a valid, unexpired token. */
   getToken: () => string | Promise<string>;
   /** Where positions, joined rooms and queued messages live. Default: localStorage in a
-   * browser, memory in Node (see `herald-client/file-storage` for a file). */
+   * browser, memory in Node (see `@herald-notify/client/file-storage` for a file). */
   storage?: StorageLike;
   /** A stream could not be recovered (wrong epoch, pruned range, epoch changed): reload its
    * state over HTTP. The client continues from `head`. */
   onReset?: (stream: string, head: Position) => void;
+  /** The server refuses every token getToken() gives (state 'unauthorized'). */
+  onError?: (error: HeraldError) => void;
   /** socket.io-client's `io` (default: `import('socket.io-client')`; pass it in a browser
    * without an import map). */
   io?: (url: string, options: Record<string, unknown>) => unknown;
@@ -196,8 +206,11 @@ export interface Herald {
   readonly user: HeraldUser | null;
   /** True in the tab that holds the connection (always true without tabs). */
   readonly isLeader: boolean;
-  /** Resolves when the client is online (at once if it is). */
+  /** Resolves when the client is online (at once if it is); rejects with the HeraldError
+   * once it is 'unauthorized'. */
   whenOnline(): Promise<void>;
+  /** `handler(error)` when the server refuses every token getToken() gives. */
+  onError(handler: (error: HeraldError) => void): Unsubscribe;
 
   /** Join `project-{id}` (remembered in storage; re-joined with its position after every
    * reconnect). Resolves with the ack once joined (waiting for the connection if offline);

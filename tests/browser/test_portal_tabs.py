@@ -59,7 +59,7 @@ def test_a_token_that_expires_mid_session_is_refreshed_without_the_user_noticing
     world = portal.world
     context = portal.context()
     client = portal.open("client", context=context, ttl=2)
-    client.page.wait_for_function("window.heraldPortal.session.expiresAt < Date.now()")
+    client.page.wait_for_function("() => window.heraldPortal.session.expiresAt < Date.now()")
     minted = client.mints()
 
     # The connection drops after the token expired: reconnecting needs a new one.

@@ -2,7 +2,7 @@
 // toasts for what changes, a connection badge and pending messages, over herald-client.
 // State comes from the HTTP API on load (and after onReset); changes arrive as events.
 
-import { createHerald } from 'herald-client';
+import { createHerald } from '@herald-notify/client';
 import { choose, demoUsers, resume, signOut, useToken } from './session.js';
 import * as ui from './ui.js';
 

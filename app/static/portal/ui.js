@@ -32,7 +32,7 @@ export function toast(type, title, message = '') {
 }
 
 // -- connection badge -------------------------------------------------------------------------
-const STATES = { online: 'Online', reconnecting: 'Reconnecting…', offline: 'Offline' };
+const STATES = { online: 'Online', reconnecting: 'Reconnecting…', offline: 'Offline', unauthorized: 'Signed out' };
 
 export function showConnection(state, shared = false) {
   const badge = $('connection');

@@ -9,6 +9,8 @@ import { backoff, sleep } from './util.js';
 
 const MAX_POSITIONS = 100; // the server reads at most this many
 const DROP_CODES = new Set(['forbidden', 'not_found', 'invalid_argument', 'unauthorized']);
+// Refusals a fresh token may fix once; the same refusal after a fresh getToken() is final.
+const AUTH_CODES = new Set(['token_missing', 'token_invalid', 'token_expired', 'forbidden']);
 const KINDS = { project: ['join-project', 'leave-project', 'projectId'], ticket: ['join-ticket', 'leave-ticket', 'ticketId'] };
 
 export class Connection {
@@ -19,7 +21,7 @@ export class Connection {
    * @param {Function} o.io socket.io-client's io
    * @param {import('./storage.js').Store} o.store
    * @param {typeof fetch} o.fetchImpl
-   * @param {{deliver: Function, ephemeral: Function, state: Function, reset: Function, pending: Function}} o.on
+   * @param {{deliver: Function, ephemeral: Function, state: Function, reset: Function, pending: Function, error: Function}} o.on
    */
   constructor({ url, getToken, io, store, fetchImpl, retry, socketOptions = {}, ackTimeout = 10000, userName, on }) {
     this.url = url;
@@ -36,6 +38,9 @@ export class Connection {
     this.closed = false;
     this.tried = false;
     this.attempt = 0;
+    this.refusals = 0; // auth refusals in a row, each with a fresh token
+    this.tokenFailed = false; // the last getToken() threw: a refusal then is not the token's fault
+    this.failure = null; // {code, message} once unauthorized: no more reconnects
     this.abort = new AbortController();
     this.rooms = new Set(arrayOf(store.read('rooms', [])));
     this.refs = new Map(); // stream -> Set(tab id) of the tabs that joined it
@@ -60,6 +65,7 @@ export class Connection {
   get state() {
     if (this.online) return 'online';
     if (this.closed) return 'offline';
+    if (this.failure) return 'unauthorized';
     if (globalThis.navigator?.onLine === false) return 'offline';
     return this.tried ? 'reconnecting' : 'offline';
   }
@@ -83,8 +89,16 @@ export class Connection {
       // only drops a socket so that it reconnects and recovers.
       if (reason === 'io server disconnect' && !this.closed) this._retryLater();
     });
-    socket.on('connect_error', () => {
+    socket.on('connect_error', (err) => {
       this.tried = true;
+      const code = err?.data?.code;
+      if (AUTH_CODES.has(code) && !this.tokenFailed && !this.closed) {
+        this.refusals += 1;
+        if (this.refusals >= 2) {
+          this._unauthorized(code, err?.data?.message ?? err?.message ?? code);
+          return;
+        }
+      }
       this._state();
       // A refused connect (token_expired, ...) is final for socket.io-client: retry ourselves,
       // with a fresh token from getToken().
@@ -104,7 +118,7 @@ export class Connection {
       this._state();
     };
     const online = () => {
-      if (!this.closed && !this.socket.connected) {
+      if (!this.closed && !this.failure && !this.socket.connected) {
         this.socket.disconnect(); // ends a pending backoff; connect() opens at once
         this.socket.connect();
       }
@@ -206,17 +220,31 @@ export class Connection {
     const streams = [...new Set([...this.auto, ...this.rooms])].slice(0, MAX_POSITIONS);
     const positions = this.tracker.pick(streams);
     try {
-      return { token: await this.getToken(), positions };
+      const token = await this.getToken();
+      this.tokenFailed = false;
+      return { token, positions };
     } catch {
+      this.tokenFailed = true;
       return { positions }; // refused as token_missing, then retried
     }
+  }
+
+  /** The server refuses every token getToken() gives: report it once, stop reconnecting. */
+  _unauthorized(code, message) {
+    this.failure = { code, message };
+    this.online = false;
+    this.socket.disconnect();
+    this.on.error({ ...this.failure }); // the state becomes 'unauthorized' with it
+    this._state();
+    for (const [stream] of this.joinWaiters) this._settleJoin(stream, { ok: false, error: { ...this.failure } });
+    this.outbox.abandon({ ...this.failure, message: `${message}; the message stays queued` });
   }
 
   async _retryLater() {
     const delay = backoff(this.attempt, this.retry);
     this.attempt += 1;
     await sleep(delay, this.abort.signal);
-    if (!this.closed && !this.socket.connected && !this.socket.active) this.socket.connect();
+    if (!this.closed && !this.failure && !this.socket.connected && !this.socket.active) this.socket.connect();
   }
 
   _connected(data) {
@@ -239,6 +267,7 @@ export class Connection {
     this.online = true;
     this.tried = true;
     this.attempt = 0;
+    this.refusals = 0;
     this._state();
     for (const stream of this.rooms) {
       if (stream in heads) {

@@ -9,9 +9,9 @@ import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
 import { Store, defaultStorage, memoryStorage } from './storage.js';
 import { TabLink, tabsSupport } from './tabs.js';
-import { Listeners, claims, newId } from './util.js';
+import { HeraldError, Listeners, claims, newId } from './util.js';
 
-export { memoryStorage };
+export { HeraldError, memoryStorage };
 
 const EVENTS = {
   onProjectUpdate: 'project-updated',
@@ -24,14 +24,35 @@ const EVENTS = {
   onTyping: 'user-typing',
 };
 
+/** socket.io-client's `io`, or a rejection that says how to install it. */
+async function loadIo() {
+  try {
+    return (await import('socket.io-client')).io;
+  } catch (err) {
+    throw new Error('createHerald: socket.io-client cannot be imported beside @herald-notify/client '
+      + '(install with `npm install --install-links <path to clients/js>`, or pass options.io): '
+      + err.message);
+  }
+}
+
 /** Start a client; resolves once started (it does not wait for the network: see whenOnline). */
 export async function createHerald(options) {
   if (!options || typeof options.url !== 'string' || !options.url) throw new TypeError('createHerald: url is required');
   if (typeof options.getToken !== 'function') throw new TypeError('createHerald: getToken must be a function');
-  const getToken = async () => String(await options.getToken());
+  const getToken = async () => {
+    const token = await options.getToken();
+    return token === undefined || token === null ? '' : String(token);
+  };
   let namespace = options.namespace;
-  if (!namespace) namespace = String(claims(await getToken()).sub ?? 'anonymous');
-  const io = options.io ?? (await import('socket.io-client')).io;
+  if (!namespace) {
+    // The token is read once here: one that cannot be a token at all is refused at once.
+    const token = await getToken();
+    if (!token) throw new HeraldError('token_missing', 'createHerald: getToken() gave no token');
+    const sub = claims(token).sub;
+    if (sub === undefined || sub === null) throw new HeraldError('token_invalid', 'createHerald: getToken() gave something that is not a Herald token (a JWT with a sub)');
+    namespace = String(sub);
+  }
+  const io = options.io ?? await loadIo();
   const fetchImpl = options.fetch ?? ((...args) => globalThis.fetch(...args));
   const client = new HeraldClient({
     ...options, getToken, io, fetchImpl, namespace,
@@ -54,6 +75,9 @@ class HeraldClient {
     this._pendingListeners = new Listeners();
     this._resetListeners = new Listeners();
     if (typeof o.onReset === 'function') this._resetListeners.add(o.onReset);
+    this._errorListeners = new Listeners();
+    if (typeof o.onError === 'function') this._errorListeners.add(o.onError);
+    this._error = null;
     this._state = 'offline';
     this._user = null;
     this._leaderPending = []; // followers: the leader's queue
@@ -100,6 +124,7 @@ class HeraldClient {
         state: (state, user) => { post({ t: 'state', state, user }); this._setState(state, user); },
         reset: (stream, head) => { post({ t: 'reset', stream, head }); this._reset(stream, head); },
         pending: (list) => { post({ t: 'pending', list }); this._pendingListeners.emit(list); },
+        error: (error) => { post({ t: 'error', error }); this._failed(error); },
       },
     });
     this._conn.start();
@@ -140,6 +165,7 @@ class HeraldClient {
       case 'ephemeral': this._dispatch(m.type, m.payload); break;
       case 'state': this._setState(m.state, m.user); break;
       case 'reset': this._reset(m.stream, m.head); break;
+      case 'error': this._failed(m.error); break;
       case 'pending':
         this._leaderPending = Array.isArray(m.list) ? m.list : [];
         this._pendingListeners.emit(this.pendingMessages());
@@ -204,6 +230,12 @@ class HeraldClient {
     this._resetListeners.emit(stream, head);
   }
 
+  _failed(error) {
+    this._error = new HeraldError(error?.code ?? 'unauthorized', error?.message ?? 'refused');
+    this._setState('unauthorized');
+    this._errorListeners.emit(this._error);
+  }
+
   _setState(state, user) {
     if (user) this._user = user;
     if (state === this._state) return;
@@ -221,10 +253,19 @@ class HeraldClient {
 
   onPendingChange(handler) { return this._pendingListeners.add(handler); }
 
+  /** `handler(error)` (a HeraldError: `code`, `message`) when the server refuses every token
+   * getToken() gives; the state is then `unauthorized` and the client no longer reconnects. */
+  onError(handler) { return this._errorListeners.add(handler); }
+
+  /** Resolves once online; rejects with the error if the client is (or becomes) unauthorized. */
   whenOnline() {
     if (this._state === 'online') return Promise.resolve();
-    return new Promise((resolve) => {
-      const off = this.onConnectionChange((state) => { if (state === 'online') { off(); resolve(); } });
+    if (this._state === 'unauthorized') return Promise.reject(this._error);
+    return new Promise((resolve, reject) => {
+      const off = this.onConnectionChange((state) => {
+        if (state === 'online') { off(); resolve(); }
+        if (state === 'unauthorized') { off(); reject(this._error ?? new HeraldError('unauthorized', 'refused')); }
+      });
     });
   }
 

@@ -102,10 +102,8 @@ export class Outbox {
   }
 
   /** The client closes: promises resolve with `closed`; the messages stay in storage. */
-  abandon() {
-    for (const cmid of [...this.waiters.keys()]) {
-      this._settle(cmid, { ok: false, error: { code: 'closed', message: 'client closed; the message stays queued' } });
-    }
+  abandon(error = { code: 'closed', message: 'client closed; the message stays queued' }) {
+    for (const cmid of [...this.waiters.keys()]) this._settle(cmid, { ok: false, error });
   }
 
   _settle(cmid, ack) {

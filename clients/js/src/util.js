@@ -1,6 +1,15 @@
 // Small helpers: token claims, ids, backoff, sleeping.
 
 /** The claims of a JWT, unverified (the server verifies); {} when it cannot be read. */
+/** What the client reports: `code` (e.g. `token_invalid`) and a message. */
+export class HeraldError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'HeraldError';
+    this.code = code;
+  }
+}
+
 export function claims(token) {
   try {
     const part = String(token).split('.')[1];

@@ -3,7 +3,7 @@ stream for a user, with per-type callbacks, the user's inbox and an offline send
 for chat messages) and `Publisher` /
 `AsyncPublisher` (idempotent, retrying, for services)."""
 
-from herald_client.errors import (
+from .errors import (
     AuthError,
     Conflict,
     Forbidden,
@@ -16,20 +16,20 @@ from herald_client.errors import (
     TooLarge,
     Unavailable,
 )
-from herald_client.history import History
-from herald_client.inbox import Inbox
-from herald_client.outbox_store import (
+from .history import History
+from .inbox import Inbox
+from .outbox_store import (
     CallbackOutbox,
     FileOutbox,
     MemoryOutbox,
     OutboxStore,
     QueuedMessage,
 )
-from herald_client.publisher import AsyncPublisher, Publisher
-from herald_client.retry import Backoff
-from herald_client.storage import CallbackStore, FileStore, MemoryStore, PositionStore
-from herald_client.subscriber import Subscriber
-from herald_client.types import Event, EventSpec, Meta, Position, Published
+from .publisher import AsyncPublisher, Publisher
+from .retry import Backoff
+from .storage import CallbackStore, FileStore, MemoryStore, PositionStore
+from .subscriber import Subscriber
+from .types import Event, EventSpec, Meta, Position, Published
 
 __all__ = [
     "AsyncPublisher",

@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import httpx
 
-from herald_client.errors import AuthError, HeraldError, Unavailable
-from herald_client.retry import TRANSIENT, Backoff, error_for, retryable_status
-from herald_client.types import Event, Meta, Position
+from .errors import AuthError, HeraldError, Unavailable
+from .retry import TRANSIENT, Backoff, error_for, retryable_status
+from .types import Event, Meta, Position
 
 FAR_AFTER = 2**62  # asks for no events, only the head
 PAGE = 1000

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from herald_client.types import Event
+from .types import Event
 
 log = logging.getLogger("herald_client")
 Ids = list[str]  # (Inbox has a method named `list`)

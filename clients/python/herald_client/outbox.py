@@ -20,9 +20,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from herald_client.errors import HeraldError, Unavailable, error_from_ack
-from herald_client.outbox_store import OutboxStore, QueuedMessage
-from herald_client.retry import Backoff
+from .errors import HeraldError, Unavailable, error_from_ack
+from .outbox_store import OutboxStore, QueuedMessage
+from .retry import Backoff
 
 log = logging.getLogger("herald_client")
 RETRY_CODES = frozenset({"rate_limited", "unavailable", "internal"})

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from herald_client.storage import write_json_atomically
+from .storage import write_json_atomically
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from herald_client.errors import Forbidden, Gone, HeraldError, NotFound
-from herald_client.history import PAGE, History
-from herald_client.storage import PositionStore
-from herald_client.tracker import Tracker, Verdict
-from herald_client.types import Event, Meta, Position, resolve
+from .errors import Forbidden, Gone, HeraldError, NotFound
+from .history import PAGE, History
+from .storage import PositionStore
+from .tracker import Tracker, Verdict
+from .types import Event, Meta, Position, resolve
 
 log = logging.getLogger("herald_client")
 ResetHandler = Callable[[str, Position], Any]

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from herald_client.errors import HeraldError, ServerError, Unavailable
-from herald_client.retry import TRANSIENT, Backoff, error_for, retryable_status
-from herald_client.types import EventSpec, Published, TokenSource, resolve
+from .errors import HeraldError, ServerError, Unavailable
+from .retry import TRANSIENT, Backoff, error_for, retryable_status
+from .types import EventSpec, Published, TokenSource, resolve
 
 log = logging.getLogger("herald_client.publisher")
 MAX_BATCH = 1000

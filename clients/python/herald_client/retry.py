@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from herald_client.errors import HeraldError, error_from_body
+from .errors import HeraldError, error_from_body
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from herald_client.types import Position
+from .types import Position
 
 
 class PositionStore(Protocol):

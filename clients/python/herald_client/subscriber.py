@@ -35,19 +35,19 @@ from typing import Any
 
 import socketio
 
-from herald_client.errors import (
+from .errors import (
     HeraldError,
     Unavailable,
     error_from_ack,
 )
-from herald_client.history import History
-from herald_client.inbox import Handler, Handlers, Inbox
-from herald_client.outbox import Outbox, PendingHandler
-from herald_client.outbox_store import MemoryOutbox, OutboxStore, QueuedMessage
-from herald_client.pipeline import Pipeline, ResetHandler
-from herald_client.retry import Backoff
-from herald_client.storage import MemoryStore, PositionStore
-from herald_client.types import Event, Meta, Position, TokenSource, resolve
+from .history import History
+from .inbox import Handler, Handlers, Inbox
+from .outbox import Outbox, PendingHandler
+from .outbox_store import MemoryOutbox, OutboxStore, QueuedMessage
+from .pipeline import Pipeline, ResetHandler
+from .retry import Backoff
+from .storage import MemoryStore, PositionStore
+from .types import Event, Meta, Position, TokenSource, resolve
 
 log = logging.getLogger("herald_client")
 FATAL = {"token_missing", "token_invalid", "forbidden"}

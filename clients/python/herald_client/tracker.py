@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from herald_client.types import Meta, Position
+from .types import Meta, Position
 
 
 class Verdict(enum.Enum):

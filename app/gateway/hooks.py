@@ -1,0 +1,225 @@
+"""The private hooks the gateway uses in python-socketio, python-engineio, uvicorn,
+websockets and asyncio, checked once at start (docs/fastpaths.md).
+
+Each fast path leans on internals that no semver protects. `check()` looks for each one
+on the installed versions (classes, a throwaway instance, or the source line that calls
+it); `apply(gateway)` switches off every fast path with a hook missing — the plain path
+python-socketio or engine.io would take is used instead — and logs one line per path
+that fell back. Protections that override a private method (connect timeout, binary
+bound, subscription retries) cannot fall back: a missing hook is logged as an error.
+The result is the `herald_fastpath_enabled{path}` metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import engineio
+import socketio
+from engineio import async_server, async_socket
+from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as eio_asgi
+from socketio import async_pubsub_manager
+from socketio import packet as sio_packet
+
+from app.gateway import direct
+from app.gateway import sio as sio_module
+from app.gateway.replay import _packet_prefix_matches
+
+log = logging.getLogger("herald.gateway.hooks")
+
+# path -> what runs instead when it is off
+FASTPATHS = {
+    "inline_fanout": "python-socketio's emit (a task per socket)",
+    "direct_writes": "engine.io's queue and websocket writer",
+    "lean_queues": "asyncio.Queue per socket, uvicorn's own receive queue",
+    "session_ids": "engine.io's generate_id (a system call per id)",
+    "json_packets": "python-socketio's Packet encoding per replayed event",
+    "trim_environ": "handshake headers and request kept per socket",
+}
+PROTECTIONS = ("connect_timeout", "binary_bound", "close_transport", "subscription_retry")
+
+
+@dataclass(frozen=True)
+class Hook:
+    path: str  # a FASTPATHS or PROTECTIONS key
+    what: str  # the internal, as docs/fastpaths.md names it
+    check: Callable[[], bool]
+
+
+def _calls(func: Any, text: str) -> bool:
+    """Whether `func`'s source contains `text` (the call that makes a hook reachable)."""
+    return text in inspect.getsource(func)
+
+
+def _has(obj: Any, *names: str) -> bool:
+    return all(hasattr(obj, name) for name in names)
+
+
+@functools.cache
+def _eio() -> Any:
+    return engineio.AsyncServer(async_mode="asgi")
+
+
+@functools.cache
+def _socket() -> Any:
+    return async_socket.AsyncSocket(_eio(), "probe")
+
+
+@functools.cache
+def _uvicorn() -> Any:
+    """A throwaway uvicorn sans-I/O websocket protocol (None without one)."""
+    if direct._SANSIO is None:
+        return None
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    # log_config=None: uvicorn's Config would otherwise install its own logging (dictConfig)
+    config = Config(app=_no_app, ws="websockets-sansio", lifespan="off", log_config=None)
+    config.load()
+    return direct._SANSIO(config, ServerState(), {})
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    return None
+
+
+def _frame() -> bool:
+    return direct.text_frame("x") == b"\x81\x01x"
+
+
+def _queue_internals() -> bool:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    return (_has(queue, "_getters", "_putters", "_finished", "_init", "_get", "_put")
+            and _has(queue._finished, "_waiters")  # type: ignore[attr-defined]
+            and _calls(asyncio.Queue.get_nowait, "self._get()")
+            and _calls(asyncio.Queue.put_nowait, "self._put("))
+
+
+def _sio_packet() -> bool:
+    pkt = socketio.AsyncServer().packet_class(sio_packet.EVENT, namespace="/", data=["e", 1])
+    return bool(pkt.packet_type == sio_packet.EVENT and str(pkt.encode()).startswith("2"))
+
+
+P = async_pubsub_manager.AsyncPubSubManager
+S = socketio.AsyncServer
+HOOKS: tuple[Hook, ...] = (
+    # inline fan-out (fanout.py)
+    Hook("inline_fanout", "AsyncPubSubManager._thread calls _handle_emit",
+         lambda: _calls(P._thread, "_handle_emit")),
+    Hook("inline_fanout", "AsyncManager.get_participants / eio_sid_from_sid / rooms",
+         lambda: _has(socketio.AsyncManager, "get_participants", "eio_sid_from_sid",
+                      "sid_from_eio_sid") and _has(socketio.AsyncManager(), "rooms")),
+    Hook("inline_fanout", "AsyncServer.packet_class encodes an EVENT", _sio_packet),
+    Hook("inline_fanout", "engineio.packet.Packet(MESSAGE, text)",
+         lambda: eio_packet.Packet(eio_packet.MESSAGE, "2x").encode() == "42x"),
+    Hook("inline_fanout", "AsyncSocket queue / closed / closing / last_ping / send",
+         lambda: _has(_socket(), "queue", "closed", "closing", "last_ping", "send")),
+    Hook("inline_fanout", "AsyncServer sockets / ping_timeout",
+         lambda: _has(_eio(), "sockets", "ping_timeout", "ping_interval")),
+    # direct writes (direct.py, replay.send_page)
+    Hook("direct_writes", "uvicorn's WebSocketsSansIOProtocol", lambda: _uvicorn() is not None),
+    Hook("direct_writes", "the protocol's conn / writable / close_sent / disconnected / "
+                          "transport", lambda: _has(_uvicorn(), "conn", "writable", "close_sent",
+                                                    "disconnected", "transport")
+         and _has(_uvicorn().conn, "extensions", "state")),
+    Hook("direct_writes", "uvicorn hands the app its bound send (ASGI send.__self__)",
+         lambda: _calls(direct._SANSIO.run_asgi, "self.send")),  # type: ignore[union-attr]
+    Hook("direct_writes", "engine.io's ASGI WebSocket keeps asgi_send",
+         lambda: _calls(eio_asgi.WebSocket, "self.asgi_send")),
+    Hook("direct_writes", "AsyncSocket._websocket_handler calls self.poll()",
+         lambda: _calls(async_socket.AsyncSocket._websocket_handler, "self.poll()")),
+    Hook("direct_writes", "AsyncSocket upgraded", lambda: _has(_socket(), "upgraded")),
+    Hook("direct_writes", "engine.io connect handler (handlers, on)",
+         lambda: isinstance(_eio().handlers, dict) and _has(_eio(), "on")),
+    Hook("direct_writes", "websockets Frame(TEXT).serialize, State.OPEN", _frame),
+    # lean queues (sio.LeanQueue, _slim_websocket)
+    Hook("lean_queues", "asyncio.Queue _getters / _putters / _finished._waiters / _get / _put",
+         _queue_internals),
+    Hook("lean_queues", "asyncio.Event _waiters", lambda: _has(asyncio.Event(), "_waiters")),
+    Hook("lean_queues", "AsyncSocket takes its queue from server.create_queue",
+         lambda: _calls(async_socket.AsyncSocket.__init__, "create_queue")),
+    Hook("lean_queues", "the protocol's queue and writable",
+         lambda: _uvicorn() is None or (type(_uvicorn().queue) is asyncio.Queue
+                                        and type(_uvicorn().writable) is asyncio.Event)),
+    # session ids (sio.SessionIds)
+    Hook("session_ids", "AsyncServer._handle_connect calls generate_id; sequence_number",
+         lambda: _calls(async_server.AsyncServer._handle_connect, "generate_id")
+         and isinstance(_eio().sequence_number, int)),
+    # JSON packets (replay.encode)
+    Hook("json_packets", "a default-namespace EVENT is '2' + JSON",
+         lambda: _packet_prefix_matches(socketio.AsyncServer().packet_class)),
+    # trimmed handshake environ (sio._trim_environ)
+    Hook("trim_environ", "the protocol's handshake_complete; uvicorn passes self.receive",
+         lambda: _uvicorn() is None or (_has(_uvicorn(), "handshake_complete") and _calls(
+             direct._SANSIO.run_asgi, "self.receive"))),  # type: ignore[union-attr]
+    # protections: overrides of private methods (sio.HeraldServer, manager)
+    Hook("connect_timeout", "AsyncServer._handle_eio_connect / _handle_connect / "
+                            "_handle_eio_disconnect", lambda: _has(
+             S, "_handle_eio_connect", "_handle_connect", "_handle_eio_disconnect")),
+    Hook("binary_bound", "AsyncServer._handle_eio_message / _binary_packet",
+         lambda: _has(S, "_handle_eio_message") and _has(S(), "_binary_packet")),
+    Hook("close_transport", "AsyncSocket.close(wait, abort, reason); reason.TRANSPORT_CLOSE",
+         lambda: {"wait", "abort", "reason"} <= set(
+             inspect.signature(async_socket.AsyncSocket.close).parameters)
+         and _has(_eio().reason, "TRANSPORT_CLOSE")),
+    Hook("subscription_retry", "AsyncRedisManager._listen calls _redis_listen_with_retries",
+         lambda: _calls(socketio.AsyncRedisManager._listen, "_redis_listen_with_retries")
+         and _has(socketio.AsyncRedisManager, "_redis_connect")),
+)
+
+
+def _ok(hook: Hook) -> bool:
+    try:
+        return bool(hook.check())
+    except Exception:  # an attribute, a signature or a source that is not there
+        return False
+
+
+@functools.cache
+def check() -> dict[str, tuple[str, ...]]:
+    """Every fast path and protection -> the hooks missing on the installed versions."""
+    missing: dict[str, list[str]] = {path: [] for path in [*FASTPATHS, *PROTECTIONS]}
+    for hook in HOOKS:
+        if not _ok(hook):
+            missing[hook.path].append(hook.what)
+    if missing["inline_fanout"]:  # direct writes ride on the inline fan-out
+        missing["direct_writes"].append("inline_fanout")
+    return {path: tuple(items) for path, items in missing.items()}
+
+
+def apply(gateway: Any) -> dict[str, bool]:
+    """Switch off each fast path with a missing hook on `gateway`; one log line for each.
+
+    Returns every fast path -> on (the `herald_fastpath_enabled` metric)."""
+    missing = check()
+    for path, what in missing.items():
+        if not what:
+            continue
+        if path in FASTPATHS:
+            log.warning("fast path off: %s (missing: %s); using %s", path, "; ".join(what),
+                        FASTPATHS[path])
+        else:
+            log.error("protection inactive: %s (missing: %s)", path, "; ".join(what))
+    if missing["inline_fanout"]:
+        gateway.manager.fast_fanout = False
+    if missing["direct_writes"]:
+        direct.switch_off()
+    if missing["lean_queues"]:
+        sio_module.LEAN = False
+        gateway.sio.eio.__dict__.pop("create_queue", None)  # engine.io's own again
+    if missing["session_ids"]:
+        gateway.sio.eio.__dict__.pop("generate_id", None)
+    on = {path: not missing[path] for path in FASTPATHS}
+    if gateway.manager.fast_fanout is False:  # HERALD_FAST_FANOUT=0: both off by choice
+        on["inline_fanout"] = on["direct_writes"] = False
+    return on
+
+
+__all__ = ["FASTPATHS", "HOOKS", "PROTECTIONS", "apply", "check"]

@@ -1,0 +1,278 @@
+"""Scale (issue 16): what idle streams cost, side by side at a small and a large size.
+
+For each size (1,000 and 1,000,000 streams by default) a database of its own is filled
+with set-based SQL (generate_series): that many `user-{id}` streams, one delivered event
+each, every relay cursor caught up. Then, with a real web node on it:
+- the relay's claim with nothing pending (`relay()` in this process, publisher on a
+  channel nobody listens to), median of several calls;
+- `GET /api/admin/outbox` round trip, idle and with 5,000 events pending;
+- `POST /api/events` batches of 1,000 events: into 1 stream, over 1,000 existing
+  streams (random ones), over 1,000 new streams;
+- the drain: 5,000 events POSTed to random streams (in batches of 1,000) while a relay
+  thread in this process runs `relay()` in a loop, as a worker's relay thread does when
+  nudged: from the first POST until the last of them is published;
+- the relay alone: 5,000 events written to random streams first, then `relay()` until
+  they are all published.
+
+The sizes are printed side by side with the ratio large / small. `python -m bench scale`
+runs this part alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import Engine, text
+
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
+from app.outbox import relay as relay_mod
+from app.outbox.nudge import wake_key
+from app.outbox.publisher import RedisPublisher
+from app.portal import projects
+from bench import infra
+from bench.env import PG_ADMIN_URL, QUEUE, REDIS_URL, RELAY_CHANNEL, RUN
+from bench.stats import Figure, Report, median
+from bench.writes_bench import Client
+from testkit import pg
+from testkit.clients import token
+
+SECTION = "scale"
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ScaleSizes:
+    small: int  # streams in the small database
+    large: int  # streams in the large one
+    events: int  # events posted to random streams, then drained (a multiple of BATCH)
+    reps: int  # repetitions of the quick figures (claim, admin GET, batches)
+
+
+@dataclass
+class Measured:
+    """One size's figures (each a list of repetitions)."""
+
+    build: float = 0.0
+    claim: list[float] | None = None
+    admin_idle: list[float] | None = None
+    admin_pending: list[float] | None = None
+    one_stream: list[float] | None = None
+    existing: list[float] | None = None
+    new: list[float] | None = None
+    drain: float = 0.0
+    relay_only: float = 0.0
+
+
+def build(url: str, streams: int) -> float:
+    """`streams` caught-up streams with one event each, set-based; seconds it took.
+    (Caught up: not pending, which is the default of `streams.pending`.)"""
+    start = time.perf_counter()
+    engine = make_engine(url, statement_timeout=0)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
+                "SELECT 'user-' || g, substr(md5(g::text), 1, 16), 1, 0, now() "
+                "FROM generate_series(1, :n) AS g"), {"n": streams})
+            conn.execute(text(
+                "INSERT INTO relay_cursors (stream, dispatched, state, attempts) "
+                "SELECT 'user-' || g, 1, 'active', 0 FROM generate_series(1, :n) AS g"),
+                {"n": streams})
+            conn.execute(text(
+                'INSERT INTO events (id, stream, "offset", type, payload, created_at) '
+                "SELECT gen_random_uuid()::text, 'user-' || g, 1, 'notification', "
+                """'{"type":"info","title":"hello","message":""}'::json, now() """
+                "FROM generate_series(1, :n) AS g"), {"n": streams})
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text("VACUUM ANALYZE"))
+    finally:
+        engine.dispose()
+    return time.perf_counter() - start
+
+
+def _relay_once(engine: Engine, publisher: RedisPublisher) -> relay_mod.RelayReport:
+    return relay_mod.relay(session_factory=make_session_factory(engine), publisher=publisher,
+                           policy=relay_mod.RelayPolicy())
+
+
+def _batch(streams: list[str], tag: str) -> bytes:
+    return json.dumps([{"stream": streams[i % len(streams)], "type": "notification",
+                        "data": {"type": "info", "title": f"{tag}-{i}", "message": ""}}
+                       for i in range(BATCH)]).encode()
+
+
+def _post_rate(client: Client, bodies: list[bytes]) -> list[float]:
+    """Events/s of each body (a batch of BATCH) POSTed on its own."""
+    client.touch()
+    out = []
+    for body in bodies:
+        start = time.perf_counter()
+        status, answer = client.call("POST", "/api/events", body)
+        elapsed = time.perf_counter() - start
+        if status != 201:
+            raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+        out.append(BATCH / elapsed)
+    return out
+
+
+def _drain(engine: Engine, publisher: RedisPublisher, events: int) -> float:
+    """Seconds for relay() to publish `events` pending events."""
+    start = time.perf_counter()
+    published = 0
+    deadline = time.monotonic() + 900
+    while published < events and time.monotonic() < deadline:
+        published += _relay_once(engine, publisher).published
+    if published != events:
+        raise RuntimeError(f"drained {published} of {events} events")
+    return time.perf_counter() - start
+
+
+def _posted_and_drained(engine: Engine, publisher: RedisPublisher, client: Client,
+                        bodies: list[bytes], events: int) -> float:
+    """Seconds from the first POST of `bodies` until a relay thread running meanwhile
+    has published their `events` events."""
+    published = [0]
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set() and published[0] < events:
+            done = _relay_once(engine, publisher).published
+            published[0] += done
+            if not done:
+                time.sleep(0.001)
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    for body in bodies:
+        status, answer = client.call("POST", "/api/events", body)
+        if status != 201:
+            raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+    thread.join(900)
+    stop.set()
+    if published[0] != events:
+        raise RuntimeError(f"drained {published[0]} of {events} events")
+    return time.perf_counter() - start
+
+
+def _gets(client: Client, count: int) -> list[float]:
+    client.touch()
+    out = []
+    for _ in range(count):
+        start = time.perf_counter()
+        status, answer = client.call("GET", "/api/admin/outbox")
+        out.append(1000 * (time.perf_counter() - start))
+        if status != 200:
+            raise RuntimeError(f"GET /api/admin/outbox: {status} {answer[:300]!r}")
+    return out
+
+
+def measure_size(streams: int, sizes: ScaleSizes) -> Measured:
+    url = pg.create_database(PG_ADMIN_URL, f"herald_bench_{RUN}_scale_{streams}")
+    queue = f"{QUEUE}-scale"
+    web: infra.WebNode | None = None
+    engine = make_engine(url, pool_size=2, max_overflow=2, statement_timeout=0)
+    publisher = RedisPublisher(REDIS_URL, channel=RELAY_CHANNEL)
+    out = Measured()
+    try:
+        upgrade(url)
+        web = infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
+                             "HERALD_CELERY_QUEUE": queue})
+        web.spawn()
+        out.build = build(url, streams)
+        web.wait_ready()
+        print(f"  ({streams:,} streams built in {out.build:.1f} s)", flush=True)
+        with make_session_factory(engine)() as session, session.begin():
+            admin = projects.create_user(session, email=f"admin-{uuid.uuid4().hex[:8]}@bench",
+                                         role="admin").id
+        service = Client(web.url, token("billing", "service"))
+        operator = Client(web.url, token(admin, "admin"))
+        try:
+            _relay_once(engine, publisher)  # warm-up: connection, statements
+            claims = []
+            for _ in range(sizes.reps):
+                start = time.perf_counter()
+                report = _relay_once(engine, publisher)
+                claims.append(1000 * (time.perf_counter() - start))
+                assert report.published == 0
+            out.claim = claims
+            _gets(operator, 2)
+            out.admin_idle = _gets(operator, sizes.reps)
+            rng = random.Random(streams)
+
+            def random_batches(tag: str) -> list[bytes]:
+                return [_batch([f"user-{rng.randint(1, streams)}" for _ in range(BATCH)],
+                               f"{tag}{n}") for n in range(sizes.events // BATCH)]
+
+            out.existing = _post_rate(service, random_batches("e"))
+            out.admin_pending = _gets(operator, sizes.reps)
+            out.relay_only = _drain(engine, publisher, sizes.events)
+            bodies = random_batches("d")
+            service.touch()
+            out.drain = _posted_and_drained(engine, publisher, service, bodies, sizes.events)
+            out.one_stream = _post_rate(service, [_batch([f"project-{n + 1}"], f"o{n}")
+                                                  for n in range(sizes.reps)])
+            fresh = [[f"ticket-{n * BATCH + i + 1}" for i in range(BATCH)]
+                     for n in range(sizes.reps)]
+            out.new = _post_rate(service, [_batch(names, f"n{n}")
+                                           for n, names in enumerate(fresh)])
+        finally:
+            service.close()
+            operator.close()
+    finally:
+        if web is not None:
+            web.stop()
+        publisher.close()
+        engine.dispose()
+        pg.drop_database(PG_ADMIN_URL, url)
+        with redis.Redis.from_url(REDIS_URL) as client:
+            client.delete(queue, wake_key(queue))
+    return out
+
+
+def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Measured) -> None:
+    s, b = f"{sizes.small:,}", f"{sizes.large:,}"
+
+    def pair(key: str, name: str, unit: str, goal: str = "", higher: bool = False) -> None:
+        a, z = getattr(small, key), getattr(large, key)
+        av = median(a) if isinstance(a, list) else float(a)
+        zv = median(z) if isinstance(z, list) else float(z)
+        report.add(Figure(SECTION, f"{name} at {s}", av, unit,
+                          a if isinstance(a, list) else []))
+        report.add(Figure(SECTION, f"{name} at {b}", zv, unit,
+                          z if isinstance(z, list) else [], goal))
+        ratio = zv / av if av else float("nan")
+        report.add(Figure(SECTION, f"  ratio {b} / {s}", ratio, "x",
+                          note="(higher is better)" if higher else ""))
+
+    pair("claim", "relay claim, nothing pending", "ms", f"goal <= 5 ms at {b}")
+    pair("drain", f"POST {sizes.events:,} events to random streams, all relayed", "s",
+         f"goal <= 1.5x the {s} time")
+    pair("relay_only", f"relay() alone, {sizes.events:,} events on random streams", "s")
+    pair("admin_idle", "GET /api/admin/outbox, idle", "ms", "goal <= 50 ms")
+    pair("admin_pending", f"GET /api/admin/outbox, {sizes.events:,} pending", "ms",
+         "goal <= 50 ms")
+    pair("one_stream", "POST 1,000 events into 1 stream", "ev/s", higher=True)
+    pair("existing", "POST 1,000 events over 1,000 existing streams", "ev/s",
+         "goal >= 15,000 ev/s", higher=True)
+    pair("new", "POST 1,000 events over 1,000 new streams", "ev/s", "goal >= 15,000 ev/s",
+         higher=True)
+
+
+async def run(report: Report, sizes: ScaleSizes) -> None:
+    report.section(
+        f"Scale: {sizes.small:,} vs {sizes.large:,} caught-up streams (one event each, built "
+        f"with generate_series), one web node, relay() in this process; claim, admin GET and "
+        f"batches median of {sizes.reps}")
+    small = await asyncio.to_thread(measure_size, sizes.small, sizes)
+    large = await asyncio.to_thread(measure_size, sizes.large, sizes)
+    report_sizes(report, sizes, small, large)

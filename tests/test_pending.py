@@ -1,0 +1,243 @@
+"""The relay's pending set: a write marks its stream, the relay clears the mark only when
+its cursor is at the head and no writer holds the row; no stream is ever forgotten."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import redis as redis_lib
+from sqlalchemy import select, update
+
+from app.outbox import ops
+from app.outbox.publish import EventSpec, publish_many
+from app.outbox.publisher import MemoryPublisher
+from app.outbox.relay import RelayPolicy, relay
+from app.outbox.tables import RelayCursor, Stream
+from app.outbox.writer import append
+from testkit.databases import Database
+from testkit.processes import ROOT
+
+POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
+
+
+def marks(database: Database) -> dict[str, bool]:
+    with database.factory() as session:
+        return {name: bool(p) for name, p in session.execute(select(Stream.name, Stream.pending))}
+
+
+def lag(database: Database) -> dict[str, tuple[int, int, str]]:
+    """stream -> (head, dispatched, state)"""
+    with database.factory() as session:
+        rows = session.execute(select(Stream.name, Stream.head, RelayCursor.dispatched,
+                                      RelayCursor.state)
+                               .join(RelayCursor, RelayCursor.stream == Stream.name)).all()
+    return {name: (int(head), int(done), state) for name, head, done, state in rows}
+
+
+def note(database: Database, stream: str, i: int = 0) -> None:
+    with database.factory() as session, session.begin():
+        append(session, stream, "notification", {"type": "info", "title": str(i),
+                                                 "message": ""})
+
+
+def test_a_write_marks_its_stream_and_a_caught_up_relay_clears_it(db: Database) -> None:
+    note(db, "user-1")
+    note(db, "user-2")
+    assert marks(db) == {"user-1": True, "user-2": True}
+    relay(session_factory=db.factory, publisher=MemoryPublisher(), policy=POLICY)
+    assert marks(db) == {"user-1": False, "user-2": False}
+    note(db, "user-2")
+    assert marks(db) == {"user-1": False, "user-2": True}
+
+
+def test_the_relay_looks_only_at_marked_streams(db: Database) -> None:
+    """An unmarked stream is not claimed, whatever its head: the claim reads the pending set
+    (the writer always marks; the migration marks what was behind before it)."""
+    note(db, "user-1")
+    with db.factory() as session, session.begin():
+        session.execute(update(Stream).values(pending=False))
+    publisher = MemoryPublisher()
+    assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 0
+    with db.factory() as session, session.begin():
+        session.execute(update(Stream).values(pending=True))
+    assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 1
+
+
+def test_a_mark_left_with_nothing_to_send_is_cleared_by_the_next_claim(db: Database) -> None:
+    note(db, "user-1")
+    relay(session_factory=db.factory, publisher=MemoryPublisher(), policy=POLICY)
+    with db.factory() as session, session.begin():  # as a writer that rolled back leaves it
+        session.execute(update(Stream).values(pending=True))
+    report = relay(session_factory=db.factory, publisher=MemoryPublisher(), policy=POLICY)
+    assert report.published == 0 and marks(db) == {"user-1": False}
+
+
+def test_a_writer_holding_the_row_keeps_the_mark_and_the_relay_does_not_wait(
+        pg_db: Database) -> None:
+    """The relay catches up to the committed head while a writer holds the stream's row
+    with one more event: the mark stays (SKIP LOCKED), the relay returns at once, and the
+    writer's event goes out on the next pass."""
+    note(pg_db, "user-1", 1)
+    publisher = MemoryPublisher()
+    with pg_db.factory() as writer, writer.begin():
+        append(writer, "user-1", "notification", {"type": "info", "title": "2", "message": ""})
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (relay(
+            session_factory=pg_db.factory, publisher=publisher, policy=POLICY), done.set()))
+        thread.start()
+        thread.join(30)
+        assert done.is_set(), "the relay waited for the writer"
+        assert [r.offset for r in publisher.published] == [1]
+    assert marks(pg_db) == {"user-1": True}
+    relay(session_factory=pg_db.factory, publisher=publisher, policy=POLICY)
+    assert [r.offset for r in publisher.published] == [1, 2]
+    assert marks(pg_db) == {"user-1": False}
+
+
+def test_retrying_and_failed_streams_stay_marked_and_counted_until_retried(
+        db: Database) -> None:
+    note(db, "user-1")
+    note(db, "user-2")
+    publisher = MemoryPublisher()
+    publisher.fail_streams["user-1"] = "ResponseError: refused"
+    relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    with db.factory() as session:
+        state = ops.status(session)
+    assert (state.retrying_streams, state.failed_streams, state.streams_behind) == (1, 0, 1)
+    assert marks(db) == {"user-1": True, "user-2": False}
+    deadline = time.monotonic() + 10
+    while lag(db)["user-1"][2] != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+        relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    with db.factory() as session:
+        state = ops.status(session)
+    assert (state.failed_streams, state.events_pending) == (1, 1)
+    assert [s.stream for s in state.streams] == ["user-1"]
+    assert marks(db)["user-1"] is True
+    del publisher.fail_streams["user-1"]
+    relay(session_factory=db.factory, publisher=publisher, policy=POLICY)  # failed: waits
+    assert lag(db)["user-1"] == (1, 0, "failed")
+    assert ops.retry(db.factory, all_failed=True).retried == ["user-1"]
+    relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+    assert lag(db)["user-1"] == (1, 1, "active") and marks(db)["user-1"] is False
+
+
+# -- writers and relays killed at random points ---------------------------------------------
+# A relay process: publishes rows by RPUSH onto a Redis list (so the test sees every
+# publish), refuses some streams at random (retries, backoff) and the "bad" ones until the
+# heal flag is set (they end up failed), and sleeps a little after publishing, so that
+# kills land between a publish and its commit as well.
+RELAY_SCRIPT = """
+import os, random, sys, time
+import redis
+from app.core.db import make_engine, make_session_factory
+from app.core.errors import PublishRejected
+from app.outbox.relay import RelayPolicy, relay
+
+url, key, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = redis.Redis.from_url(os.environ["REDIS_URL"])
+rng = random.Random(seed)
+BAD = {"user-3", "user-7"}
+
+class Flaky:
+    def publish_rows(self, rows):
+        healed = r.exists(key + ":heal")
+        refused = {s: "flaky" for s in {row.stream for row in rows}
+                   if (s in BAD and not healed) or rng.random() < 0.05}
+        sent = [f"{row.stream}:{row.offset}" for row in rows if row.stream not in refused]
+        if sent:
+            r.rpush(key, *sent)
+        time.sleep(rng.random() * 0.01)
+        if refused:
+            raise PublishRejected("flaky", failed=refused)
+
+    def publish(self, events):
+        raise NotImplementedError
+
+factory = make_session_factory(make_engine(url, pool_size=1, max_overflow=0))
+policy = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05, max_streams=10,
+                     max_events=20)
+while True:
+    relay(session_factory=factory, publisher=Flaky(), policy=policy)
+    time.sleep(rng.random() * 0.01)
+"""
+
+
+def _relay_process(url: str, key: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", RELAY_SCRIPT, url, key,
+                             str(random.randrange(10**9))], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _write(database: Database, stop: threading.Event, seed: int, errors: list[str]) -> None:
+    rng = random.Random(seed)
+    while not stop.is_set():
+        names = [f"user-{rng.randint(1, 40)}" for _ in range(rng.randint(1, 25))]
+        try:
+            with database.factory() as session, session.begin():
+                publish_many(session, [EventSpec(n, "notification",
+                                                 {"type": "info", "title": "x", "message": ""})
+                                       for n in names])
+        except Exception as exc:  # reported below: a deadlock would show here
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_event(
+        pg_db: Database, redis_url: str) -> None:
+    key = f"herald-test-pending-{uuid.uuid4().hex[:8]}"
+    client = redis_lib.Redis.from_url(redis_url)
+    relays = [_relay_process(pg_db.url, key) for _ in range(2)]
+    stop = threading.Event()
+    errors: list[str] = []
+    writers = [threading.Thread(target=_write, args=(pg_db, stop, n, errors)) for n in range(3)]
+    kills = 0
+    try:
+        for t in writers:
+            t.start()
+        until = time.monotonic() + 6
+        while time.monotonic() < until:  # kill one relay at a random moment, start another
+            time.sleep(random.uniform(0.1, 0.5))
+            victim = random.randrange(len(relays))
+            relays[victim].send_signal(signal.SIGKILL)
+            relays[victim].wait()
+            kills += 1
+            relays[victim] = _relay_process(pg_db.url, key)
+        stop.set()
+        for t in writers:
+            t.join()
+        assert not errors, errors[:3]
+        deadline = time.monotonic() + 30
+        while {s for s, (_h, _d, state) in lag(pg_db).items() if state == "failed"} \
+                != {"user-3", "user-7"}:
+            assert time.monotonic() < deadline, lag(pg_db)
+            time.sleep(0.05)
+        assert marks(pg_db)["user-3"] and marks(pg_db)["user-7"]
+        client.set(f"{key}:heal", 1)
+        ops.retry(pg_db.factory, all_failed=True)
+        while any(head != done for head, done, _state in lag(pg_db).values()):
+            assert time.monotonic() < deadline, "not every stream caught up"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for proc in relays:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    published: dict[str, set[int]] = {}
+    for item in client.lrange(key, 0, -1):
+        stream, offset = item.decode().rsplit(":", 1)
+        published.setdefault(stream, set()).add(int(offset))
+    client.delete(key, f"{key}:heal")
+    client.close()
+    state = lag(pg_db)
+    assert kills > 5 and sum(head for head, _d, _s in state.values()) > 200
+    for stream, (head, done, status) in state.items():
+        assert (done, status) == (head, "active"), stream
+        assert published.get(stream, set()) >= set(range(1, head + 1)), stream
+    assert not any(marks(pg_db).values())  # nothing pending, nothing forgotten
