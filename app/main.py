@@ -33,6 +33,7 @@ from app.core.ratelimit import RateLimits
 from app.core.redisclients import SideChannels
 from app.core.settings import Settings, get_settings
 from app.gateway import hooks
+from app.gateway.bounds import SocketBounds
 from app.gateway.node_metrics import NodeMetrics
 from app.gateway.server import MAX_FRAME, Gateway
 from app.outbox.nudge import relay_nudger
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None) -> Any:
                       metrics=NodeMetrics(), cors_origins=settings.allowed_origins,
                       connect_timeout=settings.connect_timeout, limits=limits,
                       max_connections=settings.max_connections,
-                      fast_fanout=settings.fast_fanout)
+                      fast_fanout=settings.fast_fanout,
+                      bounds=SocketBounds.of(settings))
     # private hooks of the libraries, checked once: fast paths missing one fall back (logged)
     gateway.metrics.fastpaths = hooks.apply(gateway)
     ctx = AppContext(settings=settings, engine=engine, factory=factory,

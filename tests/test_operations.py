@@ -74,6 +74,9 @@ async def test_failing_stream_backs_off_fails_and_retry_delivers_it_once_in_orde
 ) -> None:
     bad, good = "project-901", "project-902"
     admin = user_token(pg_db.factory, "admin")
+    with pg_db.factory() as session, session.begin():  # restorable: streams that exist
+        for name in (bad, good):
+            writer.ensure_stream(session, name)
     socket = SocketClient(ops_web.url, admin, positions={bad: {"offset": 0},
                                                          good: {"offset": 0}})
     await socket.connect()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import socketio
 
+from app.outbox.writer import ensure_stream
 from testkit.clients import Api, SocketClient
 from testkit.processes import WebNode
 from testkit.world import World
@@ -154,6 +155,9 @@ def test_a_user_past_the_connection_cap_is_refused_and_others_are_not(
 
 def test_positions_past_100_are_answered_not_recovered(node: WebNode, world: World) -> None:
     positions = {f"project-{1_000_000 + i}": {"offset": 0} for i in range(150)}
+    with world.system.factory() as session, session.begin():  # restorable: they exist
+        for name in positions:
+            ensure_stream(session, name)
 
     async def run() -> dict[str, Any]:
         socket = SocketClient(node.url, world.token("admin"), positions=positions)

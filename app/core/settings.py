@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     max_connections: Annotated[
         int, Field(ge=1, validation_alias="HERALD_MAX_CONNECTIONS_PER_USER")
     ] = 50
+    # What one socket may cost a web node (issue 15; app/gateway/bounds.py).
+    socket_queue_bytes: Annotated[
+        int, Field(ge=65536, validation_alias="HERALD_SOCKET_QUEUE_BYTES")
+    ] = 2 * 2**20
+    socket_queue_packets: Annotated[
+        int, Field(ge=100, validation_alias="HERALD_SOCKET_QUEUE_PACKETS")
+    ] = 5000
+    socket_drain_timeout: Annotated[
+        float, Field(gt=0, le=600, validation_alias="HERALD_SOCKET_DRAIN_TIMEOUT")
+    ] = 20.0
+    rate_unknown_events: Annotated[
+        int, Field(ge=1, validation_alias="HERALD_RATE_UNKNOWN_EVENTS")
+    ] = 60
+    identity_recheck: Annotated[
+        float, Field(gt=0, le=3600, validation_alias="HERALD_IDENTITY_RECHECK")
+    ] = 5.0
 
     # The web node's HTTP server (issue 15): request heads bounded in size, count and time.
     max_header_bytes: Annotated[

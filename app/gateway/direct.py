@@ -45,6 +45,8 @@ from engineio import exceptions as eio_exceptions
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from app.gateway.sendqueue import HeraldSocket
+
 _SANSIO: type[Any] | None
 try:  # uvicorn's default websocket protocol when `websockets` is installed
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -71,18 +73,15 @@ def _protocol_of(ws: Any) -> Any | None:
     return proto
 
 
-class DirectSocket(async_socket.AsyncSocket):  # type: ignore[misc]
+class DirectSocket(HeraldSocket):
     """engine.io's AsyncSocket whose idle websocket writer can be bypassed (see module)."""
 
     idle: Any = None  # uvicorn's protocol while the websocket writer waits on an empty queue
-    _ws: Any = None
 
     async def _websocket_handler(self, ws: Any) -> Any:
-        self._ws = ws
         try:
             return await super()._websocket_handler(ws)
         finally:
-            self._ws = None
             self.idle = None
 
     async def poll(self) -> list[Any]:
@@ -128,7 +127,7 @@ class DirectSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
 def adopt(socket: Any) -> None:
     """Make an engine.io AsyncSocket a DirectSocket (before any transport runs on it)."""
-    if type(socket) is async_socket.AsyncSocket:
+    if type(socket) in (async_socket.AsyncSocket, HeraldSocket):
         socket.__class__ = DirectSocket
 
 

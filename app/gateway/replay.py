@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import jsoncodec
 from app.core.errors import Gone
-from app.gateway import direct
+from app.gateway import direct, sendqueue
 from app.gateway.manager import HeraldRedisManager
 from app.outbox.replay import REPLAY_BATCH, Head, iter_after, read_after, read_head
 from app.outbox.tables import EventRecord
@@ -139,8 +139,10 @@ class Replayer:
     """Replays streams to sockets of one Socket.IO server, in order, without gaps."""
 
     def __init__(self, *, sio: socketio.AsyncServer, manager: HeraldRedisManager,
-                 factory: sessionmaker[Session], metrics: Any = None) -> None:
+                 factory: sessionmaker[Session], metrics: Any = None,
+                 drain_timeout: float = 20.0) -> None:
         self.sio = sio
+        self.drain_timeout = drain_timeout  # seconds a replay waits for a socket to read
         self.pages = PageReads(factory)  # shared reads of event pages (reconnect storms)
         self.manager = manager
         self.factory = factory
@@ -200,9 +202,8 @@ class Replayer:
                 before = sent
                 while self.manager.is_connected(sid, "/"):
                     page = await self.pages.read(stream, last, head.epoch, since)
-                    if not page.events:
+                    if not page.events or not await self.send_page(sid, page):
                         break
-                    await self.send_page(sid, page)
                     last = page.events[-1].offset
                     sent += len(page.events)
                     if not page.full:
@@ -276,22 +277,33 @@ class Replayer:
             self.manager.close_gate(sid, stream, floor=last)
         return last
 
-    async def send_page(self, sid: str, page: Page) -> None:
+    async def send_page(self, sid: str, page: Page) -> bool:
         """A page's events to one socket, in order: one write of all their frames when its
-        websocket writer is idle (app/gateway/direct.py), else through engine.io's queue."""
+        websocket writer is idle (app/gateway/direct.py) and they fit its send queue's
+        bound, else through engine.io's queue at the pace the client reads
+        (app/gateway/sendqueue.py). False if the socket is gone or was closed meanwhile."""
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:
-            return
+            return False
         if page.packets is None:
             page.packets = [self.encode(e.type, [e.payload, e.meta]) for e in page.events]
         socket = self.sio.eio.sockets.get(eio_sid)
+        if socket is None:
+            return False
+        queue = socket.queue
         if getattr(socket, "idle", None) is not None and not _late(socket, self.sio.eio):
             if page.frames is None:
                 page.frames = b"".join(direct.text_frame("4" + p) for p in page.packets)
-            if socket.write_frame(page.frames):
-                return
+            if (len(page.frames) <= getattr(queue, "max_bytes", len(page.frames))
+                    and socket.write_frame(page.frames)):
+                return True
+        paced = isinstance(queue, sendqueue.SendQueue)
         for packet in page.packets:
+            if paced and not queue.has_room(len(packet)) and not await self.sio.wait_room(
+                    sid, len(packet), self.drain_timeout):
+                return False
             await self.sio.eio.send(eio_sid, packet)
+        return True
 
     async def send(self, sid: str, event: str, data: list[Any]) -> None:
         """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built

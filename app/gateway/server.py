@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import names
 from app.core.db import UNAVAILABLE, iso_utc, utcnow
-from app.core.errors import AuthError, HeraldError, InvalidInput, RateLimited
+from app.core.errors import AuthError, HeraldError, RateLimited
 from app.core.ratelimit import RateLimits
 from app.gateway import args, inbox
+from app.gateway.bounds import SocketBounds
 from app.gateway.catchup import CatchUp
 from app.gateway.connects import ConnectReader
 from app.gateway.gcpolicy import SocketGC
+from app.gateway.identity import Identities
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
@@ -25,9 +27,17 @@ from app.gateway.replay import Replayer
 from app.gateway.sio import HeraldServer
 from app.gateway.turns import Turns
 from app.outbox.replay import Head, read_head
-from app.outbox.streams import ROLE_STREAMS, project_stream, ticket_stream, user_stream
+from app.outbox.streams import (
+    ROLE_STREAMS,
+    parse_stream,
+    project_stream,
+    ticket_stream,
+    user_stream,
+)
+from app.outbox.tables import Stream
 from app.portal import access, projects
-from app.portal.auth import Principal, decode
+from app.portal.auth import Principal, decode_expiring
+from app.portal.models import Project, Ticket, User
 
 log = logging.getLogger("herald.gateway")
 T = TypeVar("T")
@@ -51,7 +61,9 @@ class Gateway:
         channel: str = "socketio", metrics: NodeMetrics | None = None,
         cors_origins: list[str] | str | None = "*", connect_timeout: float = 10.0,
         limits: RateLimits | None = None, max_connections: int = 50, fast_fanout: bool = True,
+        bounds: SocketBounds | None = None,
     ) -> None:
+        bounds = bounds or SocketBounds()
         self.factory = session_factory
         self.secret = secret
         self.metrics = metrics or NodeMetrics()
@@ -63,12 +75,20 @@ class Gateway:
         self.sio = HeraldServer(
             async_mode="asgi", client_manager=self.manager, cors_allowed_origins=cors_origins,
             max_http_buffer_size=MAX_FRAME, logger=False, engineio_logger=False,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout, queue_bytes=bounds.queue_bytes,
+            queue_packets=bounds.queue_packets,
+            unknown_events_per_minute=bounds.unknown_events_per_minute,
         )
+        # Connects of each user under way (not yet in its user room): counted in its cap.
+        self._connecting: dict[int, int] = {}
+        self.identities = Identities(
+            session_factory, self._drop_socket, every=bounds.identity_recheck,
+            alive=lambda sid: (self.manager.is_connected(sid, "/")
+                               or self.manager.is_pre_connected(sid, "/")))
         self._turns = Turns(CONNECTS_PER_USER_AT_ONCE)  # one user's connects at once
         self._tasks: set[asyncio.Task[None]] = set()
         self.replayer = Replayer(sio=self.sio, manager=self.manager, factory=session_factory,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, drain_timeout=bounds.drain_timeout)
         self.catchup = CatchUp(sio=self.sio, manager=self.manager, replayer=self.replayer)
         self.reader = ConnectReader(session_factory, _readable)
         # Set at the first connect in a process that froze its start-up (app/web.py).
@@ -106,11 +126,8 @@ class Gateway:
             "inbox-mark": self.inbox_mark,
         }.items():
             sio.on(name, self._guarded(name, handler))
-        sio.on("*", self.unknown_event)
-
-    async def unknown_event(self, event: str, sid: str, *data: Any) -> dict[str, Any]:
-        log.info("unknown event sid=%s event=%.50r", sid, event)
-        return fail(InvalidInput(f"unknown event {event[:100]!r}", code="unknown_event"))
+        # Any other client event (reserved names included) is answered `unknown_event` by
+        # the server itself (app/gateway/events.py) and reaches no handler.
 
     def _guarded(
         self, name: str, handler: Callable[[str, Any], Any]
@@ -144,16 +161,29 @@ class Gateway:
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = args.token_from(auth, environ)
         try:
-            who = decode(token, secret=self.secret)
+            who, expires = decode_expiring(token, secret=self.secret)
             if who.role == "service":
                 raise AuthError("service tokens cannot connect", code="forbidden")
-            assert who.user_id is not None
+            user_id = who.user_id
+            assert user_id is not None
             await self.limit("connect", who)
-            if self._open_sockets(who.user_id) >= self.max_connections:
+            # Open sockets and connects under way both count: parallel connects all
+            # checked before any of them entered its room would otherwise pass the cap.
+            connecting = self._connecting.get(user_id, 0)
+            if self._open_sockets(user_id) + connecting >= self.max_connections:
                 raise RateLimited(f"at most {self.max_connections} connections per user",
                                   retry_after=5)
-            async with self._turns.turn(who.user_id):
-                await self._connect(sid, who, auth)
+            self._connecting[user_id] = connecting + 1
+            try:
+                async with self._turns.turn(user_id):
+                    await self._connect(sid, who, auth)
+                self.identities.add(sid, who, expires)
+            finally:
+                left = self._connecting[user_id] - 1
+                if left:
+                    self._connecting[user_id] = left
+                else:
+                    del self._connecting[user_id]
             if self.gc_policy is None and SocketGC.wanted():
                 self.gc_policy = SocketGC(lambda: len(self.sio.eio.sockets))
             if self.gc_policy is not None:
@@ -273,6 +303,7 @@ class Gateway:
             await self.presence.remove(who.user_id, sid)
         self.manager.close_all(sid)
         self.replayer.forget(sid)
+        self.identities.remove(sid)
         if self.gc_policy is not None:
             self.gc_policy.disconnected()
         log.info("socket disconnected sid=%s reason=%s", sid, reason)
@@ -392,10 +423,18 @@ class Gateway:
 
 
 def _readable(session: Session, who: Principal, name: str) -> bool:
+    """Whether `who` may restore `name` at connect: readable, and a stream that exists or
+    of something that exists (an admin reads any id), so that a connect never creates a
+    stream row for nothing."""
     try:
-        return access.may_read_stream(session, who, name)
+        if not access.may_read_stream(session, who, name):
+            return False
+        parsed = parse_stream(name)
     except HeraldError:
         return False
+    model = {"project": Project, "ticket": Ticket, "user": User}.get(parsed.kind)
+    return (model is None or session.get(Stream, name) is not None
+            or session.get(model, parsed.id) is not None)
 
 
 __all__ = ["Gateway"]

@@ -8,6 +8,15 @@
 - `close_transport(sid)` and `close_transports()` close one or every engine.io transport
   (not a Socket.IO disconnect, which official clients treat as final): clients reconnect
   and recover.
+- A client event reaches a handler only under an application event's name, never a
+  reserved one (`connect`, `disconnect`, ...); the others are answered `unknown_event`,
+  rate-limited per socket, their log lines within a node-wide budget
+  (app/gateway/events.py). A client's DISCONNECT packet closes its transport, and so
+  does a packet python-socketio cannot decode (one budgeted log line, no traceback).
+- Each socket's send queue is bounded (app/gateway/sendqueue.py): past the bound its
+  transport is closed and its TCP connection aborted (a writer blocked on a client that
+  never reads would hold it open); `wait_room(sid, ...)` paces a replay by the socket's
+  drain.
 
 And what ten thousand idle sockets on one node cost (docs/benchmarks.md):
 - engine.io's per-socket queue is a `LeanQueue`: asyncio's Queue with lists for its
@@ -32,58 +41,13 @@ import secrets
 from typing import Any
 
 import socketio
+from socketio import packet as sio_packet
+
+from app.gateway import sendqueue
+from app.gateway.events import RESERVED, LogBudget, UnknownEvents
+from app.gateway.sendqueue import LeanQueue, _Waiters
 
 log = logging.getLogger("herald.gateway")
-
-
-class _Waiters(list[Any]):
-    """A list in place of a deque of waiting futures (there is rarely more than one)."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-class LeanQueue(asyncio.Queue[Any]):
-    """asyncio.Queue (same methods, same behaviour) holding its waiters in lists and its
-    items in a list read from a moving head: ~0.3 KB empty instead of ~3.4 KB."""
-
-    def __init__(self, maxsize: int = 0) -> None:
-        super().__init__(maxsize)
-        self._getters = _Waiters()
-        self._putters = _Waiters()
-        self._finished._waiters = _Waiters()  # type: ignore[attr-defined]
-
-    def _init(self, maxsize: int) -> None:
-        self._queue: list[Any] = []
-        self._head = 0
-
-    def _get(self) -> Any:
-        items, head = self._queue, self._head
-        item = items[head]
-        items[head] = None
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head >= 1024 and 2 * head >= len(items):
-            del items[:head]
-            head = 0
-        self._head = head
-        return item
-
-    def _put(self, item: Any) -> None:
-        self._queue.append(item)
-
-    def qsize(self) -> int:
-        return len(self._queue) - self._head
-
-    def empty(self) -> bool:
-        return len(self._queue) == self._head
-
-    def full(self) -> bool:
-        return 0 < self.maxsize <= self.qsize()
 
 
 class SessionIds:
@@ -151,10 +115,17 @@ def _slim_websocket(environ: dict[str, Any]) -> None:
 
 
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *args: Any, connect_timeout: float = 10.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, connect_timeout: float = 10.0,
+                 queue_bytes: int = 2 * 2**20, queue_packets: int = 5000,
+                 unknown_events_per_minute: int = 60, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout = connect_timeout
-        self.eio.create_queue = LeanQueue
+        # Each socket's send queue is bounded (app/gateway/sendqueue.py).
+        self.eio.create_queue = sendqueue.queue_factory(queue_bytes, queue_packets)
+        self.overflows = 0  # transports closed for a send queue over its bounds
+        self.unknown = UnknownEvents(unknown_events_per_minute)
+        self.log_budget = LogBudget()
+        self._closing: set[asyncio.Task[None]] = set()
         self.eio.generate_id = SessionIds(self.eio)
         self._binary_bytes: dict[str, int] = {}
         # One timer handle per session until its CONNECT (no task sleeping per socket).
@@ -167,6 +138,12 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         # long as the websocket otherwise (the environ is kept for the connect handler).
         environ.pop("wsgi.input", None)
         _slim_websocket(environ)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            sendqueue.adopt(socket)
+            queue = socket.queue
+            if isinstance(queue, sendqueue.SendQueue):
+                queue.on_overflow = lambda: self._overflowed(eio_sid)
         result = await super()._handle_eio_connect(eio_sid, environ)
         self._timers[eio_sid] = asyncio.get_running_loop().call_later(
             self.connect_timeout, self._connect_overdue, eio_sid)
@@ -199,6 +176,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self._cancel_timer(eio_sid)
         self._binary_bytes.pop(eio_sid, None)
+        self.unknown.forget(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
 
     # -- binary attachments --------------------------------------------------------------
@@ -215,9 +193,91 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
             self._binary_bytes[eio_sid] = total
         elif isinstance(data, str) and data[:1] in ("5", "6"):  # a binary event/ack header
             self._binary_bytes[eio_sid] = len(data)
-        await super()._handle_eio_message(eio_sid, data)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            # A packet python-socketio cannot decode or place (an unknown type, bad JSON,
+            # an attachment without its header...): one bounded line, not a traceback per
+            # frame, and the transport closed (the client is not speaking Socket.IO).
+            self._binary_packet.pop(eio_sid, None)
+            self._binary_bytes.pop(eio_sid, None)
+            left_out = self.log_budget.take()
+            if left_out is not None:
+                log.info("malformed packet, transport closed error=%s packet=%.20r "
+                         "left_out=%d", type(exc).__name__, data, left_out)
+            await self._close_transport(eio_sid)
+            return
         if eio_sid not in self._binary_packet:
             self._binary_bytes.pop(eio_sid, None)
+        if (isinstance(data, str) and data[:1] == "1"
+                and self.manager.sid_from_eio_sid(eio_sid, "/") is None):
+            # The client left the namespace (a DISCONNECT packet): nothing is left on this
+            # transport, which would otherwise stay open without counting as a connection.
+            await self._close_transport(eio_sid)
+
+    # -- client events -------------------------------------------------------------------
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
+                            data: Any) -> None:
+        """A client event reaches a handler only under an application event's name
+        (app/gateway/events.py); any other is answered `unknown_event` and touches nothing."""
+        event = data[0] if isinstance(data, list) and data else None
+        if (isinstance(event, str) and event not in RESERVED
+                and event in self.handlers.get(namespace or "/", ())):
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return
+        answer, worth_a_line = self.unknown.answer(eio_sid, event)
+        if worth_a_line:
+            left_out = self.log_budget.take()
+            if left_out is not None:
+                log.info("unknown event sid=%s event=%.50r code=%s left_out=%d", sid, event,
+                         answer["error"]["code"], left_out)
+        if id is not None:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.ACK, namespace=namespace, id=id, data=[answer]))
+
+    # -- send queues ---------------------------------------------------------------------
+    def _overflowed(self, eio_sid: str) -> None:
+        """A socket's send queue went past its bounds (called from inside the queue)."""
+        self.overflows += 1
+        task = asyncio.ensure_future(self._close_overflowed(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_overflowed(self, eio_sid: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if self.log_budget.take() is not None:
+            log.warning("send queue over its bounds, transport closed sid=%s", sid)
+        await self._close_transport(eio_sid)
+        if isinstance(socket, sendqueue.HeraldSocket):
+            socket.abort_connection()
+
+    async def wait_room(self, sid: str, size: int, timeout: float) -> bool:
+        """Until the send queue of `sid` has room for `size` more (at most half full);
+        False if the socket is gone, or after `timeout` seconds, when its transport is
+        closed: the client reconnects and recovers by replay."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if eio_sid is None or socket is None or socket.closed or socket.closing:
+            return False
+        queue = socket.queue
+        if not isinstance(queue, sendqueue.SendQueue) or queue.has_room(size):
+            return True
+        if await queue.wait_room(size, timeout):
+            return True
+        if not queue.overflowed:
+            if self.log_budget.take() is not None:
+                log.warning("socket did not drain in %ss, transport closed sid=%s",
+                            timeout, sid)
+            self.overflows += 1
+            await self._close_transport(eio_sid)
+            if isinstance(socket, sendqueue.HeraldSocket):
+                socket.abort_connection()
+        return False
 
     # -- closing -------------------------------------------------------------------------
     async def _close_transport(self, eio_sid: str) -> None:

@@ -68,6 +68,11 @@ def decode(token: Any, *, secret: str) -> Principal:
     return _decode(token, secret)[0]
 
 
+def decode_expiring(token: Any, *, secret: str) -> tuple[Principal, float]:
+    """`decode`, and the token's expiry (a Unix time)."""
+    return _decode(token, secret)
+
+
 def _decode(token: Any, secret: str) -> tuple[Principal, float]:
     """(principal, expiry as a Unix time) of a valid token, else AuthError."""
     if token is None or token == "":

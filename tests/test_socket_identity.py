@@ -1,0 +1,92 @@
+"""An open socket's identity is checked again while it stays open (issue 15, row 4).
+
+A user deleted or whose role changed, and a token that expired, lose their open sockets
+within seconds: the transport is closed, the client reconnects with its token and the
+connect check refuses it. Against Herald's gateway in this process under a real uvicorn,
+re-reading identities every 0.3 s, with real Socket.IO clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import socketio
+from sqlalchemy import delete, update
+
+from app.gateway.bounds import SocketBounds
+from app.portal import projects
+from app.portal.models import User
+from testkit.clients import SocketClient, token
+from testkit.localnode import LocalNode, local_node
+from testkit.system import System
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def node(pg_system_session: System, redis_url: str) -> AsyncIterator[LocalNode]:
+    async with local_node(pg_system_session, redis_url,
+                          bounds=SocketBounds(identity_recheck=0.3)) as n:
+        yield n
+
+
+def _user(system: System, role: str) -> int:
+    with system.factory() as session, session.begin():
+        return projects.create_user(session, email=f"{role}-{uuid.uuid4().hex[:8]}@test",
+                                    role=role, name=role).id
+
+
+async def _connected(url: str, tok: str) -> SocketClient:
+    socket = SocketClient(url, tok)
+    await socket.connect()
+    await socket.wait_count("connected", 1)
+    return socket
+
+
+async def _refused(url: str, tok: str) -> str | None:
+    socket = SocketClient(url, tok)
+    try:
+        await socket.connect()
+    except socketio.exceptions.ConnectionError:
+        return str(socket.connect_error["data"]["code"])
+    await socket.close()
+    return None
+
+
+async def test_a_demoted_admin_loses_its_open_socket(pg_system_session: System,
+                                                     node: LocalNode) -> None:
+    uid = _user(pg_system_session, "admin")
+    tok = token(uid, "admin")
+    socket = await _connected(node.url, tok)
+    with pg_system_session.factory() as session, session.begin():
+        session.execute(update(User).where(User.id == uid).values(role="client"))
+    await socket.wait_for(lambda: not socket.sio.connected, timeout=15)
+    assert await _refused(node.url, tok) == "token_invalid"
+
+
+async def test_a_deleted_user_loses_its_open_socket(pg_system_session: System,
+                                                    node: LocalNode) -> None:
+    uid = _user(pg_system_session, "client")
+    tok = token(uid, "client")
+    socket = await _connected(node.url, tok)
+    keeper = await _connected(node.url, token(_user(pg_system_session, "client"), "client"))
+    with pg_system_session.factory() as session, session.begin():
+        session.execute(delete(User).where(User.id == uid))
+    await socket.wait_for(lambda: not socket.sio.connected, timeout=15)
+    assert await _refused(node.url, tok) == "token_invalid"
+    assert keeper.sio.connected  # another user's socket stays
+    assert (await keeper.call("heartbeat"))["ok"]
+    await keeper.close()
+
+
+async def test_an_expired_token_closes_its_socket(pg_system_session: System,
+                                                  node: LocalNode) -> None:
+    uid = _user(pg_system_session, "client")
+    socket = await _connected(node.url, token(uid, "client", ttl=timedelta(seconds=2)))
+    await socket.wait_for(lambda: not socket.sio.connected, timeout=15)
+    assert await _refused(node.url, token(uid, "client", ttl=timedelta(seconds=-1))) \
+        == "token_expired"
+    assert len(node.gateway.identities) == 0
