@@ -175,7 +175,7 @@ class LocalSentinel:
         raise RuntimeError("sentinel set: the replica did not sync")
 
     def master_port(self) -> int:
-        host, port = redis_lib.Redis(port=self.sentinel_port).sentinel_get_master_addr_by_name(
+        _host, port = redis_lib.Redis(port=self.sentinel_port).sentinel_get_master_addr_by_name(
             SERVICE)
         return int(port)
 
