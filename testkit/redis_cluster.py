@@ -9,14 +9,31 @@ persistence, in a temporary directory, stopped at the end of the session.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
 from testkit.processes import free_port
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 SERVICE = "herald"
 
@@ -80,7 +97,7 @@ class LocalCluster:
     def __init__(self, directory: Path, masters: int = 3) -> None:
         self.servers = []
         for _ in range(masters * 2):
-            port = free_port()
+            port = cluster_port()
             self.servers.append(_Server(directory / str(port), _redis_argv(
                 port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"),
@@ -187,3 +204,25 @@ class LocalSentinel:
         for server in (self.sentinel, self.replica, self.master):
             if server is not None:
                 server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A local 3-master Redis Cluster (each master with a replica) for this session."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    """A local Sentinel set (master, replica, one sentinel) for this session."""
+    sentinel = LocalSentinel(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
