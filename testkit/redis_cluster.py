@@ -120,7 +120,8 @@ class LocalCluster:
         self.wait_healthy()
 
     def client(self) -> redis_lib.RedisCluster:
-        return redis_lib.RedisCluster(host="127.0.0.1", port=self.servers[0].port)
+        alive = next(s for s in self.servers if s.proc is not None and s.proc.poll() is None)
+        return redis_lib.RedisCluster(host="127.0.0.1", port=alive.port)
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until every node answers and says the cluster is ok (all slots served)."""

@@ -34,7 +34,8 @@ from testkit.redis_cluster import LocalCluster, LocalSentinel
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 CLIENTS = 3
-LOAD_SECONDS = 6.0
+BEFORE_KILL = 2.0  # seconds of load before the master is killed
+AFTER_KILL = 8.0  # and after: past the failover, so later events must arrive live too
 
 
 @dataclass
@@ -153,8 +154,8 @@ async def test_sentinel_end_to_end_and_replay(on_sentinel: Deployment) -> None:
 
 async def under_load_while(system: Deployment, clients: list[Follower],
                            kill: Any) -> None:
-    """PATCH every client's project for LOAD_SECONDS, `kill()` a master halfway; then every
-    client has every offset, in order of first arrival, and is connected."""
+    """PATCH every client's project, `kill()` a master meanwhile; then every client has
+    every offset, in order of first arrival, and is connected."""
     sent: dict[int, int] = {c.project: 0 for c in clients}
     stop = threading.Event()
 
@@ -174,9 +175,9 @@ async def under_load_while(system: Deployment, clients: list[Follower],
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     try:
-        await asyncio.sleep(LOAD_SECONDS / 2)
+        await asyncio.sleep(BEFORE_KILL)
         await asyncio.to_thread(kill)
-        await asyncio.sleep(LOAD_SECONDS / 2)
+        await asyncio.sleep(AFTER_KILL)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)

@@ -66,12 +66,35 @@ class ShardedPubSub:
         return name, self._subs[name]
 
     async def subscribe(self, channel: str) -> None:
-        await self._start()
-        name, sub = self._sub_for(channel)
-        await sub.subscribe(channel)
-        self._wakes[name].set()
+        try:
+            await self._start()
+            name, sub = self._sub_for(channel)
+            await sub.subscribe(channel)
+            self._wakes[name].set()
+        except Exception as exc:
+            self._fail(exc)
+            raise
 
     async def ssubscribe(self, *channels: str) -> None:
+        try:
+            await self._ssubscribe(channels)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    async def sunsubscribe(self, *channels: str) -> None:
+        try:
+            await self._sunsubscribe(channels)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: Exception) -> None:
+        """A command could not be sent (a master away): the whole subscription is lost,
+        `listen()` raises, and the manager starts over on the current slot map."""
+        self._queue.put_nowait((_FAILED, exc))
+
+    async def _ssubscribe(self, channels: tuple[str, ...]) -> None:
         await self._start()
         by_slot: dict[int, list[str]] = {}
         for channel in channels:
@@ -83,7 +106,7 @@ class ShardedPubSub:
                 self._where[channel] = name
             self._wakes[name].set()
 
-    async def sunsubscribe(self, *channels: str) -> None:
+    async def _sunsubscribe(self, channels: tuple[str, ...]) -> None:
         by_slot: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
             name = self._where.pop(channel, None)
