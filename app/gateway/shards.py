@@ -48,8 +48,18 @@ class ShardedPubSub:
 
     async def _start(self) -> None:
         if not self._ready:
-            # The current slot map (after a failover: the promoted replicas).
+            # The current slot map (after a failover: the promoted replicas), and every
+            # master in it answering: until then (a failover under way) the manager waits
+            # and tries again, rather than subscribing part of the rooms.
             await self.cluster.nodes_manager.initialize()
+            for node in self.cluster.get_primaries():
+                probe: Any = aioredis.Redis(host=node.host, port=node.port, socket_timeout=1,
+                                       socket_connect_timeout=1, retry=Retry(NoBackoff(), 0),
+                                       **self.options)
+                try:
+                    await probe.ping()
+                finally:
+                    await probe.aclose()
             self._ready = True
 
     def _sub_for(self, channel: str) -> tuple[str, Any]:
