@@ -5,7 +5,8 @@ and a channel lives on the master owning its slot. The web node's listener
 (`ShardedPubSub`) groups each batch by slot and master; the relay's publisher groups each
 batch's `SPUBLISH`es per master. Here 60 streams, spread over the three masters of a local
 cluster, are subscribed in one batch and published in one batch: every event arrives, each
-stream's in order; and each master confirms the unsubscriptions.
+stream's in order; a web node's own SPUBLISH (typing) reaches them too; and each master
+confirms the unsubscriptions.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ async def test_a_batch_over_many_slots_is_subscribed_and_published_per_master(
         got = await asyncio.wait_for(reading, 10)
         for stream in STREAMS:
             assert [o for s, o in got if s == stream] == [1, 2, 3]
+        # a web node's own room emits (typing) go through the cluster client's SPUBLISH
+        for stream in STREAMS:
+            await cluster.spublish(room_channel(CHANNEL, stream), b"typing")
+        typing = 0
+        async for message in sub.listen():
+            if message["type"] == "smessage" and message["data"] == b"typing":
+                typing += 1
+                if typing == len(STREAMS):
+                    break
         await sub.sunsubscribe(*[room_channel(CHANNEL, s) for s in STREAMS])
         left = 0
         async for message in sub.listen():  # each master confirms its channels' leave

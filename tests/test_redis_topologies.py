@@ -11,6 +11,7 @@ still gets every event, with no silent disconnect.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import socketio
 from app.core.db import make_engine, make_session_factory
 from app.core.migrate import upgrade
 from app.portal import projects
-from testkit.clients import Api, token
+from testkit.clients import Api, SocketClient, token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
 from testkit.eventually import eventually_async
 from testkit.processes import WebNode, Worker
@@ -150,6 +151,38 @@ async def test_cluster_end_to_end_and_replay(on_cluster: Deployment) -> None:
 
 async def test_sentinel_end_to_end_and_replay(on_sentinel: Deployment) -> None:
     await end_to_end_and_replay(on_sentinel)
+
+
+async def test_cluster_typing_and_a_plain_emit_reach_another_web_node(
+        on_cluster: Deployment, redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Typing goes by SPUBLISH on the ticket's channel (on its slot's master) to a socket on
+    another node; a service's plain python-socketio emit, given any node's redis:// URL,
+    reaches both nodes through the shared channel."""
+    second = WebNode(on_cluster.web.env, tmp_path)
+    second.start()
+    client_id, client_tok = on_cluster.api.user("client")
+    project = on_cluster.api.project(client_id)
+    ticket = on_cluster.api.ticket(project)
+    typist = SocketClient(on_cluster.web.url, client_tok)
+    reader = SocketClient(second.url, client_tok)
+    node = redis_cluster.servers[-1].port
+    emitter = socketio.AsyncRedisManager(f"redis://127.0.0.1:{node}/0",
+                                         channel=os.environ["HERALD_SOCKETIO_CHANNEL"],
+                                         write_only=True)
+    try:
+        for socket in (typist, reader):
+            await socket.connect()
+            assert (await socket.call("join-ticket", ticket))["ok"]
+        assert (await typist.call("typing-start", {"ticketId": ticket}))["ok"]
+        [typing] = await reader.wait_count("user-typing", 1)
+        assert typing.payload["isTyping"] is True
+        await emitter.emit("announcement", {"text": "hi"}, room=f"ticket-{ticket}")
+        for socket in (typist, reader):
+            await socket.wait_count("announcement", 1)
+    finally:
+        for socket in (typist, reader):
+            await socket.close()
+        second.stop()
 
 
 async def under_load_while(system: Deployment, clients: list[Follower],

@@ -168,6 +168,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             try:
                 if self.redis is None:
                     self._redis_connect()
+                if self._cluster_options() is not None:
+                    await self.redis.initialize()  # a no-op once done (its command parser)
                 await self.redis.spublish(room_channel(self.channel, room),
                                           self.json.dumps(data))
             except Exception as exc:  # ephemeral (typing): at most once, like python-socketio

@@ -51,7 +51,9 @@ class ShardedPubSub:
             # The current slot map (after a failover: the promoted replicas), and every
             # master in it answering: until then (a failover under way) the manager waits
             # and tries again, rather than subscribing part of the rooms.
-            await self.cluster.nodes_manager.initialize()
+            # (the manager makes a new cluster client for each attempt; `initialize` also
+            # readies the client's command parser, which its own SPUBLISH needs)
+            await self.cluster.initialize()
             for node in self.cluster.get_primaries():
                 probe: Any = aioredis.Redis(host=node.host, port=node.port, socket_timeout=1,
                                        socket_connect_timeout=1, retry=Retry(NoBackoff(), 0),
