@@ -141,6 +141,17 @@ async def end_to_end_and_replay(system: Deployment) -> None:
         await late.connect()
         await eventually_async(lambda: late.seen() == [2, 3], lambda: f"replay: {late.offsets}")
         await late.sio.disconnect()
+        # the operators' side works there too: readiness, counters, heartbeats, rate
+        assert system.api.request("GET", "/readyz").status_code == 200
+        metrics = system.api.request("GET", "/metrics")
+        assert metrics.status_code == 200 and "herald_events_published" in metrics.text
+        await eventually_async(
+            lambda: (n := system.api.request("GET", "/api/admin/nodes")).status_code == 200
+            and n.json()["webNodes"] and n.json()["workers"], "no heartbeats")
+        rate = system.api.ok("GET", "/api/admin/outbox/rate")
+        await eventually_async(
+            lambda: system.api.ok("GET", "/api/admin/outbox/rate")["published"] >= 3,
+            lambda: f"relay rate not counted: {rate}")
     finally:
         await live.sio.disconnect()
 
