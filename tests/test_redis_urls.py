@@ -72,3 +72,8 @@ def test_the_consoles_keys_of_a_deployment_share_one_cluster_slot() -> None:
             heartbeats_key(channel, "web"), heartbeat_key(channel, "web", "host:1")]
     assert len({key_slot(k.encode()) for k in keys}) == 1
     assert all(k.startswith("{acme:socketio}:") for k in keys)
+
+
+def test_a_cluster_as_herald_broker_url_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="Celery cannot use a Redis Cluster"):
+        Settings(HERALD_BROKER_URL="redis+cluster://h:7000")

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core import names
+from app.core.redisurls import celery_broker, is_cluster, parse_redis_url
 
 # The project's directory: the default SQLite file is the same from whatever directory a
 # command runs in (`herald migrate` prints the URL it used).
@@ -176,20 +177,18 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "socketio_redis_url")
     @classmethod
     def _redis(cls, value: str | None) -> str | None:
-        from app.core.redisurls import parse_redis_url
-
         if value is not None:
             parse_redis_url(value)
         return value
 
     @model_validator(mode="after")
     def _broker(self) -> Settings:
-        from app.core.redisurls import is_cluster
-
         if self.broker_url is None and is_cluster(self.redis_url):
             raise ValueError("REDIS_URL is a Redis Cluster, which Celery cannot use as its "
                              "broker: set HERALD_BROKER_URL (redis://, redis+sentinel:// "
                              "or amqp://)")
+        if self.broker_url is not None:
+            celery_broker(self.broker_url)  # ValueError: a cluster, or a bad Sentinel URL
         return self
 
     @field_validator("environment")
@@ -232,8 +231,6 @@ class Settings(BaseSettings):
     @property
     def celery_broker(self) -> tuple[str, dict[str, Any]]:
         """Celery's broker URL and its extra transport options (a Sentinel's master name)."""
-        from app.core.redisurls import celery_broker
-
         return celery_broker(self.broker_url or self.redis_url)
 
     @property
