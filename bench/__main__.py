@@ -29,6 +29,7 @@ from bench import (
     latency_bench,
     relay_bench,
     replay_bench,
+    rooms_bench,
     scale_bench,
     storm_bench,
     writes_bench,
@@ -43,7 +44,8 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
         "storm_sockets": 2000, "storm_missed": 20,
         "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5,
-        "scale_small": 1000, "scale_large": 1_000_000, "scale_events": 5000, "scale_reps": 5}
+        "scale_small": 1000, "scale_large": 1_000_000, "scale_events": 5000, "scale_reps": 5,
+        "scale_nodes": "1,2,4"}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
@@ -51,7 +53,8 @@ QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1
          "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
          "storm_sockets": 50, "storm_missed": 5,
          "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2,
-         "scale_small": 200, "scale_large": 2000, "scale_events": 1000, "scale_reps": 2}
+         "scale_small": 200, "scale_large": 2000, "scale_events": 1000, "scale_reps": 2,
+         "scale_nodes": ""}
 PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm", "writes", "scale")
 
 
@@ -97,6 +100,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-events", type=int,
                         help="events posted to random streams and drained (a multiple of 1,000)")
     parser.add_argument("--scale-reps", type=int, help="scale repetitions (claim, GET, batches)")
+    parser.add_argument("--scale-nodes",
+                        help="web node counts of the scale part's rooms figures: a node's CPU "
+                             "per event of rooms it does not hold, events/s cluster-wide on "
+                             "one Redis and on a local 3-master Redis Cluster (empty: skip)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["scale"]:  # `python -m bench scale`: that part alone
@@ -172,6 +179,10 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
         if "scale" in args.parts:
             await scale_bench.run(report, scale_bench.ScaleSizes(
                 args.scale_small, args.scale_large, args.scale_events, args.scale_reps))
+            nodes = [int(n) for n in str(args.scale_nodes).split(",") if n.strip()]
+            if nodes:
+                await rooms_bench.run(report, events=20_000, streams=1_000, reps=3,
+                                      nodes=nodes, redis_cluster=True)
     finally:
         await asyncio.to_thread(infra.stop_all, *procs)
         engine.dispose()

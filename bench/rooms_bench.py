@@ -1,7 +1,8 @@
 """A web node's CPU per event of rooms it does not hold: shared channel vs room channels.
 
-`python -m bench.rooms_bench [--events N] [--streams S] [--reps R]` (runnable alone; needs
-the test PostgreSQL and Redis, like `make bench`).
+`python -m bench.rooms_bench [--events N] [--streams S] [--reps R] [--redis-cluster]`
+(runnable alone; needs the test PostgreSQL and Redis, like `make bench`; `--redis-cluster`
+measures the cluster-wide part on a local 3-master Redis Cluster too, side by side).
 
 One real web node (`python -m app.web`) with one socket, in none of the traffic's rooms
 (a node's Redis listener starts with its first connection). The relay's own publisher
@@ -30,9 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -108,15 +111,19 @@ def user_events(users: list[int], count: int) -> list[EventRecord]:
 
 
 async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, events: int,
-                  reps: int) -> None:
+                  reps: int, redis_url: str = REDIS_URL, where: str = "one Redis") -> None:
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    report.section(f"Events/s delivered cluster-wide, web nodes on one Redis ({events:,} "
+    report.section(f"Events/s delivered cluster-wide, web nodes on {where} ({events:,} "
                    f"events over the user rooms of {sockets:,} sockets spread over the nodes)")
+    # On a Redis Cluster, Celery's broker must be another Redis (the web nodes check it).
+    extra = {} if redis_url == REDIS_URL else {"REDIS_URL": redis_url,
+                                               "HERALD_BROKER_URL": REDIS_URL}
     try:
         for count in nodes:
             channel = f"{CHANNEL}-cluster{count}"
-            webs = [infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": channel})
+            webs = [infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": channel,
+                                   **extra})
                     for _ in range(count)]
             load = LoadClient()
             try:
@@ -132,7 +139,7 @@ async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, e
                 rates: dict[str, list[float]] = {"shared": [], "rooms": []}
                 for _ in range(reps):
                     for mode in ("shared", "rooms"):
-                        publisher = RedisPublisher(REDIS_URL, channel=channel,
+                        publisher = RedisPublisher(redis_url, channel=channel,
                                                    room_channels=mode == "rooms")
                         try:
                             await load.arm(len(records))
@@ -144,7 +151,7 @@ async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, e
                             publisher.close()
                         await asyncio.sleep(1)  # the nodes idle again
                 for mode, label in (("shared", "shared channel"), ("rooms", "room channels")):
-                    report.add(Figure("rooms", f"{count} web node(s), {label}",
+                    report.add(Figure("rooms", f"{count} web node(s) on {where}, {label}",
                                       median(rates[mode]), "ev/s", rates[mode]))
             finally:
                 await load.close()
@@ -155,7 +162,7 @@ async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, e
 
 async def run(report: Report, *, events: int, streams: int, reps: int,
               nodes: list[int] | None = None, sockets: int = 400,
-              cluster_events: int = 10_000) -> None:
+              cluster_events: int = 10_000, redis_cluster: bool = False) -> None:
     url = infra.create_database()
     web = infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
     socket: SocketClient | None = None
@@ -172,11 +179,29 @@ async def run(report: Report, *, events: int, streams: int, reps: int,
         if nodes:
             await cluster(report, url, nodes=nodes, sockets=sockets, events=cluster_events,
                           reps=reps)
+        if nodes and redis_cluster:
+            await on_redis_cluster(report, url, nodes=nodes, sockets=sockets,
+                                   events=cluster_events, reps=reps)
     finally:
         if socket is not None:
             await socket.close()
         await asyncio.to_thread(infra.stop_all, web)
         infra.drop_database(url)
+
+
+async def on_redis_cluster(report: Report, url: str, *, nodes: list[int], sockets: int,
+                           events: int, reps: int) -> None:
+    """The cluster-wide figures again, on a local 3-master Redis Cluster (with replicas)."""
+    from testkit.redis_cluster import LocalCluster
+
+    with tempfile.TemporaryDirectory(prefix="herald-bench-cluster-") as tmp:
+        local = LocalCluster(Path(tmp))
+        try:
+            await asyncio.to_thread(local.start)
+            await cluster(report, url, nodes=nodes, sockets=sockets, events=events, reps=reps,
+                          redis_url=local.url, where="a 3-master Redis Cluster")
+        finally:
+            await asyncio.to_thread(local.stop)
 
 
 def measure(report: Report, web: infra.WebNode, *, events: int, streams: int,
@@ -215,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="web node counts of the cluster part (empty: skip it)")
     parser.add_argument("--sockets", type=int, default=400)
     parser.add_argument("--cluster-events", type=int, default=10_000)
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="the cluster-wide part on a local 3-master Redis Cluster too")
     args = parser.parse_args(argv)
     infra.check_services()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -222,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {load}")
     nodes = [int(n) for n in str(args.nodes).split(",") if n.strip()]
     asyncio.run(run(Report(), events=args.events, streams=args.streams, reps=args.reps,
-                    nodes=nodes, sockets=args.sockets, cluster_events=args.cluster_events))
+                    nodes=nodes, sockets=args.sockets, cluster_events=args.cluster_events,
+                    redis_cluster=args.redis_cluster))
     return 0
 
 

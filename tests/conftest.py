@@ -23,6 +23,7 @@ from testkit.databases import (  # noqa: F401  (fixtures)
 )
 from testkit.postgres import private_pg  # noqa: F401  (fixture)
 from testkit.processes import WebNode
+from testkit.redis_cluster import redis_cluster, redis_sentinel  # noqa: F401  (fixtures)
 from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
 from testkit.world import World, build_world

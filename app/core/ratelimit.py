@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncLimiter
-from limits.storage import RedisStorage
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from app.core.errors import RateLimited
+from app.core.redisurls import parse_redis_url
 from app.core.settings import Settings
 
 log = logging.getLogger("herald.ratelimit")
@@ -36,8 +36,27 @@ def rules(settings: Settings) -> dict[str, list[RateLimitItem]]:
             "inbox": parse_many(settings.rate_inbox)}
 
 
-def _storage_uri(redis_url: str, *, is_async: bool) -> str:
-    return f"async+{redis_url}" if is_async else redis_url
+def _storage(redis_url: str, *, is_async: bool, prefix: str) -> Any:
+    """The `limits` storage for a Redis, a Sentinel's master or a Redis Cluster URL."""
+    target = parse_redis_url(redis_url)
+    options: dict[str, Any] = {"key_prefix": prefix, "socket_connect_timeout": 1,
+                               "socket_timeout": 1}
+    if target.kind == "redis":
+        uri = redis_url
+    else:
+        auth = ""
+        if target.options.get("password"):
+            auth = f"{target.options.get('username', '')}:{target.options['password']}@"
+        hosts = ",".join(f"{host}:{port}" for host, port in target.nodes)
+        if target.kind == "sentinel":
+            uri = f"redis+sentinel://{auth}{hosts}/{target.service}"
+            options.update(use_replicas=False, db=target.options.get("db", 0),
+                           sentinel_kwargs={"socket_connect_timeout": 1, "socket_timeout": 1})
+        else:
+            uri = f"redis+cluster://{auth}{hosts}"
+    if is_async:
+        return storage_from_string(f"async+{uri}", implementation="redispy", **options)
+    return storage_from_string(uri, **options)
 
 
 def _retry_after(reset_time: float) -> int:
@@ -50,9 +69,7 @@ class RateLimits:
     def __init__(self, settings: Settings, *, redis_url: str, prefix: str) -> None:
         self.rules = rules(settings)
         self.prefix = prefix
-        self._async = AsyncLimiter(AsyncRedisStorage(
-            _storage_uri(redis_url, is_async=True), key_prefix=prefix, implementation="redispy",
-            socket_connect_timeout=1, socket_timeout=1))
+        self._async = AsyncLimiter(_storage(redis_url, is_async=True, prefix=prefix))
         self._sync_url = redis_url
         self._sync: MovingWindowRateLimiter | None = None
 
@@ -70,9 +87,12 @@ class RateLimits:
 
     def check_sync(self, kind: str, user: Any) -> None:
         if self._sync is None:
-            self._sync = MovingWindowRateLimiter(RedisStorage(
-                self._sync_url, key_prefix=self.prefix, socket_connect_timeout=1,
-                socket_timeout=1))
+            try:  # a Sentinel or Cluster storage asks Redis at once: away, allow
+                self._sync = MovingWindowRateLimiter(
+                    _storage(self._sync_url, is_async=False, prefix=self.prefix))
+            except Exception as exc:
+                log.warning("rate limit unchecked kind=%s error=%s", kind, type(exc).__name__)
+                return
         for item in self.rules[kind]:
             try:
                 if self._sync.hit(item, kind, str(user)):

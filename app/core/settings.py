@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core import names
+from app.core.redisurls import celery_broker, is_cluster, parse_redis_url
 
 # The project's directory: the default SQLite file is the same from whatever directory a
 # command runs in (`herald migrate` prints the URL it used).
@@ -149,6 +150,9 @@ class Settings(BaseSettings):
     # Issue 16: events (and typing) go on each stream's own channel (SPUBLISH), which only
     # the web nodes holding a socket in that room subscribe to; false: the shared channel.
     room_channels: Annotated[bool, Field(validation_alias="HERALD_ROOM_CHANNELS")] = True
+    # Issue 16: Celery's broker (Redis, Redis Sentinel, amqp://); default: REDIS_URL unless
+    # that is a Redis Cluster (Celery cannot use one).
+    broker_url: Annotated[str | None, Field(validation_alias="HERALD_BROKER_URL")] = None
 
     @field_validator("rate_messages", "rate_typing", "rate_joins", "rate_connects", "rate_writes",
                      "rate_inbox")
@@ -173,6 +177,23 @@ class Settings(BaseSettings):
         if "://" not in value:
             raise ValueError(f"not a URL: {value!r}")
         return value
+
+    @field_validator("redis_url", "socketio_redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _broker(self) -> Settings:
+        if self.broker_url is None and is_cluster(self.redis_url):
+            raise ValueError("REDIS_URL is a Redis Cluster, which Celery cannot use as its "
+                             "broker: set HERALD_BROKER_URL (redis://, redis+sentinel:// "
+                             "or amqp://)")
+        if self.broker_url is not None:
+            celery_broker(self.broker_url)  # ValueError: a cluster, or a bad Sentinel URL
+        return self
 
     @field_validator("environment")
     @classmethod
@@ -210,6 +231,11 @@ class Settings(BaseSettings):
     def secret(self) -> str:
         assert self.jwt_secret is not None
         return self.jwt_secret
+
+    @property
+    def celery_broker(self) -> tuple[str, dict[str, Any]]:
+        """Celery's broker URL and its extra transport options (a Sentinel's master name)."""
+        return celery_broker(self.broker_url or self.redis_url)
 
     @property
     def sio_redis_url(self) -> str:

@@ -36,8 +36,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from app.core.channels import room_channel, room_prefix
+from app.core.redisclients import async_redis
+from app.core.redisurls import parse_redis_url
 from app.gateway import direct, fanout
 from app.gateway.rooms import RoomChannels, is_stream
+from app.gateway.shards import ShardedPubSub
 
 log = logging.getLogger("herald.gateway")
 
@@ -70,6 +73,26 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         # New engine.io sockets become DirectSockets while the fast fan-out is on
         # (app/gateway/direct.py): idle websockets get frames written at once.
         direct.install(server, lambda: self.fast_fanout)
+
+    def _redis_connect(self) -> None:
+        """The client for any Redis URL Herald takes (app/core/redisclients.py): one Redis,
+        a Sentinel's master, or a Redis Cluster."""
+        self.redis = async_redis(self.redis_url, **self.redis_options)
+        self.pubsub = None if self._cluster_options() is not None else \
+            self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+    def _cluster_options(self) -> dict[str, Any] | None:
+        """The per-master connection options on a Redis Cluster (None: not a cluster)."""
+        target = parse_redis_url(self.redis_url)
+        return dict(target.options) if target.is_cluster else None
+
+    def _new_pubsub(self) -> Any:
+        """A listening connection: redis-py's PubSub, or one per master on a cluster."""
+        options = self._cluster_options()
+        if options is not None:
+            return ShardedPubSub(self.redis, options)
+        return self.redis.pubsub(ignore_subscribe_messages=False)
 
     # -- gates and floors ----------------------------------------------------------------
     def open_gate(self, sid: str, room: str) -> None:
@@ -145,6 +168,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             try:
                 if self.redis is None:
                     self._redis_connect()
+                if self._cluster_options() is not None:
+                    await self.redis.initialize()  # a no-op once done (its command parser)
                 await self.redis.spublish(room_channel(self.channel, room),
                                           self.json.dumps(data))
             except Exception as exc:  # ephemeral (typing): at most once, like python-socketio
@@ -275,7 +300,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             try:
                 self._redis_connect()
                 # Our own PubSub: python-socketio's `_publish` may replace `self.pubsub`.
-                sub = self.redis.pubsub(ignore_subscribe_messages=False)
+                sub = self._new_pubsub()
                 await sub.subscribe(self.channel)
                 self.subscriptions.up(sub)  # every wanted room's channel, in one batch
                 retry_sleep = 0.25

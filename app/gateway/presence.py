@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
+from app.core.redisclients import async_redis
 
 log = logging.getLogger("herald.gateway")
 TTL = 7 * 24 * 3600  # refreshed at each connect; a user idle that long has no stale sids
@@ -22,8 +22,7 @@ TTL = 7 * 24 * 3600  # refreshed at each connect; a user idle that long has no s
 
 class Presence:
     def __init__(self, redis_url: str, *, prefix: str) -> None:
-        self.redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1,
-                                             socket_timeout=1)
+        self.redis = async_redis(redis_url, socket_connect_timeout=1, socket_timeout=1)
         self.prefix = prefix
         # Changes waiting for the next pipeline, in order: (add?, user, sid, done).
         self._changes: list[tuple[bool, int, str, asyncio.Future[None]]] = []

@@ -23,8 +23,12 @@ log = logging.getLogger("herald.metrics")
 def redis_key(channel: str, *parts: str) -> str:
     """A Redis key of Herald's that belongs to Socket.IO channel `channel`:
     `<channel>:<part>:<part>…` (every key of this module and of app.outbox.liveness is
-    made here, through app.core.names: it starts with the namespace)."""
-    return names.key(channel, ":".join(parts))
+    made here, through app.core.names: it starts with the namespace).
+
+    The channel is the key's hash tag (`{<channel>}:…`): on a Redis Cluster all these keys
+    share a slot, so the transactions and MGETs over several of them work there too."""
+    tag = channel.replace("{", "").replace("}", "")
+    return names.key(f"{{{tag}}}", ":".join(parts))
 
 
 def counters_key(channel: str) -> str:

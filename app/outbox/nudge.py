@@ -27,7 +27,7 @@ import time
 import redis
 
 from app.core import names
-from app.core.redisclients import quick_redis
+from app.core.redisclients import quick_redis, sync_redis
 from app.core.settings import Settings
 
 # After a failed nudge, skip nudging for this long: the commit is already done, and the
@@ -90,7 +90,7 @@ class RelayWaker:
 
     def __init__(self, url: str, queue: str) -> None:
         # Its own connection, whose socket timeout outlasts any BLPOP it makes.
-        self.client: redis.Redis[bytes] = redis.Redis.from_url(
+        self.client: redis.Redis[bytes] = sync_redis(
             url, socket_timeout=30, socket_connect_timeout=2)
         self.key = wake_key(queue)
 

@@ -33,7 +33,13 @@ from app.core import jsoncodec
 from app.core.channels import room_channel
 from app.core.db import iso_utc
 from app.core.errors import PublishRejected, TransportDown
+from app.core.redisclients import sync_redis
+from app.core.redisurls import is_cluster
 from app.outbox.tables import EventRecord
+
+# Replies saying a cluster's slot is elsewhere or not served now: not the stream's fault.
+_CLUSTER_MOVES = (redis.exceptions.MovedError, redis.exceptions.AskError,
+                  redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 
 
 class Publisher(Protocol):
@@ -185,9 +191,11 @@ class RedisPublisher:
                  room_channels: bool = True) -> None:
         self.channel = channel
         self.room_channels = room_channels
-        self.redis = redis.Redis.from_url(
+        self.redis = sync_redis(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
         )
+        self.cluster = is_cluster(url)
+        self._stale = False  # a cluster's slot map to refresh before the next batch
         name = channel.encode()
         self._command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$" % (len(name), name)
 
@@ -210,41 +218,88 @@ class RedisPublisher:
     def _send(self, streams: Sequence[str], messages: Sequence[bytes]) -> None:
         """(S)PUBLISH each message in one write, then read every reply: an error reply
         rejects that message's stream (PublishRejected), a connection error the batch
-        (TransportDown)."""
+        (TransportDown). On a Redis Cluster, one write per node, each holding the messages
+        of the slots that node owns (a stream's messages stay in order on its node)."""
         if self.room_channels:
             heads: dict[str, bytes] = {}
             for stream in streams:
                 if stream not in heads:
                     heads[stream] = _spublish_head(self.channel, stream)
-            packed = b"".join([heads[s] + b"%d\r\n%s\r\n" % (len(m), m)
-                               for s, m in zip(streams, messages, strict=True)])
+            packed = [heads[s] + b"%d\r\n%s\r\n" % (len(m), m)
+                      for s, m in zip(streams, messages, strict=True)]
         else:
             command = self._command
-            packed = b"".join([command + b"%d\r\n%s\r\n" % (len(m), m) for m in messages])
-        pool = self.redis.connection_pool
+            packed = [command + b"%d\r\n%s\r\n" % (len(m), m) for m in messages]
         failed: dict[str, str] = {}
+        if self.cluster:
+            for pool, indexes in self._by_node(streams):
+                self._write(pool, [streams[i] for i in indexes], [packed[i] for i in indexes],
+                            failed)
+        else:
+            self._write(self.redis.connection_pool, streams, packed, failed)
+        if failed:
+            raise PublishRejected(f"redis refused {len(failed)} stream(s)", failed=failed)
+
+    def _by_node(self, streams: Sequence[str]) -> list[tuple[Any, list[int]]]:
+        """The messages' indexes grouped by the cluster node owning their channel's slot,
+        with that node's connection pool (the shared channel: any node, PUBLISH reaches
+        the whole cluster)."""
+        try:
+            if self._stale:
+                self.redis.nodes_manager.initialize()
+                self._stale = False
+            groups: dict[str, tuple[Any, list[int]]] = {}
+            nodes: dict[str, Any] = {}
+            for index, stream in enumerate(streams):
+                node = nodes.get(stream)
+                if node is None:
+                    node = nodes[stream] = (
+                        self.redis.get_node_from_key(room_channel(self.channel, stream))
+                        if self.room_channels else self.redis.get_default_node())
+                entry = groups.get(node.name)
+                if entry is None:
+                    pool = self.redis.get_redis_connection(node).connection_pool
+                    entry = groups[node.name] = (pool, [])
+                entry[1].append(index)
+        except (redis.RedisError, OSError) as exc:
+            self._stale = True
+            raise TransportDown(f"redis cluster unreachable: {type(exc).__name__}: {exc}"
+                                ) from exc
+        return list(groups.values())
+
+    def _write(self, pool: Any, streams: Sequence[str], packed: Sequence[bytes],
+               failed: dict[str, str]) -> None:
+        """Send `packed` in one write on a connection of `pool`, read a reply per message."""
         try:
             connection = pool.get_connection()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._stale = True
             raise TransportDown(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
         try:
-            connection.send_packed_command([packed])
+            connection.send_packed_command([b"".join(packed)])
             read = connection.read_response
+            moved: Exception | None = None
             for stream in streams:
                 try:
                     read()
+                except _CLUSTER_MOVES as exc:  # a slot moved (failover): retry the batch later
+                    moved = exc
                 except redis.ResponseError as exc:
                     failed.setdefault(stream, f"{type(exc).__name__}: {exc}")
+            if moved is not None:
+                self._stale = True
+                raise TransportDown(f"redis cluster changed: {type(moved).__name__}: {moved}")
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             connection.disconnect()
+            self._stale = True
             raise TransportDown(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
+        except TransportDown:
+            raise
         except BaseException:
             connection.disconnect()  # replies may be left unread: never reuse it
             raise
         finally:
             pool.release(connection)
-        if failed:
-            raise PublishRejected(f"redis refused {len(failed)} stream(s)", failed=failed)
 
     def close(self) -> None:
         self.redis.close()

@@ -21,8 +21,9 @@ PRUNE_TASK = "herald.prune"
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery's configuration for these settings."""
+    broker, transport = settings.celery_broker
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker,
         "task_default_queue": settings.celery_queue,
         # A killed worker must not lose its task: ack after running, requeue on worker loss.
         "task_acks_late": True,
@@ -37,7 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5,
-                                     "visibility_timeout": 3600},
+                                     "visibility_timeout": 3600, **transport},
         "broker_pool_limit": 10,
         "worker_hijack_root_logger": False,
         # Our handler writes JSON lines to stderr; Celery must not re-log them as warnings.

@@ -1,0 +1,255 @@
+"""Herald on a Redis Cluster and on Redis Sentinel (issue 16.4), with real processes.
+
+A web node and a Celery worker are started with `REDIS_URL` naming a local 3-master
+cluster (each master with a replica; Celery's broker on RabbitMQ, since Celery cannot
+use a cluster) or a Sentinel set (Celery's broker through the same sentinels). Real
+Socket.IO clients receive PATCHes live and replay from a position; then the master that
+holds their streams' channels is killed while events keep coming, and every client
+still gets every event, with no silent disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+
+from app.core.db import make_engine, make_session_factory
+from app.core.migrate import upgrade
+from app.portal import projects
+from testkit.clients import Api, SocketClient, token
+from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.eventually import eventually_async
+from testkit.processes import WebNode, Worker
+from testkit.redis_cluster import LocalCluster, LocalSentinel
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+CLIENTS = 3
+BEFORE_KILL = 2.0  # seconds of load before the master is killed
+AFTER_KILL = 8.0  # and after: past the failover, so later events must arrive live too
+
+
+@dataclass
+class Deployment:
+    web: WebNode
+    worker: Worker
+    api: Api
+    factory: Any
+
+
+@contextmanager
+def deployment(tmp: Path, name: str, env: dict[str, str]) -> Iterator[Deployment]:
+    require_pg()
+    url = create_pg_database(name)
+    engine = make_engine(url)
+    full = {"DATABASE_URL": url, "HERALD_RATE_WRITES": "100000/minute", **env}
+    web, worker = WebNode(full, tmp), Worker(full, tmp)
+    try:
+        upgrade(url)
+        factory = make_session_factory(engine)
+        web.spawn()
+        worker.spawn()
+        web.wait_ready()
+        worker.wait_ready()
+        with factory() as session, session.begin():
+            admin = projects.create_user(session, email="root@test", role="admin", name="root")
+        api = Api(web.url, token(admin.id, "admin", "root@test"))
+        yield Deployment(web, worker, api, factory)
+        api.close()
+    finally:
+        web.stop()
+        worker.stop()
+        engine.dispose()
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def on_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> Iterator[Deployment]:
+    redis_cluster.wait_healthy()
+    with deployment(tmp_path, "_cluster", {"REDIS_URL": redis_cluster.url,
+                                           "HERALD_BROKER_URL": RABBITMQ}) as system:
+        yield system
+
+
+@pytest.fixture
+def on_sentinel(redis_sentinel: LocalSentinel, tmp_path: Path) -> Iterator[Deployment]:
+    with deployment(tmp_path, "_sentinel", {"REDIS_URL": redis_sentinel.url}) as system:
+        yield system
+
+
+class Follower:
+    """A python-socketio client of one project, reconnecting with its position."""
+
+    def __init__(self, url: str, user_token: str, project: int) -> None:
+        self.url = url
+        self.stream = f"project-{project}"
+        self.project = project
+        self.offsets: list[int] = []
+        self.position: dict[str, Any] = {}
+        self.disconnects: list[Any] = []
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
+                                        reconnection_delay_max=1)
+        self.token = user_token
+        self.sio.on("project-updated", self._updated)
+        self.sio.on("disconnect", self._disconnect)
+
+    async def _updated(self, _payload: Any, meta: dict[str, Any]) -> None:
+        if meta["stream"] == self.stream:
+            self.offsets.append(meta["offset"])
+            self.position = {"offset": meta["offset"], "epoch": meta["epoch"]}
+
+    async def _disconnect(self, reason: Any = None) -> None:
+        self.disconnects.append(reason)
+
+    async def connect(self, positions: bool = True) -> None:
+        await self.sio.connect(self.url, transports=["websocket"], wait_timeout=10, auth=lambda: {
+            "token": self.token,
+            "positions": {self.stream: dict(self.position or {"offset": 0})}})
+
+    def seen(self) -> list[int]:
+        return list(dict.fromkeys(self.offsets))
+
+
+async def followers(system: Deployment, count: int) -> list[Follower]:
+    out = []
+    for i in range(count):
+        client_id, client_token = system.api.user("client", f"c{i}-{time.monotonic_ns()}@t")
+        follower = Follower(system.web.url, client_token, system.api.project(client_id))
+        await follower.connect()
+        out.append(follower)
+    return out
+
+
+async def end_to_end_and_replay(system: Deployment) -> None:
+    [live] = await followers(system, 1)
+    try:
+        for i in range(1, 4):
+            system.api.ok("PATCH", f"/api/projects/{live.project}", json={"progress": i})
+        await eventually_async(lambda: live.seen() == [1, 2, 3], lambda: f"live: {live.offsets}")
+        late = Follower(system.web.url, live.token, live.project)
+        late.position = {"offset": 1, "epoch": live.position["epoch"]}
+        await late.connect()
+        await eventually_async(lambda: late.seen() == [2, 3], lambda: f"replay: {late.offsets}")
+        await late.sio.disconnect()
+        # the operators' side works there too: readiness, counters, heartbeats, rate
+        assert system.api.request("GET", "/readyz").status_code == 200
+        metrics = system.api.request("GET", "/metrics")
+        assert metrics.status_code == 200 and "herald_events_published" in metrics.text
+        await eventually_async(
+            lambda: (n := system.api.request("GET", "/api/admin/nodes")).status_code == 200
+            and n.json()["webNodes"] and n.json()["workers"], "no heartbeats")
+        rate = system.api.ok("GET", "/api/admin/outbox/rate")
+        await eventually_async(
+            lambda: system.api.ok("GET", "/api/admin/outbox/rate")["published"] >= 3,
+            lambda: f"relay rate not counted: {rate}")
+    finally:
+        await live.sio.disconnect()
+
+
+async def test_cluster_end_to_end_and_replay(on_cluster: Deployment) -> None:
+    await end_to_end_and_replay(on_cluster)
+
+
+async def test_sentinel_end_to_end_and_replay(on_sentinel: Deployment) -> None:
+    await end_to_end_and_replay(on_sentinel)
+
+
+async def test_cluster_typing_and_a_plain_emit_reach_another_web_node(
+        on_cluster: Deployment, redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Typing goes by SPUBLISH on the ticket's channel (on its slot's master) to a socket on
+    another node; a service's plain python-socketio emit, given any node's redis:// URL,
+    reaches both nodes through the shared channel."""
+    second = WebNode(on_cluster.web.env, tmp_path)
+    second.start()
+    client_id, client_tok = on_cluster.api.user("client")
+    project = on_cluster.api.project(client_id)
+    ticket = on_cluster.api.ticket(project)
+    typist = SocketClient(on_cluster.web.url, client_tok)
+    reader = SocketClient(second.url, client_tok)
+    node = redis_cluster.servers[-1].port
+    emitter = socketio.AsyncRedisManager(f"redis://127.0.0.1:{node}/0",
+                                         channel=os.environ["HERALD_SOCKETIO_CHANNEL"],
+                                         write_only=True)
+    try:
+        for socket in (typist, reader):
+            await socket.connect()
+            assert (await socket.call("join-ticket", ticket))["ok"]
+        assert (await typist.call("typing-start", {"ticketId": ticket}))["ok"]
+        [typing] = await reader.wait_count("user-typing", 1)
+        assert typing.payload["isTyping"] is True
+        await emitter.emit("announcement", {"text": "hi"}, room=f"ticket-{ticket}")
+        for socket in (typist, reader):
+            await socket.wait_count("announcement", 1)
+    finally:
+        for socket in (typist, reader):
+            await socket.close()
+        second.stop()
+
+
+async def under_load_while(system: Deployment, clients: list[Follower],
+                           kill: Any) -> None:
+    """PATCH every client's project, `kill()` a master meanwhile; then every client has
+    every offset, in order of first arrival, and is connected."""
+    sent: dict[int, int] = {c.project: 0 for c in clients}
+    stop = threading.Event()
+
+    def load() -> None:
+        api = Api(system.web.url, system.api.admin)
+        try:
+            while not stop.is_set():
+                for project in sent:
+                    response = api.request("PATCH", f"/api/projects/{project}",
+                                           json={"progress": sent[project] % 100})
+                    if response.status_code == 200:
+                        sent[project] += 1
+                time.sleep(0.02)
+        finally:
+            api.close()
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        await asyncio.sleep(BEFORE_KILL)
+        await asyncio.to_thread(kill)
+        await asyncio.sleep(AFTER_KILL)
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert all(sent.values()), sent
+    for client in clients:
+        await eventually_async(
+            lambda c=client: c.seen() == list(range(1, sent[c.project] + 1)),
+            lambda c=client: f"{c.stream}: sent {sent[c.project]}, got {c.seen()[-5:]} "
+                             f"({len(c.seen())}), disconnects {c.disconnects}", timeout=45)
+        assert client.sio.connected, client.disconnects
+
+
+async def test_killing_a_cluster_master_under_load_loses_nothing(
+        on_cluster: Deployment, redis_cluster: LocalCluster) -> None:
+    clients = await followers(on_cluster, CLIENTS)
+    try:
+        victim = redis_cluster.master_of(clients[0].stream)
+        await under_load_while(on_cluster, clients, victim.kill)
+    finally:
+        for client in clients:
+            await client.sio.disconnect()
+
+
+async def test_killing_the_sentinel_master_under_load_loses_nothing(
+        on_sentinel: Deployment, redis_sentinel: LocalSentinel) -> None:
+    clients = await followers(on_sentinel, CLIENTS)
+    try:
+        await under_load_while(on_sentinel, clients, redis_sentinel.current_master().kill)
+    finally:
+        for client in clients:
+            await client.sio.disconnect()
