@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from app.core.redisclients import async_redis
 
 log = logging.getLogger("herald.gateway")
 
@@ -115,8 +115,7 @@ def tracked(room: str) -> bool:
 class Roster:
     def __init__(self, redis_url: str, *, prefix: str, ttl: float, emit: Emit,
                  in_room: Callable[[str, str], bool]) -> None:
-        self.redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1,
-                                             socket_timeout=2)
+        self.redis = async_redis(redis_url, socket_connect_timeout=1, socket_timeout=2)
         self.prefix = prefix
         self.ttl = ttl
         self.node = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
