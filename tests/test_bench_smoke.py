@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from testkit.databases import require_pg
 from testkit.processes import ROOT
 from testkit.testrun import CI
@@ -26,12 +28,13 @@ TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "1
         "--scale-reps", "1"]
 
 
+@pytest.mark.timeout(330)
 def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: str,
                                                               tmp_path: Path) -> None:
     require_pg()
     out = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, "-m", "bench", *TINY, "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=150)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
     names = {(f["section"], f["name"]) for f in figures}
