@@ -44,7 +44,7 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
     streams = [f"project-{3000 + i}" for i in range(10)]
     rounds = 150  # 1500 events, each commit nudging the relay as the API does
     victim = pg_system.workers[0]
-    tap = Tap(REDIS_URL, trigger=(200, victim.kill))
+    tap = Tap(REDIS_URL, streams, trigger=(200, victim.kill))
     progress = [0]
     writer = threading.Thread(target=write_rounds,
                               args=(pg_system.factory, streams, rounds, 0.01, progress))
