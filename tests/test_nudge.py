@@ -128,7 +128,7 @@ def test_two_workers_relay_threads_share_nudged_writes_each_stream_in_order(
     rounds = 60  # 720 events
     pg_system.add_worker()
     before = [worker.log().count("relay batch") for worker in pg_system.workers]
-    tap = Tap(REDIS_URL)
+    tap = Tap(REDIS_URL, streams)
     try:
         threads = [threading.Thread(target=write_rounds,
                                     args=(pg_system.factory, streams[i::3], rounds, 0.002,

@@ -5,7 +5,7 @@ events whose nudge died with a killed worker are delivered by the next one, and 
 stream whose publish was refused is retried when its backoff is due — recovering, or
 reaching the failed state after HERALD_RELAY_MAX_ATTEMPTS. Real processes throughout:
 PostgreSQL, Celery workers (without -B), a web node; the refusals come from a private
-redis-server whose ACL denies PUBLISH.
+redis-server whose ACL denies PUBLISH and SPUBLISH.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
     streams = [f"project-{3000 + i}" for i in range(10)]
     rounds = 150  # 1500 events, each commit nudging the relay as the API does
     victim = pg_system.workers[0]
-    tap = Tap(REDIS_URL, trigger=(200, victim.kill))
+    tap = Tap(REDIS_URL, streams, trigger=(200, victim.kill))
     progress = [0]
     writer = threading.Thread(target=write_rounds,
                               args=(pg_system.factory, streams, rounds, 0.01, progress))
@@ -74,7 +74,7 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
 
 @dataclass
 class Refusing:
-    """Herald whose Socket.IO Redis may refuse PUBLISH (ACL), with one worker and no beat."""
+    """Herald whose Socket.IO Redis may refuse (S)PUBLISH (ACL), with one worker and no beat."""
 
     redis: PrivateRedis
     factory: sessionmaker[Session]
@@ -83,9 +83,11 @@ class Refusing:
     api: Api
 
     def refuse_publish(self, refuse: bool) -> None:
+        """Deny (or allow again) PUBLISH and SPUBLISH: the relay sends each stream's events
+        with SPUBLISH on the stream's channel (PUBLISH with HERALD_ROOM_CHANNELS=false)."""
+        rules = ["-publish", "-spublish"] if refuse else ["+publish", "+spublish"]
         with redis_lib.Redis.from_url(self.redis.url) as client:
-            client.execute_command("ACL", "SETUSER", "default", "-publish" if refuse
-                                   else "+publish")
+            client.execute_command("ACL", "SETUSER", "default", *rules)
 
     def cursor(self, stream: str) -> RelayCursor:
         with self.factory() as session:
