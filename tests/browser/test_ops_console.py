@@ -1,5 +1,5 @@
 """The operators' console (`/ops`) in real Chromium, on a real system of its own: a web node
-and a Celery worker on PostgreSQL, with a private redis-server whose ACL may refuse PUBLISH
+and a Celery worker on PostgreSQL, with a private redis-server whose ACL may refuse (S)PUBLISH
 (so a stream really fails), heartbeats every 0.3 s and the page polling every 0.3 s.
 
 A screenshot of each test's page is kept under var/test-artifacts/ (ops-*.png), whether
@@ -34,8 +34,10 @@ def ops_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateSyst
 
 
 def _refuse_publish(system: PrivateSystem, refuse: bool) -> None:
+    """The relay publishes with SPUBLISH (each stream's own channel), PUBLISH on the shared one."""
+    rules = ("-publish", "-spublish") if refuse else ("+publish", "+spublish")
     with redis_lib.Redis.from_url(system.redis.url) as client:
-        client.execute_command("ACL", "SETUSER", "default", "-publish" if refuse else "+publish")
+        client.execute_command("ACL", "SETUSER", "default", *rules)
 
 
 class Console:

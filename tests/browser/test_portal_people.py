@@ -44,10 +44,12 @@ def test_the_bell_counts_unread_and_two_windows_of_a_user_agree_on_seen_read_and
     expect(items(first)).to_have_count(3)
     expect(first.page.locator("#inbox-items .inbox-item.unread")).to_have_count(3)
     expect(items(first).first).to_contain_text("Invoice 2")  # newest first
+    # Predicates are functions: the page's CSP has no 'unsafe-eval', and Playwright evals a
+    # plain expression again at each poll (EvalError), a function only once.
     first.page.wait_for_function(
-        "window.heraldPortal.herald.inbox.counts && "
+        "() => window.heraldPortal.herald.inbox.counts && "
         "window.heraldPortal.herald.inbox.counts.unseen === 0")
-    second.page.wait_for_function("window.heraldPortal.herald.inbox.counts.unseen === 0")
+    second.page.wait_for_function("() => window.heraldPortal.herald.inbox.counts.unseen === 0")
     expect(bell(second)).to_have_text("3")  # seen is not read
 
     items(first).nth(1).locator("button").click()  # read when clicked
@@ -95,7 +97,7 @@ def test_one_project_patch_shows_one_toast_and_one_inbox_item(portal: Portal) ->
                                                                    "status": "active"})
     expect(client.toast("success", "60%")).to_be_visible()
     expect(bell(client)).to_have_text("1")  # the notification is in the inbox ...
-    client.page.wait_for_function("window.heraldPortal.deduped() === 1")  # ... not a toast
+    client.page.wait_for_function("() => window.heraldPortal.deduped() === 1")  # ... not a toast
     assert client.page.evaluate("window.heraldPortal.toasts") == [
         {"type": "success", "title": "P: 60%"}]
     expect(client.page.locator(".toast")).to_have_count(1)
@@ -149,7 +151,7 @@ def test_a_sound_unless_muted_remembered_and_a_system_notification_when_hidden(
 
     client.page.evaluate("window.__hidden = true")
     notify(portal, "While away")
-    client.page.wait_for_function("window.__shown.length === 1")
+    client.page.wait_for_function("() => window.__shown.length === 1")
     assert client.page.evaluate("window.__shown") == [{"title": "While away",
                                                         "body": "from the test"}]
     assert client.page.evaluate(beeps) == 0

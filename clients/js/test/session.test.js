@@ -11,9 +11,22 @@ test('a refused connect (token_expired) asks getToken again and resumes with not
   const { client, project } = await newPortal();
   const { token: shortLived } = await control('/token', { userId: client.id, role: 'client', email: client.email, ttl: 3 });
   const tokens = [];
+  const errors = [];
   let current = shortLived;
-  const getToken = () => { tokens.push(current); return current; };
-  const herald = await connect(client, { getToken });
+  let refresh = false;
+  // The application refreshes once it hears of the refusal; a second refusal in a row would be
+  // final (state 'unauthorized'), so the retry right after it must get the fresh token. The
+  // refresh is slow: an update is written while the client waits for it, offline.
+  const getToken = async () => {
+    if (refresh) {
+      refresh = false;
+      await patchProject(project, 2); // written while the client is refused
+      current = client.token;
+    }
+    tokens.push(current);
+    return current;
+  };
+  const herald = await connect(client, { getToken, onError: (error) => errors.push(error) });
   const seen = record(herald);
   const stream = `project-${project}`;
   try {
@@ -23,15 +36,15 @@ test('a refused connect (token_expired) asks getToken again and resumes with not
     await waitFor(() => seen.of(stream).length === 1, 'an update on the open connection');
 
     const refused = [];
-    herald._conn.socket.on('connect_error', (err) => refused.push(err.data?.code));
+    herald._conn.socket.on('connect_error', (err) => { refused.push(err.data?.code); refresh = true; });
     await expiry(shortLived); // the server closes the open transport at the token's exp
     await waitFor(() => refused.length > 0, 'the refused reconnect (it sends the expired token)');
     assert.equal(refused[0], 'token_expired');
-    await patchProject(project, 2); // written while the client is refused
-    current = client.token; // the application's refresh
     await waitFor(() => herald.state === 'online', 'online with the fresh token');
     await waitFor(() => seen.of(stream).length >= 2, 'the update written meanwhile');
     assert.deepEqual(seen.of(stream).map((e) => e.payload.progress), [1, 2]);
+    assert.deepEqual(refused, ['token_expired']);
+    assert.deepEqual(errors, []);
     assert.equal(tokens.at(-1), client.token);
   } finally {
     await herald.close();
