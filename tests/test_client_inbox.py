@@ -4,6 +4,7 @@ nodes, a Celery worker)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ async def test_two_subscribers_of_a_user_converge_through_inbox_updated_and_call
         await subs[1].inbox.archive(ids[1:2])
         await subs[1].inbox.mark_all_seen()
         with pytest.raises(NotFound):
-            await subs[0].inbox.mark_read(["not-an-item"])
+            await subs[0].inbox.mark_read([str(uuid.uuid4())])  # no such item
         await eventually_async(lambda: all(len(c) >= 6 for c in changes))
         final = {"unread": 1, "unseen": 0, "countsCapped": False}
         assert subs[0].inbox.counts == subs[1].inbox.counts == final

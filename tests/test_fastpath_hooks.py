@@ -7,6 +7,7 @@ On the pinned versions every hook is there; a missing one switches its fast path
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,17 @@ from testkit.databases import Database
 
 
 def test_every_hook_is_there_on_the_pinned_versions() -> None:
+    assert {path: what for path, what in hooks.check().items() if what} == {}
+
+
+def test_every_hook_is_found_after_an_event_loop_was_closed_in_the_thread() -> None:
+    """asyncio.run() leaves the thread with no current loop; the check must not need one."""
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())
+    hooks._uvicorn.cache_clear()
+    hooks.check.cache_clear()
     assert {path: what for path, what in hooks.check().items() if what} == {}
 
 

@@ -5,6 +5,7 @@ notifications, retention."""
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -116,17 +117,27 @@ def test_unknown_foreign_and_non_notification_ids_are_refused_and_nothing_change
     [tech] = notify(db, "technicians")
     with db.factory() as session, session.begin():
         quote = append(session, f"user-{who.sub}", "quote-updated", {"quoteId": 1}).id
-    for bad in (theirs, tech, quote, "no-such-id"):
+    for bad in (theirs, tech, quote, str(uuid.uuid4())):
         with pytest.raises(NotFound):
             mark(db, who, "read", [mine, bad])
     assert counts(db, who) == unread(1)
     assert events_of(db, f"user-{who.sub}", "inbox-updated") == []
 
 
+def test_an_id_in_capitals_names_the_same_item(db: Database) -> None:
+    who = user(db)
+    [mine] = notify(db, f"user-{who.sub}")
+    assert mark(db, who, "read", [mine.upper()]) == unread(0)
+    [updated] = events_of(db, f"user-{who.sub}", "inbox-updated")
+    assert updated["read"] == [mine]
+
+
 @pytest.mark.parametrize("args", [
     ("delete", ["x"], None), ("read", None, None), ("read", [], None), ("read", "x", None),
     ("read", [1], None), ("read", ["x" * 37], None), ("archive", None, True),
-    ("read", ["x"], True), ("read", None, "yes"), ("read", ["x"] * 1001, None)])
+    ("read", ["x"], True), ("read", None, "yes"), ("read", ["x"] * 1001, None),
+    ("read", ["no-such-id"], None), ("unread", ["a\x00b"], None),
+    ("read", [str(uuid.uuid4())[:-1] + "\x00"], None)])
 def test_bad_changes_are_invalid_arguments(args: tuple[Any, Any, Any]) -> None:
     with pytest.raises(InvalidInput) as raised:
         inbox.parse_change(*args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -90,11 +91,13 @@ def test_inbox_mark_refuses_foreign_ids_and_bad_arguments_and_changes_nothing(
     async def run() -> None:
         socket = SocketClient(world.system.webs[1].url, tok)
         await socket.connect()
-        for bad in (theirs, techs, "nope"):
+        for bad in (theirs, techs, str(uuid.uuid4())):
             ack = await socket.call("inbox-mark", {"action": "read", "ids": [mine, bad]})
             assert ack["ok"] is False and ack["error"]["code"] == "not_found", ack
         for arg in ("read", {"action": "read"}, {"action": "burn", "ids": [mine]},
-                    {"action": "archive", "all": True}, {"action": "read", "ids": [7]}):
+                    {"action": "archive", "all": True}, {"action": "read", "ids": [7]},
+                    {"action": "read", "ids": [mine, "nope"]},
+                    {"action": "unread", "ids": [mine, "a\x00b"]}):
             ack = await socket.call("inbox-mark", arg)
             assert ack["ok"] is False and ack["error"]["code"] == "invalid_argument", arg
         unread = world.api.ok("GET", "/api/inbox", token=tok)["counts"]["unread"]
@@ -135,12 +138,15 @@ def test_http_inbox_lists_marks_and_refuses_foreign_ids_with_404(world: World) -
                        ("/api/inbox/archive", {"all": True}),
                        ("/api/inbox/read", {"ids": [first], "all": True}),
                        ("/api/inbox/read", {"all": False}),
-                       ("/api/inbox/read", {"ids": [first], "extra": 1})):
+                       ("/api/inbox/read", {"ids": [first], "extra": 1}),
+                       ("/api/inbox/read", {"ids": ["nope"]}),  # not a UUID
+                       ("/api/inbox/unread", {"ids": [first, "a\x00b"]})):  # PostgreSQL: no NUL
         response = api.request("POST", path, token=tok, json=body)
         assert response.status_code == 422, (path, body, response.text)
     for query in ("state=new", "limit=0", "limit=201"):
         assert api.request("GET", f"/api/inbox?{query}", token=tok).status_code == 422
-    assert api.request("GET", "/api/inbox?before=nope", token=tok).status_code == 404
+    for before in ("nope", "%00", first[:-1] + "%00"):
+        assert api.request("GET", f"/api/inbox?before={before}", token=tok).status_code == 404
     service = api.request("GET", "/api/inbox", token=world.token("service"))
     assert service.status_code == 403
     assert api.request("GET", "/api/inbox", token="").status_code == 401

@@ -140,6 +140,7 @@ async def test_join_with_a_position_acks_after_the_replay(pg_system: System) -> 
     client_id, client_token = api.user("client")
     project = api.project(client_id)
     ticket = api.ticket(project)
+    me = {"userId": client_id, "name": "client", "role": "client"}  # the ack's presence
     for kind, ident, key in (("project", project, "projectId"), ("ticket", ticket, "ticketId")):
         stream = f"{kind}-{ident}"
         emit(pg_system, stream, 4)
@@ -151,7 +152,7 @@ async def test_join_with_a_position_acks_after_the_replay(pg_system: System) -> 
             ack = await socket.call(f"join-{kind}",
                                     {key: ident, "position": {"offset": 1, "epoch": epoch}})
             assert ack == {"ok": True, "stream": stream, "offset": head, "epoch": epoch,
-                           "recovered": True}
+                           "recovered": True, "presence": [me]}
             # the replay was sent before the ack
             assert offsets(socket.events, stream) == [2, 3, 4]
             emit(pg_system, stream, 1, start=4)
@@ -174,7 +175,8 @@ async def test_join_without_a_position_replays_nothing_and_reports_the_head(
     try:
         ack = await socket.call("join-project", project)
         assert ack == {"ok": True, "stream": stream, "offset": 3, "epoch": epoch,
-                       "recovered": False}
+                       "recovered": False,
+                       "presence": [{"userId": client_id, "name": "client", "role": "client"}]}
         emit(pg_system, stream, 1, start=3)
         await socket.wait_for(lambda: offsets(socket.events, stream) == [4])
     finally:

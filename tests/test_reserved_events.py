@@ -74,7 +74,7 @@ def test_a_technician_who_emitted_disconnect_still_leaves_a_project_he_is_taken_
     tech, fake, typing = asyncio.run(run())
     assert [e.payload["progress"] for e in tech.named("project-updated")] in ([], [0])
     assert tech.named("new-message") == []
-    assert typing["ok"] is False and typing["error"]["code"] == "forbidden"
+    assert typing["ok"] is False and typing["error"]["code"] == "not_found"  # not his any more
     assert fake == {"ok": False, "error": {"code": "unknown_event",
                                            "message": "unknown event 'disconnect'"}}
 
@@ -98,7 +98,7 @@ def test_a_connect_event_cannot_switch_a_sockets_identity(world: World) -> None:
 
     switched, joined, heartbeat = asyncio.run(run())
     assert switched["ok"] is False and switched["error"]["code"] == "unknown_event"
-    assert joined["ok"] is False and joined["error"]["code"] == "forbidden"
+    assert joined["ok"] is False and joined["error"]["code"] == "not_found"  # not hers to see
     assert heartbeat["ok"] is True
 
 

@@ -2,7 +2,10 @@
 admits, gets a 500. Bounded: a few examples per operation, against a real web node.
 
 (Schemathesis's pytest plugin is not used: its lazy fixtures break on this pytest; its
-per-operation Hypothesis strategies are.)
+per-operation Hypothesis strategies are. Its OpenAPI modules are imported at collection,
+not lazily mid-suite: pytest rewrites them on first import, and that once failed in a
+full run with "AST constructor recursion depth mismatch", a CPython 3.11 fault of the
+AST builder seen when threads run (python/cpython#106905); at collection none do.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
+import schemathesis.specs.openapi.schemas  # at collection (see above)
 from hypothesis import HealthCheck, Phase, given, settings
 
 from testkit.world import World

@@ -15,7 +15,8 @@ from app.portal import inbox
 router = APIRouter(prefix="/api/inbox", tags=["inbox"], responses=ERROR_RESPONSES)
 
 Action = Literal["read", "unread", "seen", "archive", "unarchive"]
-ItemId = Annotated[str, Field(min_length=1, max_length=inbox.MAX_ID_LENGTH)]
+ItemId = Annotated[str, Field(min_length=1, max_length=inbox.MAX_ID_LENGTH,
+                              description="an item id: the notification event's UUID")]
 
 
 class CountsOut(BaseModel):

@@ -83,7 +83,13 @@ def _uvicorn() -> Any:
     # log_config=None: uvicorn's Config would otherwise install its own logging (dictConfig)
     config = Config(app=_no_app, ws="websockets-sansio", lifespan="off", log_config=None)
     config.load()
-    return direct._SANSIO(config, ServerState(), {})
+    # its own loop, never used: asyncio.get_event_loop() (the protocol's default) raises
+    # in a thread whose loop was set and closed, e.g. after asyncio.run()
+    loop = asyncio.new_event_loop()
+    try:
+        return direct._SANSIO(config, ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
 
 
 async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover

@@ -26,12 +26,14 @@ from app.outbox.writer import append
 from app.portal.auth import Principal
 from app.portal.inbox_state import (
     CAP,
+    MAX_ID_LENGTH,
     C,
     Counts,
     Marks,
     X,
     counts,
     inbox_streams,
+    item_id,
     page,
     view,
     watermarks,
@@ -41,7 +43,6 @@ from app.portal.inbox_tables import IS_NOTIFICATION
 ACTIONS = ("read", "unread", "seen", "archive", "unarchive")
 ALL_ACTIONS = ("read", "seen")  # what `all: true` may do
 MAX_IDS = 1000
-MAX_ID_LENGTH = 36
 UPDATED = "inbox-updated"
 # action -> (the key of its ids in inbox-updated, the item columns it sets)
 _EFFECTS: dict[str, tuple[str, dict[str, bool]]] = {
@@ -78,9 +79,11 @@ def parse_change(action: Any, ids: Any = None, all: Any = None) -> Change:
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS:
         raise InvalidInput(f"ids must be a list of 1 to {MAX_IDS} item ids (or all: true)",
                            code="invalid_argument")
-    if any(not isinstance(i, str) or not 1 <= len(i) <= MAX_ID_LENGTH for i in ids):
-        raise InvalidInput("each id must be an item id (a string)", code="invalid_argument")
-    return Change(action, tuple(dict.fromkeys(ids)), False)
+    items = [item_id(i) for i in ids]
+    if None in items:
+        raise InvalidInput("each id must be an item id (a UUID string)",
+                           code="invalid_argument")
+    return Change(action, tuple(dict.fromkeys(i for i in items if i is not None)), False)
 
 
 def mark(session: Session, who: Principal, change: Change) -> Counts:

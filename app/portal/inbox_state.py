@@ -8,6 +8,7 @@ index probes; one who never did costs a count that stops at 1,000.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -125,6 +126,20 @@ _COLUMNS = (E.c.id, E.c.stream, E.c.offset, sql_cast(E.c.payload, Text).label("p
 _NEWEST = (E.c.created_at.desc(), E.c.offset.desc())
 
 
+MAX_ID_LENGTH = 36  # an item id is an event's UUID
+
+
+def item_id(value: Any) -> str | None:
+    """An item id (an event's UUID, in its canonical form) from untrusted input; None if
+    `value` is not a UUID string, which then never reaches the database (NUL, odd text)."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_LENGTH:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
 def view(session: Session, who: Principal, *, state: str, limit: int,
          before: str | None) -> tuple[list[dict[str, Any]], bool, Counts]:
     """A page (see `page`) and the counts, on the same watermarks."""
@@ -143,9 +158,10 @@ def page(session: Session, who: Principal, *, state: str, limit: int, before: st
     marks = marks if marks is not None else watermarks(session, uid, streams)
     after = None
     if before is not None:
-        after = session.connection().execute(
+        before_id = item_id(before)
+        after = None if before_id is None else session.connection().execute(
             select(E.c.created_at, E.c.offset, E.c.stream)
-            .where(E.c.id == before, E.c.stream.in_(streams), IS_NOTIFICATION)).first()
+            .where(E.c.id == before_id, E.c.stream.in_(streams), IS_NOTIFICATION)).first()
         if after is None:
             raise NotFound("no such item in this inbox (before)")
     queries = []

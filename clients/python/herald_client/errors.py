@@ -34,7 +34,8 @@ class Forbidden(HeraldError):
 
 
 class NotFound(HeraldError):
-    """404: an id or stream that names nothing."""
+    """404 (or a not_found ack): an id or stream that names nothing or that the caller may
+    not see."""
 
     status = 404
 
