@@ -1,4 +1,4 @@
-"""Fan-out without a task per socket (DESIGN.md point 9).
+"""Fan-out without a task per socket.
 
 python-socketio's room emit (`AsyncManager.emit`) encodes the packet once, then creates
 one asyncio task per socket, each running engine.io's `send` (a ping-timeout check, then

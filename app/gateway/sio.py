@@ -1,4 +1,4 @@
-"""python-socketio's AsyncServer with the bounds a hostile client needs (DESIGN.md point 11).
+"""python-socketio's AsyncServer with the bounds a hostile client needs.
 
 - An engine.io session that never sends the Socket.IO CONNECT is closed after
   `connect_timeout` seconds (python-socketio keeps it forever otherwise).
