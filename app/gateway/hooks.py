@@ -137,8 +137,10 @@ HOOKS: tuple[Hook, ...] = (
          and _has(_uvicorn().conn, "extensions", "state")),
     Hook("direct_writes", "uvicorn hands the app its bound send (ASGI send.__self__)",
          lambda: _calls(direct._SANSIO.run_asgi, "self.send")),  # type: ignore[union-attr]
+    # a method, not the class: a class's source is found by parsing its module (ast), which
+    # CPython 3.11 can fail spuriously (python/cpython#106905); a function's is not parsed
     Hook("direct_writes", "engine.io's ASGI WebSocket keeps asgi_send",
-         lambda: _calls(eio_asgi.WebSocket, "self.asgi_send")),
+         lambda: _calls(eio_asgi.WebSocket.__call__, "self.asgi_send = ")),
     Hook("direct_writes", "AsyncSocket._websocket_handler calls self.poll()",
          lambda: _calls(async_socket.AsyncSocket._websocket_handler, "self.poll()")),
     Hook("direct_writes", "AsyncSocket upgraded", lambda: _has(_socket(), "upgraded")),
