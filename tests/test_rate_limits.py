@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ import socketio
 
 from app.outbox.writer import ensure_stream
 from testkit.clients import Api, SocketClient
+from testkit.eventually import eventually_async
 from testkit.processes import WebNode
 from testkit.world import World
 
@@ -174,7 +174,8 @@ def test_positions_past_100_are_answered_not_recovered(node: WebNode, world: Wor
     assert not any(connected["recovered"][name] for name in names[100:])
 
 
-def test_another_users_connect_stays_fast_while_one_user_floods(world: World) -> None:
+def test_another_users_connect_is_served_before_one_users_flood_of_connects(
+        world: World) -> None:
     _admin, flooder = world.api.user("admin")  # reads every stream: the most work per name
     _other, other_tok, _t = _member(world)
     positions = {f"ticket-{i}": {"offset": 0} for i in range(1, 201)}
@@ -182,28 +183,34 @@ def test_another_users_connect_stays_fast_while_one_user_floods(world: World) ->
               for n in range(5)]
     service = {"Authorization": f"Bearer {world.token('service')}"}
     assert world.api.http.post("/api/events", headers=service, json=events).status_code == 201
+    floods = 60
 
-    async def run() -> float:
+    async def run() -> int:
+        settled = 0  # flood connects answered (connected or refused)
+
         async def flood() -> None:
+            nonlocal settled
             socket = SocketClient(world.url, flooder, positions=positions)
             try:
                 await socket.connect()
-                await socket.wait_count("connected", 1, timeout=60)
+                await socket.wait_count("connected", 1, timeout=120)
             except (socketio.exceptions.ConnectionError, TimeoutError):
                 pass
             finally:
+                settled += 1
                 await socket.close()
-        floods = [asyncio.create_task(flood()) for _ in range(60)]
-        await asyncio.sleep(0.3)
+        tasks = [asyncio.create_task(flood()) for _ in range(floods)]
+        await eventually_async(lambda: settled >= 1, "no connect of the flood was answered",
+                               timeout=60)
         other = SocketClient(world.url, other_tok)
-        started = time.monotonic()
         await other.connect()
-        await other.wait_count("connected", 1)
-        took = time.monotonic() - started
+        await other.wait_count("connected", 1, timeout=60)
+        unanswered = floods - settled
         await other.close()
-        await asyncio.gather(*floods)
-        return took
+        await asyncio.gather(*tasks)
+        return unanswered
 
-    took = asyncio.run(run())
-    print(f"other user's connect: {took:.2f}s")
-    assert took < 2  # generous: 0.04 s here, 4.2 s before per-user connect turns
+    unanswered = asyncio.run(run())
+    # One user's connects take turns (a few at once): another user's connect goes ahead of
+    # the flood's queue instead of behind it (before the turns, it came after nearly all).
+    assert unanswered >= floods // 2, f"only {unanswered} of the flood were still waiting"

@@ -13,6 +13,8 @@ client of its own).
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -34,40 +36,46 @@ def _sentinel_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options[k] for k in _SENTINEL_OPTIONS if k in options}
 
 
+@dataclass(frozen=True)
+class _Family:
+    """One flavour of redis-py (blocking or asyncio): its client, Sentinel and cluster."""
+
+    client: Any
+    sentinel: str  # module holding `Sentinel`, imported only for a Sentinel URL
+    cluster: Any
+    node: Any
+
+
+_SYNC = _Family(redis.Redis, "redis.sentinel", RedisCluster, ClusterNode)
+_ASYNC = _Family(aioredis.Redis, "redis.asyncio.sentinel", AsyncRedisCluster,
+                 AsyncClusterNode)
+
+
+def _client(family: _Family, url: str, options: dict[str, Any]) -> Any:
+    target = parse_redis_url(url)
+    if target.kind == "redis":
+        return family.client.from_url(url, **options)
+    if target.kind == "sentinel":
+        sentinel_class = importlib.import_module(family.sentinel).Sentinel
+        kwargs = {**options, **target.options}
+        sentinel = sentinel_class(list(target.nodes), sentinel_kwargs=_sentinel_kwargs(kwargs),
+                                  **{k: v for k, v in kwargs.items() if k != "db"})
+        return sentinel.master_for(str(target.service), db=kwargs.get("db", 0))
+    options = {k: v for k, v in options.items() if k != "health_check_interval"}
+    return family.cluster(startup_nodes=[family.node(h, p) for h, p in target.nodes],
+                          **_cluster_options(target, options))
+
+
 def sync_redis(url: str, **options: Any) -> Any:
     """A redis-py client for `url` (redis.Redis, a Sentinel's master, or RedisCluster);
     `options` are redis-py connection options (timeouts, retry…)."""
-    target = parse_redis_url(url)
-    if target.kind == "redis":
-        return redis.Redis.from_url(url, **options)
-    if target.kind == "sentinel":
-        from redis.sentinel import Sentinel
-
-        kwargs = {**options, **target.options}
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=_sentinel_kwargs(kwargs),
-                            **{k: v for k, v in kwargs.items() if k != "db"})
-        return sentinel.master_for(str(target.service), db=kwargs.get("db", 0))
-    options = {k: v for k, v in options.items() if k != "health_check_interval"}
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
-                        **_cluster_options(target, options))
+    return _client(_SYNC, url, options)
 
 
 def async_redis(url: str, **options: Any) -> Any:
     """The asyncio client for `url` (redis.asyncio's Redis, a Sentinel's master, or
     RedisCluster)."""
-    target = parse_redis_url(url)
-    if target.kind == "redis":
-        return aioredis.Redis.from_url(url, **options)
-    if target.kind == "sentinel":
-        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-        kwargs = {**options, **target.options}
-        sentinel = AsyncSentinel(list(target.nodes), sentinel_kwargs=_sentinel_kwargs(kwargs),
-                                 **{k: v for k, v in kwargs.items() if k != "db"})
-        return sentinel.master_for(str(target.service), db=kwargs.get("db", 0))
-    options = {k: v for k, v in options.items() if k != "health_check_interval"}
-    return AsyncRedisCluster(startup_nodes=[AsyncClusterNode(h, p) for h, p in target.nodes],
-                             **_cluster_options(target, options))
+    return _client(_ASYNC, url, options)
 
 
 def _cluster_options(target: RedisTarget, options: dict[str, Any]) -> dict[str, Any]:
