@@ -10,6 +10,12 @@ supervisor restarts whatever exits, as systemd or Kubernetes would. At the end e
 client holds every committed event of its streams in offset order: exactly once from the
 client libraries, once de-duplicated by (stream, offset) from the bare clients.
 Bounded: HERALD_SOAK_SECONDS (default 35) of chaos.
+
+The same soak runs on each Redis topology (issue 16): one Redis; a Redis Cluster of three
+masters with a replica each (a random master is killed, its replica takes over, the killed
+server comes back as a replica; Celery's broker on RabbitMQ, since Celery cannot use a
+cluster); a Sentinel set (the current master is killed, the sentinel promotes the
+replica). Those two get HERALD_SOAK_TOPOLOGY_SECONDS (default 15) of chaos each.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
+import redis as redis_lib
 import socketio
 from herald_client import MemoryStore, Subscriber
 from sqlalchemy import select
@@ -43,20 +50,130 @@ from testkit.databases import create_pg_database, drop_pg_database, require_pg
 from testkit.eventually import eventually_async
 from testkit.processes import Process, WebNode, Worker, free_port
 from testkit.redis import PrivateRedis
+from testkit.redis_cluster import LocalCluster, LocalSentinel
 from testkit.testrun import CI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "35"))
+TOPOLOGY_SOAK_SECONDS = float(os.environ.get("HERALD_SOAK_TOPOLOGY_SECONDS", "15"))
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 CLIENTS = 6  # by kind, in turn: bare protocol, herald_client (Python), herald-client (Node)
 KINDS = ("bare", "python", "node")
 NODE_FOLLOW = Path(__file__).parent / "node" / "herald_follow.mjs"
 
 
+class SoakRedis(Protocol):
+    """The Redis side of a soak, whatever its topology: what to kill and what to revive."""
+
+    name: str
+    env: dict[str, str]
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def kill(self, rng: random.Random) -> None: ...
+    def revive(self) -> bool:
+        """Start whatever is down; True if something was."""
+        ...
+
+
+class OneRedis:
+    name = "redis"
+
+    def __init__(self, directory: Path) -> None:
+        self.redis = PrivateRedis(directory)
+        self.env = {"REDIS_URL": self.redis.url, "SOCKETIO_REDIS_URL": self.redis.url}
+
+    def start(self) -> None:
+        self.redis.start()
+
+    def stop(self) -> None:
+        self.redis.stop()
+
+    def kill(self, rng: random.Random) -> None:
+        if self.redis.proc is not None:
+            self.redis.proc.kill()
+            self.redis.proc.wait(10)
+
+    def revive(self) -> bool:
+        if self.redis.proc is not None and self.redis.proc.poll() is None:
+            return False
+        self.redis.start()
+        return True
+
+
+class Servers:
+    """Kill and revive for the servers of a LocalCluster or a LocalSentinel."""
+
+    servers: list[Any]
+
+    def masters(self) -> list[Any]:
+        out = []
+        for server in self.alive():
+            with contextlib.suppress(redis_lib.RedisError), redis_lib.Redis(
+                    port=server.port, socket_timeout=1) as client:
+                if client.execute_command("ROLE")[0] in (b"master", "master"):
+                    out.append(server)
+        return out
+
+    def alive(self) -> list[Any]:
+        return [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+
+    def kill(self, rng: random.Random) -> None:
+        masters = self.masters()
+        if masters:
+            rng.choice(masters).kill()
+
+    def revive(self) -> bool:
+        dead = [s for s in self.servers if s not in self.alive()]
+        for server in dead:
+            server.start()
+            server.wait()
+        return bool(dead)
+
+
+class ClusterRedis(Servers):
+    name = "cluster"
+
+    def __init__(self, directory: Path) -> None:
+        self.cluster = LocalCluster(directory / "cluster")
+        self.servers = self.cluster.servers
+        self.env = {"REDIS_URL": self.cluster.url, "HERALD_BROKER_URL": RABBITMQ}
+
+    def start(self) -> None:
+        self.cluster.start()
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class SentinelRedis(Servers):
+    name = "sentinel"
+
+    def __init__(self, directory: Path) -> None:
+        self.sentinel = LocalSentinel(directory / "sentinel")
+        self.servers = [self.sentinel.master, self.sentinel.replica]
+        self.env = {"REDIS_URL": self.sentinel.url}
+
+    def start(self) -> None:
+        self.sentinel.start()
+
+    def stop(self) -> None:
+        self.sentinel.stop()
+
+    def masters(self) -> list[Any]:  # the one the sentinel names, if it is up
+        current = self.sentinel.current_master()
+        return [current] if current in self.alive() else []
+
+
+TOPOLOGIES: dict[str, Callable[[Path], SoakRedis]] = {
+    "redis": OneRedis, "cluster": ClusterRedis, "sentinel": SentinelRedis}
+
+
 @dataclass
-class Cluster:
+class Fleet:
     """Two web nodes, two workers and a Redis, kept running by a supervisor thread."""
 
-    redis: PrivateRedis
+    redis: SoakRedis
     env: dict[str, str]
     log_dir: Path
     ports: list[int]
@@ -73,9 +190,6 @@ class Cluster:
         for proc in [*self.webs, *self.workers]:
             proc.start()
 
-    def redis_alive(self) -> bool:
-        return self.redis.proc is not None and self.redis.proc.poll() is None
-
     def supervise(self) -> None:
         """Restart whatever exited (Redis first: the others need it to come up)."""
         while not self.stopping.is_set():
@@ -85,8 +199,7 @@ class Cluster:
             time.sleep(0.2)
 
     def _revive(self) -> None:
-        if not self.redis_alive():
-            self.redis.start()
+        if self.redis.revive():
             self.restarts["redis"] += 1
         for i, web in enumerate(self.webs):
             if not web.alive():
@@ -100,15 +213,16 @@ class Cluster:
                 self.workers[i].start()
 
     def chaos(self, seconds: float, rng: random.Random, kills: list[str]) -> None:
-        """SIGKILL a random worker, web node or Redis every 1.5-3 s."""
+        """SIGKILL Redis, then a random worker, web node or Redis, every 1.5-3 s."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(1.5, 3.0))
-            target = rng.choice(["worker", "worker", "web", "web", "redis"])
+            # Redis first, so that every run loses it at least once (a master, on a cluster
+            # or under Sentinel), then at random.
+            target = rng.choice(["worker", "worker", "web", "web", "redis"]) if kills else "redis"
             with self.lock:
-                if target == "redis" and self.redis.proc is not None:
-                    self.redis.proc.kill()
-                    self.redis.proc.wait(10)
+                if target == "redis":
+                    self.redis.kill(rng)
                 else:
                     procs: list[Process] = list(self.webs if target == "web" else self.workers)
                     rng.choice(procs).kill()
@@ -288,33 +402,33 @@ def heads(factory: Any) -> dict[str, tuple[int, int]]:
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_url: str) -> Iterator[tuple[Cluster, Any, str]]:
+@pytest.fixture(params=list(TOPOLOGIES))
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Fleet, Any, str]]:
     require_pg()
-    private = PrivateRedis(tmp_path)
-    private.start()
+    redis = TOPOLOGIES[request.param](tmp_path)
+    redis.start()
     url = create_pg_database("_soak")
     upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    env = {"DATABASE_URL": url, "REDIS_URL": private.url, "SOCKETIO_REDIS_URL": private.url}
+    env = {"DATABASE_URL": url, **redis.env}
     with factory() as session, session.begin():
         admin = projects.create_user(session, email="root@test", role="admin", name="root")
-    cluster = Cluster(private, env, tmp_path, [free_port(), free_port()])
+    fleet = Fleet(redis, env, tmp_path, [free_port(), free_port()])
     try:
-        cluster.start()
-        yield cluster, factory, token(admin.id, "admin", "root@test")
+        fleet.start()
+        yield fleet, factory, token(admin.id, "admin", "root@test")
     finally:
-        cluster.stop()
+        fleet.stop()
         engine.dispose()
         drop_pg_database(url)
 
 
 @pytest.mark.timeout(300)
 async def test_every_client_holds_every_committed_event_after_random_kills(
-    cluster: tuple[Cluster, Any, str],
+    fleet: tuple[Fleet, Any, str],
 ) -> None:
-    system, factory, admin = cluster
+    system, factory, admin = fleet
     urls = [web.url for web in system.webs]
     api = httpx.Client(base_url=urls[0], timeout=10, headers={"Authorization": f"Bearer {admin}"})
     if shutil.which("node") is None or not (NODE_FOLLOW.parents[2] / "clients" / "js"
@@ -358,7 +472,8 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
     for thread in threads:
         thread.start()
     try:
-        await asyncio.to_thread(system.chaos, SOAK_SECONDS, rng, kills)
+        seconds = SOAK_SECONDS if system.redis.name == "redis" else TOPOLOGY_SOAK_SECONDS
+        await asyncio.to_thread(system.chaos, seconds, rng, kills)
         stop_writes.set()
         threads[1].join(10)
         await eventually_async(lambda: all(h == d for h, d in heads(factory).values()),
@@ -389,12 +504,12 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
     total = sum(committed.get(s, 0) for c in everyone for s in c.streams)
     received = sum(len(c.received.get(s, [])) for c in everyone for s in c.streams)
     duplicates = sum(c.duplicates for c in clients)
-    print(f"\nsoak seed={seed} seconds={SOAK_SECONDS:.0f} kills={len(kills)} "
+    print(f"\nsoak redis={system.redis.name} seed={seed} seconds={seconds:.0f} kills={len(kills)} "
           f"({', '.join(f'{k}={kills.count(k)}' for k in sorted(set(kills)))}) "
           f"restarts={system.restarts} writes={answers} "
           f"committed={total} received={received} bare-client duplicates={duplicates} "
           f"reconnects={sum(c.connects - 1 for c in clients)}")
-    assert kills, "nothing was killed"
+    assert "redis" in kills, kills
     for client in clients:
         assert client.unrecovered == []
         for stream in client.streams:
