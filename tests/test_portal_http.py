@@ -3,13 +3,10 @@ and the reads it loads its state from (with the streams' access rules)."""
 
 from __future__ import annotations
 
-import json
-import re
-from urllib.parse import urljoin
-
 import pytest
 
 from app.portal.auth import decode
+from testkit import portalmodules
 from testkit.processes import WebNode
 from testkit.testrun import SECRET
 from testkit.world import World
@@ -28,37 +25,13 @@ def test_the_portal_page_its_client_library_and_socketio_client_are_served(world
     assert http.get("/portal", follow_redirects=True).url.path == "/portal/"
 
 
-IMPORTS = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(\s*)['"]([^'"]+)['"]""")
-
-
 def test_every_module_the_portal_loads_resolves_through_its_import_map(world: World) -> None:
     """From portal.js, every import the browser meets (the client's `#socket.io-client`
     included) is relative or in the page's import map, and is served as JavaScript."""
-    http = world.api.http
-    page = http.get("/portal/").text
-    [importmap] = re.findall(r'<script type="importmap">(.*?)</script>', page, re.S)
-    mapped = json.loads(importmap)["imports"]
-    todo, seen, unmapped = ["/portal/portal.js"], set(), []
-    while todo:
-        url = todo.pop()
-        if url in seen:
-            continue
-        seen.add(url)
-        response = http.get(url)
-        assert response.status_code == 200 and "javascript" in response.headers[
-            "content-type"], url
-        if url.startswith("/portal/vendor/"):
-            continue  # a vendored build: self-contained
-        for specifier in IMPORTS.findall(response.text):
-            if specifier.startswith(("./", "../", "/")):
-                todo.append(urljoin(url, specifier))
-            elif specifier in mapped:
-                todo.append(mapped[specifier])
-            else:
-                unmapped.append((url, specifier))
-    assert unmapped == []
-    assert set(mapped.values()) <= seen  # nothing mapped that nothing imports
-    assert "/portal/lib/herald-client/index.js" in seen
+    modules = portalmodules.walk(world.api.http.get)
+    assert (modules.unmapped, modules.failed) == ([], [])
+    assert set(modules.mapped.values()) <= modules.served  # nothing mapped that is not used
+    assert "/portal/lib/herald-client/index.js" in modules.served
 
 
 def test_the_portal_is_served_with_security_headers(world: World) -> None:
