@@ -7,7 +7,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
 import { test } from 'node:test';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import * as esbuild from 'esbuild';
 
 import { BUNDLE, OPTIONAL, build } from '../scripts/vendor.mjs';
 
@@ -31,4 +34,15 @@ test('the vendored build loads nothing but Node builtins (and optional add-ons)'
   assert.equal(typeof io, 'function');
   assert.equal(typeof Manager, 'function');
   assert.equal(typeof Socket, 'function');
+});
+
+test('a bundler for browsers takes the socket.io-client dependency, not the Node build', async () => {
+  const { metafile } = await esbuild.build({
+    stdin: { contents: "export { io } from '#socket.io-client';", resolveDir: dirname(BUNDLE) },
+    absWorkingDir: dirname(dirname(BUNDLE)), // input paths relative to clients/js
+    bundle: true, platform: 'browser', format: 'esm', write: false, metafile: true, logLevel: 'silent',
+  });
+  const inputs = Object.keys(metafile.inputs);
+  assert.ok(inputs.includes('node_modules/socket.io-client/build/esm/index.js'), inputs.join('\n'));
+  assert.ok(!inputs.some((input) => input.includes('vendor/')), inputs.join('\n'));
 });
