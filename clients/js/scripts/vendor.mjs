@@ -85,6 +85,7 @@ export async function build() {
       resolveDir: PACKAGE,
       sourcefile: 'socket.io-client',
     },
+    absWorkingDir: PACKAGE, // paths in the output and the metafile: relative to clients/js
     bundle: true,
     platform: 'node',
     format: 'esm',
