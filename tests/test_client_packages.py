@@ -1,105 +1,111 @@
 """The clients install as their READMEs say, into a project in another folder.
 
-JavaScript: `npm install --install-links <clients/js>` and `npm install <npm pack tarball>`
-into a fresh Node project outside the clone (socket.io-client from the warm npm cache), then
-a client connects to a real Herald. Python: `pip install ./clients/python` into a fresh
-virtualenv, then `import herald_client` from outside the clone.
+JavaScript: plain `npm install <path>` (npm links a folder outside the project and installs
+none of its dependencies), `npm install --install-links <path>` and `npm install <npm pack
+tarball>` into a fresh Node project outside the clone, from a copy of clients/js without
+node_modules; then a client connects to a real Herald and receives an event a service
+publishes (web node, Celery relay, Redis). Python: `pip install ./clients/python` into a
+fresh virtualenv, then `import herald_client` from outside the clone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from testkit.clients import user_token
+from testkit.clients import token, user_token
+from testkit.jsproject import JS, NPM_QUIET, clean_copy, empty_node_project, npm, npm_install
 from testkit.processes import ROOT, WebNode
 from testkit.system import System
-from testkit.testrun import CI
 
 pytestmark = pytest.mark.slow
 
-JS = ROOT / "clients" / "js"
-NPM = ["--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"]
-
-CONNECT = """
+# Connects, publishes a notification to its own user stream as a service (POST /api/events),
+# and prints what its handler received.
+RECEIVE = """
 import { createHerald } from '@herald-notify/client';
 import { fileStorage } from '@herald-notify/client/file-storage';
 
+const url = process.env.HERALD_URL;
 const herald = await createHerald({
-  url: process.env.HERALD_URL,
+  url,
   getToken: () => process.env.HERALD_TOKEN,
   storage: fileStorage('./state.json'),
 });
+const heard = new Promise((resolve) => herald.onNotification((payload) => resolve(payload)));
 await herald.whenOnline();
-console.log(JSON.stringify({ state: herald.state, user: herald.user }));
+const sent = await fetch(`${url}/api/events`, {
+  method: 'POST',
+  headers: { Authorization: `Bearer ${process.env.HERALD_SERVICE_TOKEN}`,
+             'Content-Type': 'application/json' },
+  body: JSON.stringify({ stream: `user-${herald.user.userId}`, type: 'notification',
+                         data: { type: 'info', title: 'Installed', message: 'by path' } }),
+});
+if (!sent.ok) throw new Error(`POST /api/events: ${sent.status} ${await sent.text()}`);
+const notification = await heard;
+console.log(JSON.stringify({ state: herald.state, user: herald.user, notification }));
 await herald.close();
 """
 
 
-def _npm() -> str:
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        if CI:
-            pytest.fail("node and npm are needed")
-        pytest.skip("node and npm are needed")
-    return npm
-
-
-def _project(where: Path) -> Path:
-    where.mkdir(parents=True)
-    (where / "package.json").write_text(json.dumps(
-        {"name": "uses-herald", "version": "1.0.0", "private": True, "type": "module"}))
-    (where / "connect.mjs").write_text(CONNECT)
-    return where
-
-
-def _connects(project: Path, system: System, node: WebNode) -> None:
+def _receives_an_event(project: Path, system: System, node: WebNode) -> None:
+    (project / "receive.mjs").write_text(RECEIVE)
     env = {**os.environ, "HERALD_URL": node.url,
-           "HERALD_TOKEN": user_token(system.factory, "client", "pkg@example.com")}
-    done = subprocess.run(["node", "connect.mjs"], cwd=project, env=env, capture_output=True,
+           "HERALD_TOKEN": user_token(system.factory, "client", "pkg@example.com"),
+           "HERALD_SERVICE_TOKEN": token("packages", "service", "packages@services")}
+    done = subprocess.run(["node", "receive.mjs"], cwd=project, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["state"] == "online"
     assert seen["user"]["email"] == "pkg@example.com"
+    assert seen["notification"] == {"type": "info", "title": "Installed", "message": "by path"}
 
 
-def test_the_js_client_installs_by_path_into_a_project_elsewhere(
+def test_a_plain_npm_install_by_path_works_with_nothing_installed_beside_the_client(
     pg_system: System, node: WebNode, tmp_path: Path,
 ) -> None:
-    npm = _npm()
-    project = _project(tmp_path / "app")
-    done = subprocess.run([npm, "install", "--install-links", *NPM, str(JS)], cwd=project,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    source = clean_copy(tmp_path / "herald" / "clients" / "js")
+    project = empty_node_project(tmp_path / "app")
+    npm_install(project, str(source))
+    modules = project / "node_modules"
+    assert (modules / "@herald-notify" / "client").is_symlink()  # npm links the folder...
+    assert sorted(p.name for p in modules.iterdir()) == [".package-lock.json", "@herald-notify"]
+    assert not (source / "node_modules").exists()  # ...and installs nothing for it, anywhere
+    _receives_an_event(project, pg_system, node)
+
+
+def test_the_js_client_installs_by_path_as_a_copy_with_install_links(
+    pg_system: System, node: WebNode, tmp_path: Path,
+) -> None:
+    source = clean_copy(tmp_path / "herald" / "clients" / "js")
+    project = empty_node_project(tmp_path / "app")
+    npm_install(project, "--install-links", str(source))
     installed = project / "node_modules" / "@herald-notify" / "client"
     assert installed.is_dir() and not installed.is_symlink()  # a copy, not a link
-    _connects(project, pg_system, node)
+    _receives_an_event(project, pg_system, node)
 
 
 def test_the_js_client_installs_from_an_npm_pack_tarball(
     pg_system: System, node: WebNode, tmp_path: Path,
 ) -> None:
-    npm = _npm()
-    packed = subprocess.run([npm, "pack", "--json", "--pack-destination", str(tmp_path), *NPM],
-                            cwd=JS, capture_output=True, text=True, timeout=120)
+    packed = subprocess.run([npm(), "pack", "--json", "--pack-destination", str(tmp_path),
+                             *NPM_QUIET], cwd=JS, capture_output=True, text=True, timeout=120)
     assert packed.returncode == 0, packed.stderr
     [meta] = json.loads(packed.stdout)
     assert meta["name"] == "@herald-notify/client"
     files = {f["path"] for f in meta["files"]}
-    assert "src/index.js" in files and "index.d.ts" in files
-    assert not any(f.startswith("test/") for f in files)  # only what a user needs
-    project = _project(tmp_path / "app")
-    done = subprocess.run([npm, "install", *NPM, str(tmp_path / meta["filename"])],
-                          cwd=project, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    _connects(project, pg_system, node)
+    assert {"src/index.js", "index.d.ts", "vendor/socket.io-client.node.js",
+            "vendor/LICENSES.txt"} <= files
+    assert not any(f.startswith(("test/", "scripts/")) for f in files)  # what a user needs
+    project = empty_node_project(tmp_path / "app")
+    npm_install(project, str(tmp_path / meta["filename"]))
+    _receives_an_event(project, pg_system, node)
 
 
 def test_the_python_client_installs_with_pip_into_a_fresh_venv(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit import portalmodules
 from testkit.processes import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,14 @@ def web(installed: Install, redis_url: str) -> Iterator[str]:
 def test_the_installed_web_node_serves_its_pages_and_what_they_import(web: str,
                                                                      path: str) -> None:
     assert httpx.get(f"{web}{path}", timeout=10).status_code == 200
+
+
+def test_the_installed_web_node_serves_every_module_the_portal_loads(web: str) -> None:
+    """The wheel's copy of the JS client and the vendored files: every import from
+    portal.js on (the client's `#socket.io-client` through the import map) is served."""
+    modules = portalmodules.walk(lambda path: httpx.get(f"{web}{path}", timeout=10))
+    assert (modules.unmapped, modules.failed) == ([], [])
+    assert "/portal/lib/herald-client/connection.js" in modules.served
 
 
 def test_herald_tail_from_the_install_prints_events_and_stops_quietly(installed: Install,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.portal.auth import decode
+from testkit import portalmodules
 from testkit.processes import WebNode
 from testkit.testrun import SECRET
 from testkit.world import World
@@ -22,6 +23,15 @@ def test_the_portal_page_its_client_library_and_socketio_client_are_served(world
         assert response.status_code == 200, path
         assert "javascript" in response.headers["content-type"], path
     assert http.get("/portal", follow_redirects=True).url.path == "/portal/"
+
+
+def test_every_module_the_portal_loads_resolves_through_its_import_map(world: World) -> None:
+    """From portal.js, every import the browser meets (the client's `#socket.io-client`
+    included) is relative or in the page's import map, and is served as JavaScript."""
+    modules = portalmodules.walk(world.api.http.get)
+    assert (modules.unmapped, modules.failed) == ([], [])
+    assert set(modules.mapped.values()) <= modules.served  # nothing mapped that is not used
+    assert "/portal/lib/herald-client/index.js" in modules.served
 
 
 def test_the_portal_is_served_with_security_headers(world: World) -> None:

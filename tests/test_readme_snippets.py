@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,9 +28,10 @@ from app.portal.models import User
 from app.portal.seed import seed
 from testkit.clients import token
 from testkit.databases import truncate_all
+from testkit.jsproject import clean_copy, empty_node_project, npm_install
 from testkit.processes import ROOT
 from testkit.system import System
-from testkit.testrun import CI, SECRET
+from testkit.testrun import SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -77,19 +77,11 @@ def test_every_js_and_python_block_is_marked_runnable() -> None:
 
 @pytest.fixture(scope="module")
 def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Node project in another folder with the client installed as its README says."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        if CI:
-            pytest.fail("node and npm are needed")
-        pytest.skip("node and npm are needed")
-    project = tmp_path_factory.mktemp("node-project")
-    (project / "package.json").write_text(
-        '{"name": "readme", "version": "1.0.0", "private": true, "type": "module"}')
-    done = subprocess.run([npm, "install", "--install-links", "--prefer-offline", "--no-audit",
-                           "--no-fund", "--loglevel=error", str(ROOT / "clients" / "js")],
-                          cwd=project, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    """A Node project in another folder with the client installed as its README says (plain
+    `npm install <path>`), from clients/js as a fresh clone has it (no node_modules)."""
+    where = tmp_path_factory.mktemp("readme")
+    project = empty_node_project(where / "project", name="readme")
+    npm_install(project, str(clean_copy(where / "herald" / "clients" / "js")))
     return project
 
 

@@ -9,7 +9,8 @@
 - `/docs`                      Swagger UI over /openapi.json, from the vendored files (works
                                offline: nothing from a CDN)
 
-No build step: the page maps `socket.io-client` and `@herald-notify/client` with an import map.
+No build step: the page maps `@herald-notify/client` and the client's `#socket.io-client` (its
+package.json "imports"; in Node a bundled build) with an import map.
 
 Every response under /portal (and /ops, with its own page's policy) carries security
 headers (`HEADERS`): a Content-Security-Policy allowing only this origin's scripts, styles

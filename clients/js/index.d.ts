@@ -141,8 +141,9 @@ export interface HeraldOptions {
   onReset?: (stream: string, head: Position) => void;
   /** The server refuses every token getToken() gives (state 'unauthorized'). */
   onError?: (error: HeraldError) => void;
-  /** socket.io-client's `io` (default: `import('socket.io-client')`; pass it in a browser
-   * without an import map). */
+  /** socket.io-client's `io` (default: `import('#socket.io-client')`: in Node the bundled
+   * build in vendor/, elsewhere the socket.io-client dependency or the page's import map;
+   * pass it in a browser without an import map). */
   io?: (url: string, options: Record<string, unknown>) => unknown;
   /** `fetch` for the history endpoint (default: globalThis.fetch). */
   fetch?: typeof fetch;

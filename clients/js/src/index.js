@@ -25,14 +25,18 @@ const EVENTS = {
   onTyping: 'user-typing',
 };
 
-/** socket.io-client's `io`, or a rejection that says how to install it. */
+/**
+ * socket.io-client's `io`, or a rejection that says what is missing. `#socket.io-client` is
+ * package.json's "imports": in Node the bundled build in vendor/ (nothing to install beside
+ * this package, even when npm only linked its folder), elsewhere the socket.io-client
+ * dependency (bundlers) or what the page's import map names.
+ */
 async function loadIo() {
   try {
-    return (await import('socket.io-client')).io;
+    return (await import('#socket.io-client')).io;
   } catch (err) {
-    throw new Error('createHerald: socket.io-client cannot be imported beside @herald-notify/client '
-      + '(install with `npm install --install-links <path to clients/js>`, or pass options.io): '
-      + err.message);
+    throw new Error('createHerald: socket.io-client cannot be imported (in a page, map '
+      + '"#socket.io-client" in the import map, or pass options.io): ' + err.message);
   }
 }
 
