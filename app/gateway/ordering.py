@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from app.core import jsoncodec
+from app.gateway.events import LogBudget
 
 log = logging.getLogger("herald.gateway")
 
@@ -78,6 +79,7 @@ class Ordering:
         self.max_packets = max_packets
         self.measure = measure
         self.overflows = 0  # times a socket's gates went over the bound (tests, diagnostics)
+        self.log_budget = LogBudget()  # their log lines: ~10 a second at most
         self._gates: dict[str, dict[str, _Gate]] = {}  # room -> sid -> gate
         self._floors: dict[str, dict[str, int]] = {}  # room -> sid -> floor
         self._load: dict[str, list[int]] = {}  # sid -> [characters, events] its gates hold
@@ -187,8 +189,11 @@ class Ordering:
                 gate.dropped = top if gate.dropped is None else max(gate.dropped, top)
                 gate.events, gate.size = [], 0
         self.overflows += 1
-        log.warning("gates over their bounds, live events left to the replay sid=%s "
-                    "room=%s events=%d chars=%d", sid, room, load[1], load[0])
+        left_out = self.log_budget.take()
+        if left_out is not None:
+            log.warning("gates over their bounds, live events left to the replay sid=%s "
+                        "room=%s events=%d chars=%d left_out=%d", sid, room, load[1], load[0],
+                        left_out)
 
     def _unload(self, sid: str, gate: _Gate) -> None:
         load = self._load.get(sid)
