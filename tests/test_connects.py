@@ -255,7 +255,7 @@ async def test_a_closed_socket_is_collected(pg_system: System, local_node: Local
     assert [r() for r in refs] == [None, None]
     assert eio_sid not in gateway.sio.environ
     assert gateway.replayer._locks == {}
-    assert not gateway.manager._gates and not gateway.manager._floors
+    assert gateway.manager.ordering.sids() == set()
     await keeper.close()
 
 

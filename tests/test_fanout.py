@@ -133,7 +133,8 @@ async def test_gated_socket_gets_nothing_live_and_its_floor_skips_what_replay_se
         node.manager.open_gate(gated_sid, ROOM)
         await node.emit("notification", durable(1))
         await node.emit("notification", durable(2))
-        assert [offset for offset, _, _ in node.manager.take_buffer(gated_sid, ROOM)] == [1, 2]
+        assert [offset for offset, _, _ in node.manager.ordering.take(gated_sid, ROOM).events] == [
+            1, 2]
         node.manager.close_gate(gated_sid, ROOM, floor=2)  # "replay sent through 2"
         await node.emit("notification", durable(2))  # a lagging relay's duplicate
         await node.emit("notification", durable(3))

@@ -434,44 +434,22 @@ async def test_a_replay_that_cannot_finish_drops_the_socket_or_refuses_the_join(
         await socket.close()
 
 
-def test_gate_buffers_then_floor_skips_what_the_replay_already_sent() -> None:
-    """The manager's bookkeeping alone (the real thing is exercised by the tests above)."""
+def test_the_manager_holds_back_what_its_ordering_names_and_forgets_marks_of_empty_rooms(
+) -> None:
+    """The manager's wiring of app/gateway/ordering.py (the model alone: test_ordering.py):
+    a gate closes on a floor only for a connected socket; emptied rooms lose their marks."""
     manager = HeraldRedisManager("redis://127.0.0.1:1/0", channel="unused")
-    manager.is_connected = lambda sid, namespace: True  # no server in a unit test
-
-    def live(offset: int) -> list[str]:
-        message = {"event": "e", "data": [{}, {"stream": "s", "offset": offset}], "room": "s"}
-        return manager._hold_back("s", offset, message)
-
+    manager.rooms = {"/": {None: {"a": "ea"}, "s": {"a": "ea"}}}
+    connected = {"a"}
+    manager.is_connected = lambda sid, namespace: sid in connected  # no server here
     manager.open_gate("a", "s")
-    assert live(5) == ["a"] and live(4) == ["a"]
-    assert [offset for offset, _, _ in manager.take_buffer("a", "s")] == [4, 5]
-    assert manager.take_buffer("a", "s") == []
-    manager.close_gate("a", "s", floor=6)  # the replay went up to 6
-    assert live(6) == ["a"]  # a lagging relay's copy: skipped
-    assert live(7) == []  # caught up: the floor is gone
-    assert live(6) == []
-    manager.open_gate("b", "s")
-    manager.close_all("b")
-    assert live(8) == [] and not manager.is_gated("b", "s")
-
-
-def test_room_mark_is_the_lowest_replay_end_and_follows_live_events_only_without_a_gap() -> None:
-    """The manager's per-room mark alone (the real catch-up is tests/test_redis_restart.py)."""
-    manager = HeraldRedisManager("redis://127.0.0.1:1/0", channel="unused")
-    manager.rooms = {"/": {None: {"a": "ea", "b": "eb"}, "s": {"a": "ea"}}}
-    manager.note_sent("a", "s", 5)  # alone in the room: the mark is its replay's end
-    assert manager.mark("s") == 5
-    manager.rooms["/"]["s"]["b"] = "eb"
-    manager.note_sent("b", "s", 3)  # a second socket sent less: the mark is the lower one
-    assert manager.mark("s") == 3
-    manager.live("s", 4)
-    manager.live("s", 4)  # a duplicate changes nothing
-    assert manager.mark("s") == 4
-    manager.live("s", 6)  # 5 was lost (not subscribed): the mark stays before the gap
-    assert manager.mark("s") == 4
-    manager.set_mark("s", 6)  # the catch-up sent everything through 6
-    manager.live("s", 7)
-    assert manager.mark("s") == 7
+    manager.close_gate("a", "s", floor=6)
+    assert manager.ordering.on_live("s", 6, "e", [{}]) == ["a"]  # the floor holds
+    connected.clear()
+    manager.open_gate("a", "s")
+    manager.close_gate("a", "s", floor=6)  # gone meanwhile: no floor
+    assert manager.ordering.on_live("s", 6, "e", [{}]) == []
+    manager.ordering.note_sent("a", "s", 5)
+    assert manager.stream_rooms() == {"s": ["a"]} and manager.ordering.mark("s") == 5
     del manager.rooms["/"]["s"]
-    assert manager.stream_rooms() == {} and manager.mark("s") is None  # emptied: forgotten
+    assert manager.stream_rooms() == {} and manager.ordering.mark("s") is None

@@ -2,7 +2,9 @@
 
 Each socket's send queue is bounded (app/gateway/sendqueue.py): live events past the bound
 close its transport, and a replay is sent at the pace the socket drains, its transport
-closed when it does not drain in time. A client that reads gets everything.
+closed when it does not drain in time. The live events held for a socket while its replay
+is paced are bounded the same way (app/gateway/ordering.py). A client that reads gets
+everything.
 
 Against Herald's gateway in this process (to read its queues) under a real uvicorn, with a
 raw websocket client whose socket has a tiny receive buffer and that stops reading.
@@ -23,11 +25,15 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from app.gateway.bounds import SocketBounds
+from app.gateway.ordering import Ordering
 from app.gateway.sendqueue import SendQueue
+from app.outbox.publisher import RedisPublisher
 from app.outbox.streams import ticket_stream
+from app.outbox.tables import EventRecord
 from app.outbox.writer import append_rows
 from app.portal import projects
 from testkit.clients import SocketClient, token
+from testkit.eventually import eventually_async
 from testkit.localnode import LocalNode, local_node
 from testkit.system import System
 
@@ -189,6 +195,119 @@ async def test_live_events_to_a_socket_that_never_reads_close_its_transport(
         assert [e.payload["i"] for e in live] == list(range(count))
     finally:
         await reader.close()
+
+
+def _append(system: System, stream: str, start: int, count: int) -> list[EventRecord]:
+    with system.factory() as session, session.begin():
+        return append_rows(session, [(stream, "note", {"i": i, "fill": FILLER})
+                                     for i in range(start, start + count)])
+
+
+async def _read_offsets(ws: ClientConnection, stream: str, count: int) -> list[int]:
+    """Read (answering pings) until `count` events of `stream` came; their offsets."""
+    got: list[int] = []
+    async with asyncio.timeout(60):
+        while len(got) < count:
+            frame = str(await ws.recv())
+            if frame == "2":
+                await ws.send("3")
+            elif frame.startswith("42"):
+                args = json.loads(frame[2:])[1:]
+                if len(args) == 2 and isinstance(args[1], dict) \
+                        and args[1].get("stream") == stream:
+                    got.append(args[1]["offset"])
+    return got
+
+
+@dataclass
+class Held:
+    chars: int = 0  # the most seen held for the socket at once
+    events: int = 0
+
+
+async def _watch_held(ordering: Ordering, sid: str, held: Held) -> None:
+    while True:  # until cancelled
+        chars, events = ordering.held(sid)
+        held.chars, held.events = max(held.chars, chars), max(held.events, events)
+        await asyncio.sleep(0.005)
+
+
+async def test_live_events_held_during_a_paced_replay_stay_bounded_and_all_arrive_in_order(
+    pg_system_session: System, redis_url: str
+) -> None:
+    """A client stops reading mid-replay while 1.5 MB of live events of the stream come:
+    what its gate holds stays within the bound (it drops them past it), and once the client
+    reads it gets the history and every live event, in order, once. (Here the replay's
+    later reads of the table cover what the gate dropped; the next test, the flush's.)"""
+    ticket = _ticket(pg_system_session, HISTORY)
+    stream = ticket_stream(ticket.id)
+    live = 1500  # events of about 1 KB during the replay: 6 times what its gates may hold
+    bounds = SocketBounds(queue_bytes=QUEUE_BYTES, queue_packets=2000, drain_timeout=30)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        ordering = node.gateway.manager.ordering
+        sockets = node.gateway.sio.eio.sockets
+        before = set(sockets)
+        stuck = await _stuck_client(node, ticket.user, ticket.id, offset=0)
+        held = Held()
+        watcher: asyncio.Task[None] | None = None
+        publisher = RedisPublisher(redis_url, channel=node.gateway.manager.channel)
+        try:
+            eio_sid = await _new_socket(node, before)
+            sid = await eventually_async(
+                lambda: node.gateway.sio.manager.sid_from_eio_sid(eio_sid, "/"), "no sid")
+            # The replay waits for the socket to read: its gate is open, its queue full.
+            await eventually_async(
+                lambda: ordering.is_gated(sid, stream)
+                and not sockets[eio_sid].queue.has_room(2 * len(FILLER)), "replay not paced")
+            watcher = asyncio.create_task(_watch_held(ordering, sid, held))
+            for start in range(0, live, 100):
+                events = await asyncio.to_thread(_append, pg_system_session, stream,
+                                                 HISTORY + start, 100)
+                await asyncio.to_thread(publisher.publish, events)
+            await eventually_async(lambda: ordering.overflows > 0, "the gates never overflowed")
+            got = await _read_offsets(stuck, stream, HISTORY + live)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            publisher.close()
+            await stuck.close()
+        assert got == list(range(1, HISTORY + live + 1))
+        assert 0 < held.chars <= QUEUE_BYTES and held.events <= 2000, held
+        assert not ordering.is_gated(sid, stream)
+
+
+async def test_live_events_a_full_gate_dropped_are_read_from_the_table_in_order(
+    pg_system_session: System, redis_url: str
+) -> None:
+    """The gate of a replay still sending (after its last read of the table) goes over its
+    bound: what it dropped is read from the table by the replay's flush, then the rest."""
+    ticket = _ticket(pg_system_session, 10)
+    stream = ticket_stream(ticket.id)
+    live = 400  # events of about 1 KB: 6 times what the gates may hold
+    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        ordering = node.gateway.manager.ordering
+        reader = SocketClient(node.url, token(ticket.user, "client"))
+        await reader.connect()
+        publisher = RedisPublisher(redis_url, channel=node.gateway.manager.channel)
+        try:
+            joined = await reader.call("join-ticket", ticket.id)
+            assert joined["ok"] and joined["offset"] == 10, joined
+            sid = reader.sio.get_sid("/")
+            node.gateway.manager.open_gate(sid, stream)  # as a replay still sending would
+            for start in range(0, live, 100):
+                events = await asyncio.to_thread(_append, pg_system_session, stream,
+                                                 10 + start, 100)
+                await asyncio.to_thread(publisher.publish, events)
+                assert ordering.held(sid)[0] <= 65536
+            await eventually_async(lambda: ordering.overflows > 0, "the gate never overflowed")
+            await node.gateway.replayer.flush(sid, stream, 10, joined["epoch"])
+            notes = await reader.wait_count("note", live, timeout=30)
+            assert [n.meta["offset"] for n in notes if n.meta] == list(range(11, 11 + live))
+            assert not ordering.is_gated(sid, stream)
+        finally:
+            publisher.close()
+            await reader.close()
 
 
 # -- the queue alone ----------------------------------------------------------------------

@@ -8,9 +8,10 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class SocketBounds:
-    """Per socket: its send queue's bounds (characters of packet data, packets), how long a
-    replay waits for it to read before its transport is closed, how many unknown events it
-    may send a minute; per node: how often the identities of open sockets are re-read."""
+    """Per socket: its send queue's bounds (characters of packet data, packets; also what
+    its replay gates may hold, app/gateway/ordering.py), how long a replay waits for it
+    to read before its transport is closed, how many unknown events it may send a minute;
+    per node: how often the identities of open sockets are re-read."""
 
     queue_bytes: int = 2 * 2**20
     queue_packets: int = 5000

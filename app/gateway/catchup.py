@@ -8,7 +8,7 @@ So the node repairs the gap itself, room by room (every room's channel is subscr
 again first, app/gateway/rooms.py): it waits for any replay in progress
 on the room (the per-(socket, stream) replay locks), gates the room's sockets, sends
 the events after the room's mark (the offset through which all of them were sent the
-stream, app/gateway/manager.py) read from the database, then what the gates held back,
+stream, app/gateway/ordering.py) read from the database, then what the gates held back,
 and closes the gates on a floor. Order per socket holds; a socket may see an event twice
 (clients de-duplicate by (stream, offset)) but never misses one.
 
@@ -59,7 +59,7 @@ class CatchUp:
                 await lock.acquire()  # a replay in progress on (sid, room) ends first
                 held.append(lock)
             sids = [s for s in self.manager.members(room) if self.manager.is_connected(s, "/")]
-            after = self.manager.mark(room)
+            after = self.manager.ordering.mark(room)
             if not sids:
                 return
             if after is None:
@@ -70,7 +70,7 @@ class CatchUp:
             # follows) before the table is read: nothing falls between the two.
             await self.manager.subscribed([room])
             last = await self.replayer.catch_up(room, sids, after)
-            self.manager.set_mark(room, last)
+            self.manager.ordering.set_mark(room, last)
             if last > after:
                 log.info("caught up room=%s after=%d last=%d sockets=%d", room, after, last,
                          len(sids))

@@ -1,22 +1,18 @@
 """A Redis client manager that keeps each socket's view of a stream in offset order.
 
-When a socket catches up on a stream, live events for that stream (arriving from the
-relay through Redis) must not overtake the replayed ones:
-
-* While a (socket, stream) **gate** is open, live events for the stream are buffered for
-  that socket and skipped in the room broadcast; the replay then sends the buffer,
-  minus what it already sent.
-* When the replay ends, the gate becomes a **floor**: the last offset the socket was
-  sent. Live events at or below it (a relay lagging behind the database) are skipped
-  for that socket; the first live event above it removes the floor.
+The ordering model itself — per-socket gates that hold live events while a replay runs,
+floors that drop what a replay already sent, per-room marks — is app/gateway/ordering.py
+(`self.ordering`). This subclass of python-socketio's AsyncRedisManager is the
+integration: it hands every durable live event of a room to the model before the room
+broadcast (`_handle_emit`) and skips the sockets it names; opening a gate subscribes the
+room's channel, closing the last one may unsubscribe it; a gate closes on a floor only for
+a socket still connected.
 
 Live pub/sub is at most once: while this node is not subscribed (Redis restarting), it
-misses messages for good. So the manager keeps, per room, a **mark**: the offset through
-which every socket of this node in the room was sent the stream (set when a replay
-closes its gate, advanced by each live event that follows it without a gap). When the
-subscription comes back after a loss, the manager calls `on_resubscribed`, and the
-gateway catches each room up from the event table after its mark (app/gateway/catchup.py):
-the clients see no disconnect and no gap, at worst a duplicate.
+misses messages for good. When the subscription comes back after a loss, the manager
+calls `on_resubscribed`, and the gateway catches each room up from the event table after
+its mark (app/gateway/catchup.py): the clients see no disconnect and no gap, at worst a
+duplicate.
 
 The node receives only its rooms' events (app/gateway/rooms.py): it subscribes to a
 stream's own channel while the room has a local socket or gate, and listens on the shared
@@ -39,21 +35,24 @@ from app.core.channels import room_channel, room_prefix
 from app.core.redisclients import async_redis
 from app.core.redisurls import parse_redis_url
 from app.gateway import direct, fanout
+from app.gateway.ordering import Ordering
 from app.gateway.rooms import RoomChannels, is_stream
 from app.gateway.shards import ShardedPubSub
 
 log = logging.getLogger("herald.gateway")
 
-Buffered = tuple[int, str, list[Any]]  # (offset, event name, arguments)
 MAX_RETRY_SLEEP = 2.0
-PRUNE_MARKS_EVERY = 1000
 
 
 class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """AsyncRedisManager with per-socket replay gates and floors, and a fan-out without
-    a task per socket."""
+    """AsyncRedisManager with the ordering model's gates, floors and marks applied to
+    live events, and a fan-out without a task per socket.
 
-    def __init__(self, *args: Any, room_channels: bool = True, **kwargs: Any) -> None:
+    `hold_bytes`/`hold_packets`: what one socket's gates may hold (app/gateway/ordering.py;
+    the gateway passes its send queue's bounds)."""
+
+    def __init__(self, *args: Any, room_channels: bool = True, hold_bytes: int = 2 * 2**20,
+                 hold_packets: int = 5000, **kwargs: Any) -> None:
         # No silent reconnection inside redis-py: a lost subscription must be seen (its
         # rooms are then re-subscribed and caught up).
         kwargs.setdefault("redis_options", {"retry": Retry(NoBackoff(), 0)})
@@ -61,10 +60,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.room_channels = room_channels  # emit to a stream room on its channel (typing)
         self.subscriptions = RoomChannels(room_prefix(self.channel))
         self.messages_received = 0  # messages this node took off Redis (both kinds)
-        self._gates: dict[str, dict[str, list[Buffered]]] = {}
-        self._floors: dict[str, dict[str, int]] = {}
-        self._marks: dict[str, int] = {}
-        self._notes = 0
+        self.ordering = Ordering(lambda room: self.rooms.get("/", {}).get(room, {}),
+                                 max_bytes=hold_bytes, max_packets=hold_packets)
         self.fast_fanout = True  # False: python-socketio's task-per-socket emit (bench, tests)
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
 
@@ -94,40 +91,25 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             return ShardedPubSub(self.redis, options)
         return self.redis.pubsub(ignore_subscribe_messages=False)
 
-    # -- gates and floors ----------------------------------------------------------------
+    # -- gates (the model: app/gateway/ordering.py) -------------------------------------
     def open_gate(self, sid: str, room: str) -> None:
         """Hold back live events of `room` for `sid` until `close_gate`; the node subscribes
         to the room's channel from now on (a connect reads the head after this)."""
-        self._gates.setdefault(room, {})[sid] = []
-        self._drop(self._floors, sid, room)
+        self.ordering.open_gate(sid, room)
         if is_stream(room):
             self.subscriptions.want(room)
 
-    def is_gated(self, sid: str, room: str) -> bool:
-        return sid in self._gates.get(room, {})
-
-    def take_buffer(self, sid: str, room: str) -> list[Buffered]:
-        """Buffered live events for (sid, room) in offset order, emptied; the gate stays open."""
-        gate = self._gates.get(room, {})
-        buffered = gate.get(sid, [])
-        if sid in gate:
-            gate[sid] = []
-        return sorted(buffered, key=lambda item: item[0])
-
     def close_gate(self, sid: str, room: str, floor: int | None = None) -> None:
-        """Let live events through again, except those at or below `floor` (already sent)."""
-        self._drop(self._gates, sid, room)
-        if floor is not None and floor > 0 and self.is_connected(sid, "/"):
-            self._floors.setdefault(room, {})[sid] = floor
-        else:
-            self._drop(self._floors, sid, room)
+        """Let live events through again, except those at or below `floor` (already sent)
+        while `sid` is connected; unsubscribe the room if nobody here needs it now."""
+        connected = floor is not None and self.is_connected(sid, "/")
+        self.ordering.close_gate(sid, room, floor if connected else None)
         self._unwanted(room)
 
     def close_all(self, sid: str) -> None:
-        for table in (self._gates, self._floors):
-            for room in [r for r, sids in table.items() if sid in sids]:
-                self._drop(table, sid, room)
-                self._unwanted(room)
+        """`sid` is gone (or failed its connect): its gates and floors go."""
+        for room in self.ordering.close_all(sid):
+            self._unwanted(room)
 
     # -- room channels -------------------------------------------------------------------
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
@@ -143,7 +125,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     def _unwanted(self, room: Any) -> None:
         """Unsubscribe `room` if no local socket is in it and no gate is open on it."""
-        if room in self.subscriptions.wanted and room not in self._gates \
+        if room in self.subscriptions.wanted and not self.ordering.gated(room) \
                 and not self.rooms.get("/", {}).get(room):
             self.subscriptions.drop(room)
 
@@ -178,49 +160,7 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             return
         await super()._publish(data)
 
-    @staticmethod
-    def _drop(table: dict[str, dict[str, Any]], sid: str, room: str) -> None:
-        sids = table.get(room)
-        if sids is not None:
-            sids.pop(sid, None)
-            if not sids:
-                table.pop(room, None)
-
-    # -- marks ---------------------------------------------------------------------------
-    def mark(self, room: str) -> int | None:
-        """The offset through which every socket here in `room` was sent the stream."""
-        return self._marks.get(room)
-
-    def note_sent(self, sid: str, room: str, last: int) -> None:
-        """`sid` was sent `room` through `last` (its replay closed): lower the mark to it."""
-        # any(): stops at the first other socket (a list of all members made every
-        # connect cost O(sockets in the room), O(n²) for a room's n connects).
-        others = any(s != sid for s in self.rooms.get("/", {}).get(room, {}))
-        mark = self._marks.get(room)
-        self._marks[room] = last if mark is None or not others else min(mark, last)
-        self._notes += 1
-        if self._notes % PRUNE_MARKS_EVERY == 0:
-            self._prune_marks()
-
-    def _prune_marks(self) -> None:
-        """Forget the marks of rooms that emptied meanwhile: a look-up per mark, no copy of
-        any room (copying every room's members made each connect cost O(sockets))."""
-        namespace = self.rooms.get("/", {})
-        for room in [r for r in self._marks if not namespace.get(r)]:
-            self._marks.pop(room, None)
-
-    def set_mark(self, room: str, last: int) -> None:
-        """Every socket here in `room` was sent it through `last` (a catch-up closed)."""
-        self._marks[room] = max(last, self._marks.get(room, 0))
-
-    def live(self, room: str, offset: int) -> None:
-        """A live event of `room` reached this node: the mark follows it, only without a gap
-        (a message lost while unsubscribed leaves the mark before it, and the catch-up
-        after resubscribing starts there)."""
-        mark = self._marks.get(room)
-        if mark is not None and offset == mark + 1:
-            self._marks[room] = offset
-
+    # -- rooms and live events ---------------------------------------------------------
     def members(self, room: str) -> list[str]:
         return list(self.rooms.get("/", {}).get(room, {}))
 
@@ -230,21 +170,17 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         sids = set(namespace.get(None, {}))
         rooms = {name: list(members) for name, members in namespace.items()
                  if name is not None and name not in sids and members}
-        for room in [r for r in self._marks if r not in rooms]:
-            self._marks.pop(room, None)
+        self.ordering.keep_marks(rooms)
         return rooms
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        """A room emit from Redis: the ordering model sees each durable event first and
+        names the sockets it holds it back from (`skip_sid`)."""
         room = message.get("room")
-        if not isinstance(room, str):
-            await self._emit_here(message)
-            return
-        if room in self._marks or room in self._gates or room in self._floors:
+        if isinstance(room, str) and self.ordering.watches(room):
             offset = _durable_offset(message, room)
             if offset is not None:
-                self.live(room, offset)
-            if offset is not None and (room in self._gates or room in self._floors):
-                skip = self._hold_back(room, offset, message)
+                skip = self.ordering.on_live(room, offset, message["event"], message["data"])
                 if skip:
                     current = message.get("skip_sid")
                     current = current if isinstance(current, list) else (
@@ -257,20 +193,6 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         python-socketio's own for what it does not handle (binary, ack callbacks)."""
         if not (self.fast_fanout and await fanout.deliver(self, message)):
             await super()._handle_emit(message)
-
-    def _hold_back(self, room: str, offset: int, message: dict[str, Any]) -> list[str]:
-        """The sockets that must not get this live event now (buffered or already sent)."""
-        skip: list[str] = []
-        for sid, buffer in self._gates.get(room, {}).items():
-            buffer.append((offset, message["event"], list(message["data"])))
-            skip.append(sid)
-        floors = self._floors.get(room, {})
-        for sid, floor in list(floors.items()):
-            if offset <= floor:
-                skip.append(sid)
-            else:
-                self._drop(self._floors, sid, room)
-        return skip
 
     # -- the subscription ----------------------------------------------------------------
     async def _listen(self) -> AsyncIterator[Any]:  # pragma: no cover

@@ -1,8 +1,10 @@
 """Replay: send a socket what it missed of a stream, then hand it over to live delivery.
 
-While a (socket, stream) replays, the manager's gate holds back that stream's live events
-for the socket; `flush` then sends the held-back ones newer than the replay and closes
-the gate with no await in between, so live events never overtake replayed ones. One
+While a (socket, stream) replays, its gate (app/gateway/ordering.py) holds back that
+stream's live events for the socket; `flush` then sends the held-back ones newer than the
+replay and closes the gate with no await in between, so live events never overtake
+replayed ones. A gate that went over its bound (a slow reader pacing the replay) held the
+highest offset it dropped instead: `flush` reads the event table through it first. One
 replay at a time per (socket, stream).
 
 Reads are shared (`PageReads`): sockets replaying the same stream from the same offset at
@@ -219,8 +221,8 @@ class Replayer:
         except BaseException:
             self.manager.close_gate(sid, stream)
             raise
-        last = await self.flush(sid, stream, last)
-        self.manager.note_sent(sid, stream, last)
+        last = await self.flush(sid, stream, last, head.epoch)
+        self.manager.ordering.note_sent(sid, stream, last)
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
         if sent:
@@ -256,25 +258,66 @@ class Replayer:
             for sid in sids:
                 self.manager.close_gate(sid, stream)
             raise
-        reached = [await self.flush(sid, stream, last) for sid in sids]
+        reached: list[int] = []
+        try:
+            for sid in sids:
+                reached.append(await self.flush(sid, stream, last, head.epoch))
+        except BaseException:
+            for sid in sids[len(reached):]:
+                self.manager.close_gate(sid, stream)
+            raise
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
         return min(reached, default=last)
 
-    async def flush(self, sid: str, stream: str, last: int) -> int:
-        """Send the live events held back for (sid, stream) after `last`; close the gate."""
+    async def flush(self, sid: str, stream: str, last: int, epoch: str) -> int:
+        """Send the live events held back for (sid, stream) after `last`; close the gate.
+
+        Where the gate dropped events (over its bound), they are read from the event table
+        of `epoch` through the highest one dropped, at the pace the socket reads; then
+        whatever the gate held meanwhile. Returns the last offset sent. Raises Gone if
+        dropped events are not in the table any more (the gate is closed then too).
+        """
         try:
             while True:
-                buffered = self.manager.take_buffer(sid, stream)
-                if not buffered:
+                taken = self.manager.ordering.take(sid, stream)
+                if taken.dropped is not None and taken.dropped > last:
+                    last = await self.read_through(sid, stream, last, epoch, taken.dropped)
+                    if last < taken.dropped:
+                        break  # the socket is gone, or was closed for not reading
+                elif not taken.events:
                     break
-                for offset, name, data in buffered:
+                for offset, name, data in taken.events:
                     if offset > last:
                         await self.send(sid, name, data)
                         last = offset
-        finally:
-            # No await between the last empty take_buffer and this: nothing slips through.
-            self.manager.close_gate(sid, stream, floor=last)
+        except BaseException:
+            self.manager.close_gate(sid, stream)
+            raise
+        # No await between the last empty take and this: nothing slips through.
+        self.manager.close_gate(sid, stream, floor=last)
+        return last
+
+    async def read_through(self, sid: str, stream: str, last: int, epoch: str,
+                           through: int) -> int:
+        """Send (sid, stream) the events after `last` through at least `through` from the
+        event table: live events its gate dropped. Returns the last offset sent (less than
+        `through` if the socket went or was closed for not reading)."""
+        # Those events were published, so committed, before now: a read from now has them.
+        since = asyncio.get_running_loop().time()
+        sent = 0
+        while last < through and self.manager.is_connected(sid, "/"):
+            page = await self.pages.read(stream, last, epoch, since)
+            if not page.events:
+                raise Gone(f"events of {stream} after {last} are not in the event table")
+            if not await self.send_page(sid, page):
+                break
+            last = page.events[-1].offset
+            sent += len(page.events)
+        if sent and self.metrics is not None:
+            self.metrics.replayed(sent)
+        log.info("read dropped live events from the table sid=%s stream=%s through=%d "
+                 "events=%d", sid, stream, through, sent)
         return last
 
     async def send_page(self, sid: str, page: Page) -> bool:

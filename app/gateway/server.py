@@ -71,7 +71,10 @@ class Gateway:
         self.metrics = metrics or NodeMetrics()
         self.limits = limits
         self.max_connections = max_connections
-        self.manager = HeraldRedisManager(redis_url, channel=channel)
+        # One socket's gates hold at most what its send queue may (app/gateway/ordering.py).
+        self.manager = HeraldRedisManager(redis_url, channel=channel,
+                                          hold_bytes=bounds.queue_bytes,
+                                          hold_packets=bounds.queue_packets)
         self.manager.fast_fanout = fast_fanout
         self.presence = Presence(redis_url, prefix=names.key(channel, "presence"))
         # Who is in each project/ticket room, cluster-wide (app/gateway/roster.py); one hash
