@@ -11,6 +11,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from testkit.source import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # package -> the packages it may import (besides itself and the standard/third-party ones)
@@ -42,7 +44,7 @@ def unit(module: str) -> str | None:
 def imports(path: Path, module: str) -> Iterator[tuple[int, str]]:
     """Every module `path` imports, at any depth (lazy imports inside functions too)."""
     package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
