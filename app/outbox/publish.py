@@ -44,6 +44,7 @@ from app.outbox.writer import (
     ensure_stream,
     insert_or_skip,
     load_event,
+    new_event_ids,
 )
 
 MAX_BATCH = 1000
@@ -156,7 +157,7 @@ def publish_checked(
     if any(spec.idempotency_key is not None for spec in items):
         _check_service(service)
     else:
-        ids = [str(uuid.uuid4()) for _ in items]
+        ids = new_event_ids(len(items))
         records = append_rows(session, [(s.stream, s.type, s.data) for s in items], ids=ids,
                               payloads=payloads, nudge=nudge)
         return [Published(record, True) for record in records]
@@ -197,7 +198,7 @@ def publish_alone(engine: Engine, items: Sequence[EventSpec], payloads: Sequence
     if (engine.dialect.name != "postgresql"
             or any(spec.idempotency_key is not None for spec in items)):
         return None
-    ids = [str(uuid.uuid4()) for _ in items]
+    ids = new_event_ids(len(items))
     rows = [(s.stream, s.type, s.data) for s in items]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
