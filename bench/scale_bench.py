@@ -7,7 +7,9 @@ each, every relay cursor caught up. Then, with a real web node on it:
   channel nobody listens to), median of several calls;
 - `GET /api/admin/outbox` round trip, idle and with 5,000 events pending;
 - `POST /api/events` batches of 1,000 events: into 1 stream, over 1,000 existing
-  streams (random ones), over 1,000 new streams;
+  streams (random ones), over 1,000 new streams; events/s, and the CPU each batch cost
+  the web node and PostgreSQL (the backends on that database; Linux /proc): on a shared
+  machine the CPU is the steadier figure, the wall time waits for the other processes;
 - the drain: 5,000 events POSTed to random streams (in batches of 1,000) while a relay
   thread in this process runs `relay()` in a loop, as a worker's relay thread does when
   nudged: from the first POST until the last of them is published;
@@ -21,6 +23,7 @@ runs this part alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
@@ -40,7 +43,7 @@ from app.portal import projects
 from bench import infra
 from bench.env import PG_ADMIN_URL, QUEUE, REDIS_URL, RELAY_CHANNEL, RUN
 from bench.stats import Figure, Report, median
-from bench.writes_bench import Client
+from bench.writes_bench import Client, cpu_seconds
 from testkit import pg
 from testkit.clients import token
 
@@ -67,6 +70,9 @@ class Measured:
     one_stream: list[float] | None = None
     existing: list[float] | None = None
     new: list[float] | None = None
+    one_stream_cpu: list[float] | None = None  # ms of web node + PostgreSQL CPU per batch
+    existing_cpu: list[float] | None = None
+    new_cpu: list[float] | None = None
     drain: float = 0.0
     relay_only: float = 0.0
 
@@ -110,18 +116,46 @@ def _batch(streams: list[str], tag: str) -> bytes:
                        for i in range(BATCH)]).encode()
 
 
-def _post_rate(client: Client, bodies: list[bytes]) -> list[float]:
-    """Events/s of each body (a batch of BATCH) POSTed on its own."""
-    client.touch()
-    out = []
+class ServerCpu:
+    """CPU seconds so far of the web node and of PostgreSQL's backends on its database."""
+
+    def __init__(self, web_pid: int, engine: Engine) -> None:
+        self.web_pid, self.engine = web_pid, engine
+
+    def pids(self) -> list[int]:
+        with self.engine.connect() as conn:
+            backends = conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars().all()
+        return [self.web_pid, *backends]
+
+    @staticmethod
+    def read(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it ended
+                total += cpu_seconds(pid)
+        return total
+
+
+def _post_rate(client: Client, bodies: list[bytes], cpu: ServerCpu
+               ) -> tuple[list[float], list[float]]:
+    """Events/s of each body (a batch of BATCH) POSTed on its own, and the CPU ms it cost
+    the web node and PostgreSQL (its nudge after the answer included)."""
+    rates, cpus = [], []
     for body in bodies:
+        client.touch()
+        pids = cpu.pids()
+        before = cpu.read(pids)
         start = time.perf_counter()
         status, answer = client.call("POST", "/api/events", body)
         elapsed = time.perf_counter() - start
         if status != 201:
             raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
-        out.append(BATCH / elapsed)
-    return out
+        rates.append(BATCH / elapsed)
+        time.sleep(0.05)  # the nudge, after the answer
+        cpus.append(1000 * (cpu.read(pids) - before))
+    return rates, cpus
 
 
 def _drain(engine: Engine, publisher: RedisPublisher, events: int) -> float:
@@ -213,18 +247,20 @@ def measure_size(streams: int, sizes: ScaleSizes) -> Measured:
                 return [_batch([f"user-{rng.randint(1, streams)}" for _ in range(BATCH)],
                                f"{tag}{n}") for n in range(sizes.events // BATCH)]
 
-            out.existing = _post_rate(service, random_batches("e"))
+            assert web.proc is not None
+            cpu = ServerCpu(web.proc.pid, engine)
+            out.existing, out.existing_cpu = _post_rate(service, random_batches("e"), cpu)
             out.admin_pending = _gets(operator, sizes.reps)
             out.relay_only = _drain(engine, publisher, sizes.events)
             bodies = random_batches("d")
             service.touch()
             out.drain = _posted_and_drained(engine, publisher, service, bodies, sizes.events)
-            out.one_stream = _post_rate(service, [_batch([f"project-{n + 1}"], f"o{n}")
-                                                  for n in range(sizes.reps)])
+            out.one_stream, out.one_stream_cpu = _post_rate(
+                service, [_batch([f"project-{n + 1}"], f"o{n}") for n in range(sizes.reps)], cpu)
             fresh = [[f"ticket-{n * BATCH + i + 1}" for i in range(BATCH)]
                      for n in range(sizes.reps)]
-            out.new = _post_rate(service, [_batch(names, f"n{n}")
-                                           for n, names in enumerate(fresh)])
+            out.new, out.new_cpu = _post_rate(service, [_batch(names, f"n{n}")
+                                                        for n, names in enumerate(fresh)], cpu)
         finally:
             service.close()
             operator.close()
@@ -266,6 +302,10 @@ def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Meas
          "goal >= 15,000 ev/s", higher=True)
     pair("new", "POST 1,000 events over 1,000 new streams", "ev/s", "goal >= 15,000 ev/s",
          higher=True)
+    for key, name in (("one_stream_cpu", "into 1 stream"),
+                      ("existing_cpu", "over 1,000 existing streams"),
+                      ("new_cpu", "over 1,000 new streams")):
+        pair(key, f"  CPU per batch {name} (web node + PostgreSQL)", "ms")
 
 
 async def run(report: Report, sizes: ScaleSizes) -> None:

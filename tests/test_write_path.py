@@ -7,24 +7,26 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Text as SqlText
-from sqlalchemy import cast, select, text
+from sqlalchemy import cast, select, text, update
 
 from app.core import db as core_db
 from app.core.errors import AuthError
 from app.core.jsoncodec import loads
 from app.outbox import writer
 from app.outbox.publish import EventSpec, publish_alone, publish_many
-from app.outbox.tables import Event, Stream
+from app.outbox.tables import Event, RelayCursor, Stream
 from app.portal import auth
 from app.portal.models import Project, User
 from testkit.clients import token
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.testrun import SECRET
 from testkit.world import World
 
@@ -93,27 +95,116 @@ def test_a_rolled_back_batch_leaves_no_event_no_offset_and_no_nudge(db: Database
     assert _offsets(db, "clients") == [1]
 
 
-def test_publish_alone_is_one_existing_stream_without_keys_or_nothing(pg_db: Database) -> None:
+def test_publish_alone_takes_any_batch_without_keys_and_commits_it_by_itself(
+        pg_db: Database) -> None:
     one = [EventSpec("project-5", "x", {"i": i}) for i in range(3)]
     payloads = ['{"i":0}', '{"i":1}', '{"i":2}']
-    assert publish_alone(pg_db.engine, one, payloads) is None  # no such stream: nothing done
-    with pg_db.factory() as session:
-        assert session.get(Stream, "project-5") is None
-    with pg_db.factory() as session, session.begin():
-        writer.ensure_stream(session, "project-5")
-        writer.ensure_stream(session, "project-6")
-    published = publish_alone(pg_db.engine, one, payloads)
+    published = publish_alone(pg_db.engine, one, payloads)  # a new stream: made on the way
     assert published is not None
     assert [(p.event.offset, p.event.payload, p.created) for p in published] == [
         (1, {"i": 0}, True), (2, {"i": 1}, True), (3, {"i": 2}, True)]
     assert _stored(pg_db, "project-5") == [(1, "x", {"i": 0}), (2, "x", {"i": 1}),
                                            (3, "x", {"i": 2})]  # committed by itself
     two = [EventSpec("project-5", "x", {}), EventSpec("project-6", "x", {})]
-    assert publish_alone(pg_db.engine, two, ["{}", "{}"]) is None  # two streams: a transaction
+    published = publish_alone(pg_db.engine, two, ["{}", "{}"])  # one new, one not
+    assert published is not None
+    assert [(p.event.stream, p.event.offset) for p in published] == [("project-5", 4),
+                                                                     ("project-6", 1)]
     keyed = [EventSpec("project-5", "x", {}, idempotency_key="k")]
     assert publish_alone(pg_db.engine, keyed, ["{}"]) is None  # a key: claimed in a transaction
-    assert _offsets(pg_db, "project-5") == [1, 2, 3]
-    assert _offsets(pg_db, "project-6") == []
+    assert _offsets(pg_db, "project-5") == [1, 2, 3, 4]
+    assert _offsets(pg_db, "project-6") == [1]
+
+
+def _mixed_batch(tag: str) -> list[EventSpec]:
+    """Events over existing streams (project-1, project-2) and new ones (ticket-1..3),
+    interleaved: each stream's events in the order of their `i`."""
+    streams = ["ticket-2", "project-2", "ticket-1", "project-1", "ticket-2", "ticket-3",
+               "project-2", "ticket-1", "project-1", "ticket-2"]
+    return [EventSpec(stream, "step", {"w": tag, "i": i}) for i, stream in enumerate(streams)]
+
+
+@pytest.mark.parametrize("path", ["alone", "transaction"])
+def test_a_batch_over_new_and_existing_streams_keeps_each_streams_order_and_marks_it_pending(
+        pg_db: Database, path: str) -> None:
+    with pg_db.factory() as session, session.begin():
+        writer.append_rows(session, [("project-1", "seed", {}), ("project-2", "seed", {})])
+        session.execute(update(Stream).values(pending=False))  # as a caught-up relay leaves it
+    specs = _mixed_batch(path)
+    if path == "alone":
+        published = publish_alone(pg_db.engine, specs, [writer.encode_data(s.data)
+                                                        for s in specs])
+        assert published is not None
+    else:
+        with pg_db.factory() as session, session.begin():
+            published = publish_many(session, specs)
+    got = [(p.event.stream, p.event.offset, p.event.payload["i"]) for p in published]
+    assert got == [("ticket-2", 1, 0), ("project-2", 2, 1), ("ticket-1", 1, 2),
+                   ("project-1", 2, 3), ("ticket-2", 2, 4), ("ticket-3", 1, 5),
+                   ("project-2", 3, 6), ("ticket-1", 2, 7), ("project-1", 3, 8),
+                   ("ticket-2", 3, 9)]
+    for stream in ("project-1", "project-2", "ticket-1", "ticket-2", "ticket-3"):
+        mine = [(o, p["i"]) for o, _t, p in _stored(pg_db, stream) if "i" in p]
+        assert mine == [(o, i) for s, o, i in got if s == stream]
+    with pg_db.factory() as session:
+        streams = {name: (int(head), pending, epoch) for name, head, pending, epoch
+                   in session.execute(select(Stream.name, Stream.head, Stream.pending,
+                                             Stream.epoch))}
+        cursors = dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)).all())
+    assert {name: (head, pending) for name, (head, pending, _e) in streams.items()} == {
+        "project-1": (3, True), "project-2": (3, True), "ticket-1": (2, True),
+        "ticket-2": (3, True), "ticket-3": (1, True)}
+    assert cursors == {name: 0 for name in streams}  # every new stream has its relay cursor
+    assert all(p.event.epoch == streams[p.event.stream][2] for p in published)
+    assert all(len(e) == 16 for _h, _p, e in streams.values())
+
+
+def _wait_for_a_lock_wait(database: Database) -> None:
+    def waiting() -> bool:
+        with database.engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar())
+    eventually(waiting, timeout=20)
+
+
+@pytest.mark.parametrize("path", ["alone", "transaction"])
+def test_a_new_stream_made_meanwhile_by_another_writer_loses_no_event_and_no_order(
+        pg_db: Database, path: str) -> None:
+    """Another transaction makes ticket-2 while the batch runs (its insert waits for that
+    commit): alone, the batch writes nothing and says so (the caller takes the transaction);
+    in a transaction, ticket-2 is appended after the other's event, in the batch's order."""
+    with pg_db.factory() as session, session.begin():
+        writer.append_rows(session, [("project-1", "seed", {}), ("project-2", "seed", {})])
+    specs = _mixed_batch(path)
+    other = pg_db.factory()
+    other.begin()
+    writer.append(other, "ticket-2", "other", {})  # made, not committed yet
+    with ThreadPoolExecutor(1) as pool:
+        if path == "alone":
+            future: Any = pool.submit(publish_alone, pg_db.engine, specs,
+                                      [writer.encode_data(s.data) for s in specs])
+        else:
+            def in_a_transaction() -> list[Any]:
+                with pg_db.factory() as session, session.begin():
+                    return publish_many(session, specs)
+            future = pool.submit(in_a_transaction)
+        _wait_for_a_lock_wait(pg_db)
+        other.commit()
+        other.close()
+        published = future.result(timeout=30)
+    if path == "alone":
+        assert published is None
+        assert [p["i"] for _o, _t, p in _stored(pg_db, "project-1") if "i" in p] == []
+        assert _offsets(pg_db, "ticket-1") == [] and _offsets(pg_db, "ticket-2") == [1]
+        return
+    assert [(p.event.offset, p.event.payload["i"]) for p in published
+            if p.event.stream == "ticket-2"] == [(2, 0), (3, 4), (4, 9)]
+    assert [(o, t) for o, t, _p in _stored(pg_db, "ticket-2")] == [
+        (1, "other"), (2, "step"), (3, "step"), (4, "step")]
+    assert [(o, p["i"]) for o, _t, p in _stored(pg_db, "ticket-1")] == [(1, 2), (2, 7)]
+    assert [(o, p.get("i")) for o, _t, p in _stored(pg_db, "project-1")] == [(1, None),
+                                                                            (2, 3), (3, 8)]
 
 
 def test_batches_alone_in_transactions_and_single_appends_on_one_stream_stay_gapless(
@@ -297,3 +388,14 @@ def _project_events(world: World) -> tuple[int, int]:
                     Event.stream == f"project-{world.project}")).all()),
                 len(session.scalars(select(Event.id).where(
                     Event.stream == f"user-{world.ids['client']}")).all()))
+
+
+def test_new_event_ids_are_random_version_4_uuids_in_their_usual_text() -> None:
+    ids = writer.new_event_ids(2000)
+    assert len(set(ids)) == 2000
+    for text_id in ids:
+        parsed = uuid.UUID(text_id)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text_id
+    assert {i[19] for i in ids} == set("89ab")  # every variant digit occurs
+    assert writer.new_event_ids(0) == []

@@ -71,7 +71,7 @@ def _store(ctx: AppContext, service: str, specs: list[publish.EventSpec]
             raise type(exc)(f"item {i}: {exc.message}", code=exc.code) from None
     alone = publish.publish_alone(ctx.engine, specs, payloads)
     if alone is not None:
-        return alone, {specs[0].stream}
+        return alone, {spec.stream for spec in specs}
     for _attempt in range(3):
         touched: set[str] = set()
         try:

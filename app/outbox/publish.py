@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -38,10 +39,12 @@ from app.outbox.writer import (
     Nudger,
     append_alone,
     append_rows,
+    append_whole,
     encode_data,
     ensure_stream,
     insert_or_skip,
     load_event,
+    new_event_ids,
 )
 
 MAX_BATCH = 1000
@@ -154,7 +157,7 @@ def publish_checked(
     if any(spec.idempotency_key is not None for spec in items):
         _check_service(service)
     else:
-        ids = [str(uuid.uuid4()) for _ in items]
+        ids = new_event_ids(len(items))
         records = append_rows(session, [(s.stream, s.type, s.data) for s in items], ids=ids,
                               payloads=payloads, nudge=nudge)
         return [Published(record, True) for record in records]
@@ -186,21 +189,28 @@ def publish_checked(
 
 def publish_alone(engine: Engine, items: Sequence[EventSpec], payloads: Sequence[str]
                   ) -> list[Published] | None:
-    """Checked events of ONE existing stream, without idempotency keys, on PostgreSQL: in
-    one statement that commits by itself (autocommit; all or nothing, like a transaction,
-    with one round trip instead of three). None if this does not apply, nothing written:
-    then `publish_checked` in a transaction. The caller nudges the relay afterwards.
+    """Checked events without idempotency keys, on PostgreSQL: in one statement that
+    commits by itself (autocommit; all or nothing, like a transaction, with one round trip
+    instead of three), whatever the streams, new or not. None if this does not apply, or
+    another writer made one of the new streams meanwhile (nothing written): then
+    `publish_checked` in a transaction. The caller nudges the relay afterwards.
     """
-    streams = {spec.stream for spec in items}
-    if (len(streams) != 1 or engine.dialect.name != "postgresql"
+    if (engine.dialect.name != "postgresql"
             or any(spec.idempotency_key is not None for spec in items)):
         return None
-    ids = [str(uuid.uuid4()) for _ in items]
+    ids = new_event_ids(len(items))
+    rows = [(s.stream, s.type, s.data) for s in items]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        records = append_alone(conn, streams.pop(), [(s.stream, s.type, s.data) for s in items],
-                               ids, payloads)
-    return None if records is None else [Published(record, True) for record in records]
+        records = None
+        if all(spec.stream == items[0].stream for spec in items):
+            records = append_alone(conn, items[0].stream, rows, ids, payloads)
+        if records is None:  # many streams, or one that does not exist yet
+            try:
+                records = append_whole(conn, rows, ids, payloads)
+            except IntegrityError:  # a new stream made meanwhile: take the transaction
+                return None
+    return [Published(record, True) for record in records]
 
 
 def _append_rows(
