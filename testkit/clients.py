@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import httpx
 import socketio
 
 from app.portal.auth import mint
+from testkit.eventually import eventually_async
 
 
 def token(user_id: int | str, role: str, email: str | None = None,
@@ -86,12 +86,14 @@ class SocketClient:
         return [e for e in self.events if e.name == name]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met; received {len(self.events)} events: "
-                                   f"{[e.name for e in self.events][-20:]}")
-            await asyncio.sleep(0.01)
+        """Until `predicate()` holds; TimeoutError (naming the last events) if it does not."""
+        try:
+            await eventually_async(
+                predicate, lambda: f"condition not met; received {len(self.events)} events: "
+                                   f"{[e.name for e in self.events][-20:]}",
+                timeout=timeout, interval=0.01)
+        except AssertionError as failed:
+            raise TimeoutError(str(failed)) from None
 
     async def wait_count(self, name: str, count: int, timeout: float = 10) -> list[Received]:
         await self.wait_for(lambda: len(self.named(name)) >= count, timeout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import redis as redis_lib
 
 from app.core.channels import room_channel
+from testkit.eventually import eventually
 from testkit.processes import free_port
 
 
@@ -35,15 +35,12 @@ class PrivateRedis:
             self.proc = subprocess.Popen(
                 [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
         with redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if client.ping():
-                        return
-                except redis_lib.RedisError:
-                    time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+            try:
+                eventually(client.ping, "private redis-server did not start", timeout=10,
+                           ignoring=(redis_lib.RedisError,))
+            except AssertionError as failed:  # callers that restart it catch RuntimeError
+                raise RuntimeError(str(failed)) from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -64,14 +61,19 @@ def subscribed(client: redis_lib.Redis, channel: str, streams: Iterable[str] = (
     if rooms:
         pubsub.ssubscribe(*rooms)
     waiting = 1 + len(rooms)
-    deadline = time.monotonic() + timeout
-    while True:
-        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+
+    def confirmed() -> bool:
+        nonlocal waiting
+        message = pubsub.get_message(timeout=0.1)
         if message is not None and message["type"] in ("subscribe", "ssubscribe"):
             waiting -= 1
-            if waiting == 0:
-                pubsub.ignore_subscribe_messages = True
-                return pubsub
-        if time.monotonic() >= deadline:
-            pubsub.close()
-            raise TimeoutError(f"Redis did not confirm the subscription to {channel}")
+        return waiting == 0
+
+    try:
+        eventually(confirmed, f"Redis did not confirm the subscription to {channel}",
+                   timeout=timeout, interval=0)
+    except AssertionError:
+        pubsub.close()
+        raise
+    pubsub.ignore_subscribe_messages = True
+    return pubsub
