@@ -89,10 +89,9 @@ class Tap:
         published on the channel, twice (a dead publisher's last bytes may sit in Redis's
         buffer and be read in the same round as the first sentinel; never after the second).
         Web nodes ignore the unknown method."""
-        for _ in range(2):
-            mark = uuid.uuid4().hex
+        for mark in (uuid.uuid4().hex, uuid.uuid4().hex):
             self.redis.publish(CHANNEL, json.dumps({"method": SENTINEL, "mark": mark}))
-            eventually(lambda: mark in self.marks, "the sentinel did not arrive", 10)
+            eventually(lambda m=mark: m in self.marks, "the sentinel did not arrive", 10)
 
     def wait_sentinels(self, streams: list[str], offset: int, timeout: float) -> None:
         """Until each stream's `offset` (a sentinel event appended last) arrived: the relay

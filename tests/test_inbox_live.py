@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from typing import Any
 
 import pytest
 
 from testkit.clients import SocketClient
+from testkit.eventually import eventually
 from testkit.world import World
 
 
@@ -205,7 +205,4 @@ def notify_on(api: Any, **target: Any) -> str:
 
 
 def _until(what: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    eventually(what, "timed out", timeout, interval=0.01)

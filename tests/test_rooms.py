@@ -22,6 +22,7 @@ import socketio
 from app.core.channels import room_channel
 from app.outbox.replay import read_head
 from testkit.clients import SocketClient
+from testkit.eventually import eventually_async
 from testkit.ops import scrape
 from testkit.processes import WebNode
 from testkit.system import System
@@ -76,10 +77,7 @@ def subscribers(redis_url: str, stream: str) -> int:
 
 
 async def until(check: Any, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+    await eventually_async(check, what, timeout, interval=0.05)
 
 
 def test_a_node_with_no_socket_in_a_room_receives_none_of_its_events(
