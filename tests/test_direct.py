@@ -19,6 +19,7 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from app.gateway import direct
+from testkit.eventually import eventually_async
 from tests.test_fanout import Client, Node, close_all, connected, durable, node
 
 pytestmark = pytest.mark.anyio
@@ -45,10 +46,8 @@ def _server_socket(node: Node, sid: str) -> Any:
 
 
 async def _idle(socket: Any, timeout: float = 5) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while socket.idle is None or not socket.queue.empty():
-        assert asyncio.get_running_loop().time() < deadline, "writer never idle"
-        await asyncio.sleep(0.005)
+    await eventually_async(lambda: socket.idle is not None and socket.queue.empty(),
+                           "writer never idle", timeout, interval=0.005)
 
 
 def test_text_frame_is_what_websockets_writes_for_send_text() -> None:

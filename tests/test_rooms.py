@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +29,6 @@ from testkit.world import World, build_world
 
 CHANNEL = os.environ.get("HERALD_SOCKETIO_CHANNEL", "socketio")
 RACE_ROUNDS = 12
-RACE_SECONDS = 40.0
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +128,8 @@ def test_an_event_right_after_a_join_on_a_node_new_to_the_room_is_never_lost(
     async def run() -> None:
         socket = SocketClient(second.url, client_tok)  # no socket of any ticket there
         await socket.connect()
-        deadline = time.monotonic() + RACE_SECONDS
         try:
             for ticket in tickets:
-                if time.monotonic() > deadline:
-                    break
                 stream = f"ticket-{ticket}"
                 poster = threading.Thread(target=post, args=(ticket, 3))
                 poster.start()
