@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -139,3 +140,14 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
+
+
+async def sentinel(api: Api, socket: SocketClient, user_id: int) -> None:
+    """A notification to `user_id`, awaited on `socket` (one of that user's): the relay
+    publishes it after whatever was committed before, and a node sends a socket its events
+    in the order Redis gave them, so anything else on its way to `socket` is in by now."""
+    title = f"sentinel-{uuid.uuid4().hex}"
+    api.ok("POST", "/api/notifications",
+           json={"userId": user_id, "type": "info", "title": title})
+    await socket.wait_for(lambda: any(e.payload.get("title") == title
+                                      for e in socket.named("notification")))

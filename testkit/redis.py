@@ -12,7 +12,9 @@ import redis as redis_lib
 
 from app.core.channels import room_channel
 from testkit.eventually import eventually
-from testkit.processes import free_port
+from testkit.processes import WebNode, free_port
+
+LOST = "socketio subscription lost"  # app/gateway/manager.py
 
 
 class PrivateRedis:
@@ -47,6 +49,14 @@ class PrivateRedis:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+    def restart_under(self, web: WebNode) -> None:
+        """Stop, wait until `web` logged the loss of its Socket.IO subscription, start."""
+        lost = web.log().count(LOST)
+        self.stop()
+        eventually(lambda: web.log().count(LOST) > lost,
+                   "the web node did not notice that Redis stopped", 15)
+        self.start()
 
 
 def subscribed(client: redis_lib.Redis, channel: str, streams: Iterable[str] = (),

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from app.outbox.tables import Event
 from testkit.clients import token
+from testkit.eventually import eventually_async
 from testkit.processes import WebNode, free_port
 from testkit.system import System
 
@@ -170,8 +171,8 @@ async def test_publishing_waits_for_a_server_that_is_not_up_yet(
     late = WebNode(pg_system.env, tmp_path, port=free_port())
     transport = AsyncCountingTransport()
 
-    async def start_later() -> None:
-        await asyncio.sleep(1.0)
+    async def start_later() -> None:  # once the publisher was refused
+        await eventually_async(lambda: transport.requests >= 1, "the publisher never tried")
         await asyncio.to_thread(late.start)
 
     starting = asyncio.create_task(start_later())

@@ -232,10 +232,9 @@ def test_sigterm_closes_transports_and_the_node_exits_within_seconds(
         assert (await polling.call("heartbeat"))["ok"]
         started = time.monotonic()
         os.killpg(node.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        while node.alive() and time.monotonic() - started < 15:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
+        await eventually_async(lambda: not node.alive(), "the node did not exit", 15)
         elapsed = time.monotonic() - started
+        await eventually_async(lambda: len(reasons) >= 2, lambda: f"closed: {reasons}", 10)
         await socket.close()
         if polling.connected:
             await polling.disconnect()
