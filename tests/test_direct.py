@@ -165,9 +165,11 @@ async def test_no_direct_write_to_a_closing_socket_or_past_a_close(
         await closing.queue.put(None)  # what closing a transport does first (sio.py)
         assert closing.write_frame(direct.text_frame("42[\"x\"]")) is False
         await node.emit("notification", durable(1))
-        await clients[0].wait_for(1)
-        await asyncio.sleep(0.2)
-        assert clients[0].offsets() == [1]
+        await node.emit("notification", durable(2))  # a sentinel for the open socket
+        await clients[0].wait_until(lambda: 2 in clients[0].offsets())
+        # the closing one's close frame comes behind anything written to it before
+        await eventually_async(lambda: not clients[1].sio.connected, "the socket stayed open")
+        assert clients[0].offsets() == [1, 2]
         assert clients[1].got == []
     finally:
         await close_all(clients)
@@ -194,8 +196,7 @@ async def test_a_polling_client_that_upgrades_gets_everything_in_order(
     client = Client()
     await client.sio.connect(node.url, transports=["polling", "websocket"], wait_timeout=10)
     try:
-        while not node.sids:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: node.sids, "the client did not connect")
         socket = _server_socket(node, node.sids[0])
         for offset in range(1, 151):
             await node.emit("notification", durable(offset))
