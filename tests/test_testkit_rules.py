@@ -14,12 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("tests", "testkit")
 HELPER = Path("testkit/eventually.py")  # the one place that does deadline arithmetic
 HERE = Path(__file__).resolve().relative_to(ROOT)  # its samples below are not loops
-DEADLINE = re.compile(r"(?:\btime\.monotonic|\bloop\.time|\bget_running_loop\(\)\.time"
-                      r"|\bget_event_loop\(\)\.time)\(\)\s*\+")
+CLOCK = r"(?:\btime\.monotonic|\btime\.time|\bloop\.time|\bget_running_loop\(\)\.time" \
+        r"|\bget_event_loop\(\)\.time)\(\)"
+# a deadline computed (`clock() + timeout`) or a loop that reads the clock in its condition
+DEADLINE = re.compile(rf"{CLOCK}\s*\+|^\s*while\b.*{CLOCK}")
 # Lines that measure or budget time rather than wait for something: (path, text in line).
 ALLOWED: list[tuple[str, str]] = [
     # the soak runs its chaos for HERALD_SOAK_SECONDS: a duration, not a wait
     ("tests/test_soak.py", "deadline = time.monotonic() + seconds"),
+    ("tests/test_soak.py", "while time.monotonic() < deadline:"),
 ]
 
 
@@ -52,5 +55,7 @@ def test_the_scan_sees_each_form_of_deadline() -> None:
               "until = loop.time() + seconds\n"
               "end = asyncio.get_running_loop().time() + 5\n"
               "started = time.monotonic()  # a measurement, not a deadline\n"
-              "# deadline = time.monotonic() + 1 in a comment\n")
-    assert offences(sample) == [1, 2, 3]
+              "# deadline = time.monotonic() + 1 in a comment\n"
+              "    while node.alive() and time.monotonic() - started < 15:\n"
+              "elapsed = time.monotonic() - started\n")
+    assert offences(sample) == [1, 2, 3, 6]
