@@ -34,11 +34,11 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 def _until(probe: Any, done: Any, timeout: float = 30) -> Any:
     last: list[Any] = [None]
 
-    def check() -> Any:
+    def check() -> tuple[Any] | None:  # a tuple: a value that is done may be falsy
         last[0] = value = probe()
-        return value if done(value) else None
+        return (value,) if done(value) else None
 
-    return eventually(check, lambda: f"timed out; last: {last[0]}", timeout, interval=0.1)
+    return eventually(check, lambda: f"timed out; last: {last[0]}", timeout, interval=0.1)[0]
 
 
 def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(
