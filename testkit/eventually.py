@@ -36,23 +36,24 @@ class _Bound:
         self.deadline = time.monotonic() + timeout
         self.what = what
 
-    def check(self) -> None:
+    def check(self, error: BaseException | None) -> None:
+        """Fails once the deadline passed, from the last ignored exception if any."""
         if time.monotonic() >= self.deadline:
-            raise AssertionError(_message(self.what))
+            raise AssertionError(_message(self.what)) from error
 
 
 def eventually(check: Callable[[], T], what: What = "timed out", timeout: float = 30.0,
                interval: float = 0.05, ignoring: Errors = ()) -> T:
-    limit = _Bound(timeout, what)
+    limit, error = _Bound(timeout, what), None
     while True:
         value: T | None
         try:
             value = check()
-        except ignoring:
-            value = None
+        except ignoring as exc:
+            value, error = None, exc
         if value:
             return value
-        limit.check()
+        limit.check(error)
         time.sleep(interval)
 
 
@@ -70,17 +71,17 @@ async def eventually_async(check: Callable[[], T], what: What = ..., timeout: fl
 async def eventually_async(check: Callable[[], object], what: What = "timed out",
                            timeout: float = 30.0, interval: float = 0.02,
                            ignoring: Errors = ()) -> object:
-    limit = _Bound(timeout, what)
+    limit, error = _Bound(timeout, what), None
     while True:
         try:
             value = check()
             if inspect.isawaitable(value):
                 value = await value
-        except ignoring:
-            value = None
+        except ignoring as exc:
+            value, error = None, exc
         if value:
             return value
-        limit.check()
+        limit.check(error)
         await asyncio.sleep(interval)
 
 
