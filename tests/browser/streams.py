@@ -33,10 +33,10 @@ def wait_relayed(world: World, streams: list[str], timeout: float = 15) -> None:
 
     def relayed() -> bool:
         with world.system.factory() as session:
-            heads.update(session.execute(select(Stream.name, Stream.head)
-                                         .where(Stream.name.in_(streams))).tuples())
-            sent.update(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)
-                                        .where(RelayCursor.stream.in_(streams))).tuples())
+            heads.update(dict(session.execute(select(Stream.name, Stream.head)
+                                              .where(Stream.name.in_(streams))).all()))
+            sent.update(dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)
+                                             .where(RelayCursor.stream.in_(streams))).all()))
         return all(sent.get(name, 0) >= heads.get(name, 0) for name in streams)
 
     eventually(relayed, lambda: f"not relayed in {timeout}s: heads {heads}, dispatched {sent}",
