@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,6 +14,7 @@ import httpx
 import socketio
 
 from app.portal.auth import mint
+from testkit.eventually import eventually_async
 
 
 def token(user_id: int | str, role: str, email: str | None = None,
@@ -86,12 +87,14 @@ class SocketClient:
         return [e for e in self.events if e.name == name]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met; received {len(self.events)} events: "
-                                   f"{[e.name for e in self.events][-20:]}")
-            await asyncio.sleep(0.01)
+        """Until `predicate()` holds; TimeoutError (naming the last events) if it does not."""
+        try:
+            await eventually_async(
+                predicate, lambda: f"condition not met; received {len(self.events)} events: "
+                                   f"{[e.name for e in self.events][-20:]}",
+                timeout=timeout, interval=0.01)
+        except AssertionError as failed:
+            raise TimeoutError(str(failed)) from None
 
     async def wait_count(self, name: str, count: int, timeout: float = 10) -> list[Received]:
         await self.wait_for(lambda: len(self.named(name)) >= count, timeout)
@@ -137,3 +140,14 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
+
+
+async def sentinel(api: Api, socket: SocketClient, user_id: int) -> None:
+    """A notification to `user_id`, awaited on `socket` (one of that user's): the relay
+    publishes it after whatever was committed before, and a node sends a socket its events
+    in the order Redis gave them, so anything else on its way to `socket` is in by now."""
+    title = f"sentinel-{uuid.uuid4().hex}"
+    api.ok("POST", "/api/notifications",
+           json={"userId": user_id, "type": "info", "title": title})
+    await socket.wait_for(lambda: any(e.payload.get("title") == title
+                                      for e in socket.named("notification")))

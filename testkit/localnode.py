@@ -14,6 +14,7 @@ import socketio
 import uvicorn
 
 from app.gateway.server import Gateway
+from testkit.eventually import eventually_async
 from testkit.processes import free_port
 from testkit.system import System
 
@@ -37,8 +38,8 @@ async def local_node(system: System, redis_url: str, **kwargs: Any) -> AsyncIter
                             ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: server.started, "the local node did not start",
+                           interval=0.01)
     try:
         yield LocalNode(f"http://127.0.0.1:{port}", port, gateway)
     finally:

@@ -1,6 +1,6 @@
 """Operator-test support: the `herald` CLI as a subprocess, a private redis-server that
-tests may stop and restart, a fault-injecting publisher around the real one, and a
-Prometheus text parser."""
+tests may stop and restart, a fault-injecting publisher around the real one, a
+Prometheus text parser and a wait for the workers' sweeps."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.errors import PublishRejected
+from app.core.settings import Settings
+from app.outbox.meter import counters_key
 from app.outbox.publisher import RedisPublisher
 from app.outbox.tables import EventRecord
+from testkit.eventually import eventually
 from testkit.processes import BIN, ROOT
 
 
@@ -62,3 +66,21 @@ def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
+
+
+def sweeps(count: int = 2, timeout: float = 30) -> None:
+    """Until the workers recorded `count` more sweeps (each one a relay run over every
+    stream; two mean at least one that began after this call)."""
+    settings = Settings()
+    key = counters_key(settings.socketio_channel)
+    with redis_lib.Redis.from_url(settings.sio_redis_url) as metrics:
+        last, seen = metrics.hget(key, "last_sweep"), [0]
+
+        def recorded() -> bool:
+            nonlocal last
+            now = metrics.hget(key, "last_sweep")
+            if now != last:
+                last, seen[0] = now, seen[0] + 1
+            return seen[0] >= count
+
+        eventually(recorded, f"fewer than {count} sweeps recorded", timeout)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from testkit.eventually import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -49,14 +51,16 @@ class Process:
         raise NotImplementedError
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.ready_timeout)
-        while time.monotonic() < deadline:
+        def up() -> bool:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
+            return self.ready()
+
+        try:
+            eventually(up, lambda: f"{self.name} did not start:\n{self.log()[-3000:]}",
+                       timeout=timeout or self.ready_timeout, interval=0.1)
+        except AssertionError as failed:  # callers that restart it catch RuntimeError
+            raise RuntimeError(str(failed)) from None
 
     def start(self) -> None:
         self.spawn()

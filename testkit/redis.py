@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,7 +11,10 @@ import pytest
 import redis as redis_lib
 
 from app.core.channels import room_channel
-from testkit.processes import free_port
+from testkit.eventually import eventually
+from testkit.processes import WebNode, free_port
+
+LOST = "socketio subscription lost"  # app/gateway/manager.py
 
 
 class PrivateRedis:
@@ -35,21 +37,26 @@ class PrivateRedis:
             self.proc = subprocess.Popen(
                 [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
         with redis_lib.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if client.ping():
-                        return
-                except redis_lib.RedisError:
-                    time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+            try:
+                eventually(client.ping, "private redis-server did not start", timeout=10,
+                           ignoring=(redis_lib.RedisError,))
+            except AssertionError as failed:  # callers that restart it catch RuntimeError
+                raise RuntimeError(str(failed)) from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+    def restart_under(self, web: WebNode) -> None:
+        """Stop, wait until `web` logged the loss of its Socket.IO subscription, start."""
+        lost = web.log().count(LOST)
+        self.stop()
+        eventually(lambda: web.log().count(LOST) > lost,
+                   "the web node did not notice that Redis stopped", 15)
+        self.start()
 
 
 def subscribed(client: redis_lib.Redis, channel: str, streams: Iterable[str] = (),
@@ -64,14 +71,19 @@ def subscribed(client: redis_lib.Redis, channel: str, streams: Iterable[str] = (
     if rooms:
         pubsub.ssubscribe(*rooms)
     waiting = 1 + len(rooms)
-    deadline = time.monotonic() + timeout
-    while True:
-        message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+
+    def confirmed() -> bool:
+        nonlocal waiting
+        message = pubsub.get_message(timeout=0.1)
         if message is not None and message["type"] in ("subscribe", "ssubscribe"):
             waiting -= 1
-            if waiting == 0:
-                pubsub.ignore_subscribe_messages = True
-                return pubsub
-        if time.monotonic() >= deadline:
-            pubsub.close()
-            raise TimeoutError(f"Redis did not confirm the subscription to {channel}")
+        return waiting == 0
+
+    try:
+        eventually(confirmed, f"Redis did not confirm the subscription to {channel}",
+                   timeout=timeout, interval=0)
+    except AssertionError:
+        pubsub.close()
+        raise
+    pubsub.ignore_subscribe_messages = True
+    return pubsub

@@ -11,13 +11,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
+from testkit.eventually import eventually
 from testkit.processes import free_port
 
 
@@ -59,18 +59,9 @@ class _Server:
                                          stderr=subprocess.STDOUT)
 
     def wait(self) -> None:
-        deadline = time.monotonic() + 10
-        client = redis_lib.Redis(port=self.port, socket_connect_timeout=0.5)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    if client.ping():
-                        return
-                except redis_lib.RedisError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError(f"redis on {self.port} did not start")
+        with redis_lib.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+            eventually(client.ping, f"redis on {self.port} did not start", timeout=10,
+                       ignoring=(redis_lib.RedisError,))
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -125,21 +116,19 @@ class LocalCluster:
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until every node answers and says the cluster is ok (all slots served)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             states = []
             for server in self.servers:
                 if server.proc is None or server.proc.poll() is not None:
                     continue
                 try:
-                    info = redis_lib.Redis(port=server.port, socket_timeout=1).cluster("info")
-                    states.append(str(info.get("cluster_state")) == "ok")
+                    with redis_lib.Redis(port=server.port, socket_timeout=1) as client:
+                        states.append(str(client.cluster("info").get("cluster_state")) == "ok")
                 except redis_lib.RedisError:
                     states.append(False)
-            if states and all(states):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("redis cluster not healthy")
+            return bool(states) and all(states)
+
+        eventually(healthy, "redis cluster not healthy", timeout=timeout, interval=0.2)
 
     def master_of(self, key: str) -> _Server:
         """The server that is, now, the master owning `key`'s slot."""
@@ -184,13 +173,9 @@ class LocalSentinel:
                                 self.sentinel_port)
         self.sentinel.start()
         self.sentinel.wait()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the replica is in sync and known
-            info = redis_lib.Redis(port=self.replica.port).info("replication")
-            if info.get("master_link_status") == "up":
-                return
-            time.sleep(0.1)
-        raise RuntimeError("sentinel set: the replica did not sync")
+        with redis_lib.Redis(port=self.replica.port) as replica:  # in sync and known
+            eventually(lambda: replica.info("replication").get("master_link_status") == "up",
+                       "sentinel set: the replica did not sync", timeout=20, interval=0.1)
 
     def master_port(self) -> int:
         _host, port = redis_lib.Redis(port=self.sentinel_port).sentinel_get_master_addr_by_name(

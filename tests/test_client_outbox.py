@@ -245,7 +245,7 @@ async def test_nothing_is_sent_while_offline_and_the_queue_goes_out_in_order_onc
     box = server.outbox()
     try:
         sends = [asyncio.create_task(box.send(QueuedMessage.new(1, t))) for t in "abc"]
-        await asyncio.sleep(0.1)
+        await eventually_async(lambda: len(box.pending()) == 3)  # all three were sent
         assert server.sent == [] and not any(task.done() for task in sends)
         assert [m.text for m in box.pending()] == ["a", "b", "c"]
         server.online.set()

@@ -4,24 +4,20 @@ connect."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from herald_client import MemoryStore, Position, Subscriber
 
+from testkit.eventually import eventually_async
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
 
 
 async def until(what: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+    await eventually_async(what, "timed out", timeout)
 
 
 def names(lists: list[list[dict[str, Any]]]) -> list[str] | None:

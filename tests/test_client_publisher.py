@@ -32,6 +32,7 @@ from testkit.system import System
 
 SERVICE = token("billing", "service", "billing@services.test")
 QUICK = Backoff(attempts=12, base=0.1, cap=1.0)
+PATIENT = Backoff(attempts=90, base=0.1, cap=1.0)  # outlasts a web node's start under load
 
 
 def stored(system: System, stream: str) -> list[tuple[int, str]]:
@@ -177,8 +178,7 @@ async def test_publishing_waits_for_a_server_that_is_not_up_yet(
 
     starting = asyncio.create_task(start_later())
     try:
-        # Patient enough for a web node's start on a busy machine (30-60 s of retries).
-        async with AsyncPublisher(late.url, SERVICE, backoff=Backoff(120, 0.1, 0.5),
+        async with AsyncPublisher(late.url, SERVICE, backoff=PATIENT,
                                   transport=transport) as publisher:
             out = await publisher.publish(stream, "notification",
                                           {"type": "info", "title": "late", "message": "m"},

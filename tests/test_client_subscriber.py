@@ -26,6 +26,7 @@ from sqlalchemy import update
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.clients import token
+from testkit.eventually import eventually_async
 from testkit.processes import WebNode
 from testkit.system import System
 
@@ -61,13 +62,15 @@ class Collector:
         return [e.meta.offset for e in self.events if e.meta and e.meta.stream == stream]
 
     async def wait_for(self, what: Callable[[], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
+        def done() -> bool:
+            if what():
+                return True
             if self.task.done():
                 self.task.result()
                 raise AssertionError("the subscriber's iterator ended")
-            assert time.monotonic() < deadline, f"timed out; have {self.events[-5:]}"
-            await asyncio.sleep(0.02)
+            return False
+
+        await eventually_async(done, lambda: f"timed out; have {self.events[-5:]}", timeout)
 
     async def close(self) -> None:
         await self.sub.close()
@@ -101,16 +104,19 @@ async def test_resumes_across_a_web_node_crash_with_no_loss_and_no_duplicate(
         thread.start()
         await got.wait_for(lambda: all(len(got.offsets(s)) >= 5 for s in streams))
         node.kill()
-        await asyncio.sleep(1.0)
+        await got.wait_for(lambda: False in changes)  # the client saw the crash
         restarted = WebNode(pg_system.env, tmp_path, port=node.port)
         await asyncio.to_thread(restarted.start)
         node.proc = restarted.proc
         await got.wait_for(lambda: False in changes and changes[-1] is True)
-        await asyncio.sleep(0.5)
+        back = dict(written)  # events written after the reconnect arrive live
+        await got.wait_for(lambda: all(len(got.offsets(s)) > back[s] for s in streams))
         stop.set()
         await asyncio.to_thread(thread.join, 10)
-        await got.wait_for(lambda: all(len(got.offsets(s)) >= written[s] for s in streams))
-        await asyncio.sleep(0.5)  # a duplicate, if any, would arrive right behind
+        for stream in streams:  # a sentinel each, behind any duplicate of the stream
+            emit(pg_system, stream, f"n{written[stream]}")
+            written[stream] += 1
+        await got.wait_for(lambda: all(written[s] in got.offsets(s) for s in streams))
         for stream in streams:
             assert got.offsets(stream) == list(range(1, written[stream] + 1))
             assert [e.payload["title"] for e in got.events if e.meta and e.meta.stream == stream] \
@@ -182,10 +188,11 @@ async def test_an_event_never_published_live_is_fetched_over_http_before_the_nex
             session.execute(update(RelayCursor).where(RelayCursor.stream == stream)
                             .values(dispatched=2))
         emit(pg_system, stream, "live-3")
-        await got.wait_for(lambda: len(got.offsets(stream)) >= 3)
-        await asyncio.sleep(0.3)
-        assert got.offsets(stream) == [1, 2, 3]
-        assert [e.payload["title"] for e in got.events] == ["live-1", "lost-2", "live-3"]
+        emit(pg_system, stream, "sentinel-4")  # behind anything 1-3 would bring again
+        await got.wait_for(lambda: 4 in got.offsets(stream))
+        assert got.offsets(stream) == [1, 2, 3, 4]
+        assert [e.payload["title"] for e in got.events] == [
+            "live-1", "lost-2", "live-3", "sentinel-4"]
         assert history.asked == [(stream, 1)]
         assert changes == [True]  # repaired over HTTP, not by reconnecting
     finally:
@@ -252,14 +259,16 @@ async def test_an_expired_token_is_replaced_through_get_token_on_reconnect(
         calls.append("short" if len(calls) < 2 else "fresh")
         return short if len(calls) <= 2 else token(user_id, "client")
 
-    got = Collector(Subscriber(node.url, get_token=get_token))
+    changes: list[bool] = []
+    got = Collector(Subscriber(node.url, get_token=get_token,
+                               on_connection_change=changes.append))
     await got.sub.start()
     try:
         emit(pg_system, stream, "before")
         await got.wait_for(lambda: got.offsets(stream) == [1])
         # At the token's exp the server closes the open transport: the client reconnects
         # with the expired token first (refused: token_expired), then with a fresh one.
-        await asyncio.sleep(2.5)
+        await got.wait_for(lambda: False in changes, timeout=15)
         emit(pg_system, stream, "after-expiry")
         await got.wait_for(lambda: got.offsets(stream) == [1, 2])
         await got.wait_for(lambda: "fresh" in calls)

@@ -35,6 +35,7 @@ from app.portal import projects
 from app.portal.auth import Principal
 from app.portal.models import User
 from testkit.clients import SocketClient, token
+from testkit.eventually import eventually_async
 from testkit.processes import free_port
 from testkit.system import System
 
@@ -201,8 +202,7 @@ async def local_node(pg_system: System, redis_url: str) -> AsyncIterator[LocalNo
                             ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: server.started, "the node did not start")
     try:
         yield LocalNode(f"http://127.0.0.1:{port}", gateway)
     finally:
@@ -240,19 +240,18 @@ async def test_a_closed_socket_is_collected(pg_system: System, local_node: Local
     refs = [weakref.ref(eio_socket), weakref.ref(eio_socket.queue)]
     del eio_socket, session
     await client.close()
-    for _ in range(200):
-        if (eio_sid not in gateway.sio.eio.sockets
-                and sid not in gateway.sio.manager.rooms.get("/", {})):
-            break
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: eio_sid not in gateway.sio.eio.sockets
+                           and sid not in gateway.sio.manager.rooms.get("/", {}),
+                           "the socket was not removed", 5)
+
     # engine.io's own tasks (a socket's ping, the service task's pass over a copy of the
     # sockets) hold a closed socket until they wake: short intervals here.
-    for _ in range(100):
+    def collected() -> bool:
         gc.collect()
-        if all(r() is None for r in refs):
-            break
-        await asyncio.sleep(0.05)
-    assert [r() for r in refs] == [None, None]
+        return all(r() is None for r in refs)
+
+    await eventually_async(collected, lambda: f"still alive: {[r() for r in refs]}", 5,
+                           interval=0.05)
     assert eio_sid not in gateway.sio.environ
     assert gateway.replayer._locks == {}
     assert gateway.manager.ordering.sids() == set()

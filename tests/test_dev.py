@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from testkit.eventually import eventually
 from testkit.processes import ROOT, free_port
 
 DEV = [sys.executable, str(ROOT / "scripts" / "dev.py")]
@@ -32,6 +32,19 @@ def test_a_busy_port_is_refused_with_one_line(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == [
         f"make dev: port {port} on 127.0.0.1 is in use (stop what uses it, or set PORT)"]
     assert not (tmp_path / "dev.db").exists()  # refused before touching anything
+
+
+def _banner(dev: subprocess.Popen[str]) -> str:
+    """`make dev`'s "Herald is running on ..." line, read from its output."""
+    assert dev.stdout is not None
+    stdout = dev.stdout
+
+    def banner() -> str | None:
+        line = stdout.readline()
+        assert line, "make dev ended before its banner"
+        return line if line.startswith("Herald is running on") else None
+
+    return eventually(banner, "no banner", 90, interval=0)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -55,11 +68,7 @@ def test_the_banner_comes_once_the_web_node_answers_and_make_stop_stops_everythi
                            text=True)
     try:
         assert dev.stdout is not None
-        deadline = time.monotonic() + 90
-        for line in dev.stdout:
-            if line.startswith("Herald is running on"):
-                break
-            assert time.monotonic() < deadline, "no banner"
+        line = _banner(dev)
         assert line.split()[4] == f"http://127.0.0.1:{port}"  # loopback unless HOST says
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         pgid = int(pidfile.read_text())
@@ -106,12 +115,7 @@ def _dev_with_its_own_redis(tmp_path: Path) -> tuple[subprocess.Popen[str], dict
            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
     dev = subprocess.Popen(DEV, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                            text=True)
-    assert dev.stdout is not None
-    deadline = time.monotonic() + 90
-    for line in dev.stdout:
-        if line.startswith("Herald is running on"):
-            break
-        assert time.monotonic() < deadline, "no banner"
+    _banner(dev)
     assert _redis_answers(redis_port)
     return dev, env, redis_port
 

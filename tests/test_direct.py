@@ -19,6 +19,7 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from app.gateway import direct
+from testkit.eventually import eventually_async
 from tests.test_fanout import Client, Node, close_all, connected, durable, node
 
 pytestmark = pytest.mark.anyio
@@ -45,10 +46,8 @@ def _server_socket(node: Node, sid: str) -> Any:
 
 
 async def _idle(socket: Any, timeout: float = 5) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while socket.idle is None or not socket.queue.empty():
-        assert asyncio.get_running_loop().time() < deadline, "writer never idle"
-        await asyncio.sleep(0.005)
+    await eventually_async(lambda: socket.idle is not None and socket.queue.empty(),
+                           "writer never idle", timeout, interval=0.005)
 
 
 def test_text_frame_is_what_websockets_writes_for_send_text() -> None:
@@ -166,9 +165,11 @@ async def test_no_direct_write_to_a_closing_socket_or_past_a_close(
         await closing.queue.put(None)  # what closing a transport does first (sio.py)
         assert closing.write_frame(direct.text_frame("42[\"x\"]")) is False
         await node.emit("notification", durable(1))
-        await clients[0].wait_for(1)
-        await asyncio.sleep(0.2)
-        assert clients[0].offsets() == [1]
+        await node.emit("notification", durable(2))  # a sentinel for the open socket
+        await clients[0].wait_until(lambda: 2 in clients[0].offsets())
+        # the closing one's close frame comes behind anything written to it before
+        await eventually_async(lambda: not clients[1].sio.connected, "the socket stayed open")
+        assert clients[0].offsets() == [1, 2]
         assert clients[1].got == []
     finally:
         await close_all(clients)
@@ -195,8 +196,7 @@ async def test_a_polling_client_that_upgrades_gets_everything_in_order(
     client = Client()
     await client.sio.connect(node.url, transports=["polling", "websocket"], wait_timeout=10)
     try:
-        while not node.sids:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: node.sids, "the client did not connect")
         socket = _server_socket(node, node.sids[0])
         for offset in range(1, 151):
             await node.emit("notification", durable(offset))

@@ -13,6 +13,7 @@ import logging.config  # noqa: F401  (alembic imports it; importing it late in a
 import os
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.clients import Api, Received, SocketClient
+from testkit.eventually import eventually
 from testkit.private import private_system
 from testkit.processes import WebNode, Worker
 from testkit.redis import PrivateRedis, subscribed
@@ -36,6 +38,7 @@ from testkit.testrun import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 CHANNEL = os.environ["HERALD_SOCKETIO_CHANNEL"]
+SENTINEL = "herald-test-sentinel"  # a pub/sub method no manager handles
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -50,6 +53,7 @@ class Tap:
     stop: threading.Event = field(default_factory=threading.Event)
     # (count, action): run `action` in the tap's thread as soon as `count` messages arrived
     trigger: tuple[int, Any] | None = None
+    marks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.redis = redis_lib.Redis.from_url(self.url)
@@ -63,6 +67,9 @@ class Tap:
             if message is None or message.get("type") not in ("message", "smessage"):
                 continue
             data = json.loads(message["data"])
+            if data.get("method") == SENTINEL:
+                self.marks.append(data["mark"])
+                continue
             args = data.get("data")
             if data.get("method") == "emit" and isinstance(args, list) and len(args) == 2:
                 self.seen.append((args[1]["stream"], int(args[1]["offset"])))
@@ -74,10 +81,23 @@ class Tap:
         return len(set(self.seen))
 
     def wait_unique(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.unique() < count:
-            assert time.monotonic() < deadline, f"only {self.unique()} of {count} published"
-            time.sleep(0.05)
+        eventually(lambda: self.unique() >= count,
+                   lambda: f"only {self.unique()} of {count} published", timeout)
+
+    def barrier(self) -> None:
+        """Until what Redis received before this call has reached the tap: a sentinel
+        published on the channel, twice (a dead publisher's last bytes may sit in Redis's
+        buffer and be read in the same round as the first sentinel; never after the second).
+        Web nodes ignore the unknown method."""
+        for mark in (uuid.uuid4().hex, uuid.uuid4().hex):
+            self.redis.publish(CHANNEL, json.dumps({"method": SENTINEL, "mark": mark}))
+            eventually(lambda m=mark: m in self.marks, "the sentinel did not arrive", 10)
+
+    def wait_sentinels(self, streams: list[str], offset: int, timeout: float) -> None:
+        """Until each stream's `offset` (a sentinel event appended last) arrived: the relay
+        publishes a stream in order, so whatever it would send of that stream before has."""
+        eventually(lambda: {(s, offset) for s in streams} <= set(self.seen),
+                   f"sentinel {offset} did not arrive on every stream", timeout)
 
     def per_stream(self) -> dict[str, list[tuple[int, int]]]:
         """stream -> [(arrival index, offset)]"""
@@ -124,11 +144,13 @@ def heads(factory: Any, streams: list[str]) -> dict[str, tuple[int, int]]:
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
+def relayed(factory: Any, streams: list[str]) -> bool:
+    return all(head == done for head, done in heads(factory, streams).values())
+
+
 def wait_relayed(factory: Any, streams: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(head != done for head, done in heads(factory, streams).values()):
-        assert time.monotonic() < deadline, f"not relayed: {heads(factory, streams)}"
-        time.sleep(0.1)
+    eventually(lambda: relayed(factory, streams),
+               lambda: f"not relayed: {heads(factory, streams)}", timeout, interval=0.1)
 
 
 # -- a killed Celery worker -----------------------------------------------------------------
@@ -150,16 +172,16 @@ def test_worker_killed_mid_relay_loses_nothing_and_only_resends_its_batch_in_fli
     try:
         writer.start()
         tap.wait_unique(600, timeout=60)
-        while victim.alive():
-            time.sleep(0.01)
+        eventually(lambda: not victim.alive(), "the worker was not killed", interval=0.01)
         slow_cursor_updates(pg_system, False)
-        time.sleep(0.5)
+        tap.barrier()  # what the victim published before it died is in
         restart_index = len(tap.seen)  # nothing published from here until the new worker
         committed = {s: done for s, (_, done) in heads(pg_system.factory, streams).items()}
         pg_system.add_worker()
         writer.join()
         tap.wait_unique(len(streams) * rounds, timeout=90)
-        time.sleep(0.5)  # anything re-sent late would show now
+        write_rounds(pg_system.factory, streams, 1, 0, progress, nudge=False)  # sentinels
+        tap.wait_sentinels(streams, rounds + 1, timeout=60)  # a late re-send would be in
     finally:
         slow_cursor_updates(pg_system, False)
         writer.join()
@@ -176,7 +198,7 @@ def test_worker_killed_mid_relay_loses_nothing_and_only_resends_its_batch_in_fli
             else:
                 duplicates.add(offset)
                 assert index >= restart_index, f"{stream}: {offset} twice before the restart"
-        assert highest == rounds
+        assert highest == rounds + 1  # the sentinel included
         # exactly the batch in flight: published by the killed worker, never committed
         before = [offset for index, offset in arrivals if index < restart_index]
         in_flight = set(range(committed.get(stream, 0) + 1, max(before, default=0) + 1))
@@ -226,7 +248,8 @@ def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System
     try:
         write_rounds(pg_system.factory, streams, rounds, 0.005, progress)
         tap.wait_unique(len(streams) * rounds, timeout=90)
-        time.sleep(0.3)
+        write_rounds(pg_system.factory, streams, 1, 0, progress)  # sentinels
+        tap.wait_sentinels(streams, rounds + 1, timeout=60)  # a late publication would be in
     finally:
         done.set()
         for thread in relays:
@@ -234,7 +257,7 @@ def test_concurrent_relays_never_publish_a_stream_out_of_order(pg_system: System
         tap.close()
     per_stream = tap.per_stream()
     for stream in streams:
-        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 1))
+        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 2))
     # they all took part: both in-process relays and the Celery workers published some
     assert all(by_test) and sum(by_test) < len(streams) * rounds, by_test
 
@@ -290,8 +313,9 @@ async def test_clients_of_a_killed_web_node_reconnect_elsewhere_and_recover(
         await back.wait_for(lambda: len(offsets(back.events, stream)) >= 10)
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 50})
         await back.wait_for(lambda: len(offsets(back.events, stream)) >= 11)
-        await asyncio.sleep(0.3)
-        assert offsets(back.events, stream) == list(range(2, 13))
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 51})  # sentinel: 13
+        await back.wait_for(lambda: 13 in offsets(back.events, stream))
+        assert offsets(back.events, stream) == list(range(2, 14))
     finally:
         await back.close()
         await socket.close()
@@ -318,14 +342,17 @@ class Isolated:
         while a task is being acked ("Unrecoverable error: AttributeError ... 'hostname'",
         celery/kombu#582): the outbox loses nothing, but the worker needs a restart.
         """
-        deadline = time.monotonic() + timeout
-        while any(head != done for head, done in heads(self.factory, streams).values()):
-            assert time.monotonic() < deadline, f"not relayed: {heads(self.factory, streams)}"
+        def relayed_or_revived() -> bool:
+            if relayed(self.factory, streams):
+                return True
             if not self.worker.alive():
                 self.worker = Worker(self.env, self.log_dir)
                 self.worker.start()
                 self.worker_restarts += 1
-            time.sleep(0.1)
+            return False
+
+        eventually(relayed_or_revived, lambda: f"not relayed: {heads(self.factory, streams)}",
+                   timeout, interval=0.1)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from app.gateway import fanout
 from app.gateway.manager import HeraldRedisManager
+from testkit.eventually import eventually_async
 from testkit.processes import free_port
 
 pytestmark = pytest.mark.anyio
@@ -67,8 +68,7 @@ async def node(redis_url: str) -> AsyncIterator[Node]:
                             log_level="warning", lifespan="off", ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: server.started, "the node did not start")
     try:
         yield here
     finally:
@@ -94,16 +94,17 @@ class Client:
         return [args[1]["offset"] for _, args in self.got]
 
     async def wait_for(self, count: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: len(self.got) >= count,
+                               lambda: f"{count} events expected, got {self.got}", timeout)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        await eventually_async(predicate, lambda: f"not arrived; got {self.got}", 10)
 
 
 async def connected(node: Node, count: int) -> list[Client]:
     clients = [Client() for _ in range(count)]
     await asyncio.gather(*(c.connect(node.url) for c in clients))
-    while len(node.sids) < count:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: len(node.sids) >= count, "sockets did not connect")
     return clients
 
 
@@ -139,8 +140,9 @@ async def test_gated_socket_gets_nothing_live_and_its_floor_skips_what_replay_se
         await node.emit("notification", durable(2))  # a lagging relay's duplicate
         await node.emit("notification", durable(3))
         await free.wait_for(4)
-        await gated.wait_for(1)
-        await asyncio.sleep(0.2)  # anything wrongly sent to `gated` would have arrived
+        # 3 went out last on the same channel: once `gated` has it, anything wrongly sent
+        # to `gated` before it (1, 2 or the duplicate 2) has arrived too.
+        await gated.wait_until(lambda: 3 in gated.offsets())
         assert free.offsets() == [1, 2, 2, 3]
         assert gated.offsets() == [3]
     finally:
@@ -153,8 +155,9 @@ async def test_skip_sid_is_not_sent_the_event(node: Node) -> None:
         await node.emit("user-typing", [{"isTyping": True}], skip_sid=node.sids[0])
         await node.emit("user-typing", [{"isTyping": False}])
         await other.wait_for(2)
-        await sender.wait_for(1)
-        await asyncio.sleep(0.2)
+        # The second emit reaches the sender after the first would have: it is the sentinel.
+        await sender.wait_until(lambda: any(args[0]["isTyping"] is False
+                                            for _, args in sender.got))
         assert [args[0]["isTyping"] for _, args in other.got] == [True, False]
         assert [args[0]["isTyping"] for _, args in sender.got] == [False]
     finally:

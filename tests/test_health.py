@@ -4,7 +4,6 @@ does not lose or block domain writes, and the backlog drains by itself afterward
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayPolicy, relay
 from testkit.clients import user_token
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.processes import WebNode, Worker
 from testkit.redis import PrivateRedis
 
@@ -32,13 +32,13 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 def _until(probe: Any, done: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out; last: {value}"
-        time.sleep(0.1)
+    last: list[Any] = [None]
+
+    def check() -> tuple[Any] | None:  # a tuple: a value that is done may be falsy
+        last[0] = value = probe()
+        return (value,) if done(value) else None
+
+    return eventually(check, lambda: f"timed out; last: {last[0]}", timeout, interval=0.1)[0]
 
 
 def test_redis_outage_keeps_writes_fails_readiness_and_drains_by_itself(

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.core.settings import Settings
 from testkit.clients import SocketClient, token
+from testkit.eventually import eventually, eventually_async
 from testkit.processes import WebNode
 from testkit.world import World
 
@@ -98,9 +100,8 @@ def test_a_binary_event_with_many_attachments_closes_the_connection(
         before = rss_mb(pid)
         blobs = [bytes([i % 256]) * 999_000 for i in range(40)]
         await socket.sio.emit("heartbeat", {"blobs": blobs})
-        deadline = time.monotonic() + 15
-        while socket.sio.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: not socket.sio.connected,
+                               "a 40 MB event did not close the connection", 15)
         grown = rss_mb(pid) - before
         still = socket.sio.connected
         await socket.close()
@@ -200,7 +201,15 @@ def test_no_token_reaches_the_web_node_log(node: WebNode, world: World) -> None:
         http.get("/socket.io/", params={"EIO": "4", "transport": "polling",
                                         "token": secret_token})
         http.get("/api/streams/clients/events", params={"token": secret_token})
-    time.sleep(0.3)
+    # A sentinel: one more refused websocket, its URL logged behind the requests above.
+    mark = uuid.uuid4().hex
+
+    async def sentinel() -> None:
+        with pytest.raises((InvalidStatus, ConnectionClosed)):
+            async with ws_connect(_ws_url(node, f"&sid=nosuchsession&mark={mark}")) as ws:
+                await ws.recv()
+    asyncio.run(sentinel())
+    eventually(lambda: mark in node.log(), "the sentinel was not logged", 10)
     log = node.log()
     assert "WebSocket /socket.io/" in log  # uvicorn did log the URL...
     assert secret_token not in log and secret_token.split(".")[2] not in log  # ...not the token
@@ -223,10 +232,9 @@ def test_sigterm_closes_transports_and_the_node_exits_within_seconds(
         assert (await polling.call("heartbeat"))["ok"]
         started = time.monotonic()
         os.killpg(node.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        while node.alive() and time.monotonic() - started < 15:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
+        await eventually_async(lambda: not node.alive(), "the node did not exit", 15)
         elapsed = time.monotonic() - started
+        await eventually_async(lambda: len(reasons) >= 2, lambda: f"closed: {reasons}", 10)
         await socket.close()
         if polling.connected:
             await polling.disconnect()
@@ -265,10 +273,8 @@ def test_refused_connects_leave_no_socket_behind(world: World) -> None:
 
     recovered = asyncio.run(run())
     assert len(recovered) == 200 and all(not any(r.values()) for r in recovered)
-    deadline = time.monotonic() + 10
-    while connected_sockets() != baseline and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert connected_sockets() == baseline
+    eventually(lambda: connected_sockets() == baseline,
+               lambda: f"{connected_sockets()} sockets, {baseline} before", 10, interval=0.1)
 
 
 def test_an_expiry_that_is_not_a_sane_number_is_refused(world: World) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from typing import Any
 
 import pytest
 
-from testkit.clients import SocketClient
+from testkit.clients import SocketClient, sentinel
+from testkit.eventually import eventually
 from testkit.world import World
 
 
@@ -104,7 +104,7 @@ def test_inbox_mark_refuses_foreign_ids_and_bad_arguments_and_changes_nothing(
         ack = await socket.call("inbox-mark", {"action": "seen", "all": True})
         assert ack["counts"] == {"unread": unread, "unseen": 0, "countsCapped": False}
         await socket.wait_count("inbox-updated", 1)
-        await asyncio.sleep(0.2)
+        await sentinel(world.api, socket, uid)  # next on the same stream
         assert len(socket.named("inbox-updated")) == 1  # the refused ones wrote nothing
         await socket.close()
 
@@ -205,7 +205,4 @@ def notify_on(api: Any, **target: Any) -> str:
 
 
 def _until(what: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    eventually(what, "timed out", timeout, interval=0.01)

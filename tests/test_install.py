@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from testkit import portalmodules
+from testkit.eventually import eventually
 from testkit.processes import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -110,15 +110,12 @@ def web(installed: Install, redis_url: str) -> Iterator[str]:
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def up() -> bool:
             assert proc.poll() is None, (installed.cwd / "web.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the installed web node did not come up"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+
+        eventually(up, "the installed web node did not come up", 60, interval=0.2,
+                   ignoring=(httpx.HTTPError,))
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from app.outbox.retention import prune_events
 from app.outbox.tables import RelayCursor, Stream, new_epoch
 from app.outbox.writer import append
 from testkit.clients import token
+from testkit.eventually import eventually
 from testkit.processes import ROOT, WebNode
 from testkit.system import System
 from testkit.testrun import CI
@@ -99,15 +99,13 @@ class Control:
         return {}
 
     def _wait_dispatched(self, stream: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def caught_up() -> bool:
             with self.system.factory() as session:
                 head = session.get(Stream, stream)
                 cursor = session.get(RelayCursor, stream)
-                if head is None or (cursor is not None and cursor.dispatched >= head.head):
-                    return
-            assert time.monotonic() < deadline, f"relay did not catch up on {stream}"
-            time.sleep(0.05)
+                return head is None or (cursor is not None and cursor.dispatched >= head.head)
+
+        eventually(caught_up, f"relay did not catch up on {stream}", timeout)
 
 
 def _serve(control: Control) -> ThreadingHTTPServer:

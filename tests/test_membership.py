@@ -10,7 +10,7 @@ import socketio
 from sqlalchemy import delete, update
 
 from app.portal.models import User
-from testkit.clients import SocketClient
+from testkit.clients import SocketClient, sentinel
 from testkit.world import World
 
 
@@ -74,7 +74,7 @@ def test_a_removed_technician_leaves_the_project_rooms_on_every_node(world: Worl
             world.api.ok("POST", f"/api/tickets/{ticket}/messages", json={"message": "hi"})
             await client.wait_count("project-updated", 2)
             await client.wait_count("new-message", 1)
-            await asyncio.sleep(0.5)
+            await sentinel(world.api, tech, tech_id)  # what the node sent tech before is in
             again = await tech.call("join-project", project)
             assert again["ok"] is False and again["error"]["code"] == "not_found"
         finally:

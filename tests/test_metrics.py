@@ -18,6 +18,7 @@ from app.outbox.meter import RelayMeter, counters_key
 from app.outbox.relay import RelayReport
 from testkit.clients import SocketClient
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.ops import scrape
 from testkit.processes import free_port
 from testkit.system import System
@@ -42,13 +43,11 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def _drained(system: System, timeout: float = 20) -> Samples:
-    deadline = time.monotonic() + timeout
-    while True:
+    def drained() -> Samples | None:
         samples = _metrics(system)
-        if _value(samples, "herald_events_pending") == 0:
-            return samples
-        assert time.monotonic() < deadline, "the relay did not drain the outbox"
-        time.sleep(0.1)
+        return samples if _value(samples, "herald_events_pending") == 0 else None
+
+    return eventually(drained, "the relay did not drain the outbox", timeout, interval=0.1)
 
 
 def test_published_and_appended_counters_rise_by_the_events_relayed(pg_system: System) -> None:
@@ -62,12 +61,12 @@ def test_published_and_appended_counters_rise_by_the_events_relayed(pg_system: S
     after = _drained(pg_system)
     # A worker's relay thread writes its counters when it goes idle, just after its last
     # pass committed: they may trail the drained outbox by a moment.
-    deadline = time.monotonic() + 10
-    while _value(after, "herald_events_published_total") \
-            - _value(before, "herald_events_published_total") < 6 \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
-        after = _metrics(pg_system)
+    def counted() -> Samples | None:
+        samples = _metrics(pg_system)
+        return samples if _value(samples, "herald_events_published_total") \
+            - _value(before, "herald_events_published_total") >= 6 else None
+
+    after = eventually(counted, "the published counter did not rise by 6", 10)
 
     published = _value(after, "herald_events_published_total") \
         - _value(before, "herald_events_published_total")

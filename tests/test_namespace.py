@@ -138,11 +138,17 @@ async def test_two_deployments_on_one_redis_do_not_see_each_others_typing_or_eve
         await peer_a.wait_count("user-typing", 1)
         got_a = await peer_a.wait_count("invoice-issued", 1)
         got_b = await peer_b.wait_count("invoice-issued", 1)
-        # B's own event came through B's relay and channel; anything of A's, published
-        # before it on the same Redis, would have had every chance to arrive meanwhile.
-        await asyncio.sleep(0.5)
-        assert [e.payload for e in peer_a.named("invoice-issued")] == [{"tag": "for-a"}]
-        assert [e.payload for e in peer_b.named("invoice-issued")] == [{"tag": "for-b"}]
+        # Sentinels, one per deployment, published after both events were delivered: if a
+        # node listened to the other's channels, the other's event would reach it first.
+        for d, tag in ((a, "end-a"), (b, "end-b")):
+            d.api.ok("POST", "/api/events", service, json={
+                "stream": f"ticket-{ticket}", "type": "invoice-issued", "data": {"tag": tag}})
+        await peer_a.wait_count("invoice-issued", 2)
+        await peer_b.wait_count("invoice-issued", 2)
+        assert [e.payload for e in peer_a.named("invoice-issued")] == [
+            {"tag": "for-a"}, {"tag": "end-a"}]
+        assert [e.payload for e in peer_b.named("invoice-issued")] == [
+            {"tag": "for-b"}, {"tag": "end-b"}]
         assert got_a[0].payload == {"tag": "for-a"} and got_b[0].payload == {"tag": "for-b"}
         assert peer_b.named("user-typing") == []
     finally:

@@ -15,6 +15,7 @@ from app.core.settings import Settings
 from app.outbox import nudge
 from app.outbox.meter import counters_key
 from app.outbox.writer import append
+from testkit.eventually import eventually
 from testkit.processes import Worker, free_port
 from testkit.system import System
 from testkit.testrun import REDIS_URL
@@ -97,10 +98,9 @@ def test_a_nudge_wakes_a_workers_relay_thread_without_waiting_for_the_sweep(
     pg_system.workers.append(worker)
     nudger = nudge.relay_nudger(settings)
     try:
-        deadline = time.monotonic() + 10
-        while metrics.hget(key, "last_sweep") == before:  # its first sweep (at start) is done
-            assert time.monotonic() < deadline, "the worker never swept"
-            time.sleep(0.05)
+        # its first sweep (at start) is done
+        eventually(lambda: metrics.hget(key, "last_sweep") != before, "the worker never swept",
+                   timeout=10)
         with pg_system.factory() as session, session.begin():
             append(session, "project-71", "project-updated", {"progress": 1})
         time.sleep(1.5)
@@ -139,12 +139,13 @@ def test_two_workers_relay_threads_share_nudged_writes_each_stream_in_order(
         for thread in threads:
             thread.join()
         tap.wait_unique(len(streams) * rounds, timeout=60)
-        time.sleep(0.3)
+        write_rounds(pg_system.factory, streams, 1, 0, [0])  # sentinels
+        tap.wait_sentinels(streams, rounds + 1, timeout=60)  # a late publication would be in
     finally:
         tap.close()
     per_stream = tap.per_stream()
     for stream in streams:
-        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 1))
+        assert [offset for _, offset in per_stream[stream]] == list(range(1, rounds + 2))
     relayed = [worker.log().count("relay batch") - done
                for worker, done in zip(pg_system.workers, before, strict=True)]
     assert len(relayed) == 2 and all(n > 0 for n in relayed), relayed

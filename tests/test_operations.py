@@ -23,9 +23,9 @@ from app.core.errors import InvalidInput, NotFound
 from app.outbox import ops, writer
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor
-from testkit.clients import SocketClient, user_token
+from testkit.clients import SocketClient, sentinel, user_token
 from testkit.databases import Database
-from testkit.ops import FaultyPublisher, herald_json
+from testkit.ops import FaultyPublisher, herald_json, sweeps
 from testkit.processes import WebNode
 from testkit.system import System
 from testkit.testrun import REDIS_URL
@@ -241,7 +241,8 @@ async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
             api.ok("PATCH", f"/api/projects/{project}", json={"progress": progress})
         # the client's notifications flow; the failed stream waits for an operator
         await socket.wait_count("notification", 2)
-        await asyncio.sleep(1.0)  # two sweeps of the real worker
+        await asyncio.to_thread(sweeps, 2)  # a whole sweep of the real worker went by
+        await sentinel(api, socket, client_id)  # behind anything that sweep published
         assert socket.named("project-updated") == []
         assert api.ok("GET", "/api/admin/outbox")["failedStreams"] == 1
 

@@ -5,7 +5,6 @@ Redis; heartbeats every 0.5 s in tests, expiring after 1.5 s)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from app.outbox import liveness, ops, writer
 from app.outbox.tables import RelayCursor
 from testkit.clients import Api, SocketClient
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.processes import WebNode, free_port
 from testkit.system import System
 from testkit.testrun import REDIS_URL
@@ -29,13 +29,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _until(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+    return eventually(check, "condition not met in time", timeout, interval=0.1)
 
 
 def _fail(factory: Any, stream: str, error: str, *, state: str = "failed") -> None:

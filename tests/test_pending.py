@@ -21,6 +21,7 @@ from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.processes import ROOT
 
 POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
@@ -111,11 +112,14 @@ def test_retrying_and_failed_streams_stay_marked_and_counted_until_retried(
         state = ops.status(session)
     assert (state.retrying_streams, state.failed_streams, state.streams_behind) == (1, 0, 1)
     assert marks(db) == {"user-1": True, "user-2": False}
-    deadline = time.monotonic() + 10
-    while lag(db)["user-1"][2] != "failed":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    def failed_after_a_retry() -> bool:
+        if lag(db)["user-1"][2] == "failed":
+            return True
         relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+        return False
+
+    eventually(failed_after_a_retry, lambda: f"user-1 never failed: {lag(db)}", 10,
+               interval=0.02)
     with db.factory() as session:
         state = ops.status(session)
     assert (state.failed_streams, state.events_pending) == (1, 1)
@@ -189,6 +193,9 @@ def _write(database: Database, stop: threading.Event, seed: int, errors: list[st
             errors.append(f"{type(exc).__name__}: {exc}")
 
 
+KILLS = 20  # about 6 s of random kills
+
+
 def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_event(
         pg_db: Database, redis_url: str) -> None:
     key = f"herald-test-pending-{uuid.uuid4().hex[:8]}"
@@ -201,8 +208,7 @@ def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_ev
     try:
         for t in writers:
             t.start()
-        until = time.monotonic() + 6
-        while time.monotonic() < until:  # kill one relay at a random moment, start another
+        for _ in range(KILLS):  # kill one relay at a random moment, start another
             time.sleep(random.uniform(0.1, 0.5))
             victim = random.randrange(len(relays))
             relays[victim].send_signal(signal.SIGKILL)
@@ -213,17 +219,14 @@ def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_ev
         for t in writers:
             t.join()
         assert not errors, errors[:3]
-        deadline = time.monotonic() + 30
-        while {s for s, (_h, _d, state) in lag(pg_db).items() if state == "failed"} \
-                != {"user-3", "user-7"}:
-            assert time.monotonic() < deadline, lag(pg_db)
-            time.sleep(0.05)
+        eventually(lambda: {s for s, (_h, _d, state) in lag(pg_db).items()
+                            if state == "failed"} == {"user-3", "user-7"},
+                   lambda: str(lag(pg_db)), 30)
         assert marks(pg_db)["user-3"] and marks(pg_db)["user-7"]
         client.set(f"{key}:heal", 1)
         ops.retry(pg_db.factory, all_failed=True)
-        while any(head != done for head, done, _state in lag(pg_db).values()):
-            assert time.monotonic() < deadline, "not every stream caught up"
-            time.sleep(0.05)
+        eventually(lambda: all(head == done for head, done, _state in lag(pg_db).values()),
+                   "not every stream caught up", 30)
     finally:
         stop.set()
         for proc in relays:

@@ -24,6 +24,7 @@ from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor
 from app.outbox.writer import append
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.eventually import eventually
 from testkit.processes import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -80,12 +81,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path,
           timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
+    def done() -> bool:
+        if check():
+            return True
         assert proc.poll() is None, f"{what}: exited {proc.returncode}\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s\n" \
-            f"{log.read_text()[-3000:]}"
-        time.sleep(0.2)
+        return False
+
+    eventually(done, lambda: f"{what}: not within {timeout}s\n{log.read_text()[-3000:]}",
+               timeout, interval=0.2)
 
 
 def test_release_migrates_a_fresh_database_from_a_fresh_clone(

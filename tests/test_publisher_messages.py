@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import Event, EventRecord
 from app.outbox.writer import append
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.redis import PrivateRedis, subscribed
 
 PAYLOADS = [
@@ -119,11 +119,14 @@ def test_redis_publisher_sends_rows_in_order_and_a_refused_publish_rejects_its_s
         pubsub = subscribed(client, "rows", sorted({e.stream for e in events}))
         publisher.publish_rows([row_of(e) for e in events])
         got = []
-        deadline = time.monotonic() + 10
-        while len(got) < len(events) and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.5)
+
+        def all_in() -> bool:
+            message = pubsub.get_message(timeout=0.1)
             if message and message["type"] == "smessage":
                 got.append(json.loads(message["data"]))
+            return len(got) >= len(events)
+
+        eventually(all_in, lambda: f"{len(got)} of {len(events)} arrived", 10, interval=0)
         assert [(m["room"], m["data"][1]["offset"]) for m in got] == \
             [(e.stream, e.offset) for e in events]
         assert [m["data"][0] for m in got] == ROW_PAYLOADS

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from app.portal.models import User
 from app.portal.seed import seed
 from testkit.clients import token
 from testkit.databases import truncate_all
+from testkit.eventually import eventually
 from testkit.jsproject import clean_copy, empty_node_project, npm_install
 from testkit.processes import ROOT
 from testkit.system import System
@@ -109,16 +109,24 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     reader_env = {**os.environ, **{k: v for k, v in env.items() if k.startswith("HERALD_")}}
     proc = subprocess.Popen(argv, cwd=cwd, env=reader_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + RUN_FOR
-    progress = 0
+    progress = [0]
+
+    def ended() -> bool:
+        try:
+            proc.wait(1)
+            return True
+        except subprocess.TimeoutExpired:
+            progress[0] = (progress[0] + 7) % 100
+            httpx.patch(f"{env['HERALD_URL']}/api/projects/1", json={"progress": progress[0]},
+                        headers={"Authorization": f"Bearer {env['ADMIN']}"}, timeout=10)
+            return False
+
     try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                proc.wait(1)
-            except subprocess.TimeoutExpired:
-                progress = (progress + 7) % 100
-                httpx.patch(f"{env['HERALD_URL']}/api/projects/1", json={"progress": progress},
-                            headers={"Authorization": f"Bearer {env['ADMIN']}"}, timeout=10)
+        eventually(ended, f"the snippet still ran after {RUN_FOR} s", RUN_FOR, interval=0)
+    except AssertionError as late:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"{late}\n{out}\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

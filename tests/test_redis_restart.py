@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +50,7 @@ class Restartable:
     api: Api
 
     def restart_redis(self) -> None:
-        self.redis.stop()
-        time.sleep(0.5)  # the web node notices: its subscription is lost
-        self.redis.start()
+        self.redis.restart_under(self.web)
 
 
 @pytest.fixture
@@ -224,9 +221,8 @@ async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_rec
         await eventually_async(lambda: offsets == [1], "first event not received")
 
         await asyncio.to_thread(private_pg.stop)
-        await asyncio.to_thread(private.stop)
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(private.start)  # resubscribed; the catch-up cannot read
+        # resubscribed, the node's catch-up cannot read
+        await asyncio.to_thread(private.restart_under, web)
         await eventually_async(lambda: reasons, "the transport was not closed")
         assert reasons[0] == sio.reason.TRANSPORT_ERROR, reasons  # not SERVER_DISCONNECT
         await asyncio.sleep(2)  # it retries meanwhile: the node closes those transports too

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import EventRecord, RelayCursor
 from app.outbox.writer import append
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.processes import free_port
 from testkit.redis import subscribed
 from testkit.testrun import RUN
@@ -102,10 +102,11 @@ def test_refused_stream_backs_off_then_fails_while_other_streams_flow(db: Databa
     first = cursor(db, "project-1")
     assert first.dispatched == 0 and first.attempts == 1 and first.state == "active"
     assert first.next_attempt_at is not None
-    deadline = time.monotonic() + 5
-    while cursor(db, "project-1").state != "failed" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def failed_after_a_retry() -> bool:
         relay(session_factory=db.factory, publisher=publisher, policy=policy)
+        return cursor(db, "project-1").state == "failed"
+
+    eventually(failed_after_a_retry, "project-1 never failed", timeout=5)
     failed = cursor(db, "project-1")
     assert failed.state == "failed" and failed.attempts == 3
     assert failed.last_error == "ResponseError: refused"
@@ -139,9 +140,8 @@ class Subscription:
                 self.messages.append(json.loads(message["data"]))
 
     def wait(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(self.messages) >= count,
+                   lambda: f"{count} messages expected, got {self.messages}", timeout, 0.01)
         return list(self.messages)
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ from app.outbox.tables import RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.clients import Received, SocketClient
 from testkit.databases import Database
+from testkit.eventually import eventually, eventually_async
 from testkit.system import System, relay_nudger
 
 pytestmark = pytest.mark.anyio
@@ -44,18 +45,15 @@ def head_of(system: System, stream: str) -> tuple[int, str]:
 
 def wait_dispatched(system: System, streams: list[str], timeout: float = 30) -> None:
     """Until the relay has published every event of these streams."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def caught_up() -> bool:
         with system.factory() as session:
-            pending = session.execute(
+            return session.execute(
                 select(func.count()).select_from(Stream)
                 .join(RelayCursor, RelayCursor.stream == Stream.name)
                 .where(Stream.name.in_(streams), RelayCursor.dispatched < Stream.head)
-            ).scalar()
-        if pending == 0:
-            return
-        assert time.monotonic() < deadline, f"relay did not catch up on {streams}"
-        time.sleep(0.05)
+            ).scalar() == 0
+
+    eventually(caught_up, f"relay did not catch up on {streams}", timeout)
 
 
 def emit(system: System, stream: str, count: int, start: int = 0) -> None:
@@ -99,10 +97,11 @@ async def test_reconnect_to_another_node_replays_exactly_the_missed_events_then_
 
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 99})  # room restored
         updates = await second.wait_count("project-updated", missed + 1)
-        await asyncio.sleep(0.3)  # a lagging relay's duplicate would show up now
-        updates = second.named("project-updated")
-        assert offsets(updates, stream) == list(range(2, 3 + missed))
-        assert updates[-1].payload["progress"] == 99
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 100})  # sentinel
+        await second.wait_for(lambda: 3 + missed in offsets(second.events, stream))
+        updates = second.named("project-updated")  # a lagging relay's duplicate is in
+        assert offsets(updates, stream) == list(range(2, 4 + missed))
+        assert updates[-2].payload["progress"] == 99
     finally:
         await second.close()
 
@@ -286,12 +285,10 @@ async def test_replay_under_live_load_delivers_every_offset_once_in_order(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        while written < total // 4:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: written >= total // 4, "the writer stalled")
         by_connect = SocketClient(pg_system.url, admin_token, positions={stream: {"offset": 0}})
         await by_connect.connect()
-        while written < total // 2:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: written >= total // 2, "the writer stalled")
         by_join = SocketClient(pg_system.webs[0].url, client_token)
         await by_join.connect()
         ack = await by_join.call("join-project", {"projectId": project,
@@ -310,11 +307,13 @@ async def test_replay_under_live_load_delivers_every_offset_once_in_order(
             await socket.wait_for(lambda s=socket: len(offsets(s.events, stream)) >= total,
                                   timeout=60)
         await from_head.wait_for(lambda: total in offsets(from_head.events, stream), timeout=60)
-        await asyncio.sleep(0.3)
+        api.ok("PATCH", f"/api/projects/{project}", json={"progress": 1})  # sentinel: total+1
+        for socket in (by_connect, by_join, from_head):  # a late duplicate would be before it
+            await socket.wait_for(lambda s=socket: total + 1 in offsets(s.events, stream))
         for socket in (by_connect, by_join):
-            assert offsets(socket.events, stream) == list(range(1, total + 1))
+            assert offsets(socket.events, stream) == list(range(1, total + 2))
         assert offsets(from_head.events, stream) == list(range(head_ack["offset"] + 1,
-                                                               total + 1))
+                                                               total + 2))
     finally:
         await by_connect.close()
         await by_join.close()

@@ -21,6 +21,7 @@ from app.gateway.replay import PageReads
 from app.outbox.writer import append
 from testkit.clients import SocketClient
 from testkit.databases import Database
+from testkit.eventually import eventually_async
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
@@ -98,7 +99,7 @@ async def test_a_read_in_flight_begun_too_early_is_not_joined(
     pages = PageReads(pg_db.factory)
     c_since = now()
     a = asyncio.create_task(pages.read(STREAM, 0, "e", now()))
-    await asyncio.sleep(0.05)
+    await eventually_async(lambda: calls == 1, "the first read did not start")
     c = asyncio.create_task(pages.read(STREAM, 0, "e", c_since))
     write(pg_db, 2)
     b = asyncio.create_task(pages.read(STREAM, 0, "e", now()))

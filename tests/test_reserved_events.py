@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.gateway.gcpolicy import SocketGC
 from app.portal import projects
-from testkit.clients import SocketClient, token
+from testkit.clients import SocketClient, sentinel, token
 from testkit.localnode import local_node
 from testkit.system import System
 from testkit.world import World, build_world
@@ -64,7 +64,7 @@ def test_a_technician_who_emitted_disconnect_still_leaves_a_project_he_is_taken_
             world.api.ok("POST", f"/api/tickets/{ticket}/messages", json={"message": "hi"})
             await client.wait_count("project-updated", 2)
             await client.wait_count("new-message", 1)
-            await asyncio.sleep(0.5)
+            await sentinel(world.api, tech, tech_id)  # what the node sent tech before is in
             typing = await tech.call("typing-start", {"ticketId": ticket})
         finally:
             await tech.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ from app.outbox.retention import prune_events
 from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.databases import Database
+from testkit.eventually import eventually
 from testkit.system import System
 from workers.celery_app import celery_app
 
@@ -105,27 +105,25 @@ def test_prune_runs_as_the_daily_beat_task_on_a_real_worker(pg_system: System) -
         for i in range(3):
             append(session, "clients", "notification", {"type": "info", "title": str(i),
                                                          "message": ""})
-    deadline = time.monotonic() + 30
-    while True:  # the sweep relays them first: only delivered events may go
+    def relayed() -> bool:  # the sweep relays them first: only delivered events may go
         with pg_system.factory() as session:
             done = session.get(RelayCursor, "clients")
-            if done is not None and done.dispatched == 3:
-                break
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+            return done is not None and done.dispatched == 3
+
+    eventually(relayed, "the three events were not relayed", 30)
     with pg_system.factory() as session, session.begin():
         session.execute(text("UPDATE events SET created_at = :old WHERE \"offset\" <= 2"),
                         {"old": utcnow() - OLD})
     celery_app.send_task("herald.prune")
-    deadline = time.monotonic() + 30
-    while True:
+    left: list[int] = []
+
+    def pruned_through_2() -> Stream | None:
         with pg_system.factory() as session:
-            left = list(session.execute(select(Event.offset)).scalars())
-            pruned = session.get(Stream, "clients")
-        if left == [3]:
-            break
-        assert time.monotonic() < deadline, left
-        time.sleep(0.05)
+            left[:] = session.execute(select(Event.offset)).scalars()
+            stream = session.get(Stream, "clients")
+        return stream if left == [3] else None
+
+    pruned = eventually(pruned_through_2, lambda: f"left: {left}", 30)
     assert pruned is not None and pruned.pruned_through == 2 and pruned.head == 3
 
 

@@ -118,26 +118,26 @@ class Watch:
 async def _watch(node: LocalNode, eio_sid: str, seconds: float) -> Watch:
     """Sample one socket's queue and write buffer until it is closed (or `seconds`)."""
     watch = Watch()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
+
+    def sampled_until_closed() -> bool:
         sock = node.gateway.sio.eio.sockets.get(eio_sid)
         if sock is None or sock.closed:
             watch.closed = True
-            break
+            return True
         watch.queued = max(watch.queued, _queued(sock))
         watch.buffered = max(watch.buffered, _buffered(sock))
-        await asyncio.sleep(0.005)
+        return False
+
+    await eventually_async(sampled_until_closed, lambda: f"never closed: {watch}", seconds,
+                           interval=0.005)
     return watch
 
 
 async def _new_socket(node: LocalNode, before: set[str]) -> str:
-    for _ in range(500):
-        new = set(node.gateway.sio.eio.sockets) - before
-        if new:
-            return new.pop()
-        await asyncio.sleep(0.01)
-    raise AssertionError("no new engine.io socket")
+    new: set[str] = await eventually_async(
+        lambda: set(node.gateway.sio.eio.sockets) - before, "no new engine.io socket", 5,
+        interval=0.01)
+    return new.pop()
 
 
 async def test_a_replay_to_a_socket_that_never_reads_is_paced_then_closed(
@@ -176,12 +176,12 @@ async def test_live_events_to_a_socket_that_never_reads_close_its_transport(
     before = set(node.gateway.sio.eio.sockets)
     stuck = await _stuck_client(node, ticket.user, ticket.id, offset=None)
     eio_sid = await _new_socket(node, before)
-    sid = None
-    for _ in range(500):
+    def in_room() -> bool:
         sid = node.gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
-        if sid is not None and room in node.gateway.sio.rooms(sid):
-            break
-        await asyncio.sleep(0.01)
+        return sid is not None and room in node.gateway.sio.rooms(sid)
+
+    await eventually_async(in_room, "the stuck socket never entered the room", 5,
+                           interval=0.01)
     watcher = asyncio.create_task(_watch(node, eio_sid, 30))
     count = 2000  # of 4 KB: 8 MB, 32 times the bound (the kernel's buffers take some MB)
     for i in range(count):

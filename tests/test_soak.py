@@ -47,7 +47,7 @@ from app.outbox.tables import RelayCursor, Stream
 from app.portal import projects
 from testkit.clients import token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
-from testkit.eventually import eventually_async
+from testkit.eventually import eventually, eventually_async
 from testkit.processes import Process, WebNode, Worker, free_port
 from testkit.redis import PrivateRedis
 from testkit.redis_cluster import LocalCluster, LocalSentinel
@@ -492,7 +492,18 @@ async def test_every_client_holds_every_committed_event_after_random_kills(
                         for c in everyone for s in c.streams})
         await eventually_async(complete, lambda: f"missing per (client, stream): {missing()}", 90,
                                0.2)
-        await asyncio.sleep(0.5)  # a late duplicate from a library would show up now
+        # Sentinels: one more change per project, each stream's late duplicates before it.
+        with httpx.Client(base_url=urls[0], timeout=10,
+                          headers={"Authorization": f"Bearer {admin}"}) as http:
+            for project in projects:  # a node may still be coming back from a kill
+                eventually(lambda p=project: http.patch(f"/api/projects/{p}",
+                                                        json={"progress": 100}).is_success,
+                           f"project {project} not changed", 60, ignoring=(httpx.HTTPError,))
+        await eventually_async(lambda: all(h == d for h, d in heads(factory).values()),
+                               lambda: f"outbox not drained: {heads(factory)}", 90, 0.2)
+        committed.update({s: h for s, (h, _) in heads(factory).items()})
+        await eventually_async(complete, lambda: f"missing per (client, stream): {missing()}", 90,
+                               0.2)
     finally:
         system.stopping.set()
         stop_writes.set()

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from testkit.eventually import eventually
 from testkit.processes import BIN, ROOT, WebNode
 from testkit.system import System
 
@@ -38,13 +38,15 @@ class TailProcess:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, what: Callable[[], bool], timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
+        def done() -> bool:
+            if what():
+                return True
             if self.proc.poll() is not None:
                 raise AssertionError(f"tail exited {self.proc.returncode}: {self.stderr()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; printed {self.offsets()}; {self.stderr()}")
-            time.sleep(0.05)
+            return False
+
+        eventually(done, lambda: f"timed out; printed {self.offsets()}; {self.stderr()}",
+                   timeout)
 
     def offsets(self) -> list[int]:
         return [line["meta"]["offset"] for line in self.lines]
@@ -90,10 +92,11 @@ def test_tail_prints_each_event_once_across_a_web_node_restart(
         tail.wait_for(lambda: len(tail.offsets()) >= 4)
         update(5)
         tail.wait_for(lambda: len(tail.offsets()) >= 5)
-        time.sleep(0.3)  # a duplicate, if any, would arrive right behind
-        assert tail.offsets() == [1, 2, 3, 4, 5]
-        assert [line["payload"]["progress"] for line in tail.lines] == [1, 2, 3, 4, 5]
-        assert len({line["meta"]["id"] for line in tail.lines}) == 5
+        update(6)  # a sentinel: a duplicate of 1-5 would be printed before it
+        tail.wait_for(lambda: 6 in tail.offsets())
+        assert tail.offsets() == [1, 2, 3, 4, 5, 6]
+        assert [line["payload"]["progress"] for line in tail.lines] == [1, 2, 3, 4, 5, 6]
+        assert len({line["meta"]["id"] for line in tail.lines}) == 6
         assert "connection lost" in tail.stderr()
     finally:
         tail.stop()
@@ -128,10 +131,13 @@ def test_tail_starts_each_stream_after_its_own_from_offset(
         tail.wait_for(lambda: len(tail.lines) >= 3)
         api.ok("PATCH", f"/api/projects/{second}", json={"progress": 4})
         tail.wait_for(lambda: len(tail.lines) >= 4)
-        time.sleep(0.3)
+        for project in (first, second):  # sentinels: what the --from offsets should skip
+            api.ok("PATCH", f"/api/projects/{project}", json={"progress": 5})  # comes first
+        tail.wait_for(lambda: {(line["meta"]["stream"], line["meta"]["offset"])
+                               for line in tail.lines} >= {(a, 4), (b, 5)})
         by_stream = {s: [line["meta"]["offset"] for line in tail.lines
                          if line["meta"]["stream"] == s] for s in (a, b)}
-        assert by_stream == {a: [2, 3], b: [3, 4]}
+        assert by_stream == {a: [2, 3, 4], b: [3, 4, 5]}
     finally:
         tail.stop()
 

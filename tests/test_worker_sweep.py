@@ -11,7 +11,6 @@ redis-server whose ACL denies PUBLISH and SPUBLISH.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.outbox.tables import RelayCursor
 from testkit.clients import Api, SocketClient
+from testkit.eventually import eventually
 from testkit.ops import scrape
 from testkit.private import private_system
 from testkit.processes import WebNode, Worker
@@ -54,8 +54,7 @@ def test_a_new_worker_delivers_every_event_written_around_a_killed_one(
     try:
         writer.start()
         tap.wait_unique(200, timeout=60)
-        while victim.alive():
-            time.sleep(0.01)
+        eventually(lambda: not victim.alive(), "the worker was not killed", interval=0.01)
         slow_cursor_updates(pg_system, False)
         pg_system.workers.remove(victim)
         at_kill = progress[0]
@@ -97,14 +96,15 @@ class Refusing:
             return cursor
 
     def wait_cursor(self, stream: str, check: object, timeout: float = 30) -> RelayCursor:
-        deadline = time.monotonic() + timeout
-        while True:
-            cursor = self.cursor(stream)
-            if check(cursor):  # type: ignore[operator]
-                return cursor
-            assert time.monotonic() < deadline, (cursor.state, cursor.attempts,
-                                                 cursor.dispatched, self.worker.log()[-2000:])
-            time.sleep(0.05)
+        last: list[RelayCursor] = []
+
+        def checked() -> RelayCursor | None:
+            last[:] = [self.cursor(stream)]
+            return last[0] if check(last[0]) else None  # type: ignore[operator]
+
+        return eventually(checked, lambda: str((last[0].state, last[0].attempts,
+                                                last[0].dispatched, self.worker.log()[-2000:])),
+                          timeout)
 
 
 def _refusing(tmp_path: Path, attempts: int, backoff: float) -> Iterator[Refusing]:
@@ -168,11 +168,10 @@ def test_metrics_show_the_time_since_the_last_sweep(pg_system: System) -> None:
         text = pg_system.api().request("GET", "/metrics").text
         return scrape(text)[("herald_relay_seconds_since_sweep", ())]
 
-    deadline = time.monotonic() + 20
-    while since() > 5:  # the worker sweeps every HERALD_SWEEP_INTERVAL (0.5 s in tests)
-        assert time.monotonic() < deadline, "no sweep recorded"
-        time.sleep(0.2)
+    # the worker sweeps every HERALD_SWEEP_INTERVAL (0.5 s in tests)
+    eventually(lambda: since() <= 5, "no sweep recorded", 20, interval=0.2)
     pg_system.workers[0].kill()
     pg_system.workers.clear()
-    time.sleep(3)
-    assert since() >= 2.5  # nobody sweeps: the gauge grows
+    # nobody sweeps: the gauge grows past several sweep intervals
+    eventually(lambda: since() >= 2.5, lambda: f"the gauge stays at {since()}", 20,
+               interval=0.2)

@@ -4,13 +4,13 @@ app.web`) offers websocket per-message deflate only when the setting is on."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from testkit.eventually import eventually_async
 from testkit.processes import Process, free_port
 
 pytestmark = pytest.mark.anyio
@@ -28,16 +28,12 @@ async def test_web_node_negotiates_deflate_only_when_compression_is_on(
                   env, tmp_path)
     web.spawn()
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def healthy() -> bool:
             assert web.alive(), web.log()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, web.log()[-2000:]
-            time.sleep(0.1)
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+
+        await eventually_async(healthy, lambda: web.log()[-2000:], 30, interval=0.1,
+                               ignoring=(httpx.HTTPError,))
         url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         async with ws_connect(url, compression="deflate") as ws:  # the client offers it
             assert str(await ws.recv()).startswith("0{")  # engine.io OPEN

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from sqlalchemy import select
 
 from app.portal.auth import Principal, decode
+from testkit.eventually import eventually
 from testkit.ops import scrape
 from testkit.testrun import SECRET
 from testkit.world import World
@@ -26,17 +28,19 @@ def wait_relayed(world: World, streams: list[str], timeout: float = 15) -> None:
     """Until the relay has published every event of `streams` (to no web node, if none runs)."""
     from app.outbox.tables import RelayCursor, Stream
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    heads: dict[str, int] = {}
+    sent: dict[str, int] = {}
+
+    def relayed() -> bool:
         with world.system.factory() as session:
-            heads = dict(session.execute(select(Stream.name, Stream.head)
-                                         .where(Stream.name.in_(streams))).all())
-            sent = dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)
-                                        .where(RelayCursor.stream.in_(streams))).all())
-        if all(sent.get(name, 0) >= heads.get(name, 0) for name in streams):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not relayed in {timeout}s: heads {heads}, dispatched {sent}")
+            heads.update(dict(session.execute(select(Stream.name, Stream.head)
+                                              .where(Stream.name.in_(streams))).all()))
+            sent.update(dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)
+                                             .where(RelayCursor.stream.in_(streams))).all()))
+        return all(sent.get(name, 0) >= heads.get(name, 0) for name in streams)
+
+    eventually(relayed, lambda: f"not relayed in {timeout}s: heads {heads}, dispatched {sent}",
+               timeout)
 
 
 # Events the browser tests expected a page to be handed, and how many of them were lost or
@@ -49,11 +53,8 @@ def expect_log(tab: PortalPage, stream: str, after: int, count: int,
     """The page was handed exactly the `count` events of `stream` after offset `after`, in
     order (none lost, none twice): waits for them, then a moment more for any repeat."""
     want = [(stream, offset) for offset in range(after + 1, after + count + 1)]
-    deadline = time.monotonic() + timeout
-    while (got := tab.received(stream)) != want and time.monotonic() < deadline:
-        if len(got) > len(want):
-            break
-        time.sleep(0.05)
+    with contextlib.suppress(AssertionError):  # judged below, by what arrived
+        eventually(lambda: len(tab.received(stream)) >= len(want), "", timeout)
     time.sleep(settle)
     got = tab.received(stream)
     TALLY["expected"] += len(want)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from playwright.sync_api import expect
 
+from testkit.eventually import eventually
 from testkit.world import World
 from tests.browser.conftest import Portal
 from tests.browser.streams import connected_sockets, expect_log, head
@@ -13,10 +15,9 @@ from tests.browser.streams import connected_sockets, expect_log, head
 
 def sockets_settle(world: World, want: int, timeout: float = 10) -> int:
     """The node's socket count once it equals `want` (or whatever it is at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while (count := connected_sockets(world)) != want and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return count
+    with contextlib.suppress(AssertionError):  # the caller asserts on the count
+        eventually(lambda: connected_sockets(world) == want, "", timeout, interval=0.1)
+    return connected_sockets(world)
 
 
 def test_two_tabs_of_one_user_share_one_connection_and_lose_nothing_when_the_leader_closes(

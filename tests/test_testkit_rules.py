@@ -1,0 +1,61 @@
+"""The test kit's rules hold in tests/: waits go through testkit/eventually.py.
+
+A hand-rolled deadline loop (`deadline = time.monotonic() + ...`, `loop.time() + ...`)
+repeats what `eventually` / `eventually_async` do, usually without a message saying what
+did not happen; this scan names each one by file and line so that they do not come back.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANNED = ("tests", "testkit")
+HELPER = Path("testkit/eventually.py")  # the one place that does deadline arithmetic
+HERE = Path(__file__).resolve().relative_to(ROOT)  # its samples below are not loops
+CLOCK = r"(?:\btime\.monotonic|\btime\.time|\bloop\.time|\bget_running_loop\(\)\.time" \
+        r"|\bget_event_loop\(\)\.time)\(\)"
+# a deadline computed (`clock() + timeout`) or a loop that reads the clock in its condition
+DEADLINE = re.compile(rf"{CLOCK}\s*\+|^\s*while\b.*{CLOCK}")
+# Lines that measure or budget time rather than wait for something: (path, text in line).
+ALLOWED: list[tuple[str, str]] = [
+    # the soak runs its chaos for HERALD_SOAK_SECONDS: a duration, not a wait
+    ("tests/test_soak.py", "deadline = time.monotonic() + seconds"),
+    ("tests/test_soak.py", "while time.monotonic() < deadline:"),
+]
+
+
+def offences(text: str) -> list[int]:
+    return [n for n, line in enumerate(text.splitlines(), 1)
+            if DEADLINE.search(line.split("#", 1)[0])]
+
+
+def allowed(path: Path, line: str) -> bool:
+    return any(path == Path(where) and text in line for where, text in ALLOWED)
+
+
+def test_no_hand_rolled_deadline_loop_outside_eventually() -> None:
+    found = []
+    for folder in SCANNED:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            if relative in (HELPER, HERE) or "node_modules" in relative.parts:
+                continue
+            lines = path.read_text().splitlines()
+            found += [f"{relative}:{n}: {lines[n - 1].strip()}"
+                      for n in offences(path.read_text())
+                      if not allowed(relative, lines[n - 1])]
+    assert not found, ("deadline loops: use testkit.eventually (eventually / "
+                       "eventually_async) instead:\n" + "\n".join(found))
+
+
+def test_the_scan_sees_each_form_of_deadline() -> None:
+    sample = ("deadline = time.monotonic() + 10\n"
+              "until = loop.time() + seconds\n"
+              "end = asyncio.get_running_loop().time() + 5\n"
+              "started = time.monotonic()  # a measurement, not a deadline\n"
+              "# deadline = time.monotonic() + 1 in a comment\n"
+              "    while node.alive() and time.monotonic() - started < 15:\n"
+              "elapsed = time.monotonic() - started\n")
+    assert offences(sample) == [1, 2, 3, 6]
