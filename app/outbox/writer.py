@@ -1,7 +1,8 @@
 """Append events inside the caller's transaction, with gapless per-stream offsets.
 
 Offsets come from `UPDATE streams SET head = head + 1, pending = true ... RETURNING`
-(the same statement marks the stream pending for the relay), which locks the
+(the same statement marks the stream pending for the relay, and a stream it marks gets
+`pending_since`, the events' time, for the outbox status), which locks the
 stream's row until the transaction ends: appends to one stream serialise and commit in
 offset order, appends to different streams never wait on each other. The relay is
 nudged after the commit, never before, and a failed nudge never fails the caller.
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, case, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -139,7 +140,9 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 # encoded again), zipped by ROWS FROM in order.
 APPEND_SQL = """\
 WITH bump AS (
-  UPDATE streams SET head = head + %(n)s, pending = true WHERE name = %(stream)s
+  UPDATE streams SET head = head + %(n)s, pending = true,
+    pending_since = CASE WHEN pending THEN pending_since ELSE %(ts)s END
+  WHERE name = %(stream)s
   RETURNING head, epoch),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
@@ -192,7 +195,7 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
                 head_row = _append_pg(conn, stream, rows, at, event_ids, texts, now)
                 assert head_row is not None
         else:
-            head_row = _bump(session, stream, len(at))
+            head_row = _bump(session, stream, len(at), now)
             first = int(head_row[0]) - len(at) + 1
             conn.execute(_EVENTS.insert(), [
                 {"id": event_ids[i], "stream": stream, "offset": first + k, "type": rows[i][1],
@@ -223,7 +226,8 @@ lk AS (SELECT s.name FROM streams AS s
        WHERE s.name IN (SELECT name FROM v) AND NOT EXISTS (SELECT 1 FROM missing)
        ORDER BY s.name FOR UPDATE),
 bump AS (
-  UPDATE streams AS s SET head = s.head + v.n, pending = true
+  UPDATE streams AS s SET head = s.head + v.n, pending = true,
+    pending_since = CASE WHEN s.pending THEN s.pending_since ELSE %(ts)s END
   FROM v, lk WHERE s.name = v.name AND lk.name = v.name
   RETURNING s.name, s.head, s.epoch, v.n),
 ins AS (
@@ -337,11 +341,17 @@ _STREAMS = cast(Table, Stream.__table__)
 _EVENTS = cast(Table, Event.__table__)
 
 
-def _bump(session: Session, stream: str, n: int) -> Any:
+def _marked_since(now: datetime) -> Any:
+    """`pending_since` of a bump: kept while the stream stays marked, else `now` (the time
+    of the events that mark it; the outbox status walks it, app.outbox.ops.status)."""
+    return case((_STREAMS.c.pending, _STREAMS.c.pending_since), else_=now)
+
+
+def _bump(session: Session, stream: str, n: int, now: datetime) -> Any:
     """(head, epoch) after adding `n` to the stream's head; creates a missing stream."""
     conn = session.connection()
     bump = (update(_STREAMS).where(_STREAMS.c.name == stream)
-            .values(head=_STREAMS.c.head + n, pending=True)
+            .values(head=_STREAMS.c.head + n, pending=True, pending_since=_marked_since(now))
             .returning(_STREAMS.c.head, _STREAMS.c.epoch))
     head_row = conn.execute(bump).first()
     if head_row is None:
