@@ -4,16 +4,18 @@ Every change to `streams` or `relay_cursors` adds its delta to `outbox_counts` i
 transaction (migration 0005), so in any snapshot the sums equal a full recount of the
 tables: events appended (the sum of heads), dispatched (the sum of cursors), streams
 marked pending, failed streams, retrying streams. On PostgreSQL each statement inserts a
-row (writers never wait on a counter row); `fold` replaces the rows by their sum, so a
-read sums a few rows. Reads fold when they find more than FOLD_AT rows.
+row (writers never wait on a counter row), on SQLite one per changed row; `fold`
+replaces the rows by their sum, so a read sums a few rows. Each worker's relay thread
+folds once a second (workers/sweeper.py); a read that finds more than FOLD_AT rows too.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.outbox.tables import OutboxCount
@@ -58,18 +60,34 @@ def read(session: Session) -> Totals:
                                (c.appended, c.dispatched, c.marked, c.failed, c.retrying)])
     ).one()
     if rows > FOLD_AT:
-        try:
-            bind = session.get_bind()
-            engine = bind if isinstance(bind, Engine) else bind.engine
-            with engine.connect() as conn:
-                fold(conn)
-                conn.commit()
-        except Exception as exc:  # a read never fails for want of a fold
-            log.warning("outbox counts fold failed error=%s", type(exc).__name__)
+        bind = session.get_bind()
+        fold_on(bind if isinstance(bind, Engine) else bind.engine)
     return Totals(*(int(v) for v in sums))
 
 
+def fold_on(engine: Engine) -> None:
+    """`fold` in a transaction of its own; a failure is logged, never raised (the rows
+    stay, and still sum to the totals)."""
+    try:
+        with engine.connect() as conn:
+            fold(conn)
+            conn.commit()
+    except Exception as exc:
+        log.warning("outbox counts fold failed error=%s", type(exc).__name__)
+
+
 def fold(conn: Connection) -> None:
-    """Replace the delta rows by one row of their sums (PostgreSQL; SQLite keeps one row)."""
+    """Replace the delta rows by one row of their sums, in the connection's transaction."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(FOLD_SQL)
+        return
+    # SQLite: its writers are serialised, so sum, delete and insert see the same rows.
+    c = cast(Table, OutboxCount.__table__)
+    columns = ("appended", "dispatched", "marked", "failed", "retrying")
+    last, *sums = conn.execute(
+        select(func.max(c.c.id), *[func.coalesce(func.sum(c.c[k]), 0) for k in columns])
+    ).one()
+    if last is None:
+        return
+    conn.execute(delete(c).where(c.c.id <= last))
+    conn.execute(insert(c).values(dict(zip(columns, sums, strict=True))))

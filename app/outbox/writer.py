@@ -1,10 +1,10 @@
 """Append events inside the caller's transaction, with gapless per-stream offsets.
 
 Offsets come from `UPDATE streams SET head = head + 1, pending = true ... RETURNING`
-(the same statement marks the stream pending for the relay, and a stream it marks gets
-`pending_since`, the events' time, for the outbox status), which locks the
-stream's row until the transaction ends: appends to one stream serialise and commit in
-offset order, appends to different streams never wait on each other. The relay is
+(the same statement marks the stream pending for the relay, and keeps `pending_since`,
+the earliest time of the events written since the mark, for the outbox status), which
+locks the stream's row until the transaction ends: appends to one stream serialise and
+commit in offset order, appends to different streams never wait on each other. The relay is
 nudged after the commit, never before, and a failed nudge never fails the caller.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, case, insert, select, update
+from sqlalchemy import Connection, Table, case, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -141,7 +141,8 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 APPEND_SQL = """\
 WITH bump AS (
   UPDATE streams SET head = head + %(n)s, pending = true,
-    pending_since = CASE WHEN pending THEN pending_since ELSE %(ts)s END
+    pending_since = CASE WHEN NOT pending OR %(ts)s < pending_since THEN %(ts)s
+                         ELSE pending_since END
   WHERE name = %(stream)s
   RETURNING head, epoch),
 ins AS (
@@ -227,7 +228,8 @@ lk AS (SELECT s.name FROM streams AS s
        ORDER BY s.name FOR UPDATE),
 bump AS (
   UPDATE streams AS s SET head = s.head + v.n, pending = true,
-    pending_since = CASE WHEN s.pending THEN s.pending_since ELSE %(ts)s END
+    pending_since = CASE WHEN NOT s.pending OR %(ts)s < s.pending_since THEN %(ts)s
+                         ELSE s.pending_since END
   FROM v, lk WHERE s.name = v.name AND lk.name = v.name
   RETURNING s.name, s.head, s.epoch, v.n),
 ins AS (
@@ -342,9 +344,11 @@ _EVENTS = cast(Table, Event.__table__)
 
 
 def _marked_since(now: datetime) -> Any:
-    """`pending_since` of a bump: kept while the stream stays marked, else `now` (the time
-    of the events that mark it; the outbox status walks it, app.outbox.ops.status)."""
-    return case((_STREAMS.c.pending, _STREAMS.c.pending_since), else_=now)
+    """`pending_since` after a bump at `now`: `now` if it marks the stream, else the
+    earlier of the two (the earliest time of the events written since it was marked,
+    whatever order writers with their own clocks bump in); see app.outbox.ops.status."""
+    c = _STREAMS.c
+    return case((or_(~c.pending, c.pending_since > now), now), else_=c.pending_since)
 
 
 def _bump(session: Session, stream: str, n: int, now: datetime) -> Any:

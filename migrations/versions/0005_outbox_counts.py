@@ -10,8 +10,8 @@ marked pending, failed streams, retrying streams. Triggers on `streams` and
 `relay_cursors` add a delta row in the same transaction as every change, whoever makes
 it (writers, the relay, retries, migrations, an operator's SQL): on PostgreSQL one row
 per statement (statement triggers over transition tables, so concurrent writers only
-ever insert, never wait on a counter row), on SQLite (one writer at a time) one row
-updated in place. `app.outbox.counts` folds the PostgreSQL rows now and then.
+ever insert, never wait on a counter row), on SQLite one row per changed row.
+`app.outbox.counts` folds the rows into one now and then.
 
 `streams.pending_since`: when the stream was last marked pending (the writer's timestamp
 of the events that marked it), a lower bound of its first pending event's time that the
@@ -80,7 +80,7 @@ BEGIN
 END $$""",
 }
 
-# SQLite: row triggers adding to the one row (id 1); its writers are serialised anyway.
+# SQLite: row triggers, a delta row per changed row (its writers are serialised anyway).
 SQLITE_DELTAS = {
     "streams": ("{r}.head", "0", "{r}.pending", "0", "0"),
     "relay_cursors": ("0", "{r}.dispatched", "0", "({r}.state = 'failed')",
@@ -94,8 +94,8 @@ def _sqlite_triggers(table: str) -> list[str]:
     old = [d.format(r="OLD") for d in deltas]
 
     def add(values: list[str]) -> str:
-        return ("UPDATE outbox_counts SET " + ", ".join(
-            f"{c} = {c} + ({v})" for c, v in zip(COLUMNS, values, strict=True)) + " WHERE id = 1;")
+        return (f"INSERT INTO outbox_counts ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join(values)});")
 
     changed = " OR ".join(f"({n}) IS NOT ({o})" for n, o in zip(new, old, strict=True)
                           if n != o)
@@ -103,9 +103,9 @@ def _sqlite_triggers(table: str) -> list[str]:
         f"CREATE TRIGGER herald_count_{table}_ins AFTER INSERT ON {table} "
         f"BEGIN {add(new)} END",
         f"CREATE TRIGGER herald_count_{table}_upd AFTER UPDATE ON {table} WHEN {changed} "
-        f"BEGIN {add([f'{n} - {o}' for n, o in zip(new, old, strict=True)])} END",
+        f"BEGIN {add([f'({n}) - ({o})' for n, o in zip(new, old, strict=True)])} END",
         f"CREATE TRIGGER herald_count_{table}_del AFTER DELETE ON {table} "
-        f"BEGIN {add([f'-{o}' for o in old])} END",
+        f"BEGIN {add([f'-({o})' for o in old])} END",
     ]
 
 

@@ -8,8 +8,8 @@ head).
   retrying streams; they equal a full recount in the same snapshot.
 - The oldest pending event and the listed streams come from a walk of the pending streams
   in `pending_since` order (a partial index): `pending_since` is a lower bound of a
-  stream's first pending event's time (the writer sets it when it marks the stream, and it
-  stays while the stream stays marked), so once the next stream's `pending_since` cannot
+  stream's first pending event's time (the writer keeps it: the earliest time of the
+  events written since the stream was marked, app.outbox.writer), so once the next stream's `pending_since` cannot
   beat what was found the walk stops. Each stream walked gets its cursor and first
   pending event looked up: the walk costs about the listed streams, whatever is pending.
 - Failed streams are listed first, all of them looked up (the cursors' state index).
