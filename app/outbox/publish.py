@@ -20,7 +20,6 @@ nothing and returns the first event (`created=False`), also when two transaction
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.core.errors import Gone, InvalidInput, TooLarge
 from app.core.text import check_text
+from app.outbox.ids import event_id, event_ids
 from app.outbox.shapes import notification_payload
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import EventRecord, IdempotencyKey, Stream
@@ -154,7 +154,7 @@ def publish_checked(
     if any(spec.idempotency_key is not None for spec in items):
         _check_service(service)
     else:
-        ids = [str(uuid.uuid4()) for _ in items]
+        ids = event_ids(len(items))
         records = append_rows(session, [(s.stream, s.type, s.data) for s in items], ids=ids,
                               payloads=payloads, nudge=nudge)
         return [Published(record, True) for record in records]
@@ -165,11 +165,11 @@ def publish_checked(
     for i, spec in enumerate(items):
         key = spec.idempotency_key
         if key is None or service is None:
-            new[i] = str(uuid.uuid4())
+            new[i] = event_id()
         elif key not in owners:
-            event_id = str(uuid.uuid4())
-            if _claim_key(session, service, key, event_id):
-                new[i] = event_id
+            new_id = event_id()
+            if _claim_key(session, service, key, new_id):
+                new[i] = new_id
                 owners[key] = i
             else:
                 owners[key] = Published(_first_event(session, service, key), False)
@@ -195,7 +195,7 @@ def publish_alone(engine: Engine, items: Sequence[EventSpec], payloads: Sequence
     if (len(streams) != 1 or engine.dialect.name != "postgresql"
             or any(spec.idempotency_key is not None for spec in items)):
         return None
-    ids = [str(uuid.uuid4()) for _ in items]
+    ids = event_ids(len(items))
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         records = append_alone(conn, streams.pop(), [(s.stream, s.type, s.data) for s in items],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import NUDGER, utcnow
 from app.core.errors import InvalidInput, TooLarge
+from app.outbox.ids import event_ids as new_event_ids
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import Event, EventRecord, RelayCursor, Stream, new_epoch
 
@@ -172,7 +172,7 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
         return []
     now = utcnow()
     texts = list(payloads) if payloads is not None else [_encode(d) for _s, _t, d in rows]
-    event_ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in rows]
+    event_ids = list(ids) if ids is not None else new_event_ids(len(rows))
     by_stream: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_stream.setdefault(row[0], []).append(i)

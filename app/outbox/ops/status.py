@@ -9,9 +9,10 @@ head).
 - The oldest pending event and the listed streams come from a walk of the pending streams
   in `pending_since` order (a partial index): `pending_since` is a lower bound of a
   stream's first pending event's time (the writer keeps it: the earliest time of the
-  events written since the stream was marked, app.outbox.writer), so once the next stream's `pending_since` cannot
-  beat what was found the walk stops. Each stream walked gets its cursor and first
-  pending event looked up: the walk costs about the listed streams, whatever is pending.
+  events written since the stream was marked, app.outbox.writer), so once the next
+  stream's `pending_since` cannot beat what was found the walk stops. Each stream walked
+  gets its cursor and first pending event looked up: the walk costs about the listed
+  streams, whatever is pending.
 - Failed streams are listed first, all of them looked up (the cursors' state index).
 - A search (`search`) lists the matching streams with one statement over the pending set.
 """
