@@ -19,12 +19,12 @@ head).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Subquery, and_, or_, select, true, tuple_
+from sqlalchemy import Subquery, and_, or_, select, true, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -142,8 +142,9 @@ def _walk(session: Session, need: int,
     """The `need` active streams behind with the oldest first pending events (sorted), and
     the oldest first pending event of all (`first`: the oldest known so far, or None).
 
-    Pending streams without `pending_since` are all looked up; then the others in
-    `pending_since` order, a page at a time, until the next page cannot hold a stream
+    Pending streams without `pending_since` (none, unless something else than the writer
+    marked them) are all looked up; then the others in `pending_since` order, a page at a
+    time, until the next page cannot hold a stream
     with an older first pending event than the oldest found (and than the `need`th)."""
     found: list[_Lag] = []
 
@@ -160,33 +161,40 @@ def _walk(session: Session, need: int,
         found.sort(key=_Lag.key)
         del found[max(need, 0):]
 
-    def pages(unknown: bool) -> Iterator[list[_Lag]]:
-        """Pending streams without `pending_since` (by name), or with it (in its order),
-        a page of them looked up at a time; ordered and limited as the index is, so the
-        planner takes the index whatever it thinks of the pending set's size."""
-        after: tuple[Any, ...] | None = None
-        page = FIRST_PAGE + max(need, 0)
-        while True:
-            if unknown:
-                query = _pending(Stream.pending_since.is_(None),
-                                 *([Stream.name > after[1]] if after else []))
-            else:
-                query = _pending(Stream.pending_since.is_not(None), *(
-                    [tuple_(Stream.pending_since, Stream.name) > tuple_(*after)] if after
-                    else []))
-            names = query.order_by(Stream.pending_since, Stream.name).limit(page).subquery()
-            rows = sorted(_lookup(session, names), key=lambda r: (aware(r.since), r.stream))
-            if rows:
-                yield rows
-            if len(rows) < page:
-                return
-            after = (rows[-1].since, rows[-1].stream)
-            page *= 2
+    def query(unknown: bool, after: _Lag | None, page: int) -> Any:
+        """A page of the pending streams without `pending_since` (by name) or with it (in
+        its order), ordered and limited as its index is: the planner takes the index
+        whatever it thinks of the pending set's size."""
+        if unknown:
+            where = [Stream.pending_since.is_(None)] + \
+                ([Stream.name > after.stream] if after else [])
+        else:
+            where = [Stream.pending_since.is_not(None)] + ([
+                tuple_(Stream.pending_since, Stream.name) > tuple_(after.since, after.stream)]
+                if after else [])
+        return _pending(*where).order_by(Stream.pending_since, Stream.name).limit(page)
 
-    for rows in pages(unknown=True):  # no bound known: every one of them is looked up
+    def fetch(names: Any) -> list[_Lag]:
+        return sorted(_lookup(session, names), key=lambda r: (aware(r.since), r.stream))
+
+    page = FIRST_PAGE + max(need, 0)
+    # The first page of each kind in one statement (one round trip in the usual case).
+    both = fetch(union_all(query(True, None, page).subquery().select(),
+                           query(False, None, page).subquery().select()).subquery())
+    unknown = [r for r in both if r.since is None]
+    known = [r for r in both if r.since is not None]
+    size = page
+    while True:  # no bound is known for these: every one of them is looked up
+        take(unknown)
+        if len(unknown) < size:
+            break
+        size *= 2
+        unknown = fetch(query(True, unknown[-1], size).subquery())
+    rows, size = known, page
+    while True:
         take(rows)
-    for rows in pages(unknown=False):
-        take(rows)
+        if len(rows) < size:
+            break
         # No stream after the page's last has its first pending event before last.since
         # (nor, at that very time, a name before last's): stop once that beats neither.
         last = rows[-1]
@@ -194,6 +202,8 @@ def _walk(session: Session, need: int,
         if first is not None and bound[0] >= first and len(found) >= need and (
                 not found or bound >= found[-1].key()[1:]):
             break
+        size *= 2
+        rows = fetch(query(False, last, size).subquery())
     return found, first
 
 
@@ -225,7 +235,7 @@ def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LI
     streams exist (module docstring)."""
     now = now or utcnow()
     totals = counts.read(session)
-    failed_ = _failed(session)
+    failed_ = _failed(session) if totals.failed else []
     first = min((o for o in (aware(r.oldest) for r in failed_ if r.behind) if o), default=None)
     failed_.sort(key=_Lag.key)
     need = 0 if search else max(limit - len(failed_), 0)
