@@ -100,3 +100,64 @@ def test_postgres_0004_marks_the_streams_behind_and_downgrades() -> None:
         backfill(url)
     finally:
         drop_pg_database(url)
+
+
+def counts_backfill(url: str) -> None:
+    """0005 counts what is there (heads, cursors, marks, failed, retrying) and gives each
+    pending stream its first pending event's time; later changes are counted by its
+    triggers; its downgrade drops the counts and the column."""
+    from sqlalchemy import text
+
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name, head, done, state, attempts, pending in (
+                    ("user-1", 3, 3, "active", 0, False), ("user-2", 5, 2, "active", 2, True),
+                    ("user-3", 1, 0, "failed", 8, True)):
+                conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, "
+                                  "pending, created_at) VALUES (:n, 'e', :h, 0, :p, "
+                                  "CURRENT_TIMESTAMP)"), {"n": name, "h": head, "p": pending})
+                conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, "
+                                  "attempts) VALUES (:n, :d, :s, :a)"),
+                             {"n": name, "d": done, "s": state, "a": attempts})
+                for offset in range(done + 1, head + 1):
+                    conn.execute(text('INSERT INTO events (id, stream, "offset", type, payload, '
+                                      "created_at) VALUES (:i, :n, :o, 't', '{}', :at)"),
+                                 {"i": f"{name}-{offset}", "n": name, "o": offset,
+                                  "at": f"2026-01-0{offset} 00:00:00"})
+        upgrade(url)
+        with engine.begin() as conn:
+            sums = conn.execute(text("SELECT sum(appended), sum(dispatched), sum(marked), "
+                                     "sum(failed), sum(retrying) FROM outbox_counts")).one()
+            assert tuple(sums) == (9, 5, 2, 1, 1)
+            since = dict(conn.execute(text("SELECT name, pending_since FROM streams "
+                                           "WHERE pending")).all())
+            assert {n: str(v)[:10] for n, v in since.items()} == {
+                "user-2": "2026-01-03", "user-3": "2026-01-01"}
+            conn.execute(text("UPDATE streams SET head = head + 4 WHERE name = 'user-1'"))
+            conn.execute(text("UPDATE relay_cursors SET dispatched = 3, state = 'active', "
+                              "attempts = 0 WHERE stream = 'user-2'"))
+            sums = conn.execute(text("SELECT sum(appended), sum(dispatched), sum(marked), "
+                                     "sum(failed), sum(retrying) FROM outbox_counts")).one()
+            assert tuple(sums) == (13, 6, 2, 1, 0)
+        downgrade(url, "0004")
+        assert "outbox_counts" not in inspect(engine).get_table_names()
+        assert "pending_since" not in {c["name"] for c in inspect(engine).get_columns("streams")}
+        with engine.begin() as conn:  # no trigger left behind
+            conn.execute(text("UPDATE streams SET head = head + 1"))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0005_counts_what_is_there_and_downgrades(tmp_path: Path) -> None:
+    counts_backfill(f"sqlite:///{tmp_path / 'c.db'}")
+
+
+def test_postgres_0005_counts_what_is_there_and_downgrades() -> None:
+    require_pg()
+    url = create_pg_database("_mig3")
+    try:
+        counts_backfill(url)
+    finally:
+        drop_pg_database(url)

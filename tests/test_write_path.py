@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -394,14 +393,3 @@ def _project_events(world: World) -> tuple[int, int]:
                     Event.stream == f"project-{world.project}")).all()),
                 len(session.scalars(select(Event.id).where(
                     Event.stream == f"user-{world.ids['client']}")).all()))
-
-
-def test_new_event_ids_are_random_version_4_uuids_in_their_usual_text() -> None:
-    ids = writer.new_event_ids(2000)
-    assert len(set(ids)) == 2000
-    for text_id in ids:
-        parsed = uuid.UUID(text_id)
-        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
-        assert str(parsed) == text_id
-    assert {i[19] for i in ids} == set("89ab")  # every variant digit occurs
-    assert writer.new_event_ids(0) == []

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import make_engine, make_session_factory
 from app.core.redisclients import quick_redis
 from app.core.settings import Settings
+from app.outbox import counts
 from app.outbox import relay as relay_mod
 from app.outbox.liveness import Heartbeats, HeartbeatThread, process_id
 from app.outbox.meter import relay_meter
@@ -48,6 +49,7 @@ log = logging.getLogger("herald.sweeper")
 
 RECORD_EVERY = 1.0  # seconds between two sweep times written to Redis
 FLUSH_EVERY = 0.5  # seconds between two writes of the relay's counters while it is busy
+FOLD_EVERY = 1.0  # seconds between two folds of the outbox counts (app.outbox.counts)
 PAUSE_AFTER_ERROR = 1.0  # seconds to wait after Redis or the database failed a pass
 
 
@@ -78,6 +80,7 @@ class Sweeper:
         self.failing = False
         self.recorded = 0.0
         self.flushed = 0.0
+        self.folded = 0.0
         self.passes = 0
         self.woken = 0
         self.last_swept: float | None = None  # Unix time of the last complete pass
@@ -116,6 +119,9 @@ class Sweeper:
             self.flushed = now
         if report.transport_down is None:
             self.last_swept = now
+        if now - self.folded >= FOLD_EVERY:  # the outbox's counted totals stay a few rows
+            self.folded = now
+            counts.fold_on(self.engine)
         if report.transport_down is None and now - self.recorded >= RECORD_EVERY:
             self.meter.swept(now)
             self.recorded = now

@@ -2,8 +2,9 @@
 
 Where each number comes from (so any web node can serve the whole picture):
 - the database (read at scrape time, true for the whole deployment): events appended
-  (the sum of stream heads), events pending, streams behind, relay lag (the age of the
-  oldest event not yet published), failed and retrying streams;
+  (the sum of stream heads), events pending, streams behind, failed and retrying streams
+  (totals that triggers keep, app.outbox.counts: no scan), relay lag (the age of the
+  oldest event not yet published);
 - Redis (workers count there, so no worker needs an HTTP port): events published,
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
   `<socketio channel>:metrics` incremented by the relay (`RelayMeter`);
@@ -29,14 +30,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.deps import Context, NodeStats
 from app.api.recent import Recent
-from app.outbox import liveness, ops
+from app.outbox import counts, liveness, ops
 from app.outbox.meter import counters_key
-from app.outbox.tables import Stream
 
 log = logging.getLogger("herald.metrics")
 
@@ -58,7 +57,7 @@ def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = No
 def _database(factory: sessionmaker[Session],
               on_pending: Callable[[int], None] = lambda _n: None) -> list[Metric]:
     with factory() as session:
-        appended = session.scalar(select(func.coalesce(func.sum(Stream.head), 0))) or 0
+        appended = counts.read(session).appended
         state = ops.status(session, limit=0)
     on_pending(state.events_pending)  # the console's backlog chart (app.outbox.liveness)
     appended_family = CounterMetricFamily("herald_events_appended",

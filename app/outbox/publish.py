@@ -20,7 +20,6 @@ nothing and returns the first event (`created=False`), also when two transaction
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.core.errors import Gone, InvalidInput, TooLarge
 from app.core.text import check_text
+from app.outbox.ids import event_id, event_ids
 from app.outbox.shapes import notification_payload
 from app.outbox.streams import parse_stream, validate_type
 from app.outbox.tables import EventRecord, IdempotencyKey, Stream
@@ -44,7 +44,6 @@ from app.outbox.writer import (
     ensure_stream,
     insert_or_skip,
     load_event,
-    new_event_ids,
 )
 
 MAX_BATCH = 1000
@@ -157,7 +156,7 @@ def publish_checked(
     if any(spec.idempotency_key is not None for spec in items):
         _check_service(service)
     else:
-        ids = new_event_ids(len(items))
+        ids = event_ids(len(items))
         records = append_rows(session, [(s.stream, s.type, s.data) for s in items], ids=ids,
                               payloads=payloads, nudge=nudge)
         return [Published(record, True) for record in records]
@@ -168,11 +167,11 @@ def publish_checked(
     for i, spec in enumerate(items):
         key = spec.idempotency_key
         if key is None or service is None:
-            new[i] = str(uuid.uuid4())
+            new[i] = event_id()
         elif key not in owners:
-            event_id = str(uuid.uuid4())
-            if _claim_key(session, service, key, event_id):
-                new[i] = event_id
+            new_id = event_id()
+            if _claim_key(session, service, key, new_id):
+                new[i] = new_id
                 owners[key] = i
             else:
                 owners[key] = Published(_first_event(session, service, key), False)
@@ -198,7 +197,7 @@ def publish_alone(engine: Engine, items: Sequence[EventSpec], payloads: Sequence
     if (engine.dialect.name != "postgresql"
             or any(spec.idempotency_key is not None for spec in items)):
         return None
-    ids = new_event_ids(len(items))
+    ids = event_ids(len(items))
     rows = [(s.stream, s.type, s.data) for s in items]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -49,6 +49,11 @@ class Stream(Base):
     # Events with offset <= pruned_through are gone; replay from before it cannot recover.
     pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
     pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When the stream was last marked pending: the writer's timestamp of the events that
+    # marked it, kept while it stays marked. A lower bound of its first pending event's
+    # time (`ix_streams_pending_since`, partial: the outbox status walks it oldest first).
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -84,6 +89,23 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxCount(Base):
+    """The outbox's totals as delta rows: each total is the sum of its column.
+
+    Written only by database triggers on `streams` and `relay_cursors` (migration 0005),
+    in the transaction of each change; read and folded by `app.outbox.counts`."""
+
+    __tablename__ = "outbox_counts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    appended: Mapped[int] = mapped_column(BigInteger, server_default="0")  # sum of heads
+    dispatched: Mapped[int] = mapped_column(BigInteger, server_default="0")  # sum of cursors
+    marked: Mapped[int] = mapped_column(BigInteger, server_default="0")  # streams pending
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0")  # state failed
+    retrying: Mapped[int] = mapped_column(BigInteger, server_default="0")  # active, attempts > 0
 
 
 class IdempotencyKey(Base):

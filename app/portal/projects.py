@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from app.core.db import iso_utc, utcnow
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.text import check_text
 from app.outbox import writer
+from app.outbox.ids import event_ids
 from app.outbox.streams import project_stream, ticket_stream, user_stream
 from app.outbox.writer import Nudger, append, append_rows, ensure_stream
 from app.portal import access
@@ -191,7 +191,7 @@ def set_progress_pipelined(engine: Engine, who: Principal, project_id: int, *,
                 name, client_id, new_progress, new_status, technicians = row
                 events = _progress_events(project_id, client_id, name, new_progress, new_status)
                 now = utcnow()
-                ids = [str(uuid.uuid4()) for _ in events]
+                ids = event_ids(len(events))
                 cursors = [raw.execute(writer.APPEND_SQL, writer.append_params(
                     event[0], [event], [0], [id_], [writer.encode_data(event[2])], now))
                     for id_, event in zip(ids, events, strict=True)]

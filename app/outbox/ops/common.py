@@ -1,0 +1,36 @@
+"""What the operators' views share: timestamps as the API spells them, ages, JSON keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from app.core.db import iso_utc
+
+MAX_LISTED = 100
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they are UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    return iso_utc(value) if value is not None else None
+
+
+def age(value: datetime | None, now: datetime) -> float | None:
+    utc = aware(value)
+    return round(max(0.0, (now - utc).total_seconds()), 3) if utc else None
+
+
+def camel(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON keys as the rest of the API spells them; ages are in seconds."""
+    out = {}
+    for key, value in fields.items():
+        head, *rest = key.split("_")
+        name = head + "".join(part.title() for part in rest)
+        out[name + "Seconds" if name.endswith("Age") else name] = value
+    return out
