@@ -1,7 +1,14 @@
-"""Per-run databases: a fresh PostgreSQL database and a migrated SQLite template."""
+"""Per-run databases: fresh PostgreSQL databases and a migrated SQLite template.
+
+Alembic runs once per test process on PostgreSQL: `migrated_pg_database()` copies a
+template migrated on first use (CREATE DATABASE ... TEMPLATE, a fraction of a migration
+run), dropped when the process exits. tests/test_migrations.py still migrates for real.
+"""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import Base, make_engine, make_session_factory
@@ -47,6 +55,20 @@ def create_pg_database(suffix: str = "") -> str:
     return pg.create_database(PG_ADMIN_URL, f"herald_t_{RUN}{suffix}")
 
 
+@functools.cache
+def _pg_template() -> str:
+    """This run's migrated template database (its name), made once, dropped at exit."""
+    url = create_pg_database("_template")
+    upgrade(url)  # the migration's engine is disposed: nobody stays connected to it
+    atexit.register(drop_pg_database, url)
+    return str(make_url(url).database)
+
+
+def migrated_pg_database(suffix: str = "") -> str:
+    """A fresh PostgreSQL database at the migrations' head (a copy of the run's template)."""
+    return pg.clone_database(PG_ADMIN_URL, _pg_template(), f"herald_t_{RUN}{suffix}")
+
+
 def drop_pg_database(url: str) -> None:
     pg.drop_database(PG_ADMIN_URL, url)
 
@@ -64,8 +86,7 @@ def truncate_all(engine: Engine) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     require_pg()
-    url = create_pg_database()
-    upgrade(url)
+    url = migrated_pg_database()
     yield url
     drop_pg_database(url)
 

@@ -24,6 +24,14 @@ def create_database(admin_url: str, name: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def clone_database(admin_url: str, template: str, name: str) -> str:
+    """A fresh database `name`, a copy of the database `template` (which nobody may be
+    connected to): CREATE DATABASE ... TEMPLATE, a file copy instead of a migration run."""
+    _execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+             f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
 def drop_database(admin_url: str, url: str) -> None:
     _execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 

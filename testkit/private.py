@@ -16,11 +16,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_session_factory
-from app.core.migrate import upgrade
 from app.portal import projects
 from testkit.clients import Api, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
-from testkit.processes import WebNode, Worker
+from testkit.databases import drop_pg_database, migrated_pg_database, require_pg
+from testkit.processes import WebNode, Worker, start_all, stop_all
 from testkit.redis import PrivateRedis
 
 
@@ -43,18 +42,16 @@ def private_system(log_dir: Path, name: str, *, broker: bool = False,
     require_pg()
     redis = PrivateRedis(log_dir)
     redis.start()
-    url = create_pg_database(name)
+    url = migrated_pg_database(name)
     engine = make_engine(url)
     try:
-        upgrade(url)
         factory = make_session_factory(engine)
         full = {"DATABASE_URL": url, "SOCKETIO_REDIS_URL": redis.url,
                 **({"REDIS_URL": redis.url} if broker else {}), **(env or {})}
         web, worker = WebNode(full, log_dir), Worker(full, log_dir)
         system: PrivateSystem | None = None
         try:
-            web.start()
-            worker.start()
+            start_all([web, worker])
             with factory() as session, session.begin():
                 admin = projects.create_user(session, email="root@test", role="admin",
                                              name="root")
@@ -63,12 +60,9 @@ def private_system(log_dir: Path, name: str, *, broker: bool = False,
                                    full, log_dir)
             yield system
         finally:
-            web.stop()
-            worker.stop()
             if system is not None:
                 system.api.close()
-                system.web.stop()
-                system.worker.stop()
+            stop_all({web, worker, *((system.web, system.worker) if system else ())})
     finally:
         redis.stop()
         engine.dispose()

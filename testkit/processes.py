@@ -2,7 +2,8 @@
 
 Each runs in its own process group with its output in a log file. `start()` spawns and
 waits until ready; benches `spawn()` several first and then `wait_ready()` each, so that
-they start in parallel. `stop()` is SIGTERM then SIGKILL after a timeout; `kill()` a crash.
+they start in parallel (`start_all()`). `stop()` is SIGTERM then SIGKILL after a timeout,
+`stop_all()` the same for several at once (their shutdowns overlap); `kill()` a crash.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -95,6 +97,24 @@ class Process:
     def stop(self, timeout: float = 10) -> None:
         self.terminate()
         self.wait_stopped(timeout)
+
+
+def start_all(procs: Iterable[Process]) -> None:
+    """Spawn every process, then wait until each is ready: they start side by side."""
+    procs = list(procs)
+    for proc in procs:
+        proc.spawn()
+    for proc in procs:
+        proc.wait_ready()
+
+
+def stop_all(procs: Iterable[Process], timeout: float = 10) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL after `timeout`)."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait_stopped(timeout)
 
 
 class WebNode(Process):

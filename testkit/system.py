@@ -16,8 +16,8 @@ from app.core.settings import Settings
 from app.outbox.nudge import RelayNudger
 from app.outbox.nudge import relay_nudger as make_relay_nudger
 from testkit.clients import Api, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg, truncate_all
-from testkit.processes import WebNode, Worker
+from testkit.databases import drop_pg_database, migrated_pg_database, require_pg, truncate_all
+from testkit.processes import Process, WebNode, Worker, start_all, stop_all
 
 
 @dataclass
@@ -65,8 +65,7 @@ class System:
         return worker
 
     def stop(self) -> None:
-        for proc in [*self.webs, *self.workers]:
-            proc.stop()
+        stop_all([*self.webs, *self.workers])
 
 
 def make_admin(factory: sessionmaker[Session]) -> str:
@@ -80,16 +79,17 @@ def make_admin(factory: sessionmaker[Session]) -> str:
 def run_system(kind: str, tmp: Path) -> Iterator[System]:
     if kind == "postgres":
         require_pg()
-        url = create_pg_database("_sys")
+        url = migrated_pg_database("_sys")
     else:
         url = f"sqlite:///{tmp / 'system.db'}"
-    upgrade(url)
+        upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
     system = System(url, kind, factory, tmp)
     try:
-        system.add_web()
-        system.add_worker()
+        system.webs.append(WebNode(system.env, tmp))
+        system.workers.append(Worker(system.env, tmp))
+        start_all([*system.webs, *system.workers])
         yield system
     finally:
         system.stop()
@@ -101,18 +101,19 @@ def run_system(kind: str, tmp: Path) -> Iterator[System]:
 def fresh(system: System) -> System:
     truncate_all(system.factory.kw["bind"])
     system.admin_token = make_admin(system.factory)
-    for node in list(system.webs[1:]):
-        node.stop()
-        system.webs.remove(node)
-    for worker in list(system.workers):
-        if not worker.alive() or worker is not system.workers[0]:
-            worker.stop()
-            system.workers.remove(worker)
+    kept = next((w for w in system.workers if w.alive()), None)  # the first live worker
+    extra = [*system.webs[1:], *(w for w in system.workers if w is not kept)]
+    stop_all(extra)  # side by side: a worker's warm shutdown takes seconds
+    del system.webs[1:]
+    system.workers[:] = [kept] if kept is not None else []
+    starting: list[Process] = []
     if not system.workers:
-        system.add_worker()
+        system.workers.append(Worker(system.env, system.log_dir))
+        starting.append(system.workers[0])
     if not system.webs[0].alive():
         system.webs[0] = WebNode(system.env, system.log_dir)
-        system.webs[0].start()
+        starting.append(system.webs[0])
+    start_all(starting)
     return system
 
 

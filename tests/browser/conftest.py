@@ -53,10 +53,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"{TALLY['lost']} lost, {TALLY['duplicated']} duplicated")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One Chromium per module: Playwright's sync API marks its event loop as running between
-    calls, so it must not outlive the module (other modules run asyncio tests)."""
+    """One Chromium for tests/browser: Playwright's sync API marks its event loop as running
+    between calls, so it must not outlive this package (other modules run asyncio tests;
+    every test here is synchronous). Each test opens contexts of its own (Portal)."""
     executable = shutil.which("chromium")
     if executable is None:
         message = "chromium is not installed (make install installs Debian's chromium)"
