@@ -108,6 +108,7 @@ def test_the_js_client_installs_from_an_npm_pack_tarball(
     _receives_an_event(project, pg_system, node)
 
 
+@pytest.mark.timeout(600)  # a fresh venv and its installs: minutes on a busy machine
 def test_the_python_client_installs_with_pip_into_a_fresh_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

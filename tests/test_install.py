@@ -23,7 +23,8 @@ from testkit import portalmodules
 from testkit.eventually import eventually
 from testkit.processes import ROOT, free_port
 
-pytestmark = pytest.mark.slow
+# The module fixture builds a wheel and a fresh venv: minutes on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @dataclass
