@@ -23,10 +23,11 @@ otherwise hold the connection open for ever).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
-from engineio import async_socket
+from engineio import async_socket, packet
 
 
 class _Waiters(list[Any]):
@@ -162,9 +163,25 @@ def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:
 
 
 class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
-    """engine.io's AsyncSocket that remembers its websocket while it runs."""
+    """engine.io's AsyncSocket that remembers its websocket while it runs, and whose
+    heartbeat is a loop timer, not a task per socket sleeping `ping_interval` (a task,
+    its coroutine and its sleep are most of an idle socket's asyncio objects)."""
 
     _ws: Any = None
+    last_ping: float | None  # engine.io's: when the last PING went out, None once answered
+
+    def schedule_ping(self) -> None:
+        # engine.io's: only once the previous ping was answered (last_ping set).
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        """engine.io's `_send_ping` after its sleep: the PING queued, `last_ping` set (the
+        queue is unbounded: `put_nowait` is what `send` awaits)."""
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(packet.Packet(packet.PING))
 
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws

@@ -156,6 +156,8 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         # One timer handle per session until its CONNECT (no task sleeping per socket).
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._expiring: set[asyncio.Task[None]] = set()
+        # Who waits for a session's CONNECT packet to be out (`until_connected`).
+        self._connect_waiters: dict[str, asyncio.Future[bool]] = {}
 
     # -- sessions that never connect ---------------------------------------------------
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
@@ -178,9 +180,39 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             await super()._handle_connect(eio_sid, namespace, data)
         finally:
-            if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:
                 self._cancel_timer(eio_sid)  # connected: nothing to expect any more
                 _trim_environ(self.environ.get(eio_sid))
+            self._connect_answered(eio_sid, sid is not None
+                                   and self.manager.is_connected(sid, "/"))
+
+    async def until_connected(self, sid: str, timeout: float) -> bool:
+        """Once the CONNECT packet of `sid` is out (its connect handler returned): True;
+        False if the session is refused or gone first, or after `timeout` seconds."""
+        manager = self.manager
+        if manager.is_connected(sid, "/"):
+            return True
+        eio_sid = manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None or not manager.is_pre_connected(sid, "/"):
+            return False
+        future = self._connect_waiters.get(eio_sid)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._connect_waiters[eio_sid] = future
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            return False
+        finally:
+            if future.done() or self._connect_waiters.get(eio_sid) is future:
+                self._connect_waiters.pop(eio_sid, None)
+
+    def _connect_answered(self, eio_sid: str, connected: bool) -> None:
+        future = self._connect_waiters.pop(eio_sid, None)
+        if future is not None and not future.done():
+            future.set_result(connected)
 
     def _cancel_timer(self, eio_sid: str) -> None:
         timer = self._timers.pop(eio_sid, None)
@@ -200,6 +232,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self._cancel_timer(eio_sid)
+        self._connect_answered(eio_sid, False)
         self._binary_bytes.pop(eio_sid, None)
         self.unknown.forget(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
