@@ -29,6 +29,8 @@ from typing import Any
 
 from engineio import async_socket, packet
 
+from app.gateway import heartbeat
+
 
 class _Waiters(list[Any]):
     """A list in place of a deque of waiting futures (there is rarely more than one)."""
@@ -164,8 +166,8 @@ def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:
 
 class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     """engine.io's AsyncSocket that remembers its websocket while it runs, and whose
-    heartbeat is a loop timer, not a task per socket sleeping `ping_interval` (a task,
-    its coroutine and its sleep are most of an idle socket's asyncio objects)."""
+    heartbeat is a shared timer wheel (app/gateway/heartbeat.py), not a task per socket
+    sleeping `ping_interval`."""
 
     _ws: Any = None
     last_ping: float | None  # engine.io's: when the last PING went out, None once answered
@@ -174,7 +176,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         # engine.io's: only once the previous ping was answered (last_ping set).
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            heartbeat.wheel_of(self.server).add(self)
 
     def _ping_due(self) -> None:
         """engine.io's `_send_ping` after its sleep: the PING queued, `last_ping` set (the
