@@ -170,6 +170,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     sleeping `ping_interval`."""
 
     _ws: Any = None
+    idle: Any = None  # a DirectSocket's idle writer (app/gateway/direct.py)
     last_ping: float | None  # engine.io's: when the last PING went out, None once answered
 
     def schedule_ping(self) -> None:
@@ -190,7 +191,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         try:
             return await super()._websocket_handler(ws)
         finally:
-            self._ws = None
+            self._ws = self.idle = None
 
     def abort_connection(self) -> bool:
         """Abort the TCP connection under this socket's websocket (uvicorn's transport):

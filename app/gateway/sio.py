@@ -44,6 +44,7 @@ from urllib.parse import parse_qs
 import engineio
 import socketio
 from socketio import packet as sio_packet
+from websockets.datastructures import Headers
 
 from app.gateway import sendqueue
 from app.gateway.events import RESERVED, LogBudget, UnknownEvents
@@ -89,6 +90,11 @@ def _trim_environ(environ: dict[str, Any] | None) -> None:
         del environ[key]
     proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
     if getattr(proto, "handshake_complete", False) is True and hasattr(proto, "request"):
+        # The request lives on in the suspended frame of websockets' parser (a local of
+        # ServerProtocol.parse for the connection's life): its headers emptied in place.
+        headers = getattr(proto.request, "headers", None)
+        if isinstance(headers, Headers):
+            headers.clear()
         proto.request = proto.response = None
         scope = environ.get("asgi.scope")
         if isinstance(scope, dict) and scope.get("type") == "websocket":
@@ -121,12 +127,14 @@ class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     swept is answered 400 like one to an unknown session (engine.io's own path raises
     KeyError('Session is disconnected') there, outside its error handling: a 500)."""
 
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+    def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        # The awaitable of engine.io's own (not a coroutine of ours around it): nothing
+        # of this frame stays suspended for a websocket's whole life.
         scope = args[0] if args else None
         if isinstance(scope, dict) and scope.get("type") == "http" \
                 and scope.get("method") == "POST":
             self._forget_if_closed(scope)
-        return await super().handle_request(*args, **kwargs)
+        return super().handle_request(*args, **kwargs)
 
     def _forget_if_closed(self, scope: dict[str, Any]) -> None:
         query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
@@ -139,6 +147,11 @@ class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     def _engineio_server_class(self) -> type[Any]:
         return HeraldEngineIO
+
+    def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """python-socketio's (`return await self.eio.handle_request(...)`) without its
+        coroutine frame, which a websocket would hold for its whole life."""
+        return self.eio.handle_request(*args, **kwargs)
 
     def __init__(self, *args: Any, connect_timeout: float = 10.0,
                  queue_bytes: int = 2 * 2**20, queue_packets: int = 5000,
