@@ -164,6 +164,9 @@ def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:
     return create
 
 
+HEARTBEAT_WHEEL = True  # False: engine.io's ping task per socket (app/gateway/hooks.py)
+
+
 class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     """engine.io's AsyncSocket that remembers its websocket while it runs, and whose
     heartbeat is a shared timer wheel (app/gateway/heartbeat.py), not a task per socket
@@ -174,6 +177,9 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     last_ping: float | None  # engine.io's: when the last PING went out, None once answered
 
     def schedule_ping(self) -> None:
+        if not HEARTBEAT_WHEEL:
+            super().schedule_ping()
+            return
         # engine.io's: only once the previous ping was answered (last_ping set).
         if self.last_ping:
             self.last_ping = None
