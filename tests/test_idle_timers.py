@@ -6,6 +6,7 @@ tests/test_socket_identity.py run both on real web nodes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -111,3 +112,27 @@ async def test_tokens_expiring_in_one_second_close_their_sockets_with_one_timer(
     assert sorted(closed) == sorted(f"s{i}" for i in range(100) if i != 7)
     assert len(ids) == 2  # later, never
     ids.stop()
+
+
+async def test_a_socket_connected_while_a_check_reads_is_not_closed_by_it() -> None:
+    closed: list[str] = []
+
+    async def close(sid: str) -> None:
+        closed.append(sid)
+
+    ids = Identities(None, close, every=0)  # type: ignore[arg-type]
+    ids.add("old", principal(1), None)
+    reading, go = threading.Event(), threading.Event()
+
+    def roles(users: list[int]) -> dict[int, str]:
+        reading.set()
+        go.wait(10)
+        return {user: "client" for user in users}
+
+    ids._roles = roles  # type: ignore[method-assign]
+    check = asyncio.create_task(ids.check())
+    assert await asyncio.to_thread(reading.wait, 10)
+    ids.add("new", principal(2), None)  # its user was checked by its own connect
+    go.set()
+    assert await check == 0
+    assert closed == [] and len(ids) == 2

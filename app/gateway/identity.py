@@ -135,8 +135,10 @@ class Identities:
                         type(exc).__name__)
             return 0
         self.passes += 1
+        # Only the users read: a socket that connected while the read ran (its user was
+        # checked at its connect) is not "gone" for lack of a row in this read.
         stale = [sid for sid, (user, role, _) in self._sockets.items()
-                 if roles.get(user) != role]
+                 if user in users and roles.get(user) != role]
         if stale:
             log.info("identity changed on open sockets, transports closed sockets=%d",
                      len(stale))
