@@ -11,6 +11,8 @@ and the keep-alive idle time (`HERALD_KEEP_ALIVE`).
 
 For many sockets on one node it also:
 - raises the open-file limit to the hard limit (one descriptor per socket);
+- leaves the websocket heartbeat to engine.io (no uvicorn keepalive pings: a timer per
+  socket and a second ping frame);
 - leaves out uvicorn's own lines per websocket (`"WebSocket /socket.io/..." [accepted]`,
   `connection open`, `connection closed`): Herald logs each socket's connect and
   disconnect itself, with its user; two more lines per connect cost a connect storm
@@ -88,6 +90,10 @@ def server_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config
                                                      timeout=settings.header_timeout),
                           timeout_keep_alive=settings.keep_alive,
                           ws_max_size=WS_MAX_SIZE,
+                          # engine.io's heartbeat (PING every 25 s, a client silent past its
+                          # timeout is closed) is the one: uvicorn's own websocket pings
+                          # would be a second timer per socket and a ping frame each 20 s.
+                          ws_ping_interval=None,
                           ws_per_message_deflate=settings.ws_compression,
                           timeout_graceful_shutdown=3)
 

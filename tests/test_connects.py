@@ -21,7 +21,7 @@ import engineio
 import pytest
 import socketio
 import uvicorn
-from sqlalchemy import delete, update
+from sqlalchemy import delete, event, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import AuthError
@@ -96,6 +96,31 @@ async def test_a_deleted_user_in_a_batch_is_refused_alone(pg_system: System) -> 
         else:
             assert not isinstance(result, BaseException), result
             assert result.name == f"name {i}"
+
+
+async def test_a_batch_reads_its_users_in_one_statement(pg_system: System) -> None:
+    users = make_users(pg_system, 20)
+    reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    await reader.load(who(users[0]), auto(users[0]), [])  # streams created; idle again
+    statements: list[str] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        reader.parallel = 0  # nothing starts until all 19 wait: then one batch
+        waiting = [asyncio.ensure_future(reader.load(who(u), auto(u), [])) for u in users[1:]]
+        await asyncio.sleep(0)
+        reader.parallel = 1
+        reader._start()
+        loaded = await asyncio.gather(*waiting)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [got.name for got in loaded] == [f"name {i}" for i in range(1, 20)]
+    user_reads = [s for s in statements if "FROM users" in s]
+    assert len(user_reads) == 1, statements
 
 
 async def test_nothing_is_cached_between_reads(pg_system: System) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.core.settings import Settings
-from app.gateway import direct, hooks
+from app.gateway import direct, hooks, sendqueue
 from app.gateway import sio as sio_module
 from app.main import create_app
 from testkit.databases import Database
@@ -77,6 +77,7 @@ def missing(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, tuple[str, ..
     monkeypatch.setattr(hooks, "check", lambda: {**real, **gone})
     monkeypatch.setattr(direct, "_SANSIO", direct._SANSIO)
     monkeypatch.setattr(sio_module, "LEAN", sio_module.LEAN)
+    monkeypatch.setattr(sendqueue, "HEARTBEAT_WHEEL", sendqueue.HEARTBEAT_WHEEL)
     yield gone
 
 
@@ -130,6 +131,23 @@ def test_missing_queue_internals_give_engineio_its_own_queues_back(
     assert type(eio.create_queue()) is not sio_module.LeanQueue
     assert eio.generate_id.__func__ is engineio.AsyncServer.generate_id
     assert sio_module.LEAN is False
+
+
+@pytest.mark.anyio
+async def test_a_missing_heartbeat_hook_gives_engineio_its_ping_task_back(
+    missing: dict[str, tuple[str, ...]], app: Any,
+) -> None:
+    missing["heartbeat_wheel"] = ("AsyncSocket.schedule_ping on PONG",)
+    on = hooks.apply(app.herald.node)
+    assert on["heartbeat_wheel"] is False and sendqueue.HEARTBEAT_WHEEL is False
+    socket = sendqueue.HeraldSocket.__new__(sendqueue.HeraldSocket)
+    socket.server, socket.last_ping = app.herald.node.sio.eio, 1.0
+    tasks = len(asyncio.all_tasks())
+    socket.schedule_ping()  # engine.io's own: a task sleeping until the PING
+    assert len(asyncio.all_tasks()) == tasks + 1
+    for task in asyncio.all_tasks():
+        if task.get_coro().__qualname__.endswith("_send_ping"):  # type: ignore[union-attr]
+            task.cancel()
 
 
 def test_a_missing_protection_hook_is_an_error_line(

@@ -122,3 +122,22 @@ def test_only_stream_rooms_get_a_channel() -> None:
     assert is_stream("ticket-3") and is_stream("clients")
     assert not is_stream(None) and not is_stream("Zx8aQ2kLm0pR7sT1uVwY")
     assert not is_stream("ticket-0")
+
+
+async def test_a_flush_sends_only_the_rooms_changed_since_the_last_one() -> None:
+    rooms, sub = RoomChannels(PREFIX), Recorder()
+    rooms.up(sub)
+    for i in range(1, 1001):
+        rooms.want(f"user-{i}")
+    await settle()
+    answer(rooms, sub)
+    rooms.want("user-1001")
+    rooms.drop("user-5")
+    rooms.drop("user-6")
+    rooms.want("user-6")  # back within the turn: nothing for it
+    await settle()
+    assert sub.commands == [("SUNSUBSCRIBE", ["chan#user-5"]),
+                            ("SSUBSCRIBE", ["chan#user-1001"])]
+    answer(rooms, sub)
+    assert rooms.is_live("user-1001") and rooms.is_live("user-6")
+    assert not rooms.is_live("user-5") and rooms.live_count == 1000

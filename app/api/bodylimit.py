@@ -76,10 +76,14 @@ class BodyLimit:
         self.secret = secret
         self.socketio_path = socketio_path
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: a websocket runs as the app's own awaitable, without a
+        # suspended frame of this class for its whole life (idle sockets' memory).
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         limit = self.route_limit(scope.get("method", "GET"), path)
         length = _header(scope, b"content-length")

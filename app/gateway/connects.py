@@ -5,8 +5,8 @@ and the heads of its streams. One transaction on a worker thread per connect mad
 database the largest cost of a connect storm (thread hand-off, BEGIN, three SELECTs,
 COMMIT, each waiting its turn on the cores). Here connects that arrive while a read is
 under way wait for the next one, which serves them all: one thread hand-off and one
-transaction, the user rows and the streams' heads each in one `IN` query (the ORM's
-identity map then answers `access.check_user_row` and `read_head` without SQL).
+transaction, the user rows and the streams' heads each in one `IN` query (the user rows
+are checked from that read, and the ORM's identity map answers `read_head` without SQL).
 
 Nothing is cached between reads: every connect's user row is read by a transaction that
 began after the connect arrived, so a deleted user or a changed role is refused exactly
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,7 +34,6 @@ from app.outbox.tables import Stream
 from app.outbox.writer import ensure_stream
 from app.portal import access
 from app.portal.auth import Principal
-from app.portal.models import User
 
 log = logging.getLogger("herald.gateway")
 
@@ -59,9 +59,13 @@ Readable = Callable[[Session, Principal, str], bool]
 
 
 def load_one(session: Session, who: Principal, auto: Sequence[str], restorable: Sequence[str],
-             readable: Readable) -> Loaded:
-    """One connect's reads (in `session`'s transaction); AuthError for a stale token."""
-    name = access.check_user_row(session, who)
+             readable: Readable, users: Mapping[int, Any] | None = None) -> Loaded:
+    """One connect's reads (in `session`'s transaction); AuthError for a stale token.
+    `users`: the user rows read already for a batch (by id), else the row is read here."""
+    if users is None or who.user_id is None:
+        name = access.check_user_row(session, who)
+    else:
+        name = access.check_user(who, users.get(who.user_id))
     return Loaded(name, {n: read_head(session, n) for n in auto},
                   {n: read_head(session, n) for n in restorable if readable(session, who, n)})
 
@@ -133,8 +137,12 @@ class ConnectReader:
             ids = {r.who.user_id for r in batch if r.who.user_id is not None}
             auto = {n for r in batch for n in r.auto}
             names = auto | {n for r in batch for n in r.restorable}
+            # One query for the batch's user rows (Core rows: no ORM object per user).
+            conn = session.connection()
+            users = ({int(row.id): row for row in conn.execute(access.USER_ROWS,
+                                                               {"uids": sorted(ids)})}
+                     if ids else {})
             # Held here: the identity map keeps only weak references.
-            users = session.scalars(select(User).where(User.id.in_(ids))).all() if ids else []
             streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
                        if names else [])
             # Streams every connect reads (its user's, its role's) that do not exist yet:
@@ -148,10 +156,10 @@ class ConnectReader:
             for r in batch:
                 try:
                     outcomes.append(load_one(session, r.who, r.auto, r.restorable,
-                                             self.readable))
+                                             self.readable, users))
                 except HeraldError as exc:
                     outcomes.append(exc)
-            del users, streams
+            del streams
             return outcomes
 
     def _read_each(self, batch: list[_Request]) -> list[Loaded | BaseException]:

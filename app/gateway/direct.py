@@ -76,13 +76,8 @@ def _protocol_of(ws: Any) -> Any | None:
 class DirectSocket(HeraldSocket):
     """engine.io's AsyncSocket whose idle websocket writer can be bypassed (see module)."""
 
-    idle: Any = None  # uvicorn's protocol while the websocket writer waits on an empty queue
-
-    async def _websocket_handler(self, ws: Any) -> Any:
-        try:
-            return await super()._websocket_handler(ws)
-        finally:
-            self.idle = None
+    # uvicorn's protocol while the websocket writer waits on an empty queue (`idle`,
+    # declared on HeraldSocket, whose websocket handler clears it when the websocket ends).
 
     async def poll(self) -> list[Any]:
         ws = self._ws

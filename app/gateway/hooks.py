@@ -28,7 +28,7 @@ from engineio.async_drivers import asgi as eio_asgi
 from socketio import async_pubsub_manager
 from socketio import packet as sio_packet
 
-from app.gateway import direct
+from app.gateway import direct, sendqueue
 from app.gateway import sio as sio_module
 from app.gateway.replay import _packet_prefix_matches
 
@@ -42,6 +42,7 @@ FASTPATHS = {
     "session_ids": "engine.io's generate_id (a system call per id)",
     "json_packets": "python-socketio's Packet encoding per replayed event",
     "trim_environ": "handshake headers and request kept per socket",
+    "heartbeat_wheel": "engine.io's ping task per socket",
 }
 PROTECTIONS = ("connect_timeout", "binary_bound", "close_transport", "subscription_retry")
 
@@ -167,6 +168,12 @@ HOOKS: tuple[Hook, ...] = (
     Hook("trim_environ", "the protocol's handshake_complete; uvicorn passes self.receive",
          lambda: _uvicorn() is None or (_has(_uvicorn(), "handshake_complete") and _calls(
              direct._SANSIO.run_asgi, "self.receive"))),  # type: ignore[union-attr]
+    # heartbeat on a shared wheel (heartbeat.py, sendqueue.HeraldSocket.schedule_ping)
+    Hook("heartbeat_wheel", "AsyncSocket.schedule_ping on PONG; _send_ping sets last_ping "
+                            "and sends a PING", lambda: _calls(
+             async_socket.AsyncSocket.receive, "self.schedule_ping()") and _calls(
+             async_socket.AsyncSocket._send_ping, "self.last_ping = time.time()")
+         and _calls(async_socket.AsyncSocket._send_ping, "packet.Packet(packet.PING)")),
     # protections: overrides of private methods (sio.HeraldServer, manager)
     Hook("connect_timeout", "AsyncServer._handle_eio_connect / _handle_connect / "
                             "_handle_eio_disconnect", lambda: _has(
@@ -222,6 +229,8 @@ def apply(gateway: Any) -> dict[str, bool]:
     if missing["lean_queues"]:
         sio_module.LEAN = False
         gateway.sio.eio.__dict__.pop("create_queue", None)  # engine.io's own again
+    if missing["heartbeat_wheel"]:
+        sendqueue.HEARTBEAT_WHEEL = False
     if missing["session_ids"]:
         gateway.sio.eio.__dict__.pop("generate_id", None)
     on = {path: not missing[path] for path in FASTPATHS}

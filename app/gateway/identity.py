@@ -4,7 +4,9 @@ A socket's identity (user, role) is checked against the user's row at connect. A
 deleted, or whose role changed, afterwards would keep the rooms and rights of the old
 identity on the sockets it holds; a token's expiry would never be enforced on them. So:
 
-- each socket gets a timer at its token's `exp` that closes its transport;
+- each socket's transport is closed at its token's `exp` (rounded up to the second):
+  the sockets are kept per second of expiry, with one loop timer for the earliest second
+  (a timer per socket was ~0.5 KB of each idle socket);
 - every `every` seconds the node reads the rows of the users with sockets on it (one
   `IN` query per 1,000 users, on a worker thread) and closes the transports of the
   sockets whose user is gone or whose role is no longer the token's.
@@ -18,7 +20,9 @@ A database that is away skips a pass (logged); it never closes sockets.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -42,30 +46,65 @@ class Identities:
         self.alive = alive  # whether a socket is still connected (else it is forgotten)
         self.every = every
         self.passes = 0  # checks run (tests, diagnostics)
-        self._sockets: dict[str, tuple[int, str, asyncio.TimerHandle | None]] = {}
+        # sid -> (user, role, second of expiry or None)
+        self._sockets: dict[str, tuple[int, str, int | None]] = {}
+        self._expiring: dict[int, set[str]] = {}  # second of expiry -> its sockets
+        self._seconds: list[int] = []  # a heap of the seconds in `_expiring`
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0  # the second the timer is set for
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
     def add(self, sid: str, who: Principal, expires: float | None) -> None:
         """Watch `sid`, connected as `who` with a token valid until `expires` (Unix time)."""
         assert who.user_id is not None
-        loop = asyncio.get_running_loop()
-        timer = (loop.call_later(max(0.0, expires - time.time()), self._expired, sid)
-                 if expires is not None else None)
         self.remove(sid)
-        self._sockets[sid] = (who.user_id, who.role, timer)
+        second = None if expires is None else math.ceil(expires)
+        self._sockets[sid] = (who.user_id, who.role, second)
+        if second is not None:
+            sids = self._expiring.get(second)
+            if sids is None:
+                sids = self._expiring[second] = set()
+                heapq.heappush(self._seconds, second)
+            sids.add(sid)
+            if self._timer is None or second < self._timer_at:
+                self._arm(second)
         if self._task is None and self.every > 0:
             self._task = asyncio.create_task(self._run())
 
     def remove(self, sid: str) -> None:
         entry = self._sockets.pop(sid, None)
         if entry is not None and entry[2] is not None:
-            entry[2].cancel()
+            # An emptied second stays until it is due (one heap entry per second).
+            self._expiring.get(entry[2], set()).discard(sid)
+
+    def _arm(self, second: int) -> None:
+        """The one timer, at `second` (Unix time)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = second
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, second - time.time()), self._due)
+
+    def _due(self) -> None:
+        """Close the sockets whose token has expired; the timer set for the next second."""
+        self._timer = None
+        now = time.time()
+        seconds = self._seconds
+        while seconds and seconds[0] <= now:
+            second = heapq.heappop(seconds)
+            for sid in sorted(self._expiring.pop(second, ())):
+                self._expired(sid)
+        if seconds:
+            self._arm(seconds[0])
 
     def __len__(self) -> int:
         return len(self._sockets)
 
     def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -96,8 +135,10 @@ class Identities:
                         type(exc).__name__)
             return 0
         self.passes += 1
+        # Only the users read: a socket that connected while the read ran (its user was
+        # checked at its connect) is not "gone" for lack of a row in this read.
         stale = [sid for sid, (user, role, _) in self._sockets.items()
-                 if roles.get(user) != role]
+                 if user in users and roles.get(user) != role]
         if stale:
             log.info("identity changed on open sockets, transports closed sockets=%d",
                      len(stale))

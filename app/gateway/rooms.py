@@ -6,9 +6,11 @@ gains its first local socket — or a replay gate, which a connect opens before 
 the stream's head — and unsubscribes (`SUNSUBSCRIBE`) when the room has neither left.
 The events of rooms nobody here is in never reach the node.
 
-- **Batched.** Room changes only mark what is wanted; one task per loop turn sends the
-  difference, one `SUNSUBSCRIBE` and one `SSUBSCRIBE` with many channels (in chunks).
-  A room that empties and fills again before that costs nothing.
+- **Batched.** Room changes only mark what is wanted (and which rooms changed); one task
+  per loop turn sends the difference, one `SUNSUBSCRIBE` and one `SSUBSCRIBE` with many
+  channels (in chunks). A room that empties and fills again before that costs nothing,
+  and a flush looks at the rooms that changed since the last one, not at every room
+  wanted (10,000 sockets' user rooms made each flush of a connect storm a scan of them all).
 - **Confirmed.** Redis answers each channel of an `SSUBSCRIBE` in order on the listening
   connection; from that answer on, whatever is published on the channel reaches the
   node. `ready(rooms)` waits for it: a replay reads the event table only after that, so
@@ -53,6 +55,7 @@ class RoomChannels:
         self.prefix = prefix  # a stream's channel: prefix + stream (app/core/channels.py)
         self.wanted: set[str] = set()
         self._sent: set[str] = set()  # rooms whose last command sent was SSUBSCRIBE
+        self._changed: set[str] = set()  # rooms wanted or dropped since the last flush
         self._pending: dict[str, int] = {}  # answers still awaited, per room
         self._live: set[str] = set()  # subscribed, confirmed by Redis
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -64,11 +67,13 @@ class RoomChannels:
     def want(self, room: str) -> None:
         if room not in self.wanted:
             self.wanted.add(room)
+            self._changed.add(room)
             self._schedule()
 
     def drop(self, room: str) -> None:
         if room in self.wanted:
             self.wanted.discard(room)
+            self._changed.add(room)
             self._release(room)
             self._schedule()
 
@@ -105,6 +110,7 @@ class RoomChannels:
     def up(self, sub: Any) -> None:
         """`sub` (a redis-py PubSub) listens now: subscribe every wanted room on it."""
         self._sub = sub
+        self._changed.update(self.wanted)  # nothing is subscribed on a new connection
         self._schedule()
 
     def lost(self) -> None:
@@ -153,8 +159,10 @@ class RoomChannels:
         try:
             while self._sub is not None:
                 sub = self._sub
-                add = [room for room in self.wanted if room not in self._sent]
-                remove = [room for room in self._sent if room not in self.wanted]
+                changed, self._changed = self._changed, set()
+                wanted, sent = self.wanted, self._sent
+                add = [room for room in changed if room in wanted and room not in sent]
+                remove = [room for room in changed if room in sent and room not in wanted]
                 if not add and not remove:
                     return
                 for room in remove:

@@ -23,10 +23,13 @@ otherwise hold the connection open for ever).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
-from engineio import async_socket
+from engineio import async_socket, packet
+
+from app.gateway import heartbeat
 
 
 class _Waiters(list[Any]):
@@ -161,17 +164,40 @@ def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:
     return create
 
 
+HEARTBEAT_WHEEL = True  # False: engine.io's ping task per socket (app/gateway/hooks.py)
+
+
 class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
-    """engine.io's AsyncSocket that remembers its websocket while it runs."""
+    """engine.io's AsyncSocket that remembers its websocket while it runs, and whose
+    heartbeat is a shared timer wheel (app/gateway/heartbeat.py), not a task per socket
+    sleeping `ping_interval`."""
 
     _ws: Any = None
+    idle: Any = None  # a DirectSocket's idle writer (app/gateway/direct.py)
+    last_ping: float | None  # engine.io's: when the last PING went out, None once answered
+
+    def schedule_ping(self) -> None:
+        if not HEARTBEAT_WHEEL:
+            super().schedule_ping()
+            return
+        # engine.io's: only once the previous ping was answered (last_ping set).
+        if self.last_ping:
+            self.last_ping = None
+            heartbeat.wheel_of(self.server).add(self)
+
+    def _ping_due(self) -> None:
+        """engine.io's `_send_ping` after its sleep: the PING queued, `last_ping` set (the
+        queue is unbounded: `put_nowait` is what `send` awaits)."""
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(packet.Packet(packet.PING))
 
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws
         try:
             return await super()._websocket_handler(ws)
         finally:
-            self._ws = None
+            self._ws = self.idle = None
 
     def abort_connection(self) -> bool:
         """Abort the TCP connection under this socket's websocket (uvicorn's transport):

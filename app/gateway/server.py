@@ -230,12 +230,16 @@ class Gateway:
             # ...and this node subscribed to their channels (app/gateway/rooms.py) before.
             await self.manager.subscribed(auto)
             # Read with the other connects waiting at this moment (app/gateway/connects.py).
-            loaded = await self.reader.load(who, auto, restorable)
+            # The sid recorded for revocations (app/gateway/presence.py) meanwhile: both
+            # are done before the socket enters any room.
+            loaded, _ = await asyncio.gather(self.reader.load(who, auto, restorable),
+                                             self.presence.add(who.user_id, sid))
             auto_heads, heads = loaded.auto, loaded.restored
             await self.sio.save_session(sid, {"who": who, "name": loaded.name})
-            await self.presence.add(who.user_id, sid)
-        except BaseException:
+        except BaseException as exc:
             self.manager.close_all(sid)
+            if isinstance(exc, Exception):  # refused: its sid recorded for nothing
+                await self.presence.remove(who.user_id, sid)
             raise
         # Every room is gated before the socket enters any: nothing live reaches the socket
         # before `connected`, and nothing of a replayed stream overtakes its replay.
@@ -297,13 +301,7 @@ class Gateway:
 
     async def _until_connected(self, sid: str, timeout: float = 30.0) -> bool:
         """Wait for the CONNECT packet (sent right after the connect handler); False if gone."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self.manager.is_connected(sid, "/"):
-            gone = not self.manager.is_pre_connected(sid, "/")
-            if gone or asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.002)
-        return True
+        return await self.sio.until_connected(sid, timeout)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         try:

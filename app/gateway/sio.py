@@ -44,6 +44,7 @@ from urllib.parse import parse_qs
 import engineio
 import socketio
 from socketio import packet as sio_packet
+from websockets.datastructures import Headers
 
 from app.gateway import sendqueue
 from app.gateway.events import RESERVED, LogBudget, UnknownEvents
@@ -89,6 +90,11 @@ def _trim_environ(environ: dict[str, Any] | None) -> None:
         del environ[key]
     proto: Any = getattr(environ.get("asgi.receive"), "__self__", None)
     if getattr(proto, "handshake_complete", False) is True and hasattr(proto, "request"):
+        # The request lives on in the suspended frame of websockets' parser (a local of
+        # ServerProtocol.parse for the connection's life): its headers emptied in place.
+        headers = getattr(proto.request, "headers", None)
+        if isinstance(headers, Headers):
+            headers.clear()
         proto.request = proto.response = None
         scope = environ.get("asgi.scope")
         if isinstance(scope, dict) and scope.get("type") == "websocket":
@@ -121,12 +127,14 @@ class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     swept is answered 400 like one to an unknown session (engine.io's own path raises
     KeyError('Session is disconnected') there, outside its error handling: a 500)."""
 
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+    def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        # The awaitable of engine.io's own (not a coroutine of ours around it): nothing
+        # of this frame stays suspended for a websocket's whole life.
         scope = args[0] if args else None
         if isinstance(scope, dict) and scope.get("type") == "http" \
                 and scope.get("method") == "POST":
             self._forget_if_closed(scope)
-        return await super().handle_request(*args, **kwargs)
+        return super().handle_request(*args, **kwargs)
 
     def _forget_if_closed(self, scope: dict[str, Any]) -> None:
         query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
@@ -139,6 +147,11 @@ class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
 class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     def _engineio_server_class(self) -> type[Any]:
         return HeraldEngineIO
+
+    def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """python-socketio's (`return await self.eio.handle_request(...)`) without its
+        coroutine frame, which a websocket would hold for its whole life."""
+        return self.eio.handle_request(*args, **kwargs)
 
     def __init__(self, *args: Any, connect_timeout: float = 10.0,
                  queue_bytes: int = 2 * 2**20, queue_packets: int = 5000,
@@ -156,6 +169,8 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         # One timer handle per session until its CONNECT (no task sleeping per socket).
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._expiring: set[asyncio.Task[None]] = set()
+        # Who waits for a session's CONNECT packet to be out (`until_connected`).
+        self._connect_waiters: dict[str, asyncio.Future[bool]] = {}
 
     # -- sessions that never connect ---------------------------------------------------
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
@@ -178,9 +193,39 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             await super()._handle_connect(eio_sid, namespace, data)
         finally:
-            if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:
                 self._cancel_timer(eio_sid)  # connected: nothing to expect any more
                 _trim_environ(self.environ.get(eio_sid))
+            self._connect_answered(eio_sid, sid is not None
+                                   and self.manager.is_connected(sid, "/"))
+
+    async def until_connected(self, sid: str, timeout: float) -> bool:
+        """Once the CONNECT packet of `sid` is out (its connect handler returned): True;
+        False if the session is refused or gone first, or after `timeout` seconds."""
+        manager = self.manager
+        if manager.is_connected(sid, "/"):
+            return True
+        eio_sid = manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None or not manager.is_pre_connected(sid, "/"):
+            return False
+        future = self._connect_waiters.get(eio_sid)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._connect_waiters[eio_sid] = future
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            return False
+        finally:
+            if future.done() or self._connect_waiters.get(eio_sid) is future:
+                self._connect_waiters.pop(eio_sid, None)
+
+    def _connect_answered(self, eio_sid: str, connected: bool) -> None:
+        future = self._connect_waiters.pop(eio_sid, None)
+        if future is not None and not future.done():
+            future.set_result(connected)
 
     def _cancel_timer(self, eio_sid: str) -> None:
         timer = self._timers.pop(eio_sid, None)
@@ -200,6 +245,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self._cancel_timer(eio_sid)
+        self._connect_answered(eio_sid, False)
         self._binary_bytes.pop(eio_sid, None)
         self.unknown.forget(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)

@@ -9,6 +9,8 @@ own project) and for routes that are for admins only.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
@@ -31,6 +33,11 @@ def check_user_row(session: Session, who: Principal) -> str:
     # object to build, no statement to compile.
     user = session.connection().execute(_USER_ROW, {"uid": uid}).first(
     ) if uid is not None else None
+    return check_user(who, user)
+
+
+def check_user(who: Principal, user: Any) -> str:
+    """`check_user_row` on a row read already (role, name, email; None: no such user)."""
     if user is None:
         raise AuthError("the token's user does not exist", code="token_invalid")
     if user.role != who.role:
@@ -39,6 +46,9 @@ def check_user_row(session: Session, who: Principal) -> str:
 
 
 _USER_ROW = select(User.role, User.name, User.email).where(User.id == bindparam("uid"))
+# The same columns for many users at once (a wave of connects, app/gateway/connects.py).
+USER_ROWS = select(User.id, User.role, User.name, User.email).where(
+    User.id.in_(bindparam("uids", expanding=True)))
 _ON_PROJECT = select(exists().where(project_technicians.c.project_id == bindparam("project"),
                                     project_technicians.c.user_id == bindparam("uid")))
 
