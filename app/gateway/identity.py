@@ -96,8 +96,10 @@ class Identities:
                         type(exc).__name__)
             return 0
         self.passes += 1
+        # Only the users read: a socket that connected while they were read (a connect
+        # storm) is not a user who vanished; the next pass reads it.
         stale = [sid for sid, (user, role, _) in self._sockets.items()
-                 if roles.get(user) != role]
+                 if user in users and roles.get(user) != role]
         if stale:
             log.info("identity changed on open sockets, transports closed sockets=%d",
                      len(stale))
