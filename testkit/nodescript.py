@@ -48,15 +48,19 @@ class NodeScript:
         return await self._read(timeout)
 
     async def close(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
-            await self.ask({"cmd": "close"}, timeout=30)
         try:
-            await asyncio.wait_for(self.proc.wait(), 10)
+            with contextlib.suppress(RuntimeError, TimeoutError, OSError, ValueError):
+                await self.ask({"cmd": "close"}, timeout=30)
+            await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+            pass
+        finally:
+            if proc.returncode is None:  # never left behind, even when cancelled
+                proc.kill()
+                await asyncio.shield(proc.wait())
 
 
 def raise_fd_limit() -> None:

@@ -159,7 +159,8 @@ class Writer(threading.Thread):
 
     def stop(self) -> None:
         self._stop_writing.set()
-        self.join(30)
+        if self.ident is not None:  # started
+            self.join(30)
 
 
 def write(factory: sessionmaker[Session], rows: list[tuple[str, str, dict[str, Any]]],

@@ -104,7 +104,9 @@ function attempt(s, url) {
     const ws = new WebSocket(url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket",
       { perMessageDeflate: false });
     let connected = false, settled = false;
-    const settle = (ok) => { if (!settled) { settled = true; resolve(ok); } };
+    // No `connected` within 30 s (a node too busy): given up, retried like a failure.
+    const timer = setTimeout(() => { if (!connected) ws.terminate(); }, 30000);
+    const settle = (ok) => { if (!settled) { settled = true; clearTimeout(timer); resolve(ok); } };
     ws.on("message", (raw) => {
       const text = raw.toString();
       if (text === "2") { ws.send("3"); return; }
