@@ -174,8 +174,12 @@ async function openAll(msg) {
     while (next < batch.length) {
       const i = next++;
       const s = batch[i];
-      if (await attempt(s, msg.urls[msg.sockets[i].home])) { sockets.push(s); ok += 1; }
-      else { failed += 1; }
+      let opened = false;
+      for (let n = 0; n < 5 && !opened; n += 1) {  // a busy node: retried, as clients do
+        if (n > 0) { c.refused += 1; await sleep(0.5 * 2 ** n * (0.5 + Math.random())); }
+        opened = await attempt(s, msg.urls[msg.sockets[i].home]);
+      }
+      if (opened) { sockets.push(s); ok += 1; } else { failed += 1; }
     }
   }
   await Promise.all(Array.from({ length: Math.min(msg.inflight || 100, batch.length) }, lane));
