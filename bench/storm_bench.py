@@ -67,7 +67,8 @@ def _print(report: Report, r: StormResult) -> None:
     report.add(Figure("storm", "kill -> restarted node answers", r.restart_s * 1000, "ms"))
     report.add(Figure("storm", "kill -> last reconnect connected", r.reconnected_s * 1000, "ms",
                       note=f"{r.reconnected:,} reconnects of {r.killed:,} sockets, "
-                           f"{r.failed_attempts:,} attempts on the node still down retried; "
+                           f"{r.failed_attempts:,} failed attempts retried (node down, or no "
+                           f"`connected` within 30 s); "
                            f"connections lost by close code {r.lost}"))
     report.add(Figure("storm", "kill -> last socket has every event", r.recovered_s * 1000,
                       "ms", note=f"writer stopped -> last socket: {r.tail_s * 1000:,.0f} ms; "
