@@ -42,7 +42,7 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "threads": 4, "updates": 20, "low_rate": 50.0,
         "fanout_sockets": 2000, "fanout_events": 10, "fanout_wide": 10000,
         "fanout_reps": 5, "compression_sockets": 1000, "compression_events": 20,
-        "storm_sockets": 2000, "storm_missed": 20,
+        "storm_sockets": 10000, "storm_missed": 20, "storm_rate": 20.0,
         "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5,
         "scale_small": 1000, "scale_large": 1_000_000, "scale_events": 5000, "scale_reps": 5,
         "scale_nodes": "1,2,4"}
@@ -51,7 +51,7 @@ QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1
          "threads": 2, "updates": 5, "low_rate": 0.0,
          "fanout_sockets": 200, "fanout_events": 5, "fanout_wide": 400,
          "fanout_reps": 2, "compression_sockets": 50, "compression_events": 5,
-         "storm_sockets": 50, "storm_missed": 5,
+         "storm_sockets": 50, "storm_missed": 5, "storm_rate": 10.0,
          "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2,
          "scale_small": 200, "scale_large": 2000, "scale_events": 1000, "scale_reps": 2,
          "scale_nodes": ""}
@@ -87,8 +87,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout-reps", type=int, help="fan-out and compression repetitions")
     parser.add_argument("--compression-sockets", type=int)
     parser.add_argument("--compression-events", type=int)
-    parser.add_argument("--storm-sockets", type=int, help="sockets in the reconnect storm")
-    parser.add_argument("--storm-missed", type=int, help="events each socket missed")
+    parser.add_argument("--storm-sockets", type=int,
+                        help="sockets in the reconnect storm, over two web nodes")
+    parser.add_argument("--storm-missed", type=int,
+                        help="events written to each shared room while the node is down")
+    parser.add_argument("--storm-rate", type=float,
+                        help="events/s written throughout the reconnect storm")
     parser.add_argument("--writes-single", type=int,
                         help="sequential requests of each kind per writes repetition")
     parser.add_argument("--writes-batches", type=int, help="batches of 1,000 per repetition")
@@ -172,7 +176,7 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
                 args.compression_sockets, args.compression_events, args.fanout_reps))
         if "storm" in args.parts:
             await storm_bench.run(report, factory, base, storm_bench.StormSizes(
-                args.storm_sockets, args.storm_missed))
+                sockets=args.storm_sockets, missed=args.storm_missed, rate=args.storm_rate))
         if "writes" in args.parts:
             await writes_bench.run(report, factory, url, base, writes_bench.WritesSizes(
                 args.writes_single, args.writes_batches, args.writes_appends, args.writes_reps))

@@ -58,8 +58,8 @@ LOG_DIR = Path(tempfile.gettempdir()) / f"herald-bench-{RUN}"
 class WebNode(processes.WebNode):
     """testkit's web node, its log under LOG_DIR."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__(env, LOG_DIR)
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        super().__init__(env, LOG_DIR, port)
 
 
 class Worker(processes.Worker):

@@ -7,11 +7,7 @@ Node is needed; without it (or without `npm ci` in bench/node) these figures pri
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
-import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ import httpx
 
 from bench.env import SECRET
 from bench.infra import LOG_DIR, ROOT, Process, free_port
+from testkit.nodescript import NodeScript
 
 NODE_DIR = ROOT / "bench" / "node"
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -65,36 +62,12 @@ class NodePeer(Process):
             answer.raise_for_status()
 
 
-class LoadClient:
+class LoadClient(NodeScript):
     """`node bench/node/load.js`: many raw websocket clients, driven over stdin/stdout."""
 
     def __init__(self) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self.log_path = LOG_DIR / f"load-client-{os.getpid()}-{id(self)}.log"
-
-    async def start(self) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        raise_fd_limit()  # inherited by the load client
-        with Path(self.log_path).open("wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                require_node(), str(NODE_DIR / "load.js"), cwd=ROOT,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                limit=2**24)
-        assert (await self._read(30)).get("ready")
-
-    async def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError(f"load client exited: {self.log_path.read_text()[-2000:]}")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def ask(self, command: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
-        await self.proc.stdin.drain()
-        return await self._read(timeout)
+        super().__init__(require_node(), NODE_DIR / "load.js",
+                         LOG_DIR / f"load-client-{os.getpid()}-{id(self)}.log")
 
     async def connect(self, url: str, tokens: list[str], *, inflight: int = 100,
                       deflate: bool = False) -> dict[str, Any]:
@@ -113,25 +86,6 @@ class LoadClient:
 
     async def wire_bytes(self) -> int:
         return int((await self.ask({"cmd": "bytes"}))["wire"])
-
-    async def close(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
-            await self.ask({"cmd": "close"}, timeout=30)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def raise_fd_limit() -> None:
-    """This process's open-file soft limit at the hard limit, for the load clients it
-    starts (each may hold 10,000 sockets)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_kib(pid: int) -> int:

@@ -114,6 +114,15 @@ async def test_node_gauges_count_sockets_rooms_replays_and_refusals(pg_system: S
 
     assert refused(after) - refused(before) == 1
 
+    def project_pages(samples: Samples, name: str) -> float:
+        return sum(v for (n, labels), v in samples.items()
+                   if n == name and ("kind", "project") in labels)
+
+    # the project's replay asked for one page and read it (its user and role rooms
+    # replayed from their heads: no read)
+    for name in ("herald_replay_page_requests_total", "herald_replay_page_reads_total"):
+        assert project_pages(after, name) - project_pages(before, name) == 1
+
 
 def _snapshot() -> NodeSnapshot:
     return NodeSnapshot("test-node", 0, 0, 0, 0, {})

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from app.core.errors import Gone
 from app.gateway import replay as replay_module
+from app.gateway.ordering import Ordering
 from app.gateway.replay import PageReads
 from app.outbox.writer import append
 from testkit.clients import SocketClient
@@ -141,6 +142,90 @@ async def test_kept_pages_expire_and_are_bounded(pg_db: Database) -> None:
     assert list(short._kept) == [(STREAM, 1, "e")]
     await short.read(STREAM, 0, "e", 0.0)
     assert short.reads == 3
+
+
+class Subscriptions:
+    def __init__(self) -> None:
+        self.losses = 0
+        self.live = True
+
+    def is_live(self, room: str) -> bool:
+        return self.live
+
+
+class Gates:
+    """The manager's gates over the real ordering model: the test says which live events
+    arrive."""
+
+    def __init__(self, stream: str = STREAM, max_packets: int = 5000) -> None:
+        self.subscriptions = Subscriptions()
+        self.ordering = Ordering(lambda room: (), max_packets=max_packets)
+        self.stream = stream
+        self.closed: list[str] = []
+
+    def open_gate(self, sid: str, room: str) -> None:
+        self.ordering.open_gate(sid, room)
+
+    def close_gate(self, sid: str, room: str, floor: int | None = None) -> None:
+        self.ordering.close_gate(sid, room, floor)
+        self.closed.append(sid)
+
+    def gated(self) -> set[str]:
+        return self.ordering.sids()
+
+    def arrive(self, *offsets: int) -> None:
+        for o in offsets:
+            self.ordering.on_live(self.stream, o, "notification", [{}, {"offset": o}])
+
+
+async def test_a_short_page_with_its_tail_is_good_for_a_reader_whose_gate_opened_after_its_read(
+        pg_db: Database) -> None:
+    """The node received events 4 and 5 live after the page's read: a later reader takes
+    the page and its tail instead of reading again; an event already in the page is not
+    in the tail twice."""
+    write(pg_db, 3)
+    gates = Gates()
+    pages = PageReads(pg_db.factory, gates=gates)
+    page = await pages.read(STREAM, 0, "e", now())
+    gates.arrive(3, 4, 5)  # 3: committed before the read, published after it
+    assert await pages.read(STREAM, 0, "e", now()) is page
+    assert pages.reads == 1
+    assert page.tail is not None and [e.offset for e in page.tail.events] == [4, 5]
+
+
+async def test_a_tail_with_a_hole_or_across_a_lost_subscription_is_not_trusted(
+        pg_db: Database) -> None:
+    write(pg_db, 3)
+    gates = Gates()
+    pages = PageReads(pg_db.factory, gates=gates)
+    await pages.read(STREAM, 0, "e", now())
+    gates.arrive(5)  # 4 never arrived
+    assert offsets(await pages.read(STREAM, 0, "e", now())) == [1, 2, 3]
+    assert pages.reads == 2 and len(gates.closed) == 1
+    gates.subscriptions.losses += 1  # Redis lost: events may have passed unseen
+    await pages.read(STREAM, 0, "e", now())
+    assert pages.reads == 3 and len(gates.closed) == 2
+
+
+async def test_a_tail_whose_gate_went_over_its_bound_is_not_trusted(pg_db: Database) -> None:
+    """What a full gate dropped is a hole in the tail: the next reader reads again."""
+    write(pg_db, 3)
+    gates = Gates(max_packets=2)
+    pages = PageReads(pg_db.factory, gates=gates)
+    await pages.read(STREAM, 0, "e", now())
+    gates.arrive(4, 5, 6)  # the third goes over the bound: the gate drops what it held
+    assert offsets(await pages.read(STREAM, 0, "e", now())) == [1, 2, 3]
+    assert pages.reads == 2 and len(gates.closed) == 1
+
+
+async def test_a_kept_pages_tail_closes_when_the_page_expires(pg_db: Database) -> None:
+    write(pg_db, 1)
+    gates = Gates()
+    pages = PageReads(pg_db.factory, gates=gates, keep=0.05)
+    await pages.read(STREAM, 0, "e", now())
+    assert len(gates.gated()) == 1
+    await asyncio.sleep(0.1)
+    assert gates.gated() == set() and len(gates.closed) == 1
 
 
 async def test_many_sockets_recovering_one_stream_at_once_get_every_event_in_order(

@@ -64,6 +64,22 @@ async def test_ready_waits_for_redis_to_confirm_the_subscription() -> None:
     assert rooms.is_live("project-1")
 
 
+async def test_ready_before_the_listener_first_came_up_waits_for_its_subscription() -> None:
+    """A node that just started (python-socketio starts the listener at the first connect):
+    no catch-up would cover what is published before the subscription, so a join waits."""
+    rooms, sub = RoomChannels(PREFIX), Recorder()
+    rooms.want("user-7")
+    waiting = asyncio.create_task(rooms.ready(["user-7"]))
+    await settle()
+    assert not waiting.done()
+    rooms.up(sub)
+    await settle()
+    assert not waiting.done()
+    answer(rooms, sub)
+    await asyncio.wait_for(waiting, 1)
+    assert rooms.is_live("user-7")
+
+
 async def test_a_room_emptied_and_filled_again_within_a_turn_sends_nothing() -> None:
     rooms, sub = RoomChannels(PREFIX), Recorder()
     rooms.up(sub)

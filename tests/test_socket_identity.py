@@ -8,6 +8,8 @@ re-reading identities every 0.3 s, with real Socket.IO clients.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,7 +19,9 @@ import socketio
 from sqlalchemy import delete, update
 
 from app.gateway.bounds import SocketBounds
+from app.gateway.identity import Identities
 from app.portal import projects
+from app.portal.auth import Principal
 from app.portal.models import User
 from testkit.clients import SocketClient, token
 from testkit.localnode import LocalNode, local_node
@@ -90,3 +94,31 @@ async def test_an_expired_token_closes_its_socket(pg_system_session: System,
     assert await _refused(node.url, token(uid, "client", ttl=timedelta(seconds=-1))) \
         == "token_expired"
     assert len(node.gateway.identities) == 0
+
+
+async def test_a_socket_that_connects_while_a_check_reads_the_users_is_not_closed_by_it(
+        pg_system_session: System) -> None:
+    """A connect storm: sockets keep connecting while a pass reads the users' rows; one
+    whose user that read did not include is left for the next pass, not closed."""
+    first, second = (_user(pg_system_session, "technician") for _ in range(2))
+    closed: list[str] = []
+
+    async def close(sid: str) -> None:
+        closed.append(sid)
+
+    identities = Identities(pg_system_session.factory, close, every=0)
+    identities.add("first", Principal(str(first), "a@test", "technician"), None)
+    release = threading.Event()
+    read = identities._roles
+
+    def held(users: list[int]) -> dict[int, str]:
+        release.wait(10)
+        return read(users)
+
+    identities._roles = held  # type: ignore[method-assign]
+    check = asyncio.create_task(identities.check())
+    await asyncio.sleep(0.05)
+    identities.add("second", Principal(str(second), "b@test", "technician"), None)
+    release.set()
+    assert await check == 0
+    assert closed == []

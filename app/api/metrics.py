@@ -9,7 +9,9 @@ Where each number comes from (so any web node can serve the whole picture):
   publish failures by reason, streams marked failed, the time of the last sweep — a hash
   `<socketio channel>:metrics` incremented by the relay (`RelayMeter`);
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
-  replayed events, refused connections by code, the fast paths on (docs/fastpaths.md).
+  replayed events, replay page requests and the database reads they cost by stream kind
+  (fewer reads than requests: sockets replaying the same page shared a read), refused
+  connections by code, the fast paths on (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
 `sum`. Per-node numbers are summed across nodes. `/metrics` needs no token, so what it
 reads from the database and Redis is reused for a second (app/api/recent.py): a flood of
@@ -127,6 +129,17 @@ def _node(snap: NodeStats) -> list[Metric]:
         "Socket.IO messages this node took off Redis (shared channel and its rooms' channels).",
         labels=["node"])
     received.add_metric([snap.node], snap.messages_received)
+    requests = CounterMetricFamily(
+        "herald_replay_page_requests",
+        "Pages of events replaying sockets asked this node for, by stream kind.",
+        labels=["node", "kind"])
+    reads = CounterMetricFamily(
+        "herald_replay_page_reads",
+        "Database reads those pages cost (sockets replaying the same page at once share "
+        "one), by stream kind.", labels=["node", "kind"])
+    for family, by_kind in ((requests, snap.page_requests), (reads, snap.page_reads)):
+        for kind, count in sorted(by_kind.items()):
+            family.add_metric([snap.node, kind], count)
     fastpaths = GaugeMetricFamily("herald_fastpath_enabled",
                                   "1 if this node runs the fast path, 0 if it fell back or is "
                                   "switched off (docs/fastpaths.md).", labels=["node", "path"])
@@ -142,7 +155,7 @@ def _node(snap: NodeStats) -> list[Metric]:
         _gauge("herald_node_room_channels",
                "Stream channels this node is subscribed to (rooms with a socket here).",
                snap.room_channels, labels),
-        replayed, refused, received, fastpaths,
+        replayed, requests, reads, refused, received, fastpaths,
     ]
 
 

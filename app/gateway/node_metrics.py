@@ -1,12 +1,23 @@
-"""This web node's own numbers: sockets, rooms, replayed events, refused connections."""
+"""This web node's own numbers: sockets, rooms, replayed events, replay page reads, refused
+connections."""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+class HasPageCounts(Protocol):
+    """Replay page counts by stream kind (app.gateway.replay.PageCounts)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def reads(self) -> int: ...
 
 
 class HasRooms(Protocol):
@@ -42,9 +53,13 @@ class NodeSnapshot:
     messages_received: int = 0  # messages taken off Redis (shared + room channels)
     room_channels: int = 0  # stream channels subscribed (confirmed)
     fastpaths: dict[str, bool] = field(default_factory=dict)
+    # By stream kind: pages replaying sockets asked for, database reads they cost.
+    page_requests: dict[str, int] = field(default_factory=dict)
+    page_reads: dict[str, int] = field(default_factory=dict)
 
 
-def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
+def node_snapshot(node: NodeMetrics, manager: HasRooms,
+                  pages: Mapping[str, HasPageCounts] | None = None) -> NodeSnapshot:
     """Read on the event loop (the gateway's rooms change there)."""
     rooms = memberships = 0
     namespace = manager.rooms.get("/", {})
@@ -58,4 +73,6 @@ def node_snapshot(node: NodeMetrics, manager: HasRooms) -> NodeSnapshot:
     return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
                         dict(node.refused_total), fastpaths=dict(node.fastpaths),
                         messages_received=int(getattr(manager, "messages_received", 0)),
-                        room_channels=subscriptions.live_count if subscriptions else 0)
+                        room_channels=subscriptions.live_count if subscriptions else 0,
+                        page_requests={k: c.requests for k, c in (pages or {}).items()},
+                        page_reads={k: c.reads for k, c in (pages or {}).items()})

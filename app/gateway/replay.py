@@ -9,7 +9,8 @@ replay at a time per (socket, stream).
 
 Reads are shared (`PageReads`): sockets replaying the same stream from the same offset at
 about the same time — a reconnect storm — wait for one database read of that page instead
-of one each; a page carries its events encoded once (Socket.IO packets, and the websocket
+of one each (`PageReads.counts`: pages asked for and database reads, by stream kind, in
+the node's /metrics); a page carries its events encoded once (Socket.IO packets, and the websocket
 frames of them all, app/gateway/direct.py), so an idle websocket gets a whole page in one
 write.
 """
@@ -32,7 +33,9 @@ from app.core import jsoncodec
 from app.core.errors import Gone
 from app.gateway import direct, sendqueue
 from app.gateway.manager import HeraldRedisManager
+from app.gateway.pagetail import Gates, Tail
 from app.outbox.replay import REPLAY_BATCH, Head, iter_after, read_after, read_head
+from app.outbox.streams import parse_stream
 from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
@@ -47,9 +50,19 @@ class Page:
     full: bool  # as many as asked: these offsets' events never change, whenever read
     packets: list[str] | None = field(default=None, repr=False)
     frames: bytes | None = field(default=None, repr=False)
+    tail: Tail | None = field(default=None, repr=False)  # live events since (not full)
 
 
 PageKey = tuple[str, int, str]  # (stream, after, epoch)
+
+
+@dataclass
+class PageCounts:
+    """Of one kind of stream (user, role, project, ticket): pages replaying sockets asked
+    for, and the database reads they cost (fewer when reads were shared)."""
+
+    requests: int = 0
+    reads: int = 0
 
 
 class PageReads:
@@ -57,38 +70,49 @@ class PageReads:
 
     A reader passes `since`, the time its gate opened (its replay began): a page read that
     began at or after it holds everything the reader cannot get through its gate. A full
-    page holds fixed offsets and is good for anyone. So a reader takes a kept page or a
-    read in flight when either holds; otherwise, once the read in flight (begun too early
-    for it) ends, the first such reader starts the next one and the others join it.
-    Pages are kept `keep` seconds, at most `max_pages` of them (each read drops the
-    expired ones).
+    page holds fixed offsets and is good for anyone. A page not full with a tail (`gates`
+    given: app/gateway/pagetail.py) is good for anyone too, with the live events its
+    stream had since its read. So a reader takes a kept page or a read in flight when one
+    of these holds; otherwise, once the read in flight (begun too early for it) ends, the
+    first such reader starts the next one and the others join it. Pages are kept `keep`
+    seconds (their tails closed then), at most `max_pages` of them holding at most
+    `max_events` events.
     """
 
     def __init__(self, factory: sessionmaker[Session], *, batch: int = REPLAY_BATCH,
-                 keep: float = 2.0, max_pages: int = 32) -> None:
+                 keep: float = 2.0, max_pages: int = 4096, max_events: int = 50_000,
+                 gates: Gates | None = None) -> None:
         self.factory = factory
+        self.gates = gates
         self.batch = batch
         self.keep = keep
         self.max_pages = max_pages
+        # Pages of 1,000s of sockets' own streams (one reader each) must not push out the
+        # shared rooms' pages within `keep`: the bound is on events, most pages are short.
+        self.max_events = max_events
+        self._kept_events = 0
         self.reads = 0  # database reads made (tests, diagnostics)
+        self.counts: dict[str, PageCounts] = {}  # by stream kind (/metrics)
         self._kept: dict[PageKey, Page] = {}
         self._flights: dict[PageKey, tuple[float, asyncio.Task[Page]]] = {}
 
     async def read(self, stream: str, after: int, epoch: str, since: float) -> Page:
         """The events of `stream` after `after` (up to `batch`); Gone if some were pruned."""
         key = (stream, after, epoch)
+        self._counts(stream).requests += 1
         loop = asyncio.get_running_loop()
         while True:
             page = self._kept.get(key)
             if page is not None:
                 if loop.time() - page.started > self.keep:
-                    self._kept.pop(key, None)
-                elif page.full or page.started >= since:
+                    self._drop(key)
+                elif _good(page, since):
                     return page
             flight = self._flights.get(key)
             if flight is None:
                 started = loop.time()
-                task = asyncio.create_task(self._read(key, started))
+                tail = Tail.start(self.gates, stream)  # opened before the read begins
+                task = asyncio.create_task(self._read(key, started, tail))
                 task.add_done_callback(_retrieve)
                 self._flights[key] = (started, task)
                 return await asyncio.shield(task)
@@ -98,38 +122,72 @@ class PageReads:
             await asyncio.wait([task])  # begun too early for us: wait, then look again
             page = task.result() if not task.cancelled() and task.exception() is None \
                 else None
-            if page is not None and page.full:
+            if page is not None and _good(page, since):
                 return page
 
-    async def _read(self, key: PageKey, started: float) -> Page:
+    async def _read(self, key: PageKey, started: float, tail: Tail | None) -> Page:
         stream, after, epoch = key
+        page: Page | None = None
         try:
             def run() -> list[EventRecord]:
                 with self.factory() as session, session.begin():
                     return read_after(session, stream, after, limit=self.batch, epoch=epoch)
             self.reads += 1
+            self._counts(stream).reads += 1
             events = await asyncio.to_thread(run)
             first = events[0].offset if events else None
             if first is not None and first != after + 1:
                 raise Gone(f"events of {stream} after {after} were pruned")
             page = Page(events, started, full=len(events) >= self.batch)
+            if tail is not None and not page.full:
+                tail.begin_at(events[-1].offset if events else after)
+                page.tail = tail
             self._keep(key, page)
+            asyncio.get_running_loop().call_later(self.keep, self._expire, key, page)
             return page
         finally:
+            if tail is not None and (page is None or page.tail is None):
+                tail.close()
             flight = self._flights.get(key)
             if flight is not None and flight[0] == started:
                 del self._flights[key]
 
+    def _counts(self, stream: str) -> PageCounts:
+        kind = parse_stream(stream).kind
+        counts = self.counts.get(kind)
+        if counts is None:
+            counts = self.counts[kind] = PageCounts()
+        return counts
+
     def _keep(self, key: PageKey, page: Page) -> None:
         """Keep `page` (newest last); drop the expired ones and any over `max_pages`."""
         kept = self._kept
-        kept.pop(key, None)
+        self._drop(key)
         kept[key] = page
+        self._kept_events += len(page.events)
         while kept:
             oldest = next(iter(kept))
-            if len(kept) <= self.max_pages and page.started - kept[oldest].started <= self.keep:
+            if (len(kept) <= self.max_pages and self._kept_events <= self.max_events
+                    and page.started - kept[oldest].started <= self.keep):
                 break
-            del kept[oldest]
+            self._drop(oldest)
+
+    def _drop(self, key: PageKey) -> None:
+        page = self._kept.pop(key, None)
+        if page is not None:
+            self._kept_events -= len(page.events)
+            if page.tail is not None:
+                page.tail.close()
+
+    def _expire(self, key: PageKey, page: Page) -> None:
+        if self._kept.get(key) is page:
+            self._drop(key)
+
+
+def _good(page: Page, since: float) -> bool:
+    """Whether `page` holds all a reader whose gate opened at `since` cannot get through it."""
+    return (page.full or page.started >= since
+            or (page.tail is not None and page.tail.extend()))
 
 
 def _retrieve(task: asyncio.Task[Page]) -> None:
@@ -145,7 +203,7 @@ class Replayer:
                  drain_timeout: float = 20.0) -> None:
         self.sio = sio
         self.drain_timeout = drain_timeout  # seconds a replay waits for a socket to read
-        self.pages = PageReads(factory)  # shared reads of event pages (reconnect storms)
+        self.pages = PageReads(factory, gates=manager)  # shared reads (reconnect storms)
         self.manager = manager
         self.factory = factory
         self.metrics = metrics
@@ -199,22 +257,20 @@ class Replayer:
         sent = 0
         since = asyncio.get_running_loop().time()  # the gate is open: reads from now on do
         try:
-            # The stored history, then whatever committed while sending it.
-            for _ in range(2 if read else 0):
-                before = sent
-                while self.manager.is_connected(sid, "/"):
-                    page = await self.pages.read(stream, last, head.epoch, since)
-                    if not page.events or not await self.send_page(sid, page):
+            # The stored history, page by page, in one pass: the last page (not full) was
+            # read after the gate opened (`since`), so whatever commits after that read
+            # reaches the gate's buffer, sent by `flush` below. (A second pass for "what
+            # committed while sending" cost every replaying socket one more read.)
+            while read and self.manager.is_connected(sid, "/"):
+                page = await self.pages.read(stream, last, head.epoch, since)
+                if page.events:
+                    if not await self.send_page(sid, page):
                         break
                     last = page.events[-1].offset
                     sent += len(page.events)
-                    if not page.full:
-                        break
-                if sent == before:
-                    # Nothing after `last` when read, and the gate was open before that
-                    # read: whatever commits later reaches the gate's buffer. A second
-                    # read would only cost a connect one more transaction (most connects
-                    # have nothing to replay).
+                if not page.full:
+                    last, count = await self.send_tail(sid, page, last)
+                    sent += count
                     break
             if last < head.offset and self.manager.is_connected(sid, "/"):
                 raise Gone(f"events of {stream} after {last} were pruned during replay")
@@ -347,6 +403,18 @@ class Replayer:
                 return False
             await self.sio.eio.send(eio_sid, packet)
         return True
+
+    async def send_tail(self, sid: str, page: Page, last: int) -> tuple[int, int]:
+        """The events of `page`'s tail after `last`, in order; (the last offset, count)."""
+        count = 0
+        for event in list(page.tail.events) if page.tail is not None else []:
+            if event.offset > last:
+                if event.packet is None:
+                    event.packet = self.encode(event.name, event.data)
+                await self.send_packet(sid, event.packet)
+                last = event.offset
+                count += 1
+        return last, count
 
     async def send(self, sid: str, event: str, data: list[Any]) -> None:
         """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built

@@ -61,6 +61,8 @@ class RoomChannels:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._sub: Any = None  # the listening redis-py PubSub while it is up
         self._flushing: asyncio.Task[None] | None = None
+        self._listened = False  # the listener was up or failed once (then: catch-ups)
+        self.losses = 0  # listening connections lost (a page tail spanning one is stale)
         self.commands = 0  # SSUBSCRIBE/SUNSUBSCRIBE commands sent (tests, diagnostics)
 
     # -- what the rooms want ---------------------------------------------------------------
@@ -87,8 +89,10 @@ class RoomChannels:
     async def ready(self, rooms: list[str], timeout: float = READY_WAIT) -> None:
         """Return once each wanted room of `rooms` is subscribed (confirmed), or the
         subscription is down (the catch-up after it comes back covers them), or after
-        `timeout` seconds (logged)."""
-        if self._sub is None:
+        `timeout` seconds (logged). Before the listener's first connection (a node that
+        just started: python-socketio starts it at the first connect), nothing would catch
+        up: wait for that connection's subscriptions."""
+        if self._sub is None and self._listened:
             return
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
@@ -111,11 +115,14 @@ class RoomChannels:
         """`sub` (a redis-py PubSub) listens now: subscribe every wanted room on it."""
         self._sub = sub
         self._changed.update(self.wanted)  # nothing is subscribed on a new connection
+        self._listened = True
         self._schedule()
 
     def lost(self) -> None:
         """The listening connection failed: nothing is subscribed any more."""
         self._sub = None
+        self._listened = True
+        self.losses += 1
         self._sent.clear()
         self._pending.clear()
         self._live.clear()

@@ -356,7 +356,7 @@ class Gateway:
     # -- handlers ------------------------------------------------------------------------
     def snapshot(self) -> NodeSnapshot:
         """This node's numbers for /metrics (read on the event loop, where rooms change)."""
-        return node_snapshot(self.metrics, self.manager)
+        return node_snapshot(self.metrics, self.manager, self.replayer.pages.counts)
 
     async def revoke(self, user_id: int, rooms: list[str]) -> int:
         """Take `user_id`'s sockets out of `rooms` on every node; the sockets seen."""
