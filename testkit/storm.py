@@ -22,6 +22,7 @@ kind) show how the replays' database reads were shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -42,6 +43,7 @@ from app.outbox.tables import RelayCursor, Stream, new_epoch
 from app.outbox.writer import append_rows
 from app.portal.models import Project, User, project_technicians
 from testkit.clients import token
+from testkit.eventually import eventually_async
 from testkit.nodescript import NodeScript
 from testkit.processes import ROOT
 
@@ -290,14 +292,16 @@ async def run_storm(factory: sessionmaker[Session], nodes: tuple[WebNodeLike, We
         restarted = restart(first)
         await asyncio.to_thread(restarted.wait_ready, sizes.timeout)
         ready_at = time.time()
-        deadline = time.monotonic() + sizes.timeout
-        while True:
+        async def reconnected() -> bool:
             state = await clients[0].counters()
-            if state["open"] == len(killed_users) and state["reconnects"] >= len(killed_users):
-                break
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+            return bool(state["open"] == len(killed_users)
+                        and state["reconnects"] >= len(killed_users))
+
+        # Writes go on until the killed node's sockets are back (or the bound passed: the
+        # counts below then say what did not recover).
+        with contextlib.suppress(AssertionError):
+            await eventually_async(reconnected, "reconnects", timeout=sizes.timeout,
+                                   interval=0.2)
         writer.stop()
         stopped_at = time.time()
         target = await asyncio.to_thread(heads, factory, cast.streams())

@@ -153,11 +153,21 @@ BAD = {"user-3", "user-7"}
 class Flaky:
     def publish_rows(self, rows):
         healed = r.exists(key + ":heal")
-        refused = {s: "flaky" for s in {row.stream for row in rows}
-                   if (s in BAD and not healed) or rng.random() < 0.05}
+        streams = sorted({row.stream for row in rows})
+        # A random refusal never twice in a row for a stream (max_attempts is 3): only the
+        # BAD streams may fail; the others go through retries and backoff.
+        just_refused = dict(zip(streams, r.smismember(key + ":refused", streams)))
+        refused = {s: "flaky" for s in streams
+                   if (s in BAD and not healed)
+                   or (not just_refused[s] and rng.random() < 0.05)}
         sent = [f"{row.stream}:{row.offset}" for row in rows if row.stream not in refused]
         if sent:
             r.rpush(key, *sent)
+        ok = [s for s in streams if s not in refused]
+        if refused:
+            r.sadd(key + ":refused", *refused)
+        if ok:
+            r.srem(key + ":refused", *ok)
         time.sleep(rng.random() * 0.01)
         if refused:
             raise PublishRejected("flaky", failed=refused)
@@ -236,7 +246,7 @@ def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_ev
     for item in client.lrange(key, 0, -1):
         stream, offset = item.decode().rsplit(":", 1)
         published.setdefault(stream, set()).add(int(offset))
-    client.delete(key, f"{key}:heal")
+    client.delete(key, f"{key}:heal", f"{key}:refused")
     client.close()
     state = lag(pg_db)
     assert kills > 5 and sum(head for head, _d, _s in state.values()) > 200
