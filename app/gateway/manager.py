@@ -35,6 +35,7 @@ from app.core.channels import room_channel, room_prefix
 from app.core.redisclients import async_redis
 from app.core.redisurls import parse_redis_url
 from app.gateway import direct, fanout
+from app.gateway.masterwatch import needs_watch, watch_master
 from app.gateway.ordering import Ordering
 from app.gateway.rooms import RoomChannels, is_stream
 from app.gateway.shards import ShardedPubSub
@@ -219,12 +220,15 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         lost = False
         while True:
             sub = None
+            watch: asyncio.Task[None] | None = None
             try:
                 self._redis_connect()
                 # Our own PubSub: python-socketio's `_publish` may replace `self.pubsub`.
                 sub = self._new_pubsub()
                 await sub.subscribe(self.channel)
                 self.subscriptions.up(sub)  # every wanted room's channel, in one batch
+                if needs_watch(sub):  # a Sentinel's: off its master, it is a lost one
+                    watch = asyncio.create_task(watch_master(sub))
                 retry_sleep = 0.25
                 if lost:
                     lost = False
@@ -246,6 +250,9 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 lost = True
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, MAX_RETRY_SLEEP)
+            finally:
+                if watch is not None:
+                    watch.cancel()
 
 
 async def _close(sub: Any) -> None:
