@@ -256,6 +256,12 @@ async def test_killing_the_sentinel_master_under_load_loses_nothing(
             await client.sio.disconnect()
 
 
+def _room_listeners(port: int) -> int:
+    """Connections with room channels subscribed (SSUBSCRIBE) on the Redis at `port`."""
+    with redis_lib.Redis(port=port) as server:
+        return sum(1 for c in server.client_list() if int(c.get("ssub", 0)) > 0)
+
+
 @pytest.fixture
 def own_sentinel(tmp_path: Path) -> Iterator[LocalSentinel]:
     """A Sentinel set of this test alone (its master changes for good)."""
@@ -292,6 +298,10 @@ async def test_a_connection_left_on_a_replaced_sentinel_master_loses_nothing(
                     "the sentinel did not promote the replica", timeout=20)
             with redis_lib.Redis(port=old.port) as stale:
                 stale.execute_command("CLIENT KILL TYPE", moved)
+            if moved == "pubsub":  # the listener is on the new master before the events
+                new = own_sentinel.current_master()
+                await eventually_async(lambda: _room_listeners(new.port) > 0,
+                                       "the listener did not move to the new master")
             for i in range(2, 7):
                 system.api.ok("PATCH", f"/api/projects/{client.project}", json={"progress": i})
             await eventually_async(lambda: client.seen() == [1, 2, 3, 4, 5, 6],
