@@ -12,7 +12,8 @@ Live pub/sub is at most once: while this node is not subscribed (Redis restartin
 misses messages for good. When the subscription comes back after a loss, the manager
 calls `on_resubscribed`, and the gateway catches each room up from the event table after
 its mark (app/gateway/catchup.py): the clients see no disconnect and no gap, at worst a
-duplicate.
+duplicate. On a Sentinel URL a listening connection found off the sentinels' master
+(app/gateway/masterwatch.py) is closed, and counts as lost the same way.
 
 The node receives only its rooms' events (app/gateway/rooms.py): it subscribes to a
 stream's own channel while the room has a local socket or gate, and listens on the shared
