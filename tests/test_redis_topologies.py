@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_lib
 import socketio
 
 from app.core.db import make_engine, make_session_factory
@@ -30,7 +31,7 @@ from testkit.clients import Api, SocketClient, token
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
 from testkit.eventually import eventually_async
 from testkit.processes import WebNode, Worker
-from testkit.redis_cluster import LocalCluster, LocalSentinel
+from testkit.redis_cluster import SERVICE, LocalCluster, LocalSentinel
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -252,4 +253,63 @@ async def test_killing_the_sentinel_master_under_load_loses_nothing(
         await under_load_while(on_sentinel, clients, redis_sentinel.current_master().kill)
     finally:
         for client in clients:
+            await client.sio.disconnect()
+
+
+def _room_listeners(port: int) -> int:
+    """Connections with room channels subscribed (SSUBSCRIBE) on the Redis at `port`."""
+    with redis_lib.Redis(port=port) as server:
+        return sum(1 for c in server.client_list() if int(c.get("ssub", 0)) > 0)
+
+
+@pytest.fixture
+def own_sentinel(tmp_path: Path) -> Iterator[LocalSentinel]:
+    """A Sentinel set of this test alone (its master changes for good)."""
+    sentinel = LocalSentinel(tmp_path / "redis-sentinel")
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
+
+
+@pytest.mark.parametrize("left_behind", ["pubsub", "normal"])
+async def test_a_connection_left_on_a_replaced_sentinel_master_loses_nothing(
+        own_sentinel: LocalSentinel, tmp_path: Path, left_behind: str) -> None:
+    """The sentinels promote the replica while the old master stays up as a master (what a
+    killed master restarted at once is, until they reconfigure it seconds later). One kind
+    of connection on it is then dropped (a worker restarting, a network blip), so it
+    reopens on the new master, while the other, `left_behind`, never fails: the web node's
+    listener (pubsub) or the relay's publisher (normal). The listener moves to the new
+    master and catches up, the relay's next batch goes there: a bare client (no gap
+    repair, no reconnect) gets every event in order."""
+    moved = {"pubsub": "normal", "normal": "pubsub"}[left_behind]
+    with deployment(tmp_path, "_stale_master", {"REDIS_URL": own_sentinel.url}) as system:
+        [client] = await followers(system, 1)
+        try:
+            system.api.ok("PATCH", f"/api/projects/{client.project}", json={"progress": 1})
+            await eventually_async(lambda: client.seen() == [1], lambda: f"{client.offsets}")
+            old = own_sentinel.current_master()
+            with redis_lib.Redis(port=own_sentinel.sentinel_port) as sentinels:
+                sentinels.execute_command("SENTINEL FAILOVER", SERVICE)
+                # once the failover is over (until then SENTINEL MASTERS names the old one)
+                await eventually_async(
+                    lambda: int(sentinels.sentinel_master(SERVICE)["port"]) != old.port,
+                    "the sentinel did not promote the replica", timeout=20)
+            with redis_lib.Redis(port=old.port) as stale:
+                stale.execute_command("CLIENT KILL TYPE", moved)
+            if moved == "pubsub":  # the listener is on the new master before the events
+                new = own_sentinel.current_master()
+                await eventually_async(lambda: _room_listeners(new.port) > 0,
+                                       "the listener did not move to the new master")
+            for i in range(2, 7):
+                system.api.ok("PATCH", f"/api/projects/{client.project}", json={"progress": i})
+            await eventually_async(lambda: client.seen() == [1, 2, 3, 4, 5, 6],
+                                   lambda: f"got {client.offsets}", timeout=20)
+            # ...while the old server was still a master: not thanks to the sentinels
+            # reconfiguring it (and closing its connections) seconds later
+            with redis_lib.Redis(port=old.port) as stale:
+                assert stale.execute_command("ROLE")[0] == b"master"
+            assert client.disconnects == []
+        finally:
             await client.sio.disconnect()

@@ -12,7 +12,8 @@ Live pub/sub is at most once: while this node is not subscribed (Redis restartin
 misses messages for good. When the subscription comes back after a loss, the manager
 calls `on_resubscribed`, and the gateway catches each room up from the event table after
 its mark (app/gateway/catchup.py): the clients see no disconnect and no gap, at worst a
-duplicate.
+duplicate. On a Sentinel URL a listening connection found off the sentinels' master
+(app/gateway/masterwatch.py) is closed, and counts as lost the same way.
 
 The node receives only its rooms' events (app/gateway/rooms.py): it subscribes to a
 stream's own channel while the room has a local socket or gate, and listens on the shared
@@ -35,6 +36,7 @@ from app.core.channels import room_channel, room_prefix
 from app.core.redisclients import async_redis
 from app.core.redisurls import parse_redis_url
 from app.gateway import direct, fanout
+from app.gateway.masterwatch import needs_watch, watch_master
 from app.gateway.ordering import Ordering
 from app.gateway.rooms import RoomChannels, is_stream
 from app.gateway.shards import ShardedPubSub
@@ -219,12 +221,15 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         lost = False
         while True:
             sub = None
+            watch: asyncio.Task[None] | None = None
             try:
                 self._redis_connect()
                 # Our own PubSub: python-socketio's `_publish` may replace `self.pubsub`.
                 sub = self._new_pubsub()
                 await sub.subscribe(self.channel)
                 self.subscriptions.up(sub)  # every wanted room's channel, in one batch
+                if needs_watch(sub):  # a Sentinel's: off its master, it is a lost one
+                    watch = asyncio.create_task(watch_master(sub))
                 retry_sleep = 0.25
                 if lost:
                     lost = False
@@ -246,6 +251,9 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 lost = True
                 await asyncio.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, MAX_RETRY_SLEEP)
+            finally:
+                if watch is not None:
+                    watch.cancel()
 
 
 async def _close(sub: Any) -> None:

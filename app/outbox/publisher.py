@@ -35,6 +35,7 @@ from app.core.db import iso_utc
 from app.core.errors import PublishRejected, TransportDown
 from app.core.redisclients import sync_redis
 from app.core.redisurls import is_cluster
+from app.core.sentinelmaster import stale_address
 from app.outbox.tables import EventRecord
 
 # Replies saying a cluster's slot is elsewhere or not served now: not the stream's fault.
@@ -275,6 +276,7 @@ class RedisPublisher:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._stale = True
             raise TransportDown(f"redis unreachable: {type(exc).__name__}: {exc}") from exc
+        self._on_master(pool, connection)
         try:
             connection.send_packed_command([b"".join(packed)])
             read = connection.read_response
@@ -300,6 +302,22 @@ class RedisPublisher:
             raise
         finally:
             pool.release(connection)
+
+    def _on_master(self, pool: Any, connection: Any) -> None:
+        """On a Sentinel URL: the batch goes only to the master the sentinels name now.
+
+        A connection opened on a master since replaced (restarted at once, it is an empty
+        master until the sentinels reconfigure it) would take the batch and reach nobody
+        listening on the new master: it is dropped and the batch refused (TransportDown:
+        the relay retries, on a connection to the new master). Checked after the relay
+        read the rows, so a web node that subscribes on the new master later catches them
+        up from the table. One question to a sentinel per batch; nothing on other URLs."""
+        master = stale_address(pool, connection)
+        if master is not None:
+            connection.disconnect()
+            pool.release(connection)
+            raise TransportDown(f"redis connection {connection.host}:{connection.port} is not "
+                                f"on the sentinels' master {master[0]}:{master[1]}")
 
     def close(self) -> None:
         self.redis.close()
