@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import iso_utc, utcnow
 from app.core.errors import InvalidInput, NotFound
 from app.outbox import writer
-from app.outbox.ops.common import camel
+from app.outbox.ops.common import CamelView
 from app.outbox.retention import prune_events
 from app.outbox.streams import parse_stream
 from app.outbox.tables import Event, RelayCursor, Stream
@@ -103,15 +103,13 @@ def prune(factory: sessionmaker[Session], *, retention: timedelta) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Prunable:
+class Prunable(CamelView):
     """What `prune` would drop now: published events older than the cutoff."""
 
     events: int
     streams: int
     cutoff: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return camel(asdict(self))
 
 
 def prunable(session: Session, *, retention: timedelta,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from app.core.db import iso_utc
 
@@ -34,3 +35,12 @@ def camel(fields: dict[str, Any]) -> dict[str, Any]:
         name = head + "".join(part.title() for part in rest)
         out[name + "Seconds" if name.endswith("Age") else name] = value
     return out
+
+
+class CamelView:
+    """A view dataclass whose `to_dict()` is its fields with the API's JSON keys."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return camel(asdict(cast(Any, self)))

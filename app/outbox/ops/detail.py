@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from app.core.db import iso_utc, utcnow
 from app.core.errors import InvalidInput, NotFound
-from app.outbox.ops.common import age, aware, camel, iso
+from app.outbox.ops.common import CamelView, age, aware, iso
 from app.outbox.streams import parse_stream
 from app.outbox.tables import Event, RelayCursor, Stream
 
 
 @dataclass(frozen=True, slots=True)
-class EventView:
+class EventView(CamelView):
     """One event of a stream as an operator sees it."""
 
     offset: int
@@ -27,12 +27,10 @@ class EventView:
     published: bool
     payload: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return camel(asdict(self))
 
 
 @dataclass(frozen=True, slots=True)
-class StreamDetail:
+class StreamDetail(CamelView):
     """One stream: its relay cursor, its head, and its last events with their payloads."""
 
     stream: str
@@ -50,7 +48,7 @@ class StreamDetail:
     events: list[EventView]
 
     def to_dict(self) -> dict[str, Any]:
-        out = camel(asdict(self))
+        out = CamelView.to_dict(self)  # not super(): slots=True makes a new class
         out["events"] = [e.to_dict() for e in self.events]
         return out
 

@@ -20,7 +20,7 @@ head).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -29,13 +29,13 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.outbox import counts
-from app.outbox.ops.common import MAX_LISTED, age, aware, camel, iso
+from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, iso
 from app.outbox.tables import Event, RelayCursor, Stream
 
 FIRST_PAGE = 16  # streams walked by the first statement (then pages double)
 
 @dataclass(frozen=True, slots=True)
-class StreamLag:
+class StreamLag(CamelView):
     """One stream that is behind: how far, since when, and what the relay last said."""
 
     stream: str
@@ -49,12 +49,10 @@ class StreamLag:
     last_error: str | None
     failed_at: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return camel(asdict(self))
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class Status(CamelView):
     """The outbox at a glance."""
 
     events_pending: int
@@ -65,7 +63,7 @@ class Status:
     streams: list[StreamLag]
 
     def to_dict(self) -> dict[str, Any]:
-        out = camel(asdict(self))
+        out = CamelView.to_dict(self)  # not super(): slots=True makes a new class
         out["streams"] = [s.to_dict() for s in self.streams]
         return out
 
