@@ -1,5 +1,6 @@
-"""Who may read a project (join-project, its tickets over HTTP): the decision per role, made
-by one indexed statement whatever the number of technicians on the project."""
+"""Who may read a project or a ticket (join-project, join-ticket, their reads over HTTP): the
+decision per role, made by one indexed statement whatever the number of technicians on the
+project."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from testkit.databases import Database
 @dataclass
 class Project:
     id: int
+    ticket: int
     ids: dict[str, int] = field(default_factory=dict)
 
     def who(self, role: str) -> Principal:
@@ -42,7 +44,9 @@ def make_project(db: Database, technicians: int) -> Project:
         ids["technician"] = crew[0]
         made = projects.create_project(session, name="Loft", client_id=ids["client"],
                                        technician_ids=crew)
-        return Project(made.id, ids)
+        ticket = projects.create_ticket(session, project_id=made.id, subject="Leak",
+                                        priority="normal")
+        return Project(made.id, ticket.id, ids)
 
 
 READERS = {"admin", "client", "technician"}
@@ -83,10 +87,13 @@ def counted(db: Database) -> Iterator[list[int]]:
 
 
 @pytest.mark.parametrize("role", sorted(READERS))
-def test_deciding_a_project_reader_reads_one_row_whatever_the_technicians(
+def test_deciding_a_project_or_ticket_reader_reads_one_row_whatever_the_technicians(
         pg_db: Database, role: str) -> None:
     small, large = make_project(pg_db, technicians=1), make_project(pg_db, technicians=60)
     for project in (small, large):
         with pg_db.factory() as session, counted(pg_db) as rows:
             access.require_project_reader(session, project.who(role), project.id)
         assert rows == [1], (project.id, rows)
+        with pg_db.factory() as session, counted(pg_db) as rows:
+            access.require_ticket_reader(session, project.who(role), project.ticket)
+        assert rows == [1], (project.ticket, rows)
