@@ -10,15 +10,20 @@ import pytest
 import redis as redis_lib
 import socketio
 
-from app.api.metrics import render
+from app.api.metrics import exposition, render
 from app.core.redisclients import quick_redis
+from app.gateway.bounds import SocketBounds
 from app.gateway.node_metrics import NodeSnapshot
 from app.outbox import writer
 from app.outbox.meter import RelayMeter, counters_key
+from app.outbox.publisher import RedisPublisher
 from app.outbox.relay import RelayReport
-from testkit.clients import SocketClient
+from app.outbox.streams import project_stream
+from app.portal import projects
+from testkit.clients import SocketClient, token
 from testkit.databases import Database
-from testkit.eventually import eventually
+from testkit.eventually import eventually, eventually_async
+from testkit.localnode import local_node
 from testkit.ops import scrape
 from testkit.processes import free_port
 from testkit.system import System
@@ -190,3 +195,38 @@ def test_counts_redis_did_not_take_are_added_once_it_answers(pg_db: Database,
     finally:
         live.delete(counters_key(channel))
         live.close()
+
+
+async def test_gate_overflows_of_a_node_are_exported(pg_system_session: System,
+                                                     redis_url: str) -> None:
+    """A socket's gate held live events past its bound (as during a replay paced by a slow
+    reader): the node's /metrics counts it in herald_gate_overflows_total."""
+    tag = uuid.uuid4().hex[:8]
+    with pg_system_session.factory() as session, session.begin():
+        client = projects.create_user(session, email=f"go-{tag}@test", role="client")
+        project = projects.create_project(session, name="P", client_id=client.id,
+                                          technician_ids=[]).id
+    stream = project_stream(project)
+    bounds = SocketBounds(queue_bytes=4096, queue_packets=100, drain_timeout=5)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        socket = SocketClient(node.url, token(client.id, "client"))
+        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
+        await socket.connect()
+        try:
+            assert (await socket.call("join-project", project))["ok"]
+            before = _value(scrape(exposition([], gateway.snapshot()).decode()),
+                            "herald_gate_overflows_total", node=gateway.metrics.node)
+            gateway.manager.open_gate(socket.sio.get_sid("/"), stream)  # as a replay would
+            with pg_system_session.factory() as session, session.begin():
+                events = writer.append_rows(session, [(stream, "note", {"fill": "x" * 1000})
+                                                      for _ in range(8)])
+            publisher.publish(events)
+            await eventually_async(lambda: gateway.manager.ordering.overflows > 0,
+                                   "the gate never overflowed")
+            after = _value(scrape(exposition([], gateway.snapshot()).decode()),
+                           "herald_gate_overflows_total", node=gateway.metrics.node)
+            assert after - before == gateway.manager.ordering.overflows >= 1
+        finally:
+            publisher.close()
+            await socket.close()

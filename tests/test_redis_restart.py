@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import socketio
 
@@ -29,6 +30,7 @@ from app.core.migrate import upgrade
 from app.portal import projects
 from testkit.clients import Api, token
 from testkit.eventually import eventually_async
+from testkit.ops import scrape
 from testkit.postgres import PrivatePostgres
 from testkit.private import private_system
 from testkit.processes import ROOT, WebNode, Worker
@@ -175,6 +177,13 @@ async def test_python_socketio_client_receives_every_patch_across_three_redis_re
         await sio.disconnect()
 
 
+def refused_unavailable(url: str) -> float:
+    """Socket.IO connections the node refused with `unavailable` (database down)."""
+    samples = scrape(httpx.get(f"{url}/metrics", timeout=10).text)
+    return sum(value for (name, labels), value in samples.items()
+               if name == "herald_connections_refused_total" and ("code", "unavailable") in labels)
+
+
 async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_recover(
     private_pg: PrivatePostgres, tmp_path: Path, redis_url: str,
 ) -> None:
@@ -225,7 +234,9 @@ async def test_a_room_that_cannot_be_caught_up_closes_transports_and_clients_rec
         await asyncio.to_thread(private.restart_under, web)
         await eventually_async(lambda: reasons, "the transport was not closed")
         assert reasons[0] == sio.reason.TRANSPORT_ERROR, reasons  # not SERVER_DISCONNECT
-        await asyncio.sleep(2)  # it retries meanwhile: the node closes those transports too
+        # It retries meanwhile, and the node refuses it until the database is back.
+        await eventually_async(lambda: asyncio.to_thread(refused_unavailable, web.url),
+                               "the client's retries never reached the node", 20, interval=0.2)
         await asyncio.to_thread(private_pg.start)
         api.ok("PATCH", f"/api/projects/{project}", json={"progress": 2})
         await eventually_async(lambda: 2 in offsets, f"not recovered: {offsets} {reasons}")

@@ -11,7 +11,8 @@ Where each number comes from (so any web node can serve the whole picture):
 - this web node (label `node`): connected sockets, joined rooms and room memberships,
   replayed events, replay page requests and the database reads they cost by stream kind
   (fewer reads than requests: sockets replaying the same page shared a read), refused
-  connections by code, the fast paths on (docs/fastpaths.md).
+  connections by code, replay gates gone over their bound, the fast paths on
+  (docs/fastpaths.md).
 Database and Redis numbers are the same on every node: aggregate them with `max`, not
 `sum`. Per-node numbers are summed across nodes. `/metrics` needs no token, so what it
 reads from the database and Redis is reused for a second (app/api/recent.py): a flood of
@@ -129,6 +130,11 @@ def _node(snap: NodeStats) -> list[Metric]:
         "Socket.IO messages this node took off Redis (shared channel and its rooms' channels).",
         labels=["node"])
     received.add_metric([snap.node], snap.messages_received)
+    overflows = CounterMetricFamily(
+        "herald_gate_overflows",
+        "Times a socket's replay gates went over their bound on this node: the live events "
+        "they held were dropped and read from the event table instead.", labels=["node"])
+    overflows.add_metric([snap.node], snap.gate_overflows)
     requests = CounterMetricFamily(
         "herald_replay_page_requests",
         "Pages of events replaying sockets asked this node for, by stream kind.",
@@ -155,7 +161,7 @@ def _node(snap: NodeStats) -> list[Metric]:
         _gauge("herald_node_room_channels",
                "Stream channels this node is subscribed to (rooms with a socket here).",
                snap.room_channels, labels),
-        replayed, requests, reads, refused, received, fastpaths,
+        replayed, requests, reads, refused, received, overflows, fastpaths,
     ]
 
 

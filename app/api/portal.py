@@ -104,7 +104,8 @@ def create_project(body: ProjectIn, who: Caller, db: DB) -> ProjectOut:
 @router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
 def get_project(project_id: PathId, who: Caller, db: DB) -> ProjectOut:
     """A project the caller may read."""
-    return _project_out(access.require_project_reader(db, who, project_id))
+    access.require_project_reader(db, who, project_id)
+    return _project_out(access.get_project(db, project_id))
 
 
 @router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])

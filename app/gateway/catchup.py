@@ -9,8 +9,11 @@ again first, app/gateway/rooms.py): it waits for any replay in progress
 on the room (the per-(socket, stream) replay locks), gates the room's sockets, sends
 the events after the room's mark (the offset through which all of them were sent the
 stream, app/gateway/ordering.py) read from the database, then what the gates held back,
-and closes the gates on a floor. Order per socket holds; a socket may see an event twice
-(clients de-duplicate by (stream, offset)) but never misses one.
+and closes the gates on a floor. The gates are flushed concurrently, each by one task
+(app/gateway/replay.py, `PARALLEL_FLUSHES` at once): a socket whose flush is paced by a
+slow reader keeps its own gate open, not the whole room's. Order per socket holds; a
+socket may see an event twice (clients de-duplicate by (stream, offset)) but never misses
+one.
 
 If a room cannot be caught up (database down, events pruned), its sockets' transports
 are closed — an engine.io close, never a Socket.IO disconnect — so that their clients

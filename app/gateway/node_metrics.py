@@ -1,5 +1,5 @@
 """This web node's own numbers: sockets, rooms, replayed events, replay page reads, refused
-connections."""
+connections, gate overflows."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class NodeSnapshot:
     # By stream kind: pages replaying sockets asked for, database reads they cost.
     page_requests: dict[str, int] = field(default_factory=dict)
     page_reads: dict[str, int] = field(default_factory=dict)
+    # Times a socket's gates went over their bound (app/gateway/ordering.py `overflows`).
+    gate_overflows: int = 0
 
 
 def node_snapshot(node: NodeMetrics, manager: HasRooms,
@@ -70,9 +72,11 @@ def node_snapshot(node: NodeMetrics, manager: HasRooms,
         rooms += 1
         memberships += len(members)
     subscriptions = getattr(manager, "subscriptions", None)
+    ordering = getattr(manager, "ordering", None)
     return NodeSnapshot(node.node, len(sids), rooms, memberships, node.replayed_total,
                         dict(node.refused_total), fastpaths=dict(node.fastpaths),
                         messages_received=int(getattr(manager, "messages_received", 0)),
                         room_channels=subscriptions.live_count if subscriptions else 0,
                         page_requests={k: c.requests for k, c in (pages or {}).items()},
-                        page_reads={k: c.reads for k, c in (pages or {}).items()})
+                        page_reads={k: c.reads for k, c in (pages or {}).items()},
+                        gate_overflows=int(getattr(ordering, "overflows", 0)))

@@ -39,6 +39,7 @@ from app.outbox.streams import parse_stream
 from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
+PARALLEL_FLUSHES = 64  # a catch-up's sockets flushing their gates at once (`catch_up`)
 
 
 @dataclass(eq=False)
@@ -289,8 +290,10 @@ class Replayer:
         """Send every socket in `sids` the events of `stream` after `after`, then what their
         gates held back; close the gates. Each event is encoded once for all the sockets.
 
-        The gates must already be open. Returns the offset through which every socket was
-        sent the stream. Raises Gone if events after `after` were pruned.
+        The gates must already be open. They are flushed concurrently (`PARALLEL_FLUSHES`
+        at once), each by one task. Returns the offset through which every socket was sent
+        the stream. Raises Gone if events after `after` were pruned, and the first error of
+        any socket's flush once all of them ended (every gate is closed then).
         """
         def head_now() -> Head:
             with self.factory() as session, session.begin():
@@ -314,17 +317,29 @@ class Replayer:
             for sid in sids:
                 self.manager.close_gate(sid, stream)
             raise
-        reached: list[int] = []
-        try:
-            for sid in sids:
-                reached.append(await self.flush(sid, stream, last, head.epoch))
-        except BaseException:
-            for sid in sids[len(reached):]:
-                self.manager.close_gate(sid, stream)
-            raise
+        # Each socket's flush on its own (at most PARALLEL_FLUSHES at once): one that is
+        # paced by a slow reader keeps only its own gate open, not the room's. Order holds
+        # per socket, as each gate is flushed by one task.
+        limit = asyncio.Semaphore(PARALLEL_FLUSHES)
+
+        async def flush_one(sid: str) -> int:
+            flushing = False
+            try:
+                async with limit:
+                    flushing = True
+                    return await self.flush(sid, stream, last, head.epoch)
+            except BaseException:
+                if not flushing:  # `flush` closes its gate itself
+                    self.manager.close_gate(sid, stream)
+                raise
+        outcomes = await asyncio.gather(*(flush_one(sid) for sid in sids),
+                                        return_exceptions=True)
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
-        return min(reached, default=last)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return min((r for r in outcomes if isinstance(r, int)), default=last)
 
     async def flush(self, sid: str, stream: str, last: int, epoch: str) -> int:
         """Send the live events held back for (sid, stream) after `last`; close the gate.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import Select, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import AuthError, Forbidden, NotFound
@@ -64,12 +64,20 @@ def project_role(session: Session, who: Principal, project: Project) -> str | No
 
 
 def _role_on(session: Session, who: Principal, project_id: int, client_id: int) -> str | None:
+    uid = who.user_id
+    on_project = (who.role == "technician" and uid is not None
+                  and is_technician_on(session, project_id, uid))
+    return _role_of(who, client_id, on_project)
+
+
+def _role_of(who: Principal, client_id: int, on_project: bool) -> str | None:
+    """The decision on the project's client and whether `who` is assigned to it."""
     if who.is_admin:
         return "admin"
     uid = who.user_id
     if uid is None:
         return None
-    if who.role == "technician" and is_technician_on(session, project_id, uid):
+    if who.role == "technician" and on_project:
         return "technician"
     if who.role == "client" and client_id == uid:
         return "client"
@@ -90,11 +98,19 @@ def get_ticket(session: Session, ticket_id: int) -> Ticket:
     return ticket
 
 
-def require_project_reader(session: Session, who: Principal, project_id: int) -> Project:
-    project = get_project(session, project_id)
-    if project_role(session, who, project) is None:
+def require_project_reader(session: Session, who: Principal, project_id: int) -> None:
+    """NotFound unless the project exists and `who` may read it: one indexed statement.
+
+    The project's row (its client) and the caller's own assignment (the primary key of
+    project_technicians), never the project's technicians: loading the Project would
+    read every technician on it (its `technicians` relationship is selectin)."""
+    if not _may_read(session, who, _READER_OF_PROJECT, project_id):
         raise NotFound(f"project {project_id} not found")  # hidden: see the module
-    return project
+
+
+def _may_read(session: Session, who: Principal, query: Select[int, bool], entity_id: int) -> bool:
+    row = session.connection().execute(query, {"id": entity_id, "uid": who.user_id}).first()
+    return row is not None and _role_of(who, row.client_id, bool(row.on_project)) is not None
 
 
 def require_project_editor(session: Session, who: Principal, project_id: int) -> Project:
@@ -107,12 +123,11 @@ def require_project_editor(session: Session, who: Principal, project_id: int) ->
     return project
 
 
-def require_ticket_reader(session: Session, who: Principal, ticket_id: int) -> Ticket:
-    ticket = get_ticket(session, ticket_id)
-    project = get_project(session, ticket.project_id)
-    if project_role(session, who, project) is None:
+def require_ticket_reader(session: Session, who: Principal, ticket_id: int) -> None:
+    """NotFound unless the ticket exists and `who` may read its project (one statement,
+    as `require_project_reader`)."""
+    if not _may_read(session, who, _READER_OF_TICKET, ticket_id):
         raise NotFound(f"ticket {ticket_id} not found")
-    return ticket
 
 
 def require_ticket_editor(session: Session, who: Principal, ticket_id: int) -> Ticket:
@@ -152,18 +167,20 @@ def may_read_stream(session: Session, who: Principal, stream: str) -> bool:
     if parsed.kind == "user":
         return who.user_id == parsed.id
     assert parsed.id is not None
-    # The project's id and client as one Core row: loading the Project would load every
-    # technician on it (its `technicians` relationship is selectin), which made each
-    # connect restoring a project of 1,000 technicians build 1,000 User objects.
-    query = _PROJECT_OF_PROJECT if parsed.kind == "project" else _PROJECT_OF_TICKET
-    row = session.connection().execute(query, {"id": parsed.id}).first()
-    return row is not None and _role_on(session, who, row.id, row.client_id) is not None
+    query = _READER_OF_PROJECT if parsed.kind == "project" else _READER_OF_TICKET
+    return _may_read(session, who, query, parsed.id)
 
 
-_PROJECT_OF_PROJECT = select(Project.id, Project.client_id).where(Project.id == bindparam("id"))
-_PROJECT_OF_TICKET = (select(Project.id, Project.client_id)
-                      .join(Ticket, Ticket.project_id == Project.id)
-                      .where(Ticket.id == bindparam("id")))
+# The project's client and the caller's own assignment as one Core row, by primary keys:
+# loading the Project would load every technician on it (its `technicians` relationship is
+# selectin), which made each join of a project of 1,000 technicians read 1,000 users.
+_ASSIGNED = exists().where(project_technicians.c.project_id == Project.id,
+                           project_technicians.c.user_id == bindparam("uid")
+                           ).label("on_project")
+_READER_OF_PROJECT = select(Project.client_id, _ASSIGNED).where(Project.id == bindparam("id"))
+_READER_OF_TICKET = (select(Project.client_id, _ASSIGNED)
+                     .join(Ticket, Ticket.project_id == Project.id)
+                     .where(Ticket.id == bindparam("id")))
 
 
 def require_stream_reader(session: Session, who: Principal, stream: str) -> None:

@@ -121,6 +121,11 @@ class PortalPage:
         log = self.page.evaluate("window.heraldPortal.received")
         return [(e["stream"], e["offset"]) for e in log if stream in (None, e["stream"])]
 
+    def position(self, stream: str) -> int:
+        """The offset of `stream` this tab's client delivered through (0: none yet)."""
+        seen = self.page.evaluate("(s) => window.heraldPortal.herald.positions()[s]", stream)
+        return int(seen["offset"]) if seen else 0
+
     def is_leader(self) -> bool:
         return bool(self.page.evaluate("window.heraldPortal.herald.isLeader"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 from sqlalchemy import select
 
@@ -48,14 +47,23 @@ def wait_relayed(world: World, streams: list[str], timeout: float = 15) -> None:
 TALLY = {"expected": 0, "lost": 0, "duplicated": 0}
 
 
-def expect_log(tab: PortalPage, stream: str, after: int, count: int,
-               timeout: float = 15, settle: float = 0.3) -> None:
+def expect_log(world: World, tab: PortalPage, stream: str, after: int, count: int,
+               timeout: float = 15) -> None:
     """The page was handed exactly the `count` events of `stream` after offset `after`, in
-    order (none lost, none twice): waits for them, then a moment more for any repeat."""
+    order (none lost, none twice).
+
+    Waits for them, then appends a marker to the stream (an event type no handler of the
+    page shows) and waits until the page's client is past it: a client delivers a stream in
+    order and drops whatever is at or before its position, so from then on nothing before
+    the marker can be handed again, and what was handed is the whole log."""
     want = [(stream, offset) for offset in range(after + 1, after + count + 1)]
     with contextlib.suppress(AssertionError):  # judged below, by what arrived
         eventually(lambda: len(tab.received(stream)) >= len(want), "", timeout)
-    time.sleep(settle)
+    marker = int(world.api.ok("POST", "/api/events", token=world.token("service"), json={
+        "stream": stream, "type": "test-log-marker", "data": {}})["offset"])
+    eventually(lambda: tab.position(stream) >= marker,
+               lambda: f"the page never passed the marker {stream}:{marker}: handed "
+               f"{tab.received(stream)}", timeout)
     got = tab.received(stream)
     TALLY["expected"] += len(want)
     TALLY["lost"] += len(set(want) - set(got))

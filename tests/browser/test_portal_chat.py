@@ -66,4 +66,4 @@ def test_messages_sent_offline_are_pending_then_stored_once_in_order(portal: Por
         expect(page.stored).to_have_text(sent)
     assert stored_messages(world, world.ticket) == sent
     for page in (client, technician):
-        expect_log(page, stream, before, 3)
+        expect_log(world, page, stream, before, 3)

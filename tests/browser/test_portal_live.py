@@ -86,9 +86,9 @@ def test_after_a_web_node_crash_the_page_shows_each_missed_event_once_in_order(
     client.expect_online()
     expect(client.stored).to_have_text(["before the crash", "missed one", "missed two"])
     expect(client.progress(world.project)).to_have_text("30% complete")
-    expect_log(client, project, heads[project], 3)
-    expect_log(client, ticket, heads[ticket], 3)
-    expect_log(client, user, heads[user], 3)  # the client's "Project updated" notifications
+    expect_log(world, client, project, heads[project], 3)
+    expect_log(world, client, ticket, heads[ticket], 3)
+    expect_log(world, client, user, heads[user], 3)  # the client's "Project updated" notifications
 
 
 MEASURE_TOASTS = """async ([project, token, count]) => {
