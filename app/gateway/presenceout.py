@@ -9,8 +9,8 @@ a room's local sockets like any room emit, except that:
   and that read, made after the socket entered the room, includes the change;
 - a socket whose send queue has no room for it (more than half full, app/gateway/
   sendqueue.py) gets it later: per (socket, room, user) only the latest change is held,
-  and sent once the queue has room again (looked at every `every` seconds). Once a socket
-  has changes held, its newer ones are held behind them (none overtakes an older one).
+  and sent as the queue makes room again. Once a socket has changes held, its newer ones
+  are held behind them (none overtakes an older one).
 
 So a burst of presence (a dead node's thousands of users leaving its rooms at once, a
 connect storm's joins) never pushes a send queue over its bounds, which closes the
@@ -53,12 +53,12 @@ def _user_of(event: str, payload: Any) -> Any:
 class PresenceOut:
     """Presence delivery of one node (see module). `manager`: the Socket.IO client manager."""
 
-    def __init__(self, manager: Any, every: float = 0.2) -> None:
+    def __init__(self, manager: Any, every: float = 1.0) -> None:
         self.manager = manager
         self.every = every
         self.unannounced: set[str] = set()  # sids whose `connected` is not out yet
         self._held: dict[str, dict[tuple[str, Any], Change]] = {}  # sid -> latest changes
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()  # a task per socket with some held
         self.held = 0  # changes held for a full queue (tests, diagnostics)
         self.coalesced = 0  # held changes replaced by a newer one of the same user
 
@@ -104,51 +104,54 @@ class PresenceOut:
             await socket.send(pkt)  # past its ping timeout: engine.io's send closes it
 
     def _hold(self, sid: str, key: tuple[str, Any], change: Change) -> None:
-        changes = self._held.setdefault(sid, {})
+        changes = self._held.get(sid)
+        if changes is None:
+            log.info("presence held for a send queue half full sid=%s", sid)
+            changes = self._held[sid] = {}
+            task = asyncio.create_task(self._flush(sid))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
         if key in changes:
             del changes[key]  # the newer change goes behind the others
             self.coalesced += 1
         changes[key] = change
         self.held += 1
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush_forever())
 
-    async def _flush_forever(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.every)
-            try:
-                self.flush()
-            except Exception:  # pragma: no cover - never let held presence stall for ever
-                log.exception("held presence not flushed")
-
-    def flush(self) -> None:
-        """Send each socket's held changes while its queue has room; forget gone sockets'."""
+    async def _flush(self, sid: str) -> None:
+        """Send `sid` its held changes as its queue makes room, until none is left or the
+        socket is gone (a task per socket with changes held, only while it has some)."""
         manager = self.manager
         server = manager.server
-        for sid in list(self._held):
-            changes = self._held[sid]
-            eio_sid = manager.eio_sid_from_sid(sid, "/")
-            socket = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
-            if socket is None or socket.closed or socket.closing \
-                    or not manager.is_connected(sid, "/"):
-                del self._held[sid]
-                continue
-            queue = socket.queue
-            while changes:
-                key, (event, payload) = next(iter(changes.items()))
-                room = key[0]
-                pkt = fanout.encode(server, "/", event, [payload])
-                if pkt is None:
+        try:
+            while True:
+                await asyncio.sleep(0)  # after the delivery that held the first change
+                changes = self._held.get(sid)
+                eio_sid = manager.eio_sid_from_sid(sid, "/")
+                socket = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+                if changes is None or socket is None or socket.closed or socket.closing \
+                        or not manager.is_connected(sid, "/"):
+                    return
+                queue = socket.queue
+                if isinstance(queue, SendQueue) and queue.overflowed:
+                    return
+                while changes:
+                    key, (event, payload) = next(iter(changes.items()))
+                    pkt = fanout.encode(server, "/", event, [payload])
+                    size = len(pkt.data) if pkt is not None and pkt.data is not None else 0
+                    if isinstance(queue, SendQueue) and not queue.has_room(size):
+                        break
                     del changes[key]
-                    continue
-                size = len(pkt.data) if pkt.data is not None else 0
-                if isinstance(queue, SendQueue) and not queue.has_room(size):
-                    break
-                del changes[key]
-                if sid in manager.rooms.get("/", {}).get(room, {}):  # still in the room
-                    fanout.put_all(server.eio, pkt, [(sid, eio_sid)], set())
-            if not changes:
-                del self._held[sid]
+                    if pkt is not None and sid in manager.rooms.get("/", {}).get(key[0], {}):
+                        fanout.put_all(server.eio, pkt, [(sid, eio_sid)], set())
+                if not changes:
+                    return
+                if isinstance(queue, SendQueue):
+                    await queue.wait_room(0, self.every)
+        except Exception:  # pragma: no cover - never let a socket's held presence stall
+            log.exception("held presence not flushed sid=%s", sid)
+        finally:
+            left = len(self._held.pop(sid, {}))
+            log.info("presence held flushed sid=%s dropped=%d", sid, left)
 
 
 __all__ = ["PRESENCE_EVENTS", "PresenceOut", "is_presence"]

@@ -16,11 +16,13 @@ killed node's users are gone within `ttl`. A node that finds itself swept (a lon
 Redis lost its data) writes its members again. Reads skip the members of nodes that are no
 longer alive, swept or not.
 
-At most REDIS_AT_ONCE of this node's presence changes (each a script, then maybe an emit)
-are in flight at once: a connect storm's joins, or a swept node's thousands of leaves, wait
-here in order instead of exhausting the Redis clients' connection pools (100 connections
-each: past that redis-py refuses the command, and the change, a rate-limit check or a room
-emit was lost).
+At most REDIS_AT_ONCE of this node's presence scripts are in flight at once, and a swept
+node's leaves are published SWEEP_EMITS_AT_ONCE at a time: a connect storm's joins, or a
+dead node's thousands of leaves, wait here instead of exhausting the Redis clients'
+connection pools (100 connections each: past that redis-py refuses the command, and the
+presence change, a rate-limit check or a room emit was lost). The sweep's leaves do not
+take the scripts' turns, so the connects that follow a node's death are not held behind
+them.
 
 All keys share one hash tag, so the scripts run on Redis Cluster too. Presence is
 ephemeral: nothing here is stored in the database or replayed; Redis being away costs the
@@ -44,7 +46,8 @@ from app.core.redisclients import async_redis
 log = logging.getLogger("herald.gateway")
 
 Emit = Callable[[str, dict[str, Any], str, str | None], Awaitable[None]]
-REDIS_AT_ONCE = 16
+REDIS_AT_ONCE = 32  # presence scripts in flight at once (the pools hold 100 connections)
+SWEEP_EMITS_AT_ONCE = 4  # a swept node's leaves published at once (beside the scripts)
 
 _ADD = """
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -139,6 +142,7 @@ class Roster:
         self._beating: asyncio.Task[None] | None = None
         self._living: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(REDIS_AT_ONCE)
+        self._sweep_slots = asyncio.Semaphore(SWEEP_EMITS_AT_ONCE)
         self._scripts = {name: self.redis.register_script(text) for name, text in
                          {"add": _ADD, "remove": _REMOVE, "sweep": _SWEEP,
                           "read": _READ}.items()}
@@ -203,9 +207,9 @@ class Roster:
                 del self._locks[key]
 
     async def _write(self, key: tuple[str, int], skip_sid: str | None) -> None:
-        """One change of (room, user) in Redis, then its event if it was the first (or last)
-        node; in one of the REDIS_AT_ONCE slots. What this node has is looked at once the
-        slot is taken (sockets may have come or gone while it waited)."""
+        """One change of (room, user) in Redis (its script in one of the REDIS_AT_ONCE
+        slots), then its event if it was the user's first (or last) node. What this node
+        has is looked at once the slot is taken (sockets may have come or gone meanwhile)."""
         room, user_id = key
         keys = [self._key("members", room), self._key("counts", room),
                 f"{self.prefix}:nodes", self._key("entries", self.node)]
@@ -213,20 +217,20 @@ class Roster:
             sids = self._local.get(key)
             if bool(sids) == (key in self._written):
                 return
-            if sids:
-                member = self._who[next(iter(sids))]
-                first = await self._scripts["add"](
+            member = self._who[next(iter(sids))] if sids else None
+            if member is not None:
+                changed = await self._scripts["add"](
                     keys=keys, args=[self.node, user_id, json.dumps(member.to_dict()), room])
                 self._written.add(key)
-                if first:
-                    await self._emit("presence-join", {"stream": room, "user": member.to_dict()},
-                                     room, skip_sid)
             else:
-                last = await self._scripts["remove"](keys=keys, args=[self.node, user_id, room])
+                changed = await self._scripts["remove"](keys=keys,
+                                                        args=[self.node, user_id, room])
                 self._written.discard(key)
-                if last:
-                    await self._emit("presence-leave", {"stream": room, "userId": user_id},
-                                     room, None)
+        if changed and member is not None:
+            await self._emit("presence-join", {"stream": room, "user": member.to_dict()}, room,
+                             skip_sid)
+        elif changed:
+            await self._emit("presence-leave", {"stream": room, "userId": user_id}, room, None)
 
     # -- reads ---------------------------------------------------------------------------
     async def members(self, room: str) -> list[dict[str, Any]]:
@@ -322,11 +326,10 @@ class Roster:
 
         async def leaves(room: str, users: list[int]) -> None:
             for user in users:
-                async with self._slots:
+                async with self._sweep_slots:
                     await self._emit("presence-leave", {"stream": room, "userId": user}, room,
                                      None)
-        # The rooms side by side, REDIS_AT_ONCE emits in flight (one at a time, thousands
-        # of them took longer than the node's liveness key lasted).
+        # The rooms side by side, SWEEP_EMITS_AT_ONCE emits in flight.
         await asyncio.gather(*(leaves(room, users) for room, users in rooms.items()))
 
     async def close(self) -> None:
