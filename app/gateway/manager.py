@@ -123,11 +123,13 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if namespace == "/" and room != sid and is_stream(room):
             self.subscriptions.want(room)
+            self.presence_out.moved(sid, room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
         if namespace == "/" and room != sid:
             self._unwanted(room)
+            self.presence_out.moved(sid, room)
 
     def _unwanted(self, room: Any) -> None:
         """Unsubscribe `room` if no local socket is in it and no gate is open on it."""

@@ -70,6 +70,14 @@ class PresenceOut:
         self.unannounced.discard(sid)
         self._held.pop(sid, None)
 
+    def moved(self, sid: str, room: str) -> None:
+        """`sid` entered (or left) `room`: what was held for it there is older than the
+        list its join reads (or of no use any more), and goes."""
+        changes = self._held.get(sid)
+        if changes:
+            for key in [key for key in changes if key[0] == room]:
+                del changes[key]
+
     def holding(self, sid: str) -> int:
         return len(self._held.get(sid, ()))
 
