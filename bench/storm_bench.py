@@ -69,7 +69,8 @@ def _print(report: Report, r: StormResult) -> None:
                       note=f"{r.reconnected:,} reconnects of {r.killed:,} sockets, "
                            f"{r.failed_attempts:,} failed attempts retried (node down, or no "
                            f"`connected` within 30 s); "
-                           f"connections lost by close code {r.lost}"))
+                           f"connections lost by close code {r.lost}, of them sockets "
+                           f"opened on the node not killed {r.survivor_lost}"))
     report.add(Figure("storm", "kill -> last socket has every event", r.recovered_s * 1000,
                       "ms", note=f"writer stopped -> last socket: {r.tail_s * 1000:,.0f} ms; "
                                  f"load average {load}"))
@@ -77,7 +78,8 @@ def _print(report: Report, r: StormResult) -> None:
                       note=f"of {r.sockets:,}; {r.sockets - r.complete:,} failed; "
                            f"{r.written:,} events written"))
     report.add(Figure("storm", "gaps", r.gaps, "", note=(
-        f"events before `connected` {r.early}, streams not recovered {r.resets}, "
+        f"events before `connected` {r.early} (presence {r.presence_early}), "
+        f"streams not recovered {r.resets}, "
         f"streams tracked {r.streams:,} of {r.expected_streams:,}"
         + (f"; writer errors: {r.errors[:3]}" if r.errors else ""))))
     report.add(Figure("storm", "duplicates (allowed)", r.duplicates, ""))

@@ -241,9 +241,11 @@ class StormResult:
     complete: int  # sockets that had every event of their streams up to the heads
     reconnected: int  # reconnects that got `connected`
     lost: dict[str, int]  # connections lost, by websocket close code (1006: the kill)
+    survivor_lost: dict[str, int]  # of them, of sockets opened on the node not killed
     failed_attempts: int  # reconnect attempts that failed (node down) and were retried
     gaps: int
     early: int
+    presence_early: int  # presence events that reached a socket before its `connected`
     resets: int
     duplicates: int
     written: int  # events written throughout (live, and the burst while the node was down)
@@ -257,7 +259,8 @@ class StormResult:
     @property
     def ok(self) -> bool:
         return (self.complete == self.sockets and self.streams == self.expected_streams
-                and not (self.gaps or self.early or self.resets or self.errors))
+                and not (self.gaps or self.early or self.presence_early or self.resets
+                         or self.errors))
 
 
 async def run_storm(factory: sessionmaker[Session], nodes: tuple[WebNodeLike, WebNodeLike],
@@ -323,7 +326,9 @@ async def run_storm(factory: sessionmaker[Session], nodes: tuple[WebNodeLike, We
         complete=total("complete"), reconnected=total("reconnects"),
         lost={code: sum(int(d["closeCodes"].get(code, 0)) for d in done)
               for code in {k for d in done for k in d["closeCodes"]}},
+        survivor_lost={code: int(n) for code, n in done[1]["closeCodes"].items()},
         failed_attempts=total("refused"), gaps=total("gaps"), early=total("early"),
+        presence_early=total("presenceEarly"),
         resets=total("resets"), duplicates=total("duplicates"),
         written=writer.written + len(burst), restart_s=ready_at - killed_at,
         reconnected_s=float(done[0]["tReconnected"]) - killed_at,

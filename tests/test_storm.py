@@ -63,6 +63,8 @@ async def test_sockets_of_a_restarted_node_recover_every_event_in_order_with_sha
     assert result.streams == result.expected_streams  # user, role and project rooms each
     assert (result.complete, result.gaps, result.early, result.resets) == (
         SIZES.sockets, 0, 0, 0)
+    assert result.presence_early == 0  # no presence event before a socket's `connected`
+    assert not result.survivor_lost  # the node not killed kept every connection
     assert not result.errors
     # Every reconnecting socket replays the role room's missed page: the nodes read it far
     # fewer times than it was asked for. A user stream has one socket: one read each.

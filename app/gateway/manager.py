@@ -38,6 +38,7 @@ from app.core.redisurls import parse_redis_url
 from app.gateway import direct, fanout
 from app.gateway.masterwatch import needs_watch, watch_master
 from app.gateway.ordering import Ordering
+from app.gateway.presenceout import PresenceOut, is_presence
 from app.gateway.rooms import RoomChannels, is_stream
 from app.gateway.shards import ShardedPubSub
 
@@ -66,6 +67,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                                  max_bytes=hold_bytes, max_packets=hold_packets)
         self.fast_fanout = True  # False: python-socketio's task-per-socket emit (bench, tests)
         self.on_resubscribed: Callable[[], Coroutine[Any, Any, None]] | None = None
+        # Presence events: none before `connected`, held (coalesced) for a full queue.
+        self.presence_out = PresenceOut(self)
 
     def set_server(self, server: Any) -> None:
         super().set_server(server)
@@ -109,7 +112,8 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._unwanted(room)
 
     def close_all(self, sid: str) -> None:
-        """`sid` is gone (or failed its connect): its gates and floors go."""
+        """`sid` is gone (or failed its connect): its gates, floors and held presence go."""
+        self.presence_out.forget(sid)
         for room in self.ordering.close_all(sid):
             self._unwanted(room)
 
@@ -119,11 +123,13 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         if namespace == "/" and room != sid and is_stream(room):
             self.subscriptions.want(room)
+            self.presence_out.moved(sid, room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
         if namespace == "/" and room != sid:
             self._unwanted(room)
+            self.presence_out.moved(sid, room)
 
     def _unwanted(self, room: Any) -> None:
         """Unsubscribe `room` if no local socket is in it and no gate is open on it."""
@@ -177,7 +183,11 @@ class HeraldRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         """A room emit from Redis: the ordering model sees each durable event first and
-        names the sockets it holds it back from (`skip_sid`)."""
+        names the sockets it holds it back from (`skip_sid`). Presence events go their own
+        way (app/gateway/presenceout.py)."""
+        if is_presence(message):
+            await self.presence_out.deliver(message)
+            return
         room = message.get("room")
         if isinstance(room, str) and self.ordering.watches(room):
             offset = _durable_offset(message, room)

@@ -8,10 +8,21 @@ Lua scripts below say atomically whether that was the user's first (or last) nod
 only then is `presence-join` (or `presence-leave`) emitted to the room.
 
 Nodes beat: each refreshes `alive:<node>` with a TTL of `ttl * 0.6` every `ttl * 0.2`
-seconds and, at each beat, sweeps the members of nodes whose key expired (whichever node
-notices first wins; the sweep is one script). A killed node's users are gone within
-`ttl`. A node that finds itself swept (a long pause, Redis lost its data) writes its
-members again. Reads skip the members of nodes that are no longer alive, swept or not.
+seconds, on a timer of its own (a beat busy writing thousands of members again or emitting
+a dead node's leaves must not make a live node look dead, which had the other nodes sweep
+its users out, falsely, in a reconnect storm), and, at each beat, sweeps the members of
+nodes whose key expired (whichever node notices first wins; the sweep is one script). A
+killed node's users are gone within `ttl`. A node that finds itself swept (a long pause,
+Redis lost its data) writes its members again. Reads skip the members of nodes that are no
+longer alive, swept or not.
+
+At most REDIS_AT_ONCE of this node's presence scripts are in flight at once, and a swept
+node's leaves are published SWEEP_EMITS_AT_ONCE at a time: a connect storm's joins, or a
+dead node's thousands of leaves, wait here instead of exhausting the Redis clients'
+connection pools (100 connections each: past that redis-py refuses the command, and the
+presence change, a rate-limit check or a room emit was lost). The sweep's leaves do not
+take the scripts' turns, so the connects that follow a node's death are not held behind
+them.
 
 All keys share one hash tag, so the scripts run on Redis Cluster too. Presence is
 ephemeral: nothing here is stored in the database or replayed; Redis being away costs the
@@ -35,6 +46,8 @@ from app.core.redisclients import async_redis
 log = logging.getLogger("herald.gateway")
 
 Emit = Callable[[str, dict[str, Any], str, str | None], Awaitable[None]]
+REDIS_AT_ONCE = 32  # presence scripts in flight at once (the pools hold 100 connections)
+SWEEP_EMITS_AT_ONCE = 4  # a swept node's leaves published at once (beside the scripts)
 
 _ADD = """
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -127,6 +140,9 @@ class Roster:
         self._written: set[tuple[str, int]] = set()  # (room, user) recorded in Redis
         self._locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
         self._beating: asyncio.Task[None] | None = None
+        self._living: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(REDIS_AT_ONCE)
+        self._sweep_slots = asyncio.Semaphore(SWEEP_EMITS_AT_ONCE)
         self._scripts = {name: self.redis.register_script(text) for name, text in
                          {"add": _ADD, "remove": _REMOVE, "sweep": _SWEEP,
                           "read": _READ}.items()}
@@ -180,31 +196,8 @@ class Roster:
         users[0] += 1
         try:
             async with lock:
-                sids = self._local.get(key)
-                want, have = bool(sids), key in self._written
-                if want == have:
-                    return
-                keys = [self._key("members", room), self._key("counts", room),
-                        f"{self.prefix}:nodes", self._key("entries", self.node)]
                 try:
-                    if want:
-                        assert sids
-                        member = self._who[next(iter(sids))]
-                        first = await self._scripts["add"](
-                            keys=keys, args=[self.node, user_id, json.dumps(member.to_dict()),
-                                             room])
-                        self._written.add(key)
-                        if first:
-                            await self._emit("presence-join",
-                                             {"stream": room, "user": member.to_dict()},
-                                             room, skip_sid)
-                    else:
-                        last = await self._scripts["remove"](
-                            keys=keys, args=[self.node, user_id, room])
-                        self._written.discard(key)
-                        if last:
-                            await self._emit("presence-leave",
-                                             {"stream": room, "userId": user_id}, room, None)
+                    await self._write(key, skip_sid)
                 except Exception as exc:  # the next beat tries again
                     log.warning("presence not recorded room=%s user=%s error=%s", room,
                                 user_id, type(exc).__name__)
@@ -212,6 +205,32 @@ class Roster:
             users[0] -= 1
             if not users[0]:
                 del self._locks[key]
+
+    async def _write(self, key: tuple[str, int], skip_sid: str | None) -> None:
+        """One change of (room, user) in Redis (its script in one of the REDIS_AT_ONCE
+        slots), then its event if it was the user's first (or last) node. What this node
+        has is looked at once the slot is taken (sockets may have come or gone meanwhile)."""
+        room, user_id = key
+        keys = [self._key("members", room), self._key("counts", room),
+                f"{self.prefix}:nodes", self._key("entries", self.node)]
+        async with self._slots:
+            sids = self._local.get(key)
+            if bool(sids) == (key in self._written):
+                return
+            member = self._who[next(iter(sids))] if sids else None
+            if member is not None:
+                changed = await self._scripts["add"](
+                    keys=keys, args=[self.node, user_id, json.dumps(member.to_dict()), room])
+                self._written.add(key)
+            else:
+                changed = await self._scripts["remove"](keys=keys,
+                                                        args=[self.node, user_id, room])
+                self._written.discard(key)
+        if changed and member is not None:
+            await self._emit("presence-join", {"stream": room, "user": member.to_dict()}, room,
+                             skip_sid)
+        elif changed:
+            await self._emit("presence-leave", {"stream": room, "userId": user_id}, room, None)
 
     # -- reads ---------------------------------------------------------------------------
     async def members(self, room: str) -> list[dict[str, Any]]:
@@ -230,6 +249,23 @@ class Roster:
     def _start(self) -> None:
         if self._beating is None:
             self._beating = asyncio.create_task(self._beat_forever())
+            self._living = asyncio.create_task(self._live_forever())
+
+    async def _live_forever(self) -> None:
+        """This node's liveness key, refreshed on its own timer (see module)."""
+        while True:
+            try:
+                await self.live()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("presence liveness not refreshed node=%s error=%s", self.node,
+                            type(exc).__name__)
+            await asyncio.sleep(self.ttl * 0.2)
+
+    async def live(self) -> None:
+        await self.redis.set(self._key("alive", self.node), "1",
+                             px=max(1, int(self.ttl * 600)))
 
     async def _beat_forever(self) -> None:
         while True:
@@ -255,8 +291,8 @@ class Roster:
                         len(self._written))
             self._written.clear()
         self._reconcile()
-        for key in set(self._local).symmetric_difference(self._written):
-            await self._sync(*key, None)
+        await asyncio.gather(*(self._sync(*key, None) for key in
+                               set(self._local).symmetric_difference(self._written)))
         others = [n.decode() if isinstance(n, bytes) else str(n) for n in nodes]
         others = [n for n in others if n != self.node]
         if others:
@@ -283,15 +319,24 @@ class Roster:
         left = await self._scripts["sweep"](keys=[f"{self.prefix}:nodes"],
                                             args=[self.prefix, node])
         log.info("presence swept node=%s left=%d", node, len(left))
+        rooms: dict[str, list[int]] = {}
         for entry in left:
             room, _, user = (entry.decode() if isinstance(entry, bytes) else entry).partition("|")
-            await self._emit("presence-leave", {"stream": room, "userId": int(user)}, room,
-                             None)
+            rooms.setdefault(room, []).append(int(user))
+
+        async def leaves(room: str, users: list[int]) -> None:
+            for user in users:
+                async with self._sweep_slots:
+                    await self._emit("presence-leave", {"stream": room, "userId": user}, room,
+                                     None)
+        # The rooms side by side, SWEEP_EMITS_AT_ONCE emits in flight.
+        await asyncio.gather(*(leaves(room, users) for room, users in rooms.items()))
 
     async def close(self) -> None:
         """A clean stop: out of every room now (not after the TTL)."""
-        if self._beating is not None:
-            self._beating.cancel()
+        for task in (self._beating, self._living):
+            if task is not None:
+                task.cancel()
         for sid in list(self._who):
             await self.gone(sid)
         try:

@@ -185,7 +185,11 @@ class Gateway:
             self._connecting[user_id] = connecting + 1
             try:
                 async with self._turns.turn(user_id):
-                    await self._connect(sid, who, auth)
+                    try:
+                        await self._connect(sid, who, auth)
+                    except BaseException:
+                        self.manager.presence_out.forget(sid)
+                        raise
                 self.identities.add(sid, who, expires)
             finally:
                 left = self._connecting[user_id] - 1
@@ -222,6 +226,9 @@ class Gateway:
         assert who.user_id is not None
         auto = [user_stream(who.user_id), ROLE_STREAMS[who.role]]
 
+        # No presence event reaches the socket before its `connected` (its client reads
+        # the lists after it): app/gateway/presenceout.py.
+        self.manager.presence_out.unannounced.add(sid)
         # The auto rooms are gated before their heads are read: whatever commits after that
         # read reaches the gate, so a replay from the head needs no read of the event table.
         for room in auto:
@@ -267,6 +274,7 @@ class Gateway:
         pending = list(rooms)
         try:
             if not await self._until_connected(sid):
+                self.manager.presence_out.forget(sid)
                 return
             recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
                          for name, pos in positions.items()}
@@ -277,6 +285,7 @@ class Gateway:
             await self.replayer.send(sid, "connected", [{
                 "userId": who.user_id, "email": who.email, "role": who.role,
                 "recovered": recovered, "positions": heads_now}])
+            self.manager.presence_out.announced(sid)
             for room in rooms:
                 head = heads[room]
                 pos = positions.get(room)

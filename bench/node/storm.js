@@ -25,6 +25,7 @@ let jitter = 1.0;
 const c = {
   gaps: 0, // an event after a missing offset (never allowed)
   early: 0, // a stream event before `connected` (never allowed)
+  presenceEarly: 0, // a presence event before `connected` (never allowed)
   resets: 0, // a reconnect whose stream could not be recovered (`recovered: false`)
   duplicates: 0, // an event seen again (allowed: at-least-once)
   events: 0, // events that moved a stream forward
@@ -133,7 +134,10 @@ function attempt(s, url) {
         return;
       }
       const meta = args[2];
-      if (!meta || typeof meta.offset !== "number") return; // ephemeral (presence, typing)
+      if (!meta || typeof meta.offset !== "number") { // ephemeral (presence, typing)
+        if (!connected && String(args[0]).startsWith("presence-")) c.presenceEarly += 1;
+        return;
+      }
       if (!connected) { c.early += 1; return; }
       onEvent(s, meta);
     });
