@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from sqlalchemy import text
 
+from app.outbox import relay as relay_module
 from app.outbox.publisher import MemoryPublisher, RedisPublisher, socketio_messages
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import EventRecord, RelayCursor
@@ -154,3 +156,25 @@ class Subscription:
 def subscribe(url: str, channel: str, streams: list[str]) -> Subscription:
     return Subscription(url, channel, streams)  # subscribed: Redis confirmed it
 
+
+
+def test_the_relays_cursor_advance_is_a_hot_update_on_bulk_loaded_pages(
+        pg_db: Database) -> None:
+    # Pages filled by one bulk insert, as a restore or a backfill fills them: without room
+    # left on the page (migration 0006), each advanced cursor is a new index entry.
+    with pg_db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
+                          "SELECT 'user-' || g, 'e', 1, 0, now() "
+                          "FROM generate_series(1, 5000) AS g"))
+        conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, attempts) "
+                          "SELECT 'user-' || g, 0, 'active', 0 "
+                          "FROM generate_series(1, 5000) AS g"))
+    streams = [f"user-{g}" for g in range(1, 5001, 7)]
+    with pg_db.engine.connect() as conn:
+        conn.exec_driver_sql(relay_module._ADVANCE,  # the relay's statement, as it runs it
+                             {"streams": streams, "offsets": [1] * len(streams)})
+        hot, updated = conn.execute(text(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('relay_cursors'::regclass), "
+            "pg_stat_get_xact_tuples_updated('relay_cursors'::regclass)")).one()
+        conn.commit()
+    assert (hot, updated) == (len(streams), len(streams))
