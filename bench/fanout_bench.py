@@ -91,10 +91,13 @@ class Target:
         self.load = LoadClient()
         self.connected = 0
         self.connect_seconds = 0.0
+        self.connect_cpu = 0.0  # the server's CPU seconds while connecting
         self.rss_before = 0
 
     async def connect(self, tokens: list[str], inflight: int) -> dict[str, Any]:
+        cpu = cpu_seconds(self.pid)
         answer = await self.load.connect(self.url, tokens, inflight=inflight)
+        self.connect_cpu += cpu_seconds(self.pid) - cpu
         if answer["failed"]:
             raise RuntimeError(f"{self.name}: {answer['failed']} connects failed")
         self.connected += int(answer["connected"])
@@ -272,6 +275,11 @@ async def _connects_and_memory(report: Report, sizes: FanoutSizes, herald: Targe
                       "/s"))
     report.add(Figure("connect", "  ratio Herald / Node", 100 * rates["Herald"] / rates["Node"],
                       "%", note="goal >= 50 %"))
+    # CPU per connect: steadier than the rate on a shared machine (user + system time of
+    # the server process, its worker threads included; not PostgreSQL's or Redis's).
+    cpu = {t.name: 1000 * t.connect_cpu / t.connected for t in (herald, node)}
+    report.add(Figure("connect", "(CPU) Herald web node per connect", cpu["Herald"], "ms"))
+    report.add(Figure("connect", "(CPU) Node per connect", cpu["Node"], "ms"))
     per = {t.name: (rss_kib(t.pid) - t.rss_before) / t.connected for t in (herald, node)}
     report.add(Figure("memory", "Herald web node: memory per idle joined socket",
                       per["Herald"], "KiB", note=f"RSS delta / {herald.connected:,}; "

@@ -16,6 +16,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import engineio
 import pytest
@@ -121,6 +122,26 @@ async def test_a_batch_reads_its_users_in_one_statement(pg_system: System) -> No
     assert [got.name for got in loaded] == [f"name {i}" for i in range(1, 20)]
     user_reads = [s for s in statements if "FROM users" in s]
     assert len(user_reads) == 1, statements
+
+
+async def test_a_batch_whose_streams_exist_reads_without_a_transaction(
+        pg_system: System) -> None:
+    users = make_users(pg_system, 6)
+    reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    autocommit: list[bool] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def seen(conn: Any, _cursor: object, _statement: str, *_: object) -> None:
+        autocommit.append(bool(conn.connection.dbapi_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        loaded = await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [got.name for got in loaded] == [f"name {i}" for i in range(6)]
+    assert autocommit and all(autocommit)  # no BEGIN, no COMMIT
 
 
 async def test_nothing_is_cached_between_reads(pg_system: System) -> None:

@@ -82,3 +82,31 @@ async def test_bad_bearer_token_on_http_is_401_with_json_error(pg_system: System
         response = api.http.patch("/api/projects/1", json={"progress": 1}, headers=header)
         assert response.status_code == 401
         assert set(response.json()["error"]) == {"code", "message"}
+
+
+def test_the_hs256_key_checks_run_once_per_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jwt.algorithms import HMACAlgorithm
+
+    from app.portal import auth
+    secret = f"{SECRET}-keys-once"  # a secret no other test decodes with
+    tokens = [forged({**GOOD, "sub": sub, "exp": NOW + timedelta(hours=1)}, secret)
+              for sub in ("1", "2", "3")]
+    calls: list[object] = []
+    checks = HMACAlgorithm.prepare_key
+
+    def counted(self: HMACAlgorithm, key: str | bytes) -> bytes:
+        calls.append(key)
+        return checks(self, key)
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key", counted)
+    assert [auth.decode_expiring(t, secret=secret)[0].sub for t in tokens] == ["1", "2", "3"]
+    assert calls == [secret]
+
+
+def test_a_token_signed_with_another_key_is_refused_after_the_key_was_checked() -> None:
+    from app.core.errors import AuthError
+    from app.portal import auth
+    claims = {**GOOD, "exp": NOW + timedelta(hours=1)}
+    auth.decode_expiring(forged(claims), secret=SECRET)  # the key checked and kept
+    with pytest.raises(AuthError) as refused:
+        auth.decode_expiring(forged(claims, key=SECRET + "-other"), secret=SECRET)
+    assert refused.value.code == "token_invalid"

@@ -5,19 +5,29 @@ Moving windows kept in Redis, so every web node counts the same user together. A
 past a limit gets `RateLimited` (an error ack `rate_limited` with `retryAfter`, or a
 429). When Redis cannot be reached the call is allowed: a limit is a guard against
 floods, not a reason to refuse everyone while Redis restarts.
+
+On the event loop, the hits of one loop turn (a connect storm: one per connect) go to
+Redis together: one pipeline of the `limits` storage's own moving-window script
+(`EVALSHA`, same keys, same script), not a round trip each (`HitBatch`). Each hit's
+outcome is its own; a hit that arrives while a pipeline is out goes in the next one.
+Where the storage is not a plain redis-py client (Redis Cluster) or lacks what this
+needs, each hit goes through `limits` as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncLimiter
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import NoScriptError
 
 from app.core.errors import RateLimited
 from app.core.redisurls import parse_redis_url
@@ -59,6 +69,75 @@ def _storage(redis_url: str, *, is_async: bool, prefix: str) -> Any:
     return storage_from_string(uri, **options)
 
 
+class HitBatch:
+    """`await batch.hit(key, limit, expiry)`: the `limits` moving-window acquire of one
+    entry (True: under the limit, counted), sent with every other hit of this loop turn
+    in one pipeline."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.bridge = bridge  # limits' RedispyBridge: its client, key prefix and script
+        self.script = bridge.lua_acquire_moving_window
+        self.pipelines = 0  # pipelines sent (tests, diagnostics)
+        self._pending: list[tuple[str, int, int, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, storage: Any) -> HitBatch | None:
+        """A batch over `storage` (a limits RedisStorage), or None where it cannot."""
+        bridge: Any = getattr(storage, "bridge", None)
+        script = getattr(bridge, "lua_acquire_moving_window", None)
+        if not (isinstance(getattr(script, "sha", None), str)
+                and callable(getattr(bridge, "prefixed_key", None))
+                and callable(getattr(bridge, "get_connection", None))):
+            return None
+        try:
+            client = bridge.get_connection()
+        except Exception:
+            return None
+        return cls(bridge) if type(client) is aioredis.Redis else None
+
+    async def hit(self, key: str, limit: int, expiry: int) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.bridge.prefixed_key(key), limit, expiry, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._task = None
+
+    async def _send(self, batch: list[tuple[str, int, int, asyncio.Future[bool]]]) -> None:
+        try:
+            pipe = self.bridge.get_connection().pipeline(transaction=False)
+            now = time.time()
+            for key, limit, expiry, _ in batch:
+                pipe.evalsha(self.script.sha, 1, key, now, limit, expiry, 1)
+            self.pipelines += 1
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (key, limit, expiry, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, NoScriptError):  # Redis restarted
+                try:
+                    result = await self.script([key], [time.time(), limit, expiry, 1])
+                except Exception as exc:
+                    result = exc
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(bool(result))
+
+
 def _retry_after(reset_time: float) -> int:
     return max(1, math.ceil(reset_time - time.time()))
 
@@ -70,6 +149,7 @@ class RateLimits:
         self.rules = rules(settings)
         self.prefix = prefix
         self._async = AsyncLimiter(_storage(redis_url, is_async=True, prefix=prefix))
+        self.batch = HitBatch.of(self._async.storage)
         self._sync_url = redis_url
         self._sync: MovingWindowRateLimiter | None = None
 
@@ -77,7 +157,12 @@ class RateLimits:
         """Count one `kind` call by `user`; RateLimited if that passes one of the limits."""
         for item in self.rules[kind]:
             try:
-                if await self._async.hit(item, kind, str(user)):
+                if self.batch is not None:
+                    hit = await self.batch.hit(item.key_for(kind, str(user)), item.amount,
+                                               item.get_expiry())
+                else:
+                    hit = await self._async.hit(item, kind, str(user))
+                if hit:
                     continue
                 stats = await self._async.get_window_stats(item, kind, str(user))
             except Exception as exc:  # Redis away: allow, say so once per call
@@ -111,4 +196,4 @@ def _limited(kind: str, item: RateLimitItem, reset_time: float) -> RateLimited:
                        retry_after=retry)
 
 
-__all__ = ["KINDS", "RateLimits", "rules"]
+__all__ = ["KINDS", "HitBatch", "RateLimits", "rules"]

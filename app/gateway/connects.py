@@ -4,11 +4,13 @@ Each connect needs its user's row (a deleted user, or one whose role changed, is
 and the heads of its streams. One transaction on a worker thread per connect made the
 database the largest cost of a connect storm (thread hand-off, BEGIN, three SELECTs,
 COMMIT, each waiting its turn on the cores). Here connects that arrive while a read is
-under way wait for the next one, which serves them all: one thread hand-off and one
-transaction, the user rows and the streams' heads each in one `IN` query (the user rows
-are checked from that read, and the ORM's identity map answers `read_head` without SQL).
+under way wait for the next one, which serves them all: one thread hand-off, the user
+rows and the streams' heads each in one `IN` query (the user rows are checked from that
+read, and the ORM's identity map answers `read_head` without SQL). When every stream
+exists these are reads only, sent without a transaction (autocommit: no BEGIN and
+COMMIT round trips); a stream to create makes it one transaction.
 
-Nothing is cached between reads: every connect's user row is read by a transaction that
+Nothing is cached between reads: every connect's user row is read by a statement that
 began after the connect arrived, so a deleted user or a changed role is refused exactly
 as with one transaction per connect. Each connect's outcome is its own: a refusal
 (HeraldError) goes to that connect only; if the shared transaction fails in another way,
@@ -132,17 +134,20 @@ class ConnectReader:
                 self._start()
 
     def _read(self, batch: list[_Request]) -> list[Loaded | BaseException]:
-        """Every request of `batch` in one transaction (worker thread)."""
-        with self.factory() as session, session.begin():
-            ids = {r.who.user_id for r in batch if r.who.user_id is not None}
-            auto = {n for r in batch for n in r.auto}
-            names = auto | {n for r in batch for n in r.restorable}
-            # One query for the batch's user rows (Core rows: no ORM object per user).
-            conn = session.connection()
-            users = ({int(row.id): row for row in conn.execute(access.USER_ROWS,
-                                                               {"uids": sorted(ids)})}
-                     if ids else {})
+        """Every request of `batch` (worker thread): reads only, each statement on its own
+        (autocommit: no BEGIN and COMMIT round trips; at READ COMMITTED each statement of a
+        transaction sees no more); in one transaction when a stream is missing (created)."""
+        ids = sorted({r.who.user_id for r in batch if r.who.user_id is not None})
+        auto = {n for r in batch for n in r.auto}
+        names = auto | {n for r in batch for n in r.restorable}
+        with self.factory() as session:
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             # Held here: the identity map keeps only weak references.
+            streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
+                       if names else [])
+            if len(streams) == len(names):  # every stream exists: nothing is written
+                return self._outcomes(session, batch, ids)
+        with self.factory() as session, session.begin():
             streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
                        if names else [])
             # Streams every connect reads (its user's, its role's) that do not exist yet:
@@ -152,15 +157,23 @@ class ConnectReader:
                 ensure_stream(session, name)
             if missing:
                 streams += session.scalars(select(Stream).where(Stream.name.in_(missing)))
-            outcomes: list[Loaded | BaseException] = []
-            for r in batch:
-                try:
-                    outcomes.append(load_one(session, r.who, r.auto, r.restorable,
-                                             self.readable, users))
-                except HeraldError as exc:
-                    outcomes.append(exc)
-            del streams
-            return outcomes
+            return self._outcomes(session, batch, ids)
+
+    def _outcomes(self, session: Session, batch: list[_Request], ids: list[int]
+                  ) -> list[Loaded | BaseException]:
+        """Each request's outcome, its user row from one query for the batch (Core rows:
+        no ORM object per user); the streams' heads from `session`'s identity map."""
+        conn = session.connection()
+        users = ({int(row.id): row for row in conn.execute(access.USER_ROWS, {"uids": ids})}
+                 if ids else {})
+        outcomes: list[Loaded | BaseException] = []
+        for r in batch:
+            try:
+                outcomes.append(load_one(session, r.who, r.auto, r.restorable,
+                                         self.readable, users))
+            except HeraldError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def _read_each(self, batch: list[_Request]) -> list[Loaded | BaseException]:
         """Each request in its own transaction (after a batch failed)."""
