@@ -9,6 +9,7 @@ raw websocket clients (tests/test_fanout.py's node).
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import Any
 
@@ -82,6 +83,31 @@ async def test_an_idle_websocket_holds_two_server_tasks(node: Node) -> None:
         sockets += [await _open(node) for _ in range(5)]
         await eventually_async(lambda: len(node.sio.eio.sockets) == 6, "not all connected")
         assert len(_server_tasks()) - before == 2 * 5
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+def _socket_timeouts() -> int:
+    """The asyncio.timeout blocks the server's tasks are in (not yet expired)."""
+    tasks = set(_server_tasks())
+    return sum(1 for o in gc.get_objects() if type(o) is asyncio.Timeout
+               and getattr(o, "_task", None) in tasks and o.when() is not None
+               and not o.expired())
+
+
+@pytest.mark.anyio
+async def test_an_idle_websocket_waits_under_one_timeout(node: Node) -> None:
+    """The reader's; the writer waits without one of its own (the reader's end ends it).
+    (The heartbeat's timers are shared: app/gateway/heartbeat.py.)"""
+    sockets = [await _open(node)]  # the server's own tasks (pub/sub, service) started
+    try:
+        await eventually_async(lambda: len(node.sio.eio.sockets) == 1, "not connected")
+        before = len(_server_tasks())
+        sockets += [await _open(node) for _ in range(5)]
+        await eventually_async(lambda: len(_server_tasks()) - before == 2 * 5,
+                               "not all connected")  # each reader and writer running
+        assert _socket_timeouts() == 6
     finally:
         for ws in sockets:
             await ws.close()

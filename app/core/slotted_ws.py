@@ -43,7 +43,7 @@ def _slots(base: type) -> tuple[str, ...]:
 
 SlottedWebSocketProtocol: Any = None
 if WebSocketsSansIOProtocol is not None:
-    class _Slotted(WebSocketsSansIOProtocol):  # type: ignore[misc,valid-type]
+    class _Slotted(WebSocketsSansIOProtocol):
         __slots__ = _slots(WebSocketsSansIOProtocol)
 
     _Slotted.__name__ = _Slotted.__qualname__ = "SlottedWebSocketProtocol"

@@ -175,6 +175,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     _ws: Any = None
     idle: Any = None  # a DirectSocket's idle writer (app/gateway/direct.py)
+    reader_bounds = False  # the lean reader's timeout ends the writer (no timer of its own)
     last_ping: float | None  # engine.io's: when the last PING went out, None once answered
 
     def schedule_ping(self) -> None:
@@ -213,6 +214,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         server = self.server
         self.connected = True
         self.upgraded = True
+        self.reader_bounds = True
         writer_task = asyncio.ensure_future(self._websocket_writer(ws))
         server.logger.info('%s: Upgrade to websocket successful', self.sid)
         timeout = server.ping_interval + server.ping_timeout
