@@ -236,7 +236,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             except exceptions.SocketIsClosedError:
                 server.logger.info('Receive error -- socket is closed')
                 break
-            except Exception:
+            except BaseException:  # engine.io's bare except: logged, the reader goes on
                 server.logger.exception('Unknown receive error')
         await self.queue.put(None)  # unlock the writer task so it can exit
         await writer_task
