@@ -12,7 +12,11 @@ transport at once is the same bytes in the same order, without the wake-up.
 
 - `poll()` for the websocket writer: the queue is read with `queue.get()` under
   `asyncio.timeout` (not `wait_for`, which moves the packet out of the queue in another
-  task, a loop turn before the writer has it). So a packet stays in the queue until the
+  task, a loop turn before the writer has it); with no timeout of its own under the lean
+  reader (`HeraldSocket._websocket_session`), whose timeout already ends the writer (a
+  socket silent past `ping_interval + ping_timeout` has its reader end, which queues the
+  None that ends the writer; a PING every `ping_interval` keeps an idle writer waking), so
+  an idle socket holds one timer, not two. So a packet stays in the queue until the
   writer itself takes it, and `idle` (the uvicorn protocol to write to) is set only while
   the writer waits on an empty queue and is cleared in the same step that takes a
   packet. Long-polling (and the polling half of an upgrade) keeps engine.io's own poll.
@@ -90,8 +94,11 @@ class DirectSocket(HeraldSocket):
             if queue.empty():
                 self.idle = _protocol_of(ws)
             try:
-                async with asyncio.timeout(timeout):
+                if self.reader_bounds:  # the reader's timeout ends this writer (None queued)
                     pkt = await queue.get()
+                else:
+                    async with asyncio.timeout(timeout):
+                        pkt = await queue.get()
             finally:
                 self.idle = None  # taken (or gone): busy until it calls poll again
             queue.task_done()

@@ -43,6 +43,7 @@ FASTPATHS = {
     "json_packets": "python-socketio's Packet encoding per replayed event",
     "trim_environ": "handshake headers and request kept per socket",
     "heartbeat_wheel": "engine.io's ping task per socket",
+    "lean_reader": "engine.io's websocket handler (a reader task per socket)",
 }
 PROTECTIONS = ("connect_timeout", "binary_bound", "close_transport", "subscription_retry")
 
@@ -174,6 +175,15 @@ HOOKS: tuple[Hook, ...] = (
              async_socket.AsyncSocket.receive, "self.schedule_ping()") and _calls(
              async_socket.AsyncSocket._send_ping, "self.last_ping = time.time()")
          and _calls(async_socket.AsyncSocket._send_ping, "packet.Packet(packet.PING)")),
+    # the websocket reader in the handler's task (sendqueue.HeraldSocket._websocket_session)
+    Hook("lean_reader", "AsyncSocket._websocket_handler reads ws.wait(), receives, queues "
+                        "None for the writer and closes with TRANSPORT_CLOSE", lambda: all(
+             _calls(async_socket.AsyncSocket._websocket_handler, text) for text in (
+                 "await ws.wait()", "self.server.max_http_buffer_size",
+                 "await self.receive(pkt)", "await self.queue.put(None)",
+                 "reason=self.server.reason.TRANSPORT_CLOSE", "await ws.close()"))
+         and _has(_socket(), "connected", "upgraded", "poll", "receive", "close")
+         and _has(eio_asgi.WebSocket, "wait", "send", "close")),
     # protections: overrides of private methods (sio.HeraldServer, manager)
     Hook("connect_timeout", "AsyncServer._handle_eio_connect / _handle_connect / "
                             "_handle_eio_disconnect", lambda: _has(
@@ -231,6 +241,8 @@ def apply(gateway: Any) -> dict[str, bool]:
         gateway.sio.eio.__dict__.pop("create_queue", None)  # engine.io's own again
     if missing["heartbeat_wheel"]:
         sendqueue.HEARTBEAT_WHEEL = False
+    if missing["lean_reader"]:
+        sendqueue.LEAN_READER = False
     if missing["session_ids"]:
         gateway.sio.eio.__dict__.pop("generate_id", None)
     on = {path: not missing[path] for path in FASTPATHS}

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engineio import async_socket, packet
+from engineio import async_socket, exceptions, packet
 
 from app.gateway import heartbeat
 
@@ -165,6 +165,7 @@ def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:
 
 
 HEARTBEAT_WHEEL = True  # False: engine.io's ping task per socket (app/gateway/hooks.py)
+LEAN_READER = True  # False: engine.io's websocket handler, its reader a task (hooks.py)
 
 
 class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
@@ -174,6 +175,7 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     _ws: Any = None
     idle: Any = None  # a DirectSocket's idle writer (app/gateway/direct.py)
+    reader_bounds = False  # the lean reader's timeout ends the writer (no timer of its own)
     last_ping: float | None  # engine.io's: when the last PING went out, None once answered
 
     def schedule_ping(self) -> None:
@@ -195,9 +197,67 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws
         try:
-            return await super()._websocket_handler(ws)
+            if self.connected or not LEAN_READER:  # an upgrade from polling: engine.io's
+                return await super()._websocket_handler(ws)
+            return await self._websocket_session(ws)
         finally:
             self._ws = self.idle = None
+
+    async def _websocket_session(self, ws: Any) -> None:
+        """engine.io's `_websocket_handler` for a socket that starts on the websocket (no
+        upgrade), its reader in this task: each message awaited under `asyncio.timeout`
+        rather than in a task of its own under `asyncio.wait_for` (a task, its coroutine,
+        a future, a timer handle and a callback per socket, for the socket's life). The
+        same packets, the same ends: a message over `max_http_buffer_size`, a closed
+        websocket or `ping_interval + ping_timeout` seconds without a message end the
+        reader; the writer is told (None queued), awaited, and the socket closed."""
+        server = self.server
+        self.connected = True
+        self.upgraded = True
+        self.reader_bounds = True
+        writer_task = asyncio.ensure_future(self._websocket_writer(ws))
+        server.logger.info('%s: Upgrade to websocket successful', self.sid)
+        timeout = server.ping_interval + server.ping_timeout
+        limit = server.max_http_buffer_size
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    p = await ws.wait()
+            except BaseException:  # timed out, closed, cancelled: engine.io ends here too
+                break
+            if p is None:  # closed by the client
+                break
+            if len(p) > limit:  # engine.io's 'packet is too large'
+                break
+            try:
+                await self.receive(packet.Packet(encoded_packet=p))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                server.logger.info('Receive error -- socket is closed')
+                break
+            except BaseException:  # engine.io's bare except: logged, the reader goes on
+                server.logger.exception('Unknown receive error')
+        await self.queue.put(None)  # unlock the writer task so it can exit
+        await writer_task
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    async def _websocket_writer(self, ws: Any) -> None:
+        """engine.io's websocket writer: what `poll()` returns, written in order, until
+        the queue is closed (None), `poll()` times out or a write fails."""
+        while True:
+            try:
+                packets = await self.poll()
+            except exceptions.QueueEmpty:
+                break
+            if not packets:  # connection closed
+                break
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except BaseException:  # engine.io's bare except: any failure ends the writer
+                break
+        await ws.close()
 
     def abort_connection(self) -> bool:
         """Abort the TCP connection under this socket's websocket (uvicorn's transport):
