@@ -67,11 +67,16 @@ dev: $(RUNTIME)
 stop:
 	@$(PYTHON) scripts/dev.py stop
 
-## make test: every test, against real Redis and PostgreSQL (started here when absent).
+## make test: every test, against real Redis and PostgreSQL (started here when absent), on
+## PYTEST_WORKERS pytest-xdist workers (0: in one process), each running a whole test file at a
+## time (--dist loadfile: module fixtures stay shared), the longest files first (tests/conftest.py
+## orders them; --no-loadscope-reorder keeps that order). Most tests wait on processes they
+## started, so two workers overlap those waits even on two cores.
+PYTEST_WORKERS ?= 2
 test: services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(DEVTOOLS)
 	$(BIN)/ruff check .

@@ -28,6 +28,22 @@ from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
 from testkit.world import World, build_world
 
+# The longest test files (pytest --durations on a full run), in that order, run first: with
+# pytest-xdist (`make test`: --dist loadfile, no reordering) each worker takes the next file
+# as it frees up, so that no worker is left alone with a long file at the end of the run.
+# Every other file keeps its place, after these; each file's tests keep their order.
+LONGEST_FIRST = [
+    "test_soak.py", "test_redis_topologies.py", "test_install.py", "test_bench_smoke.py",
+    "test_dev.py", "test_tail.py", "test_durability.py", "test_client_packages.py",
+    "test_send_queue.py", "test_hostile_transport.py", "test_js_client.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank))
+               if item.path.parent.name == "tests" else len(rank))
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:

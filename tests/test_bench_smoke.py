@@ -15,13 +15,16 @@ from testkit.processes import ROOT
 from testkit.testrun import CI
 
 # Tiny sizes; the relay through a second Celery worker is left to `make bench` (its start
-# alone would take a third of this test's time on a loaded two-core machine).
+# alone would take a third of this test's time on a loaded two-core machine), and so are a
+# second end-to-end writer process (each is a fresh interpreter importing the app) and
+# compression beyond a handful of sockets: the run's time is mostly the processes it starts.
 TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "10",
         "--no-celery-relay",
         "--replay", "50", "--replay-reps", "1", "--rate", "20", "--duration", "1",
-        "--e2e-reps", "1", "--streams", "2", "--threads", "2", "--updates", "2",
+        "--e2e-reps", "1", "--streams", "2", "--threads", "1", "--updates", "2",
         "--fanout-sockets", "10", "--fanout-events", "2", "--fanout-wide", "15",
-        "--fanout-reps", "1", "--storm-sockets", "10", "--storm-missed", "3",
+        "--fanout-reps", "1", "--compression-sockets", "5", "--compression-events", "2",
+        "--storm-sockets", "10", "--storm-missed", "3",
         "--writes-single", "5", "--writes-batches", "1", "--writes-appends", "20",
         "--writes-reps", "1",
         "--scale-small", "50", "--scale-large", "500", "--scale-events", "1000",

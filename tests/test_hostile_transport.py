@@ -42,15 +42,27 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-@pytest.fixture
-def node(world: World) -> Iterator[WebNode]:
-    """A web node of its own, on the world's database, with small limits."""
+def _strict_node(world: World) -> Iterator[WebNode]:
     web = WebNode({**world.system.env, **STRICT}, world.system.log_dir)
     web.start()
     try:
         yield web
     finally:
         web.stop()
+
+
+@pytest.fixture(scope="module")
+def node(world: World) -> Iterator[WebNode]:
+    """A web node with small limits on the world's database, shared by this module's tests
+    that neither kill it nor read its peak memory."""
+    yield from _strict_node(world)
+
+
+@pytest.fixture
+def own_node(world: World) -> Iterator[WebNode]:
+    """A web node with small limits of this test alone: for a test that reads the process's
+    peak memory (VmHWM, which an earlier test's peak would hide) or kills it."""
+    yield from _strict_node(world)
 
 
 def _ws_url(node: WebNode, query: str = "") -> str:
@@ -64,38 +76,38 @@ def _slow_body(total: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
         sent += chunk
 
 
-def test_a_20mb_body_without_a_token_is_refused_before_it_is_read(node: WebNode) -> None:
-    before = rss_mb(node.proc.pid)  # type: ignore[union-attr]
+def test_a_20mb_body_without_a_token_is_refused_before_it_is_read(own_node: WebNode) -> None:
+    before = rss_mb(own_node.proc.pid)  # type: ignore[union-attr]
     body = b'{"stream":"clients","type":"x","data":{"v":"' + b"x" * 20_000_000 + b'"}}'
-    with httpx.Client(base_url=node.url, timeout=30) as http:
+    with httpx.Client(base_url=own_node.url, timeout=30) as http:
         response = http.post("/api/events", content=body,
                              headers={"Content-Type": "application/json"})
     assert response.status_code == 401, response.text
-    assert rss_mb(node.proc.pid) - before < 40  # type: ignore[union-attr]
+    assert rss_mb(own_node.proc.pid) - before < 40  # type: ignore[union-attr]
 
 
 def test_a_body_over_the_limit_is_answered_413_while_it_is_read(
-    node: WebNode, world: World
+    own_node: WebNode, world: World
 ) -> None:
     headers = {"Authorization": f"Bearer {world.token('service')}",
                "Content-Type": "application/json"}
-    before = rss_mb(node.proc.pid)  # type: ignore[union-attr]
-    with httpx.Client(base_url=node.url, timeout=30) as http:
+    before = rss_mb(own_node.proc.pid)  # type: ignore[union-attr]
+    with httpx.Client(base_url=own_node.url, timeout=30) as http:
         declared = http.post("/api/events", content=b"x" * (3 * 2**20), headers=headers)
         chunked = http.post("/api/events", content=_slow_body(20 * 2**20), headers=headers)
     assert declared.status_code == 413, declared.text
     assert chunked.status_code == 413, chunked.text
     assert chunked.json()["error"]["code"] == "too_large"
-    assert rss_mb(node.proc.pid) - before < 40  # type: ignore[union-attr]
+    assert rss_mb(own_node.proc.pid) - before < 40  # type: ignore[union-attr]
 
 
 def test_a_binary_event_with_many_attachments_closes_the_connection(
-    node: WebNode, world: World
+    own_node: WebNode, world: World
 ) -> None:
-    pid = node.proc.pid  # type: ignore[union-attr]
+    pid = own_node.proc.pid  # type: ignore[union-attr]
 
     async def run() -> tuple[bool, float]:
-        socket = SocketClient(node.url, world.token("client"))
+        socket = SocketClient(own_node.url, world.token("client"))
         await socket.connect()
         before = rss_mb(pid)
         blobs = [bytes([i % 256]) * 999_000 for i in range(40)]
@@ -216,23 +228,23 @@ def test_no_token_reaches_the_web_node_log(node: WebNode, world: World) -> None:
 
 
 def test_sigterm_closes_transports_and_the_node_exits_within_seconds(
-    node: WebNode, world: World
+    own_node: WebNode, world: World
 ) -> None:
     reasons: list[Any] = []
 
     async def run() -> float:
-        socket = SocketClient(node.url, world.token("client"))
+        socket = SocketClient(own_node.url, world.token("client"))
         polling = socketio.AsyncClient(reconnection=False)
         for client in (socket.sio, polling):
             client.on("disconnect", lambda reason=None: reasons.append(reason))
         await socket.connect()
-        await polling.connect(node.url, auth={"token": world.token("technician")},
+        await polling.connect(own_node.url, auth={"token": world.token("technician")},
                               transports=["polling"], wait_timeout=10)
         assert (await socket.call("heartbeat"))["ok"]
         assert (await polling.call("heartbeat"))["ok"]
         started = time.monotonic()
-        os.killpg(node.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        await eventually_async(lambda: not node.alive(), "the node did not exit", 15)
+        os.killpg(own_node.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        await eventually_async(lambda: not own_node.alive(), "the node did not exit", 15)
         elapsed = time.monotonic() - started
         await eventually_async(lambda: len(reasons) >= 2, lambda: f"closed: {reasons}", 10)
         await socket.close()
@@ -241,7 +253,7 @@ def test_sigterm_closes_transports_and_the_node_exits_within_seconds(
         return elapsed
 
     elapsed = asyncio.run(run())
-    assert not node.alive()
+    assert not own_node.alive()
     assert elapsed < 8
     # A closed transport (the client reconnects), never a Socket.IO disconnect (final).
     assert len(reasons) == 2, reasons

@@ -14,7 +14,7 @@ from app.core.settings import Settings
 from app.outbox.meter import counters_key
 from app.outbox.nudge import wake_key
 from testkit.clients import Api, SocketClient, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.databases import drop_pg_database, migrated_pg_database, require_pg
 from testkit.processes import WebNode, Worker
 from testkit.system import make_admin
 
@@ -70,10 +70,8 @@ class Deployment:
 
 def _deploy(suffix: str, tmp_path: Path) -> Deployment:
     from app.core.db import make_engine, make_session_factory
-    from app.core.migrate import upgrade
 
-    url = create_pg_database(suffix)
-    upgrade(url)
+    url = migrated_pg_database(suffix)
     engine = make_engine(url)
     admin = make_admin(make_session_factory(engine))
     engine.dispose()

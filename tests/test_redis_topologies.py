@@ -25,10 +25,9 @@ import redis as redis_lib
 import socketio
 
 from app.core.db import make_engine, make_session_factory
-from app.core.migrate import upgrade
 from app.portal import projects
 from testkit.clients import Api, SocketClient, token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.databases import drop_pg_database, migrated_pg_database, require_pg
 from testkit.eventually import eventually_async
 from testkit.processes import WebNode, Worker
 from testkit.redis_cluster import SERVICE, LocalCluster, LocalSentinel
@@ -51,12 +50,11 @@ class Deployment:
 @contextmanager
 def deployment(tmp: Path, name: str, env: dict[str, str]) -> Iterator[Deployment]:
     require_pg()
-    url = create_pg_database(name)
+    url = migrated_pg_database(name)
     engine = make_engine(url)
     full = {"DATABASE_URL": url, "HERALD_RATE_WRITES": "100000/minute", **env}
     web, worker = WebNode(full, tmp), Worker(full, tmp)
     try:
-        upgrade(url)
         factory = make_session_factory(engine)
         web.spawn()
         worker.spawn()

@@ -42,11 +42,10 @@ from herald_client import MemoryStore, Subscriber
 from sqlalchemy import select
 
 from app.core.db import make_engine, make_session_factory
-from app.core.migrate import upgrade
 from app.outbox.tables import RelayCursor, Stream
 from app.portal import projects
 from testkit.clients import token
-from testkit.databases import create_pg_database, drop_pg_database, require_pg
+from testkit.databases import drop_pg_database, migrated_pg_database, require_pg
 from testkit.eventually import eventually, eventually_async
 from testkit.processes import Process, WebNode, Worker, free_port
 from testkit.redis import PrivateRedis
@@ -407,8 +406,7 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Flee
     require_pg()
     redis = TOPOLOGIES[request.param](tmp_path)
     redis.start()
-    url = create_pg_database("_soak")
-    upgrade(url)
+    url = migrated_pg_database("_soak")
     engine = make_engine(url)
     factory = make_session_factory(engine)
     env = {"DATABASE_URL": url, **redis.env}
