@@ -24,6 +24,7 @@ from testkit.databases import (  # noqa: F401  (fixtures)
 from testkit.postgres import private_pg  # noqa: F401  (fixture)
 from testkit.processes import WebNode
 from testkit.redis_cluster import redis_cluster, redis_sentinel  # noqa: F401  (fixtures)
+from testkit.source import import_all
 from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
 from testkit.world import World, build_world
@@ -43,6 +44,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank))
                if item.path.parent.name == "tests" else len(rank))
+
+
+# Before any test starts a thread: see testkit.source.import_all.
+import_all("anyio")
 
 
 @pytest.fixture(scope="session")
