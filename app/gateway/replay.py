@@ -138,7 +138,8 @@ class PageReads:
             events = await asyncio.to_thread(run)
             first = events[0].offset if events else None
             if first is not None and first != after + 1:
-                raise Gone(f"events of {stream} after {after} were pruned")
+                raise Gone(f"events of {stream} after {after} were pruned "
+                           f"(check=page-start first={first})")
             page = Page(events, started, full=len(events) >= self.batch)
             if tail is not None and not page.full:
                 tail.begin_at(events[-1].offset if events else after)
@@ -256,6 +257,7 @@ class Replayer:
         """
         last = after
         sent = 0
+        unsent = False
         since = asyncio.get_running_loop().time()  # the gate is open: reads from now on do
         try:
             # The stored history, page by page, in one pass: the last page (not full) was
@@ -266,6 +268,7 @@ class Replayer:
                 page = await self.pages.read(stream, last, head.epoch, since)
                 if page.events:
                     if not await self.send_page(sid, page):
+                        unsent = True
                         break
                     last = page.events[-1].offset
                     sent += len(page.events)
@@ -274,7 +277,9 @@ class Replayer:
                     sent += count
                     break
             if last < head.offset and self.manager.is_connected(sid, "/"):
-                raise Gone(f"events of {stream} after {last} were pruned during replay")
+                raise Gone(f"events of {stream} after {last} were pruned during replay "
+                           f"(check=replay-head after={after} head={head.offset} "
+                           f"epoch={head.epoch} unsent={unsent})")
         except BaseException:
             self.manager.close_gate(sid, stream)
             raise
@@ -312,7 +317,8 @@ class Replayer:
                         last = event.offset
                         sent += len(sids)
             if last < head.offset:
-                raise Gone(f"events of {stream} after {last} were pruned during catch-up")
+                raise Gone(f"events of {stream} after {last} were pruned during catch-up "
+                           f"(check=catch-up-head head={head.offset})")
         except BaseException:
             for sid in sids:
                 self.manager.close_gate(sid, stream)
@@ -380,7 +386,9 @@ class Replayer:
         while last < through and self.manager.is_connected(sid, "/"):
             page = await self.pages.read(stream, last, epoch, since)
             if not page.events:
-                raise Gone(f"events of {stream} after {last} are not in the event table")
+                raise Gone(f"events of {stream} after {last} are not in the event table "
+                           f"(check=read-through through={through} full={page.full} "
+                           f"tail={page.tail is not None})")
             if not await self.send_page(sid, page):
                 break
             last = page.events[-1].offset
