@@ -19,10 +19,13 @@ from app.core.errors import Gone
 from app.gateway import replay as replay_module
 from app.gateway.ordering import Ordering
 from app.gateway.replay import PageReads
+from app.outbox.streams import project_stream
 from app.outbox.writer import append
-from testkit.clients import SocketClient
+from app.portal import projects
+from testkit.clients import SocketClient, token
 from testkit.databases import Database
 from testkit.eventually import eventually_async
+from testkit.localnode import local_node
 from testkit.system import System
 
 pytestmark = pytest.mark.anyio
@@ -218,6 +221,24 @@ async def test_a_tail_whose_gate_went_over_its_bound_is_not_trusted(pg_db: Datab
     assert pages.reads == 2 and len(gates.closed) == 1
 
 
+async def test_a_short_page_whose_tail_has_not_reached_what_a_reader_needs_is_read_again(
+        pg_db: Database) -> None:
+    """Event 4 committed (in the reader's head) but not yet published to this node: the
+    kept page 1..3 with an empty tail is not good for a reader needing 4, nor any reader
+    needing 4 the tail has not reached; once 4 arrived live, it is."""
+    write(pg_db, 3)
+    gates = Gates()
+    pages = PageReads(pg_db.factory, gates=gates)
+    page = await pages.read(STREAM, 0, "e", now())
+    write(pg_db, 1)
+    assert await pages.read(STREAM, 0, "e", now(), 3) is page
+    fresh = await pages.read(STREAM, 0, "e", now(), 4)
+    assert offsets(fresh) == [1, 2, 3, 4] and pages.reads == 2
+    write(pg_db, 1)
+    gates.arrive(5)  # 5 committed and published after the second read
+    assert await pages.read(STREAM, 0, "e", now(), 5) is fresh and pages.reads == 2
+
+
 async def test_a_kept_pages_tail_closes_when_the_page_expires(pg_db: Database) -> None:
     write(pg_db, 1)
     gates = Gates()
@@ -255,3 +276,47 @@ async def test_many_sockets_recovering_one_stream_at_once_get_every_event_in_ord
             assert got(socket) == list(range(start + 1, 701))
     finally:
         await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+
+
+async def test_a_reconnect_whose_head_is_past_a_kept_pages_tail_is_not_gone(
+        pg_system_session: System, redis_url: str) -> None:
+    """An event committed but not yet published to this node (the relay lags) is in the
+    head a reconnecting socket reads, not in a kept page's tail: that socket must not be
+    told its events were pruned (closed, `Gone`), but get the event from a new read.
+
+    Against the gateway in this process (its channel is its own: nothing this test does
+    not publish reaches it), with real Socket.IO clients and one kept page."""
+    with pg_system_session.factory() as session, session.begin():
+        client = projects.create_user(session, email="kept-tail@test", role="client",
+                                      name="c")
+        project = projects.create_project(session, name="P", client_id=client.id,
+                                          technician_ids=[])
+        user, stream = client.id, project_stream(project.id)
+
+    def note(count: int) -> None:
+        with pg_system_session.factory() as session, session.begin():
+            for i in range(count):
+                append(session, stream, "note", {"i": i})
+
+    def got(socket: SocketClient) -> list[int]:
+        return [n.meta["offset"] for n in socket.named("note") if n.meta]
+
+    await asyncio.to_thread(note, 3)
+    async with local_node(pg_system_session, redis_url) as node:
+        pages = node.gateway.replayer.pages
+        pages.keep = 600.0  # the kept page outlives the test: no timing in it
+        first, second = (SocketClient(node.url, token(user, "client"),
+                                      positions={stream: {"offset": 0}}) for _ in range(2))
+        try:
+            await first.connect()  # reads the page 1..3 (not full), its tail opened before
+            await first.wait_for(lambda: got(first) == [1, 2, 3])
+            assert pages.reads == 1
+            await asyncio.to_thread(note, 1)  # event 4: committed, never published here
+            await second.connect()  # its head is 4; the kept page and its tail end at 3
+            await second.wait_for(lambda: got(second) == [1, 2, 3, 4] or not
+                                  second.sio.connected)
+            assert got(second) == [1, 2, 3, 4] and second.sio.connected
+            assert pages.reads == 2  # read again, not taken from the kept page
+        finally:
+            for socket in (first, second):
+                await socket.close()

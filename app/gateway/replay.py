@@ -97,8 +97,16 @@ class PageReads:
         self._kept: dict[PageKey, Page] = {}
         self._flights: dict[PageKey, tuple[float, asyncio.Task[Page]]] = {}
 
-    async def read(self, stream: str, after: int, epoch: str, since: float) -> Page:
-        """The events of `stream` after `after` (up to `batch`); Gone if some were pruned."""
+    async def read(self, stream: str, after: int, epoch: str, since: float,
+                   need: int = 0) -> Page:
+        """The events of `stream` after `after` (up to `batch`); Gone if some were pruned.
+
+        `need`: an offset the reader knows was committed before `since` (its head, or the
+        highest live event its gate dropped). A page read before `since` is good with its
+        tail only if the tail reached it: a tail holds what was *published* to this node
+        until now, and an event committed before `since` may still be on its way from the
+        relay (the reader's own gate gets it, but the reader stops at its head).
+        """
         key = (stream, after, epoch)
         self._counts(stream).requests += 1
         loop = asyncio.get_running_loop()
@@ -107,7 +115,7 @@ class PageReads:
             if page is not None:
                 if loop.time() - page.started > self.keep:
                     self._drop(key)
-                elif _good(page, since):
+                elif _good(page, since, need):
                     return page
             flight = self._flights.get(key)
             if flight is None:
@@ -123,7 +131,7 @@ class PageReads:
             await asyncio.wait([task])  # begun too early for us: wait, then look again
             page = task.result() if not task.cancelled() and task.exception() is None \
                 else None
-            if page is not None and _good(page, since):
+            if page is not None and _good(page, since, need):
                 return page
 
     async def _read(self, key: PageKey, started: float, tail: Tail | None) -> Page:
@@ -138,7 +146,8 @@ class PageReads:
             events = await asyncio.to_thread(run)
             first = events[0].offset if events else None
             if first is not None and first != after + 1:
-                raise Gone(f"events of {stream} after {after} were pruned")
+                raise Gone(f"events of {stream} after {after} were pruned "
+                           f"(check=page-start first={first})")
             page = Page(events, started, full=len(events) >= self.batch)
             if tail is not None and not page.full:
                 tail.begin_at(events[-1].offset if events else after)
@@ -185,10 +194,12 @@ class PageReads:
             self._drop(key)
 
 
-def _good(page: Page, since: float) -> bool:
-    """Whether `page` holds all a reader whose gate opened at `since` cannot get through it."""
+def _good(page: Page, since: float, need: int = 0) -> bool:
+    """Whether `page` holds all a reader whose gate opened at `since` cannot get through it,
+    through `need` (committed before `since`): a read begun since holds it; a tail only
+    once that event was published to this node."""
     return (page.full or page.started >= since
-            or (page.tail is not None and page.tail.extend()))
+            or (page.tail is not None and page.tail.extend() and page.tail.last >= need))
 
 
 def _retrieve(task: asyncio.Task[Page]) -> None:
@@ -256,6 +267,7 @@ class Replayer:
         """
         last = after
         sent = 0
+        unsent = False
         since = asyncio.get_running_loop().time()  # the gate is open: reads from now on do
         try:
             # The stored history, page by page, in one pass: the last page (not full) was
@@ -263,9 +275,10 @@ class Replayer:
             # reaches the gate's buffer, sent by `flush` below. (A second pass for "what
             # committed while sending" cost every replaying socket one more read.)
             while read and self.manager.is_connected(sid, "/"):
-                page = await self.pages.read(stream, last, head.epoch, since)
+                page = await self.pages.read(stream, last, head.epoch, since, head.offset)
                 if page.events:
                     if not await self.send_page(sid, page):
+                        unsent = True
                         break
                     last = page.events[-1].offset
                     sent += len(page.events)
@@ -274,7 +287,9 @@ class Replayer:
                     sent += count
                     break
             if last < head.offset and self.manager.is_connected(sid, "/"):
-                raise Gone(f"events of {stream} after {last} were pruned during replay")
+                raise Gone(f"events of {stream} after {last} were pruned during replay "
+                           f"(check=replay-head after={after} head={head.offset} "
+                           f"epoch={head.epoch} unsent={unsent})")
         except BaseException:
             self.manager.close_gate(sid, stream)
             raise
@@ -312,7 +327,8 @@ class Replayer:
                         last = event.offset
                         sent += len(sids)
             if last < head.offset:
-                raise Gone(f"events of {stream} after {last} were pruned during catch-up")
+                raise Gone(f"events of {stream} after {last} were pruned during catch-up "
+                           f"(check=catch-up-head head={head.offset})")
         except BaseException:
             for sid in sids:
                 self.manager.close_gate(sid, stream)
@@ -378,13 +394,22 @@ class Replayer:
         since = asyncio.get_running_loop().time()
         sent = 0
         while last < through and self.manager.is_connected(sid, "/"):
-            page = await self.pages.read(stream, last, epoch, since)
-            if not page.events:
-                raise Gone(f"events of {stream} after {last} are not in the event table")
-            if not await self.send_page(sid, page):
-                break
-            last = page.events[-1].offset
-            sent += len(page.events)
+            page = await self.pages.read(stream, last, epoch, since, through)
+            if not page.events and not (page.tail is not None and page.tail.events):
+                raise Gone(f"events of {stream} after {last} are not in the event table "
+                           f"(check=read-through through={through} full={page.full} "
+                           f"tail={page.tail is not None})")
+            if page.events:
+                if not await self.send_page(sid, page):
+                    break
+                last = page.events[-1].offset
+                sent += len(page.events)
+            if not page.full:  # the rest is in its tail (through `through`: `need`)
+                last, count = await self.send_tail(sid, page, last)
+                sent += count
+                if last < through:
+                    raise Gone(f"events of {stream} after {last} are not in the event "
+                               f"table (check=read-through-short through={through})")
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
         log.info("read dropped live events from the table sid=%s stream=%s through=%d "

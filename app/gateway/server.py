@@ -300,7 +300,8 @@ class Gateway:
         except Exception as exc:
             # Some events may be missing for this socket: close its transport, so that its
             # client reconnects with its positions and recovers (or learns it cannot).
-            log.error("replay on connect failed sid=%s error=%s", sid, type(exc).__name__)
+            log.error("replay on connect failed sid=%s error=%s detail=%s", sid,
+                      type(exc).__name__, exc)
             self.manager.close_all(sid)
             await self._drop_socket(sid)
         finally:
