@@ -107,7 +107,10 @@ async def test_an_idle_websocket_waits_under_one_timeout(node: Node) -> None:
         sockets += [await _open(node) for _ in range(5)]
         await eventually_async(lambda: len(_server_tasks()) - before == 2 * 5,
                                "not all connected")  # each reader and writer running
-        assert _socket_timeouts() == 6
+        # Once settled: a socket's handshake may still be in a timeout of its own (seen
+        # once on a loaded machine: 7); with a timer per writer too it stays at 12.
+        await eventually_async(lambda: _socket_timeouts() == 6,
+                               lambda: f"{_socket_timeouts()} timeouts for 6 idle sockets")
     finally:
         for ws in sockets:
             await ws.close()
