@@ -346,3 +346,57 @@ async def test_waiting_for_room_ends_when_the_writer_takes_or_after_the_timeout(
         queue.get_nowait()
         queue.task_done()
     assert await waiter is True and queue.bytes == 400
+
+
+async def test_a_catch_up_is_paced_to_a_slow_reader_that_gets_every_event_once_in_order(
+    pg_system_session: System, redis_url: str
+) -> None:
+    """After a lost subscription the node catches its rooms up from the event table
+    (app/gateway/catchup.py): 8 MB of history a socket missed, 32 times its send queue's
+    bound, goes at the pace it reads, as a replay's does, while its gate holds the live
+    events published meanwhile. The socket is not closed, and once it reads it gets every
+    event once, in order."""
+    ticket = _ticket(pg_system_session, 0)
+    stream = ticket_stream(ticket.id)
+    live = 200  # events of about 1 KB published while the catch-up waits for the reader
+    bounds = SocketBounds(queue_bytes=QUEUE_BYTES, queue_packets=2000, drain_timeout=30)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        ordering = gateway.manager.ordering
+        sockets = gateway.sio.eio.sockets
+        before = set(sockets)
+        stuck = await _stuck_client(node, ticket.user, ticket.id, offset=None)
+        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
+        catching: asyncio.Task[None] | None = None
+        try:
+            eio_sid = await _new_socket(node, before)
+            sid = await eventually_async(
+                lambda: gateway.sio.manager.sid_from_eio_sid(eio_sid, "/"), "no sid")
+            await eventually_async(
+                lambda: stream in gateway.sio.rooms(sid) and ordering.mark(stream) == 0
+                and not ordering.is_gated(sid, stream), "the join never ended")
+            # The gap: events committed while the node was not subscribed, never published.
+            for start in range(0, HISTORY, 1000):
+                await asyncio.to_thread(_append, pg_system_session, stream, start, 1000)
+            catching = asyncio.create_task(gateway.catchup.all_rooms())
+
+            def paced() -> bool:
+                sock = sockets.get(eio_sid)
+                assert sock is not None and not sock.closed, "the catch-up closed the socket"
+                return ordering.is_gated(sid, stream) and not sock.queue.has_room(
+                    2 * len(FILLER))
+
+            await eventually_async(paced, "the catch-up was not paced")
+            for start in range(HISTORY, HISTORY + live, 100):
+                events = await asyncio.to_thread(_append, pg_system_session, stream, start,
+                                                 100)
+                await asyncio.to_thread(publisher.publish, events)
+            got = await _read_offsets(stuck, stream, HISTORY + live)
+            await asyncio.wait_for(catching, 30)
+        finally:
+            if catching is not None and not catching.done():
+                catching.cancel()
+            publisher.close()
+            await stuck.close()
+        assert got == list(range(1, HISTORY + live + 1))
+        assert not ordering.is_gated(sid, stream)

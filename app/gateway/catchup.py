@@ -6,14 +6,16 @@ but a Socket.IO disconnect from the server is final for the official clients (no
 automatic reconnection), and closing every transport at once is a reconnect storm.
 So the node repairs the gap itself, room by room (every room's channel is subscribed
 again first, app/gateway/rooms.py): it waits for any replay in progress
-on the room (the per-(socket, stream) replay locks), gates the room's sockets, sends
-the events after the room's mark (the offset through which all of them were sent the
-stream, app/gateway/ordering.py) read from the database, then what the gates held back,
-and closes the gates on a floor. The gates are flushed concurrently, each by one task
-(app/gateway/replay.py, `PARALLEL_FLUSHES` at once): a socket whose flush is paced by a
-slow reader keeps its own gate open, not the whole room's. Order per socket holds; a
-socket may see an event twice (clients de-duplicate by (stream, offset)) but never misses
-one.
+on the room (the per-(socket, stream) replay locks), gates the room's sockets, and sends
+each of them the events after the room's mark (the offset through which all of them were
+sent the stream, app/gateway/ordering.py) as a replay does (app/gateway/replay.py,
+`Replayer.catch_up`): page by page from the shared page reads (one database read and one
+encoding per page for the whole room), at the pace that socket reads, its gate holding the
+live events meanwhile (bounded: what it drops is read from the table), then what the gate
+held, closing it on a floor. Sockets go concurrently, `PARALLEL_FLUSHES` at once: a slow
+reader slows only itself, and a large gap never overflows its send queue (it is not
+closed for it). Order per socket holds; a socket may see an event twice (clients
+de-duplicate by (stream, offset)) but never misses one.
 
 If a room cannot be caught up (database down, events pruned), its sockets' transports
 are closed — an engine.io close, never a Socket.IO disconnect — so that their clients

@@ -34,12 +34,12 @@ from app.core.errors import Gone
 from app.gateway import direct, sendqueue
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.pagetail import Gates, Tail
-from app.outbox.replay import REPLAY_BATCH, Head, iter_after, read_after, read_head
+from app.outbox.replay import REPLAY_BATCH, Head, read_after, read_head
 from app.outbox.streams import parse_stream
 from app.outbox.tables import EventRecord
 
 log = logging.getLogger("herald.gateway")
-PARALLEL_FLUSHES = 64  # a catch-up's sockets flushing their gates at once (`catch_up`)
+PARALLEL_FLUSHES = 64  # a catch-up's sockets sent their history and gate at once (`catch_up`)
 
 
 @dataclass(eq=False)
@@ -98,7 +98,7 @@ class PageReads:
         self._flights: dict[PageKey, tuple[float, asyncio.Task[Page]]] = {}
 
     async def read(self, stream: str, after: int, epoch: str, since: float,
-                   need: int = 0) -> Page:
+                   need: int = 0, *, tails: bool = True) -> Page:
         """The events of `stream` after `after` (up to `batch`); Gone if some were pruned.
 
         `need`: an offset the reader knows was committed before `since` (its head, or the
@@ -106,6 +106,8 @@ class PageReads:
         tail only if the tail reached it: a tail holds what was *published* to this node
         until now, and an event committed before `since` may still be on its way from the
         relay (the reader's own gate gets it, but the reader stops at its head).
+        `tails=False`: no kept page on the strength of its tail (a catch-up: live delivery,
+        which tails rest on, is what failed), only full pages and reads begun at `since`.
         """
         key = (stream, after, epoch)
         self._counts(stream).requests += 1
@@ -115,7 +117,7 @@ class PageReads:
             if page is not None:
                 if loop.time() - page.started > self.keep:
                     self._drop(key)
-                elif _good(page, since, need):
+                elif _good(page, since, need, tails):
                     return page
             flight = self._flights.get(key)
             if flight is None:
@@ -131,7 +133,7 @@ class PageReads:
             await asyncio.wait([task])  # begun too early for us: wait, then look again
             page = task.result() if not task.cancelled() and task.exception() is None \
                 else None
-            if page is not None and _good(page, since, need):
+            if page is not None and _good(page, since, need, tails):
                 return page
 
     async def _read(self, key: PageKey, started: float, tail: Tail | None) -> Page:
@@ -194,12 +196,13 @@ class PageReads:
             self._drop(key)
 
 
-def _good(page: Page, since: float, need: int = 0) -> bool:
+def _good(page: Page, since: float, need: int = 0, tails: bool = True) -> bool:
     """Whether `page` holds all a reader whose gate opened at `since` cannot get through it,
-    through `need` (committed before `since`): a read begun since holds it; a tail only
-    once that event was published to this node."""
+    through `need` (committed before `since`): a read begun since holds it; a tail (if
+    `tails`) only once that event was published to this node."""
     return (page.full or page.started >= since
-            or (page.tail is not None and page.tail.extend() and page.tail.last >= need))
+            or (tails and page.tail is not None and page.tail.extend()
+                and page.tail.last >= need))
 
 
 def _retrieve(task: asyncio.Task[Page]) -> None:
@@ -265,31 +268,10 @@ class Replayer:
         `read=False`: nothing to read from the event table (the gate was open before `head`
         was read and `after` is that head): only the held-back live events are sent.
         """
-        last = after
-        sent = 0
-        unsent = False
         since = asyncio.get_running_loop().time()  # the gate is open: reads from now on do
         try:
-            # The stored history, page by page, in one pass: the last page (not full) was
-            # read after the gate opened (`since`), so whatever commits after that read
-            # reaches the gate's buffer, sent by `flush` below. (A second pass for "what
-            # committed while sending" cost every replaying socket one more read.)
-            while read and self.manager.is_connected(sid, "/"):
-                page = await self.pages.read(stream, last, head.epoch, since, head.offset)
-                if page.events:
-                    if not await self.send_page(sid, page):
-                        unsent = True
-                        break
-                    last = page.events[-1].offset
-                    sent += len(page.events)
-                if not page.full:
-                    last, count = await self.send_tail(sid, page, last)
-                    sent += count
-                    break
-            if last < head.offset and self.manager.is_connected(sid, "/"):
-                raise Gone(f"events of {stream} after {last} were pruned during replay "
-                           f"(check=replay-head after={after} head={head.offset} "
-                           f"epoch={head.epoch} unsent={unsent})")
+            last, sent = await self.history(sid, stream, after, head, since) if read \
+                else (after, 0)
         except BaseException:
             self.manager.close_gate(sid, stream)
             raise
@@ -301,61 +283,89 @@ class Replayer:
             log.info("replayed sid=%s stream=%s after=%d events=%d", sid, stream, after, sent)
         return last
 
+    async def history(self, sid: str, stream: str, after: int, head: Head, since: float,
+                      *, tails: bool = True) -> tuple[int, int]:
+        """Send (sid, stream) its stored history after `after`, page by page from the shared
+        reads, at the pace the socket reads (`send_page`). `since`: when its gate opened;
+        `tails`: as `PageReads.read`. Returns (the last offset sent, events sent). Raises
+        Gone if events through `head` vanished (pruned meanwhile) while the socket is
+        still there."""
+        last = after
+        sent = 0
+        unsent = False
+        # One pass: the last page (not full) was read after the gate opened (`since`), so
+        # whatever commits after that read reaches the gate's buffer, sent by `flush`.
+        # (A second pass for "what committed while sending" cost every socket one more read.)
+        while self.manager.is_connected(sid, "/"):
+            page = await self.pages.read(stream, last, head.epoch, since, head.offset,
+                                         tails=tails)
+            if page.events:
+                if not await self.send_page(sid, page):
+                    unsent = True
+                    break
+                last = page.events[-1].offset
+                sent += len(page.events)
+            if not page.full:
+                last, count = await self.send_tail(sid, page, last)
+                sent += count
+                break
+        if last < head.offset and self.manager.is_connected(sid, "/"):
+            raise Gone(f"events of {stream} after {last} were pruned while sending them "
+                       f"(check=history-head after={after} head={head.offset} "
+                       f"epoch={head.epoch} unsent={unsent})")
+        return last, sent
+
     async def catch_up(self, stream: str, sids: list[str], after: int) -> int:
         """Send every socket in `sids` the events of `stream` after `after`, then what their
-        gates held back; close the gates. Each event is encoded once for all the sockets.
+        gates held back; close the gates.
 
-        The gates must already be open. They are flushed concurrently (`PARALLEL_FLUSHES`
-        at once), each by one task. Returns the offset through which every socket was sent
-        the stream. Raises Gone if events after `after` were pruned, and the first error of
-        any socket's flush once all of them ended (every gate is closed then).
+        As a replay: each socket on its own (`PARALLEL_FLUSHES` at once), its history paged
+        from the shared reads (`PageReads`: one database read and one encoding of a page for
+        all of them) at the pace it reads, its gate holding (bounded) the live events
+        meanwhile, then flushed. A slow reader slows only itself, and is never closed for a
+        large gap. The gates must already be open (and the room's channel subscribed).
+        Returns the offset through which every socket still connected was sent the stream.
+        Raises Gone if events after `after` were pruned, and the first error of any
+        socket's once all of them ended (every gate is closed then).
         """
         def head_now() -> Head:
             with self.factory() as session, session.begin():
                 return read_head(session, stream)
-        last = after
-        sent = 0
+        since = asyncio.get_running_loop().time()  # the gates are open, the room subscribed
         try:
             head = await asyncio.to_thread(head_now)
-            for _ in range(2):  # the stored history, then whatever committed while sending it
-                batches = iter_after(self.factory, stream, last, head.epoch)
-                while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                    for event in batch:
-                        packet = self.encode(event.type, [event.payload, event.meta])
-                        for sid in sids:
-                            await self.send_packet(sid, packet)
-                        last = event.offset
-                        sent += len(sids)
-            if last < head.offset:
-                raise Gone(f"events of {stream} after {last} were pruned during catch-up "
-                           f"(check=catch-up-head head={head.offset})")
         except BaseException:
             for sid in sids:
                 self.manager.close_gate(sid, stream)
             raise
-        # Each socket's flush on its own (at most PARALLEL_FLUSHES at once): one that is
-        # paced by a slow reader keeps only its own gate open, not the room's. Order holds
-        # per socket, as each gate is flushed by one task.
         limit = asyncio.Semaphore(PARALLEL_FLUSHES)
+        sent = 0
 
-        async def flush_one(sid: str) -> int:
+        async def one(sid: str) -> int:
+            nonlocal sent
             flushing = False
             try:
                 async with limit:
+                    last, count = await self.history(sid, stream, after, head, since,
+                                                     tails=False)
+                    sent += count
                     flushing = True
                     return await self.flush(sid, stream, last, head.epoch)
             except BaseException:
                 if not flushing:  # `flush` closes its gate itself
                     self.manager.close_gate(sid, stream)
                 raise
-        outcomes = await asyncio.gather(*(flush_one(sid) for sid in sids),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(sid) for sid in sids), return_exceptions=True)
         if sent and self.metrics is not None:
             self.metrics.replayed(sent)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return min((r for r in outcomes if isinstance(r, int)), default=last)
+        lasts = [r for r in outcomes if isinstance(r, int)]
+        # A socket that went meanwhile stopped early: it does not hold the mark back.
+        still = [r for sid, r in zip(sids, outcomes, strict=True)
+                 if isinstance(r, int) and self.manager.is_connected(sid, "/")]
+        return min(still, default=max(lasts, default=after))
 
     async def flush(self, sid: str, stream: str, last: int, epoch: str) -> int:
         """Send the live events held back for (sid, stream) after `last`; close the gate.
