@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import resource
 import weakref
@@ -13,7 +14,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from app import web
-from app.core.slotted_ws import SlottedWebSocketProtocol, websocket_protocol
+from app.core.slotted_ws import PER_CONNECTION, SlottedWebSocketProtocol, websocket_protocol
 
 
 def slotted_protocol() -> Any:
@@ -97,3 +98,18 @@ def test_uvicorns_lines_per_accepted_websocket_are_never_built() -> None:
     finally:
         logging.setLogRecordFactory(factory)
         uvicorn_error.setLevel(level)
+
+
+def test_the_quiet_lines_are_the_ones_uvicorn_and_websockets_log() -> None:
+    # Should either change its wording, its line would be built (and filtered) again.
+    from uvicorn.protocols.websockets import websockets_sansio_impl
+    from websockets import protocol, server
+
+    assert "'%s - \"WebSocket %s\" [accepted]'" in inspect.getsource(
+        websockets_sansio_impl.WebSocketsSansIOProtocol.send)
+    assert 'self.logger.info("connection open")' in inspect.getsource(
+        server.ServerProtocol.send_response)
+    assert 'self.logger.info("connection closed")' in inspect.getsource(
+        protocol.Protocol.discard)
+    assert set(PER_CONNECTION) == {'%s - "WebSocket %s" [accepted]', "connection open",
+                                   "connection closed"}
