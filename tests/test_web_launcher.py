@@ -74,11 +74,13 @@ def test_uvicorns_lines_per_accepted_websocket_are_never_built() -> None:
     # before a LogRecord exists (the filter above would drop them only once made).
     protocol = slotted_protocol()
     built: list[str] = []
+    where: list[str] = []
     factory = logging.getLogRecordFactory()
 
     def counting(*args: object, **kwargs: object) -> logging.LogRecord:
         record = factory(*args, **kwargs)
         built.append(record.getMessage())
+        where.append(record.pathname)
         return record
 
     uvicorn_error = logging.getLogger("uvicorn.error")
@@ -95,6 +97,7 @@ def test_uvicorns_lines_per_accepted_websocket_are_never_built() -> None:
         protocol.logger.info('%s - "WebSocket %s" 403', "127.0.0.1:5", "/socket.io/")
         protocol.conn.logger.error("parser failed")
         assert built == ['127.0.0.1:5 - "WebSocket /socket.io/" 403', "parser failed"]
+        assert where[0] == __file__  # the line that logged it, not the wrapper's
     finally:
         logging.setLogRecordFactory(factory)
         uvicorn_error.setLevel(level)

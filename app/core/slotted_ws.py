@@ -59,6 +59,8 @@ class QuietLogger:
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         if msg in PER_CONNECTION:
             return
+        # the caller's file and line in the record, not this method's
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
         self._logger.info(msg, *args, **kwargs)
 
     @property
