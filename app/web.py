@@ -18,7 +18,9 @@ For many sockets on one node it also:
 - leaves out uvicorn's own lines per websocket (`"WebSocket /socket.io/..." [accepted]`,
   `connection open`, `connection closed`): Herald logs each socket's connect and
   disconnect itself, with its user; two more lines per connect cost a connect storm
-  about a tenth of its time;
+  about a tenth of its time. Its websocket protocol never builds them (a `QuietLogger`,
+  app/core/slotted_ws.py); `PerConnectionLines` on `uvicorn.error` drops them should
+  another protocol log them;
 - builds the app before serving and then moves every object alive at that point (modules,
   classes, the app's routes and settings: ~150,000 objects) out of the garbage
   collector's sight (`gc.freeze()`): a full collection then scans the sockets' objects,

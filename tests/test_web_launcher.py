@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import inspect
 import logging
 import resource
 import weakref
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 
 from app import web
+from app.core.slotted_ws import PER_CONNECTION, SlottedWebSocketProtocol, websocket_protocol
+
+
+def slotted_protocol() -> Any:
+    """The protocol the web node serves websockets with (its own loop, never run)."""
+    config = Config(app=lambda *a: None, ws=websocket_protocol(), lifespan="off",
+                    log_config=None)
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        return SlottedWebSocketProtocol(config, ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
 
 
 def record(msg: str, *args: object, level: int = logging.INFO) -> logging.LogRecord:
@@ -48,3 +67,52 @@ def test_start_up_objects_are_frozen_and_later_garbage_still_collected() -> None
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_uvicorns_lines_per_accepted_websocket_are_never_built() -> None:
+    # The web node's websocket protocol logs through a logger that drops those lines
+    # before a LogRecord exists (the filter above would drop them only once made).
+    protocol = slotted_protocol()
+    built: list[str] = []
+    where: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        built.append(record.getMessage())
+        where.append(record.pathname)
+        return record
+
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    level = uvicorn_error.level
+    logging.setLogRecordFactory(counting)
+    uvicorn_error.setLevel(logging.INFO)
+    try:
+        for logger in (protocol.logger, protocol.conn.logger):
+            logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/socket.io/")
+            logger.info("connection open")
+            logger.info("connection closed")
+        assert built == []
+        # Refusals and errors are still uvicorn.error's lines.
+        protocol.logger.info('%s - "WebSocket %s" 403', "127.0.0.1:5", "/socket.io/")
+        protocol.conn.logger.error("parser failed")
+        assert built == ['127.0.0.1:5 - "WebSocket /socket.io/" 403', "parser failed"]
+        assert where[0] == __file__  # the line that logged it, not the wrapper's
+    finally:
+        logging.setLogRecordFactory(factory)
+        uvicorn_error.setLevel(level)
+
+
+def test_the_quiet_lines_are_the_ones_uvicorn_and_websockets_log() -> None:
+    # Should either change its wording, its line would be built (and filtered) again.
+    from uvicorn.protocols.websockets import websockets_sansio_impl
+    from websockets import protocol, server
+
+    assert "'%s - \"WebSocket %s\" [accepted]'" in inspect.getsource(
+        websockets_sansio_impl.WebSocketsSansIOProtocol.send)
+    assert 'self.logger.info("connection open")' in inspect.getsource(
+        server.ServerProtocol.send_response)
+    assert 'self.logger.info("connection closed")' in inspect.getsource(
+        protocol.Protocol.discard)
+    assert set(PER_CONNECTION) == {'%s - "WebSocket %s" [accepted]', "connection open",
+                                   "connection closed"}
