@@ -9,7 +9,10 @@ parses a module can make `ast.parse` fail with "AST constructor recursion depth 
 from __future__ import annotations
 
 import ast
+import functools
+import threading
 from pathlib import Path
+from typing import Any
 
 _ATTEMPTS = 5
 
@@ -26,32 +29,29 @@ def parse(path: Path) -> ast.Module:
     raise AssertionError("unreachable")
 
 
-def import_all(package: str) -> int:
-    """Import every module of `package` now, and every name its lazy importers hand out.
 
-    pytest rewrites the modules of its plugins' distributions (anyio's among them) as they
-    are imported, with `ast.parse`; anyio imports its parts lazily, on first use, which in
-    a test can be a web app's thread while the main thread parses (hypothesis describing a
-    strategy, pytest rewriting a test module): the race above, in an import nothing can
-    retry. Importing them all at start, before any thread, leaves nothing to parse later.
-    Returns how many modules were imported."""
-    import importlib
-    import pkgutil
-    import warnings
+_PARSES = threading.RLock()
 
-    root = importlib.import_module(package)
-    modules = [root]
-    for info in pkgutil.walk_packages(root.__path__, package + "."):
-        try:
-            modules.append(importlib.import_module(info.name))
-        except ImportError:  # an optional backend (trio) that is not installed
-            continue
-    with warnings.catch_warnings():  # deprecated aliases warn when touched
-        warnings.simplefilter("ignore")
-        for module in modules:
-            for name in dir(module):
-                try:
-                    getattr(module, name)
-                except (AttributeError, ImportError):
-                    continue
-    return len(modules)
+
+def serialise_parses() -> None:
+    """One lock around `ast.parse` in this process, for every caller.
+
+    The race above is not only this kit's: pytest rewrites the modules it imports (test
+    modules, and every module of its plugins' distributions, anyio's among them, which
+    anyio imports lazily on first use, so possibly in a web app's thread), hypothesis
+    parses the source of the lambdas it describes, 3.11's traceback parses a line to place
+    its carets. Two of them at once fail with the recursion-depth mismatch, mostly where
+    nothing can retry (an import, a plugin's hook). They all call `ast.parse` through the
+    module: serialised here (re-entrant: a parse whose allocation runs a finaliser that
+    parses in the same thread goes on)."""
+    original = ast.parse
+    if getattr(original, "serialised", False):
+        return
+
+    @functools.wraps(original)
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        with _PARSES:
+            return original(*args, **kwargs)
+
+    parse.serialised = True  # type: ignore[attr-defined]
+    ast.parse = parse

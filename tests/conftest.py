@@ -24,7 +24,7 @@ from testkit.databases import (  # noqa: F401  (fixtures)
 from testkit.postgres import private_pg  # noqa: F401  (fixture)
 from testkit.processes import WebNode
 from testkit.redis_cluster import redis_cluster, redis_sentinel  # noqa: F401  (fixtures)
-from testkit.source import import_all
+from testkit.source import serialise_parses
 from testkit.system import System, fresh, run_system
 from testkit.testrun import CI, REDIS_URL
 from testkit.world import World, build_world
@@ -46,8 +46,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                if item.path.parent.name == "tests" else len(rank))
 
 
-# Before any test starts a thread: see testkit.source.import_all.
-import_all("anyio")
+# Before any test starts a thread (CPython 3.11's ast.parse is not thread-safe):
+# testkit.source.serialise_parses.
+serialise_parses()
 
 
 @pytest.fixture(scope="session")

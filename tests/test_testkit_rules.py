@@ -7,8 +7,12 @@ did not happen; this scan names each one by file and line so that they do not co
 
 from __future__ import annotations
 
+import ast
 import re
+import threading
 from pathlib import Path
+
+from testkit import source
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("tests", "testkit")
@@ -61,3 +65,15 @@ def test_the_scan_sees_each_form_of_deadline() -> None:
               "    while node.alive() and time.monotonic() - started < 15:\n"
               "elapsed = time.monotonic() - started\n")
     assert offences(sample) == [1, 2, 3, 6]
+
+
+def test_ast_parse_is_serialised_in_the_test_process() -> None:
+    """CPython 3.11's ast.parse is not thread-safe (testkit.source.serialise_parses): a
+    parse in another thread waits while one is under way."""
+    done = threading.Event()
+    with source._PARSES:  # as a parse under way holds it
+        thread = threading.Thread(target=lambda: (ast.parse("x = 1"), done.set()))
+        thread.start()
+        assert not done.wait(0.2)
+    thread.join(5)
+    assert done.is_set()
