@@ -283,7 +283,7 @@ async def _connects_and_memory(report: Report, sizes: FanoutSizes, herald: Targe
     per = {t.name: (rss_kib(t.pid) - t.rss_before) / t.connected for t in (herald, node)}
     report.add(Figure("memory", "Herald web node: memory per idle joined socket",
                       per["Herald"], "KiB", note=f"RSS delta / {herald.connected:,}; "
-                                                 "goal <= 30 KB"))
+                                                 "goal <= 25 KiB (issue 16)"))
     report.add(Figure("memory", "Node socket.io: memory per idle joined socket", per["Node"],
                       "KiB"))
 
