@@ -20,15 +20,7 @@ from sqlalchemy import event
 from app.core.settings import Settings
 from app.main import create_app
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
+from testkit.world import World
 
 
 @pytest.fixture(scope="module")

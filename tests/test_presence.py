@@ -15,16 +15,9 @@ import pytest
 from testkit.clients import Api, Received, SocketClient
 from testkit.processes import WebNode
 from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 TTL = 2.0
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture(scope="module")

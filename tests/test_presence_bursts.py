@@ -31,19 +31,12 @@ from testkit.clients import Api
 from testkit.eventually import eventually_async
 from testkit.processes import WebNode
 from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 pytestmark = pytest.mark.anyio
 TTL = 1.0
 DEAD_USERS = 2000  # leaves: 20 times the send queue's bound in packets
 QUEUE_PACKETS = 100
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,16 +24,9 @@ from app.portal import projects
 from testkit.clients import SocketClient, sentinel, token
 from testkit.localnode import local_node
 from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 RESERVED = ["disconnect", "connect", "connect_error", "*", "disconnecting", "message"]
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 def test_a_technician_who_emitted_disconnect_still_leaves_a_project_he_is_taken_off(

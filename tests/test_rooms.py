@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,18 +23,10 @@ from testkit.clients import SocketClient
 from testkit.eventually import eventually_async
 from testkit.ops import scrape
 from testkit.processes import WebNode
-from testkit.system import System
-from testkit.world import World, build_world
+from testkit.world import World
 
 CHANNEL = os.environ.get("HERALD_SOCKETIO_CHANNEL", "socketio")
 RACE_ROUNDS = 12
-
-
-@pytest.fixture(scope="module")
-def world(pg_system_session: System) -> Iterator[World]:
-    w = build_world(pg_system_session)
-    yield w
-    w.api.close()
 
 
 @pytest.fixture(scope="module")
