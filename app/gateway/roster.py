@@ -248,35 +248,25 @@ class Roster:
     # -- beats ---------------------------------------------------------------------------
     def _start(self) -> None:
         if self._beating is None:
-            self._beating = asyncio.create_task(self._beat_forever())
-            self._living = asyncio.create_task(self._live_forever())
+            self._beating = asyncio.create_task(self._every(self.beat, "presence beat failed"))
+            self._living = asyncio.create_task(
+                self._every(self.live, "presence liveness not refreshed"))
 
-    async def _live_forever(self) -> None:
-        """This node's liveness key, refreshed on its own timer (see module)."""
+    async def _every(self, step: Callable[[], Awaitable[None]], failed: str) -> None:
+        """`step` every fifth of the TTL, each on its own timer (see module); a failure
+        is logged and the next turn tries again."""
         while True:
             try:
-                await self.live()
+                await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("presence liveness not refreshed node=%s error=%s", self.node,
-                            type(exc).__name__)
+                log.warning("%s node=%s error=%s", failed, self.node, type(exc).__name__)
             await asyncio.sleep(self.ttl * 0.2)
 
     async def live(self) -> None:
         await self.redis.set(self._key("alive", self.node), "1",
                              px=max(1, int(self.ttl * 600)))
-
-    async def _beat_forever(self) -> None:
-        while True:
-            try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("presence beat failed node=%s error=%s", self.node,
-                            type(exc).__name__)
-            await asyncio.sleep(self.ttl * 0.2)
 
     async def beat(self) -> None:
         """Say this node is alive, write again what was lost, sweep the dead nodes."""
