@@ -12,6 +12,8 @@ import re
 import threading
 from pathlib import Path
 
+import pytest
+
 from testkit import source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +79,27 @@ def test_ast_parse_is_serialised_in_the_test_process() -> None:
         assert not done.wait(0.2)
     thread.join(5)
     assert done.is_set()
+
+
+def test_a_serialised_parse_runs_again_after_a_spurious_recursion_depth_mismatch() -> None:
+    """A nested parse in the same thread (a finaliser's, inside the re-entrant lock) resets
+    3.11's counter under the outer one: the outer parse fails with a mismatch that says
+    nothing about the source, and is tried again."""
+    calls = []
+
+    def flaky(text: str) -> str:
+        calls.append(text)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=261, after=284)")
+        return f"tree of {text}"
+
+    assert source.serialised(flaky)("x = 1") == "tree of x = 1"
+    assert calls == ["x = 1", "x = 1"]
+
+
+def test_a_serialised_parse_does_not_hide_a_real_error() -> None:
+    def broken(text: str) -> str:
+        raise SystemError("something else")
+
+    with pytest.raises(SystemError, match="something else"):
+        source.serialised(broken)("x = 1")
