@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket as socketlib
 import uuid
 from collections.abc import AsyncIterator
@@ -141,10 +142,11 @@ async def _new_socket(node: LocalNode, before: set[str]) -> str:
 
 
 async def test_a_replay_to_a_socket_that_never_reads_is_paced_then_closed(
-    pg_system_session: System, node: LocalNode
+    pg_system_session: System, node: LocalNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     ticket = _ticket(pg_system_session, HISTORY)
     before = set(node.gateway.sio.eio.sockets)
+    caplog.set_level(logging.INFO, logger="herald.gateway")
     stuck = await _stuck_client(node, ticket.user, ticket.id, offset=0)
     eio_sid = await _new_socket(node, before)
     watch = await _watch(node, eio_sid, 30)
@@ -152,6 +154,14 @@ async def test_a_replay_to_a_socket_that_never_reads_is_paced_then_closed(
     assert watch.closed
     assert watch.queued <= QUEUE_BYTES, watch
     assert watch.buffered <= 2 * QUEUE_BYTES, watch
+    # Nothing was pruned: its join is answered `unavailable` (reconnect and recover),
+    # never `gone` (which tells a client to drop its state).
+    refused = await eventually_async(
+        lambda: [r.getMessage() for r in caplog.records
+                 if "socket call refused event=join-ticket" in r.getMessage()],
+        "the join was never answered", 10, interval=0.05)
+    assert all("code=unavailable" in line for line in refused), refused
+    assert not [r.getMessage() for r in caplog.records if "Gone" in r.getMessage()]
     # A client that reads gets the whole history.
     reader = SocketClient(node.url, token(ticket.user, "client"))
     await reader.connect()

@@ -30,7 +30,7 @@ from socketio.packet import EVENT
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import jsoncodec
-from app.core.errors import Gone
+from app.core.errors import Gone, Unavailable
 from app.gateway import direct, sendqueue
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.pagetail import Gates, Tail
@@ -55,6 +55,11 @@ class Page:
 
 
 PageKey = tuple[str, int, str]  # (stream, after, epoch)
+
+
+class NotRead(Unavailable):
+    """The socket went, or its transport was closed for not reading, before its history
+    was sent: nothing is gone, its client reconnects from its positions and recovers."""
 
 
 @dataclass
@@ -289,7 +294,7 @@ class Replayer:
         reads, at the pace the socket reads (`send_page`). `since`: when its gate opened;
         `tails`: as `PageReads.read`. Returns (the last offset sent, events sent). Raises
         Gone if events through `head` vanished (pruned meanwhile) while the socket is
-        still there."""
+        still there, NotRead if the socket went or was closed for not reading first."""
         last = after
         sent = 0
         unsent = False
@@ -309,10 +314,13 @@ class Replayer:
                 last, count = await self.send_tail(sid, page, last)
                 sent += count
                 break
+        if unsent:
+            raise NotRead(f"the socket was closed before it read the events of {stream} "
+                          f"after {last}: reconnect")
         if last < head.offset and self.manager.is_connected(sid, "/"):
             raise Gone(f"events of {stream} after {last} were pruned while sending them "
                        f"(check=history-head after={after} head={head.offset} "
-                       f"epoch={head.epoch} unsent={unsent})")
+                       f"epoch={head.epoch})")
         return last, sent
 
     async def catch_up(self, stream: str, sids: list[str], after: int) -> int:

@@ -23,7 +23,7 @@ from app.gateway.identity import Identities
 from app.gateway.manager import HeraldRedisManager
 from app.gateway.node_metrics import NodeMetrics, NodeSnapshot, node_snapshot
 from app.gateway.presence import Presence
-from app.gateway.replay import Replayer
+from app.gateway.replay import NotRead, Replayer
 from app.gateway.roster import Member, Roster
 from app.gateway.sio import HeraldServer
 from app.gateway.turns import Turns
@@ -300,8 +300,10 @@ class Gateway:
         except Exception as exc:
             # Some events may be missing for this socket: close its transport, so that its
             # client reconnects with its positions and recovers (or learns it cannot).
-            log.error("replay on connect failed sid=%s error=%s detail=%s", sid,
-                      type(exc).__name__, exc)
+            # (NotRead: closed for not reading, nothing failed.)
+            log.log(logging.INFO if isinstance(exc, NotRead) else logging.ERROR,
+                    "replay on connect failed sid=%s error=%s detail=%s", sid,
+                    type(exc).__name__, exc)
             self.manager.close_all(sid)
             await self._drop_socket(sid)
         finally:
