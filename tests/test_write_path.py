@@ -102,6 +102,28 @@ def test_encoded_data_is_the_standard_librarys_compact_text_and_its_refusals_sta
             writer.encode_data(data)
 
 
+def test_a_batchs_stream_check_refuses_exactly_what_parsing_the_name_refuses() -> None:
+    from app.core.ids import MAX_ID
+    from app.outbox.streams import check_stream, parse_stream
+
+    names: list[object] = [
+        "user-1", "project-42", "ticket-7", "clients", "technicians", "admins",
+        f"user-{MAX_ID}", f"user-{MAX_ID + 1}", "user-0", "user-01", "user-1\n", "User-1",
+        "room-1", "user-", "", "admin", "user-1 ", "user--1", 7, None, b"user-1"]
+    for name in names:
+        try:
+            parse_stream(name)
+            parsed = None
+        except InvalidInput as exc:
+            parsed = exc.message
+        try:
+            check_stream(name)
+            checked = None
+        except InvalidInput as exc:
+            checked = exc.message
+        assert checked == parsed, name
+
+
 def test_a_rolled_back_batch_leaves_no_event_no_offset_and_no_nudge(db: Database) -> None:
     nudged: list[list[str]] = []
     with db.factory() as session, session.begin():
