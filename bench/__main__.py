@@ -103,7 +103,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-large", type=int, help="streams in the large scale database")
     parser.add_argument("--scale-events", type=int,
                         help="events posted to random streams and drained (a multiple of 1,000)")
-    parser.add_argument("--scale-reps", type=int, help="scale repetitions (claim, GET, batches)")
+    parser.add_argument("--scale-reps", type=int,
+                        help="scale repetitions (claim, GET, batches, drain)")
     parser.add_argument("--scale-nodes",
                         help="web node counts of the scale part's rooms figures: a node's CPU "
                              "per event of rooms it does not hold, events/s cluster-wide on "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 
 from app.core.migrate import downgrade, upgrade
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
@@ -159,5 +159,40 @@ def test_postgres_0005_counts_what_is_there_and_downgrades() -> None:
     url = create_pg_database("_mig3")
     try:
         counts_backfill(url)
+    finally:
+        drop_pg_database(url)
+
+
+def one_notification_index(url: str) -> None:
+    """0007 drops the inbox's partial copy of (stream, offset); a downgrade brings it back."""
+    def indexes(engine: Engine) -> set[str]:
+        return {str(i["name"]) for i in inspect(engine).get_indexes("events")}
+
+    upgrade(url, "0006")
+    engine = create_engine(url)
+    try:
+        assert {"ix_events_notification_offset", "ix_events_notification_created"} \
+            <= indexes(engine)
+        upgrade(url)
+        assert "ix_events_notification_offset" not in indexes(engine)
+        assert "ix_events_notification_created" in indexes(engine)
+        downgrade(url, "0006")
+        assert "ix_events_notification_offset" in indexes(engine)
+        upgrade(url)
+        assert "ix_events_notification_offset" not in indexes(engine)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0007_drops_the_partial_stream_offset_index_and_downgrades(
+        tmp_path: Path) -> None:
+    one_notification_index(f"sqlite:///{tmp_path / 'i.db'}")
+
+
+def test_postgres_0007_drops_the_partial_stream_offset_index_and_downgrades() -> None:
+    require_pg()
+    url = create_pg_database("_mig4")
+    try:
+        one_notification_index(url)
     finally:
         drop_pg_database(url)

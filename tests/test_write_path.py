@@ -16,7 +16,7 @@ from sqlalchemy import Text as SqlText
 from sqlalchemy import cast, select, text, update
 
 from app.core import db as core_db
-from app.core.errors import AuthError
+from app.core.errors import AuthError, InvalidInput
 from app.core.jsoncodec import loads
 from app.outbox import writer
 from app.outbox.publish import EventSpec, publish_alone, publish_many
@@ -74,6 +74,54 @@ def test_payloads_are_stored_as_given(db: Database) -> None:
         for item in data:
             writer.append(session, "technicians", "odd", item)
     assert [p for _o, _t, p in _stored(db, "technicians")] == data
+
+
+def test_encoded_data_is_the_standard_librarys_compact_text_and_its_refusals_stay() -> None:
+    """encode_data (its encoder made once, no cycle check) writes what
+    json.dumps(separators=(",", ":"), ensure_ascii=False) writes, and refuses the same."""
+    import json
+
+    flat = {"quote": 'say "hi"', "unicode": "é 漢 🎉", "ctl": "a\x00\n\x1fb", "big": 2**70,
+            "float": -1.5e-7, "huge": 1e300, "int": 3, "null": None, "bool": False}
+    nested = {"a": [1, [2, {"b": [True, None, 1.0]}]], "empty": {}, "list": [], "flat": flat}
+    for data in (flat, nested, {}, {"nan": float("nan"), "inf": float("-inf")}):
+        assert writer.encode_data(data) == json.dumps(data, separators=(",", ":"),
+                                                       ensure_ascii=False)
+    circular: dict[str, Any] = {"a": []}
+    circular["a"].append(circular)
+    deep: dict[str, Any] = {}
+    cursor = deep
+    for _ in range(writer.MAX_DATA_DEPTH):
+        cursor["x"] = {}
+        cursor = cursor["x"]
+    refused = [({"a": {1, 2}}, "not JSON"), ({"a": "\ud800"}, "not JSON"),
+               ({"a": object()}, "not JSON"), (circular, "nests more"), (deep, "nests more"),
+               ([1], "JSON object")]
+    for data, message in refused:
+        with pytest.raises(InvalidInput, match=message):
+            writer.encode_data(data)
+
+
+def test_a_batchs_stream_check_refuses_exactly_what_parsing_the_name_refuses() -> None:
+    from app.core.ids import MAX_ID
+    from app.outbox.streams import check_stream, parse_stream
+
+    names: list[object] = [
+        "user-1", "project-42", "ticket-7", "clients", "technicians", "admins",
+        f"user-{MAX_ID}", f"user-{MAX_ID + 1}", "user-0", "user-01", "user-1\n", "User-1",
+        "room-1", "user-", "", "admin", "user-1 ", "user--1", 7, None, b"user-1"]
+    for name in names:
+        try:
+            parse_stream(name)
+            parsed = None
+        except InvalidInput as exc:
+            parsed = exc.message
+        try:
+            check_stream(name)
+            checked = None
+        except InvalidInput as exc:
+            checked = exc.message
+        assert checked == parsed, name
 
 
 def test_a_rolled_back_batch_leaves_no_event_no_offset_and_no_nudge(db: Database) -> None:

@@ -33,7 +33,7 @@ from app.core.errors import Gone, InvalidInput, TooLarge
 from app.core.text import check_text
 from app.outbox.ids import event_id, event_ids
 from app.outbox.shapes import notification_payload
-from app.outbox.streams import parse_stream, validate_type
+from app.outbox.streams import check_stream, validate_type
 from app.outbox.tables import EventRecord, IdempotencyKey, Stream
 from app.outbox.writer import (
     Nudger,
@@ -85,7 +85,7 @@ def checked_payload(spec: EventSpec, known: set[object] | None = None) -> str:
     `known`: stream and type names already found valid (a batch checks each name once);
     the names this check finds valid are added to it."""
     if known is None or not isinstance(spec.stream, str) or spec.stream not in known:
-        parse_stream(spec.stream)
+        check_stream(spec.stream)
         if known is not None:
             known.add(spec.stream)
     if known is None or not isinstance(spec.type, str) or ("type", spec.type) not in known:
@@ -100,8 +100,9 @@ def checked_payload(spec: EventSpec, known: set[object] | None = None) -> str:
             raise InvalidInput("data holds NaN or Infinity, which JSON has not",
                                code="invalid_data") from None
     if spec.type == "notification":  # the protocol's shape, which every client relies on
-        kind, title, text = (spec.data.get(k) for k in ("type", "title", "message"))
-        notification_payload(kind, title, text)  # type: ignore[arg-type]
+        data = spec.data
+        notification_payload(data.get("type"), data.get("title"),  # type: ignore[arg-type]
+                             data.get("message"))  # type: ignore[arg-type]
     key = spec.idempotency_key
     if key is not None:
         check_text(key, "idempotencyKey", min_len=1, max_len=MAX_KEY,
