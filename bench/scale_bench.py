@@ -250,7 +250,12 @@ def measure_size(streams: int, sizes: ScaleSizes) -> Measured:
 
             assert web.proc is not None
             cpu = ServerCpu(web.proc.pid, engine)
-            out.existing, out.existing_cpu = _post_rate(service, random_batches("e"), cpu)
+            # 1,000 distinct existing streams per batch (random draws would repeat: about
+            # 632 distinct of 1,000 at the small size); all of them when there are fewer
+            picks = min(BATCH, streams)
+            distinct = [_batch([f"user-{k}" for k in rng.sample(range(1, streams + 1), picks)],
+                               f"e{n}") for n in range(sizes.events // BATCH)]
+            out.existing, out.existing_cpu = _post_rate(service, distinct, cpu)
             out.admin_pending = _gets(operator, sizes.reps)
             out.relay_only = _drain(engine, publisher, sizes.events)
             out.drain = []
