@@ -26,6 +26,7 @@ from sqlalchemy import delete, event, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import AuthError
+from app.gateway import direct
 from app.gateway.connects import ConnectReader
 from app.gateway.server import Gateway
 from app.gateway.sio import LeanQueue, SessionIds
@@ -316,6 +317,64 @@ async def test_a_session_that_never_connects_is_closed(pg_system: System,
     assert local_node.gateway.sio._timers == {}
     assert local_node.gateway.sio.eio.sockets == {}
     await client.disconnect()
+
+
+class _Recorder:
+    """A transport that records what is written to it (anything else is the transport's)."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self.transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _frames(data: bytes) -> list[str]:
+    """The text of each unmasked server frame in `data` (after any HTTP response head)."""
+    if data.startswith(b"HTTP/"):
+        data = data[data.index(b"\r\n\r\n") + 4:]
+    texts = []
+    while data:
+        assert data[0] == 0x81, data[:2]  # FIN + TEXT
+        size, at = data[1] & 0x7F, 2
+        if size == 126:
+            size, at = int.from_bytes(data[2:4], "big"), 4
+        texts.append(data[at:at + size].decode())
+        data = data[at + size:]
+    return texts
+
+
+async def test_a_connect_is_written_in_two_writes_in_the_protocols_order(
+        pg_system: System, local_node: LocalNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 101 response with engine.io's OPEN, then the CONNECT ack with `connected`: one
+    write each (four before), the frames in the order the protocol has them."""
+    writes: list[bytes] = []
+    original = direct._SANSIO.connection_made  # type: ignore[union-attr]
+
+    def connection_made(self: Any, transport: Any) -> None:
+        original(self, _Recorder(transport, writes))
+
+    monkeypatch.setattr(direct._SANSIO, "connection_made", connection_made)
+    (uid,) = make_users(pg_system, 1)
+    client = SocketClient(local_node.url, token(uid, "client"))
+    try:
+        await client.connect()
+        payload = (await client.wait_count("connected", 1))[0].payload
+        assert payload["userId"] == uid
+        assert len(writes) == 2, writes
+        assert writes[0].startswith(b"HTTP/1.1 101 ")
+        (open_,) = _frames(writes[0])
+        assert open_.startswith("0{") and '"sid"' in open_
+        ack, connected = _frames(writes[1])
+        assert ack.startswith("40{") and '"sid"' in ack
+        assert connected.startswith('42["connected",')
+    finally:
+        await client.close()
 
 
 # -- the pieces -------------------------------------------------------------------------
