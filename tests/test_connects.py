@@ -145,6 +145,46 @@ async def test_a_batch_whose_streams_exist_reads_without_a_transaction(
     assert autocommit and all(autocommit)  # no BEGIN, no COMMIT
 
 
+async def test_a_batch_reads_its_streams_heads_as_rows_and_a_restore_without_more_sql(
+        pg_system: System) -> None:
+    """The connects' own streams as Core rows (no ORM object per stream); a restored
+    stream's row stays in the session for the restore check, read once."""
+    users = make_users(pg_system, 4)
+    reader = ConnectReader(pg_system.factory, readable_stream, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    loads: list[str] = []
+    stream_reads: list[str] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def loaded(target: Stream, _context: object) -> None:
+        loads.append(target.name)
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM streams" in statement:
+            stream_reads.append(statement)
+
+    event.listen(Stream, "load", loaded)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        got = await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))
+        assert loads == []
+        assert [g.auto[user_stream(u)].offset for g, u in zip(got, users, strict=True)] \
+            == [0] * 4
+        del stream_reads[:]
+        restored = await reader.load(who(users[0]), auto(users[0]), [user_stream(users[0])])
+    finally:
+        event.remove(Stream, "load", loaded)
+        event.remove(engine, "before_cursor_execute", seen)
+    assert loads == [user_stream(users[0])]
+    assert restored.restored[user_stream(users[0])] == restored.auto[user_stream(users[0])]
+    assert len(stream_reads) == 2, stream_reads  # the Core read and the restored rows
+
+
+def readable_stream(session: Session, _who: Principal, name: str) -> bool:
+    """A restore check that needs the stream's row (as the gateway's `_readable` does)."""
+    return session.get(Stream, name) is not None
+
+
 async def test_nothing_is_cached_between_reads(pg_system: System) -> None:
     deleted, changed = make_users(pg_system, 2)
     reader = ConnectReader(pg_system.factory, readable)
