@@ -33,6 +33,13 @@ what uvicorn's `conn.send_text(data)` appends for a server without extensions.
 Only uvicorn's websockets sans-I/O protocol (its default with `websockets` installed) is
 recognised; under any other server or protocol nothing is written directly.
 
+Fewer writes (`connect_writes`): the packets the writer takes at once (the CONNECT ack
+and the `connected` event behind it; events that came in one loop turn), all text, go in
+one transport write; and a session that starts on the websocket has uvicorn's 101
+response and engine.io's OPEN packet (queued before the accept) in one write: the 101 is
+held (`_Held`, for the accept call only) and written with the OPEN's frame. A connect
+costs two writes instead of four; each was a system call on the event loop.
+
 `adopt(socket)` turns an engine.io socket into a DirectSocket (called on engine.io's
 `connect`, before any transport runs); `install(sio, enabled)` hooks that into a
 python-socketio server.
@@ -60,6 +67,8 @@ except ImportError:  # pragma: no cover - another server: no direct writes
     _SANSIO = None
 
 OPEN = State.OPEN
+# False: a write per packet (engine.io's writer, uvicorn's accept alone): app/gateway/hooks.py
+CONNECT_WRITES = True
 
 
 def text_frame(text: str) -> bytes:
@@ -136,7 +145,7 @@ class DirectSocket(HeraldSocket):
         """The writer's packets taken at once (the CONNECT ack and `connected`; events
         that came in one loop turn), all text: their frames in one transport write (one
         system call instead of one each), the same bytes in the same order."""
-        proto = _protocol_of(self._ws)
+        proto = _protocol_of(self._ws) if CONNECT_WRITES else None
         if proto is None or not self._open(proto) or any(p.binary for p in packets):
             return False
         proto.transport.write(b"".join(text_frame(p.encode()) for p in packets))
@@ -148,7 +157,7 @@ class DirectSocket(HeraldSocket):
         queued already (engine.io's OPEN) in one transport write, not one write for the
         101 and a writer's turn and a write for the OPEN. engine.io's own otherwise."""
         proto = getattr(environ.get("asgi.send"), "__self__", None)
-        if (self.connected or self.upgraded or _SANSIO is None
+        if (not CONNECT_WRITES or self.connected or self.upgraded or _SANSIO is None
                 or not isinstance(proto, _SANSIO) or proto.handshake_complete
                 or self.server._async.get("websocket") is not async_asgi.WebSocket):
             return await super()._upgrade_websocket(environ)
@@ -236,4 +245,11 @@ def switch_off() -> None:
     _SANSIO = None
 
 
-__all__ = ["DirectSocket", "adopt", "install", "switch_off", "text_frame"]
+def connect_writes_off() -> None:
+    """A write per packet from now on (app/gateway/hooks.py)."""
+    global CONNECT_WRITES
+    CONNECT_WRITES = False
+
+
+__all__ = ["DirectSocket", "adopt", "connect_writes_off", "install", "switch_off",
+           "text_frame"]
