@@ -28,8 +28,10 @@ For many sockets on one node it also:
   socket's objects are collected as before;
 - collects the youngest generation every `GEN0_THRESHOLD` (5,000) new container objects,
   not CPython's 700: a connect makes hundreds, most of which live on with the socket, so
-  a connect storm ran a young collection every four connects (6,000 connects: ~0.1 ms
-  of each ~3 ms connect in them, a quarter of that now); the other thresholds are
+  a connect storm ran a young collection every four connects and, as those survivors
+  pile up, middle and full collections of them (6,000 connects at ~300/s: 1.9-2.1 s of
+  collections, ~0.3 ms of each ~3 ms connect; 0.9 s with this threshold: fewer
+  survivors of young collections reach the older generations); the other thresholds are
   CPython's.
 """
 

@@ -8,13 +8,9 @@ triggers one every few events. Node's collector is incremental; Python's is not.
 
 So, in a process whose start-up objects were frozen (`python -m app.web`):
 
-- every `every` seconds (1), once `min_churn` sockets have connected since the last look,
+- every `every` seconds, once `min_churn` sockets have connected since the last look,
   `gc.freeze()` moves everything alive into the permanent generation: a cheap step (no
-  scan), after which full collections only look at what is newer than the sockets. Each
-  second, not each five: in a connect storm (~300 sockets a second) five seconds of new
-  sockets are enough objects for CPython to run full collections of them, each a scan of
-  all of them (6,000 connects at ~300/s: 6-10 such collections, 0.4-1.1 s in all; with
-  a freeze each second, 0-1);
+  scan), after which full collections only look at what is newer than the sockets;
 - frozen objects are never collected, only freed when their count of references drops to
   zero, and a closed socket's objects form cycles (protocol and transport, tasks and
   coroutines): so once `churn` of the sockets (at least `min_churn`) have closed, or
@@ -36,7 +32,7 @@ log = logging.getLogger("herald.gateway")
 
 
 class SocketGC:
-    def __init__(self, sockets: Callable[[], int], *, every: float = 1.0, churn: float = 0.05,
+    def __init__(self, sockets: Callable[[], int], *, every: float = 5.0, churn: float = 0.05,
                  min_churn: int = 100, max_age: float = 600.0) -> None:
         self.sockets = sockets
         self.every = every
