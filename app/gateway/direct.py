@@ -164,10 +164,17 @@ class DirectSocket(HeraldSocket):
         ws = async_asgi.WebSocket(self._websocket_handler, self.server)
         ws.asgi_receive = environ["asgi.receive"]
         ws.asgi_send = environ["asgi.send"]
+        await self._accept(ws, proto)
+        # This frame lasts as long as the websocket: it holds no more than engine.io's.
+        await self._websocket_handler(ws)
+        return ""  # engine.io's WebSocket: no response of its own
+
+    async def _accept(self, ws: Any, proto: Any) -> None:
+        """uvicorn's accept (the 101), written with the frames of what the queue holds."""
         held = _Held(proto.transport)
         proto.transport = held
         try:
-            await ws.asgi_send({"type": "websocket.accept"})  # uvicorn's accept (101)
+            await ws.asgi_send({"type": "websocket.accept"})
         finally:
             proto.transport = held.transport
             data = b"".join(held.data)
@@ -177,8 +184,6 @@ class DirectSocket(HeraldSocket):
                 data += self._take_queued()
             if data:
                 proto.transport.write(data)
-        await self._websocket_handler(ws)
-        return ""  # engine.io's WebSocket: no response of its own
 
     def _take_queued(self) -> bytes:
         """The frames of what the queue holds, taken from it, if all are text packets;
