@@ -26,6 +26,7 @@ from sqlalchemy import delete, event, update
 from sqlalchemy.orm import Session
 
 from app.core.errors import AuthError
+from app.gateway import direct
 from app.gateway.connects import ConnectReader
 from app.gateway.server import Gateway
 from app.gateway.sio import LeanQueue, SessionIds
@@ -142,6 +143,46 @@ async def test_a_batch_whose_streams_exist_reads_without_a_transaction(
         event.remove(engine, "before_cursor_execute", seen)
     assert [got.name for got in loaded] == [f"name {i}" for i in range(6)]
     assert autocommit and all(autocommit)  # no BEGIN, no COMMIT
+
+
+async def test_a_batch_reads_its_streams_heads_as_rows_and_a_restore_without_more_sql(
+        pg_system: System) -> None:
+    """The connects' own streams as Core rows (no ORM object per stream); a restored
+    stream's row stays in the session for the restore check, read once."""
+    users = make_users(pg_system, 4)
+    reader = ConnectReader(pg_system.factory, readable_stream, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    loads: list[str] = []
+    stream_reads: list[str] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def loaded(target: Stream, _context: object) -> None:
+        loads.append(target.name)
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM streams" in statement:
+            stream_reads.append(statement)
+
+    event.listen(Stream, "load", loaded)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        got = await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))
+        assert loads == []
+        assert [g.auto[user_stream(u)].offset for g, u in zip(got, users, strict=True)] \
+            == [0] * 4
+        del stream_reads[:]
+        restored = await reader.load(who(users[0]), auto(users[0]), [user_stream(users[0])])
+    finally:
+        event.remove(Stream, "load", loaded)
+        event.remove(engine, "before_cursor_execute", seen)
+    assert loads == [user_stream(users[0])]
+    assert restored.restored[user_stream(users[0])] == restored.auto[user_stream(users[0])]
+    assert len(stream_reads) == 2, stream_reads  # the Core read and the restored rows
+
+
+def readable_stream(session: Session, _who: Principal, name: str) -> bool:
+    """A restore check that needs the stream's row (as the gateway's `_readable` does)."""
+    return session.get(Stream, name) is not None
 
 
 async def test_nothing_is_cached_between_reads(pg_system: System) -> None:
@@ -316,6 +357,70 @@ async def test_a_session_that_never_connects_is_closed(pg_system: System,
     assert local_node.gateway.sio._timers == {}
     assert local_node.gateway.sio.eio.sockets == {}
     await client.disconnect()
+
+
+class _Recorder:
+    """A transport that records what is written to it (anything else is the transport's)."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self.transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _frames(data: bytes) -> list[str]:
+    """The text of each unmasked server frame in `data` (after any HTTP response head)."""
+    if data.startswith(b"HTTP/"):
+        data = data[data.index(b"\r\n\r\n") + 4:]
+    texts = []
+    while data:
+        assert data[0] == 0x81, data[:2]  # FIN + TEXT
+        size, at = data[1] & 0x7F, 2
+        if size == 126:
+            size, at = int.from_bytes(data[2:4], "big"), 4
+        texts.append(data[at:at + size].decode())
+        data = data[at + size:]
+    return texts
+
+
+@pytest.mark.parametrize("fewer", [True, False], ids=["connect_writes", "a_write_each"])
+async def test_a_connect_is_written_in_two_writes_in_the_protocols_order(
+        pg_system: System, local_node: LocalNode, monkeypatch: pytest.MonkeyPatch,
+        fewer: bool) -> None:
+    """The 101 response with engine.io's OPEN, then the CONNECT ack with `connected`: one
+    write each (four before, and with the fast path off), the frames in the order the
+    protocol has them."""
+    monkeypatch.setattr(direct, "CONNECT_WRITES", fewer)
+    writes: list[bytes] = []
+    original = direct._SANSIO.connection_made  # type: ignore[union-attr]
+
+    def connection_made(self: Any, transport: Any) -> None:
+        original(self, _Recorder(transport, writes))
+
+    monkeypatch.setattr(direct._SANSIO, "connection_made", connection_made)
+    (uid,) = make_users(pg_system, 1)
+    client = SocketClient(local_node.url, token(uid, "client"))
+    try:
+        await client.connect()
+        payload = (await client.wait_count("connected", 1))[0].payload
+        assert payload["userId"] == uid
+        assert len(writes) == (2 if fewer else 4), writes
+        if not fewer:  # a write each: the same bytes
+            writes = [writes[0] + writes[1], writes[2] + writes[3]]
+        assert writes[0].startswith(b"HTTP/1.1 101 ")
+        (open_,) = _frames(writes[0])
+        assert open_.startswith("0{") and '"sid"' in open_
+        ack, connected = _frames(writes[1])
+        assert ack.startswith("40{") and '"sid"' in ack
+        assert connected.startswith('42["connected",')
+    finally:
+        await client.close()
 
 
 # -- the pieces -------------------------------------------------------------------------

@@ -228,3 +228,31 @@ async def test_fast_fanout_off_leaves_engineio_sockets_alone(node: Node) -> None
     finally:
         node.manager.fast_fanout = True
 
+
+
+async def test_a_run_of_packets_with_a_binary_one_is_written_packet_by_packet(
+        node: Node) -> None:
+    """The writer's packets taken at once go in one write when all are text; a binary one
+    among them: each on its own (its frame is a binary frame), in order, the socket up."""
+    client = engineio.AsyncClient()
+    got: list[Any] = []
+    done = asyncio.Event()
+
+    async def message(data: Any) -> None:
+        got.append(data)
+        if len(got) == 3:
+            done.set()
+
+    client.on("message", message)
+    await client.connect(node.url, transports=["websocket"], engineio_path="socket.io")
+    try:
+        (socket,) = node.sio.eio.sockets.values()
+        assert isinstance(socket, direct.DirectSocket)
+        await _idle(socket)
+        for data in ("a", b"\x00\x01", "b"):  # in one loop turn: the writer takes all three
+            socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, data))
+        await asyncio.wait_for(done.wait(), 5)
+        assert got == ["a", b"\x00\x01", "b"]
+        assert not socket.closed
+    finally:
+        await client.disconnect()

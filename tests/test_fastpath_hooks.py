@@ -76,6 +76,7 @@ def missing(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, tuple[str, ..
     real = hooks.check()
     monkeypatch.setattr(hooks, "check", lambda: {**real, **gone})
     monkeypatch.setattr(direct, "_SANSIO", direct._SANSIO)
+    monkeypatch.setattr(direct, "CONNECT_WRITES", direct.CONNECT_WRITES)
     monkeypatch.setattr(sio_module, "LEAN", sio_module.LEAN)
     monkeypatch.setattr(sendqueue, "HEARTBEAT_WHEEL", sendqueue.HEARTBEAT_WHEEL)
     yield gone
@@ -117,6 +118,25 @@ def test_a_missing_uvicorn_hook_stops_direct_writes(
     assert on["direct_writes"] is False and on["inline_fanout"] is True
     assert direct._protocol_of(object()) is None  # no writer is ever idle: the queue path
     assert len(caplog.records) == 1 and "direct_writes" in caplog.records[0].getMessage()
+
+
+def test_a_missing_accept_hook_writes_each_packet_on_its_own(
+    missing: dict[str, tuple[str, ...]], app: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing["connect_writes"] = ("uvicorn's accept writes the 101 through self.transport",)
+    with caplog.at_level(logging.WARNING, logger="herald.gateway.hooks"):
+        on = hooks.apply(app.herald.node)
+    assert on["connect_writes"] is False and on["direct_writes"] is True
+    assert direct.CONNECT_WRITES is False
+    assert len(caplog.records) == 1 and "connect_writes" in caplog.records[0].getMessage()
+
+
+def test_missing_direct_writes_stop_connect_writes_too(
+    missing: dict[str, tuple[str, ...]], app: Any,
+) -> None:
+    missing["direct_writes"] = ("uvicorn's WebSocketsSansIOProtocol",)
+    on = hooks.apply(app.herald.node)
+    assert on["connect_writes"] is False and direct.CONNECT_WRITES is False
 
 
 def test_missing_queue_internals_give_engineio_its_own_queues_back(

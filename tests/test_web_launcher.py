@@ -69,6 +69,16 @@ def test_start_up_objects_are_frozen_and_later_garbage_still_collected() -> None
         gc.unfreeze()
 
 
+def test_young_collections_run_every_five_thousand_new_objects_after_start_up() -> None:
+    before = gc.get_threshold()
+    try:
+        web.freeze_start_up()
+        assert gc.get_threshold() == (5000, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
 def test_uvicorns_lines_per_accepted_websocket_are_never_built() -> None:
     # The web node's websocket protocol logs through a logger that drops those lines
     # before a LogRecord exists (the filter above would drop them only once made).

@@ -5,8 +5,8 @@ and the heads of its streams. One transaction on a worker thread per connect mad
 database the largest cost of a connect storm (thread hand-off, BEGIN, three SELECTs,
 COMMIT, each waiting its turn on the cores). Here connects that arrive while a read is
 under way wait for the next one, which serves them all: one thread hand-off, the user
-rows and the streams' heads each in one `IN` query (the user rows are checked from that
-read, and the ORM's identity map answers `read_head` without SQL). When every stream
+rows and the streams' heads each in one `IN` query (Core rows; the user rows are checked
+from that read, the heads taken from it). When every stream
 exists these are reads only, sent without a transaction (autocommit: no BEGIN and
 COMMIT round trips); a stream to create makes it one transaction.
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import UNAVAILABLE
@@ -61,15 +61,47 @@ Readable = Callable[[Session, Principal, str], bool]
 
 
 def load_one(session: Session, who: Principal, auto: Sequence[str], restorable: Sequence[str],
-             readable: Readable, users: Mapping[int, Any] | None = None) -> Loaded:
+             readable: Readable, users: Mapping[int, Any] | None = None,
+             heads: Mapping[str, Head] | None = None) -> Loaded:
     """One connect's reads (in `session`'s transaction); AuthError for a stale token.
-    `users`: the user rows read already for a batch (by id), else the row is read here."""
+    `users`: the user rows read already for a batch (by id), else the row is read here;
+    `heads`: the streams' heads read already (by name), else each is read here."""
     if users is None or who.user_id is None:
         name = access.check_user_row(session, who)
     else:
         name = access.check_user(who, users.get(who.user_id))
-    return Loaded(name, {n: read_head(session, n) for n in auto},
-                  {n: read_head(session, n) for n in restorable if readable(session, who, n)})
+    known = heads or {}
+
+    def head(n: str) -> Head:
+        got = known.get(n)
+        return got if got is not None else read_head(session, n)
+
+    return Loaded(name, {n: head(n) for n in auto},
+                  {n: head(n) for n in restorable if readable(session, who, n)})
+
+
+# The heads of many streams at once, as Core rows (no ORM object per stream).
+_HEADS = select(Stream.name, Stream.head, Stream.epoch, Stream.pruned_through).where(
+    Stream.name.in_(bindparam("names", expanding=True)))
+
+
+def _read_heads(session: Session, names: set[str], restorable: set[str]) -> dict[str, Head]:
+    """The heads of the streams of `names` that exist. Those of `restorable` are read as ORM
+    objects, kept in `session`'s identity map: the restore check (`readable`) looks them up
+    there without SQL; the others (the connects' own streams) as Core rows."""
+    heads: dict[str, Head] = {}
+    plain = names - restorable
+    if plain:
+        for name, head, epoch, pruned in session.connection().execute(
+                _HEADS, {"names": sorted(plain)}):
+            heads[name] = Head(name, int(head), epoch, int(pruned))
+    if restorable:
+        streams = list(session.scalars(select(Stream).where(Stream.name.in_(restorable))))
+        # Held by the session: its identity map keeps only weak references.
+        session.info.setdefault("streams", []).extend(streams)
+        for s in streams:
+            heads[s.name] = Head(s.name, int(s.head), s.epoch, int(s.pruned_through))
+    return heads
 
 
 class ConnectReader:
@@ -139,30 +171,28 @@ class ConnectReader:
         transaction sees no more); in one transaction when a stream is missing (created)."""
         ids = sorted({r.who.user_id for r in batch if r.who.user_id is not None})
         auto = {n for r in batch for n in r.auto}
-        names = auto | {n for r in batch for n in r.restorable}
+        restorable = {n for r in batch for n in r.restorable}
+        names = auto | restorable
         with self.factory() as session:
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            # Held here: the identity map keeps only weak references.
-            streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
-                       if names else [])
-            if len(streams) == len(names):  # every stream exists: nothing is written
-                return self._outcomes(session, batch, ids)
+            heads = _read_heads(session, names, restorable)
+            if len(heads) == len(names):  # every stream exists: nothing is written
+                return self._outcomes(session, batch, ids, heads)
         with self.factory() as session, session.begin():
-            streams = (list(session.scalars(select(Stream).where(Stream.name.in_(names))))
-                       if names else [])
+            heads = _read_heads(session, names, restorable)
             # Streams every connect reads (its user's, its role's) that do not exist yet:
             # created in name order, so that two batches never wait on each other in a cycle.
-            missing = sorted(auto - {s.name for s in streams})
+            missing = sorted(auto - set(heads))
             for name in missing:
                 ensure_stream(session, name)
             if missing:
-                streams += session.scalars(select(Stream).where(Stream.name.in_(missing)))
-            return self._outcomes(session, batch, ids)
+                heads.update(_read_heads(session, set(missing), restorable & set(missing)))
+            return self._outcomes(session, batch, ids, heads)
 
-    def _outcomes(self, session: Session, batch: list[_Request], ids: list[int]
-                  ) -> list[Loaded | BaseException]:
+    def _outcomes(self, session: Session, batch: list[_Request], ids: list[int],
+                  heads: dict[str, Head]) -> list[Loaded | BaseException]:
         """Each request's outcome, its user row from one query for the batch (Core rows:
-        no ORM object per user); the streams' heads from `session`'s identity map."""
+        no ORM object per user), the streams' heads from `heads`."""
         conn = session.connection()
         users = ({int(row.id): row for row in conn.execute(access.USER_ROWS, {"uids": ids})}
                  if ids else {})
@@ -170,7 +200,7 @@ class ConnectReader:
         for r in batch:
             try:
                 outcomes.append(load_one(session, r.who, r.auto, r.restorable,
-                                         self.readable, users))
+                                         self.readable, users, heads))
             except HeraldError as exc:
                 outcomes.append(exc)
         return outcomes

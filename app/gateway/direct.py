@@ -33,6 +33,13 @@ what uvicorn's `conn.send_text(data)` appends for a server without extensions.
 Only uvicorn's websockets sans-I/O protocol (its default with `websockets` installed) is
 recognised; under any other server or protocol nothing is written directly.
 
+Fewer writes (`connect_writes`): the packets the writer takes at once (the CONNECT ack
+and the `connected` event behind it; events that came in one loop turn), all text, go in
+one transport write; and a session that starts on the websocket has uvicorn's 101
+response and engine.io's OPEN packet (queued before the accept) in one write: the 101 is
+held (`_Held`, for the accept call only) and written with the OPEN's frame. A connect
+costs two writes instead of four; each was a system call on the event loop.
+
 `adopt(socket)` turns an engine.io socket into a DirectSocket (called on engine.io's
 `connect`, before any transport runs); `install(sio, enabled)` hooks that into a
 python-socketio server.
@@ -46,6 +53,7 @@ from typing import Any
 
 from engineio import async_socket
 from engineio import exceptions as eio_exceptions
+from engineio.async_drivers import asgi as async_asgi
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
@@ -59,6 +67,8 @@ except ImportError:  # pragma: no cover - another server: no direct writes
     _SANSIO = None
 
 OPEN = State.OPEN
+# False: a write per packet (engine.io's writer, uvicorn's accept alone): app/gateway/hooks.py
+CONNECT_WRITES = True
 
 
 def text_frame(text: str) -> bytes:
@@ -119,12 +129,95 @@ class DirectSocket(HeraldSocket):
     def write_frame(self, frame: bytes) -> bool:
         """Write `frame` now if the writer is idle and the connection open; else False."""
         proto = self.idle
-        if (proto is None or not self.queue.empty() or self.closing or self.closed
-                or not proto.writable.is_set() or proto.close_sent or proto.disconnected
-                or proto.conn.state is not OPEN or proto.transport.is_closing()):
+        if proto is None or not self.queue.empty() or not self._open(proto):
             return False
         proto.transport.write(frame)
         return True
+
+    def _open(self, proto: Any) -> bool:
+        """Whether a frame may go straight to `proto`'s transport: this socket not closing,
+        the websocket open, handshaken, not paused by flow control, not closing."""
+        return not (self.closing or self.closed or not proto.writable.is_set()
+                    or proto.close_sent or proto.disconnected or proto.conn.state is not OPEN
+                    or proto.transport.is_closing())
+
+    def write_run(self, packets: list[Any]) -> bool:
+        """The writer's packets taken at once (the CONNECT ack and `connected`; events
+        that came in one loop turn), all text: their frames in one transport write (one
+        system call instead of one each), the same bytes in the same order."""
+        proto = _protocol_of(self._ws) if CONNECT_WRITES else None
+        if proto is None or not self._open(proto) or any(p.binary for p in packets):
+            return False
+        proto.transport.write(b"".join(text_frame(p.encode()) for p in packets))
+        return True
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        """engine.io's, for a session that starts on the websocket (no long-polling first)
+        under uvicorn's sans-I/O protocol: the handshake's 101 response and the packets
+        queued already (engine.io's OPEN) in one transport write, not one write for the
+        101 and a writer's turn and a write for the OPEN. engine.io's own otherwise."""
+        proto = getattr(environ.get("asgi.send"), "__self__", None)
+        if (not CONNECT_WRITES or self.connected or self.upgraded or _SANSIO is None
+                or not isinstance(proto, _SANSIO) or proto.handshake_complete
+                or self.server._async.get("websocket") is not async_asgi.WebSocket):
+            return await super()._upgrade_websocket(environ)
+        ws = async_asgi.WebSocket(self._websocket_handler, self.server)
+        ws.asgi_receive = environ["asgi.receive"]
+        ws.asgi_send = environ["asgi.send"]
+        await self._accept(ws, proto)
+        # This frame lasts as long as the websocket: it holds no more than engine.io's.
+        await self._websocket_handler(ws)
+        return ""  # engine.io's WebSocket: no response of its own
+
+    async def _accept(self, ws: Any, proto: Any) -> None:
+        """uvicorn's accept (the 101), written with the frames of what the queue holds."""
+        held = _Held(proto.transport)
+        proto.transport = held
+        try:
+            await ws.asgi_send({"type": "websocket.accept"})
+        finally:
+            proto.transport = held.transport
+            data = b"".join(held.data)
+            if proto.transport.is_closing():
+                data = b""
+            elif data and _protocol_of(ws) is not None and self._open(proto):
+                data += self._take_queued()
+            if data:
+                proto.transport.write(data)
+
+    def _take_queued(self) -> bytes:
+        """The frames of what the queue holds, taken from it, if all are text packets;
+        else nothing is taken (b"")."""
+        queue = self.queue
+        taken = []
+        while not queue.empty():
+            taken.append(queue.get_nowait())
+            queue.task_done()
+        if all(p is not None and not p.binary for p in taken):
+            return b"".join(text_frame(p.encode()) for p in taken)
+        for p in taken:  # put back, in order: the writer sends them
+            queue.put_nowait(p)
+        return b""
+
+
+class _Held:
+    """A transport that keeps what is written to it (`data`) for one write later; anything
+    else is the transport's own."""
+
+    __slots__ = ("data", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def adopt(socket: Any) -> None:
@@ -157,4 +250,11 @@ def switch_off() -> None:
     _SANSIO = None
 
 
-__all__ = ["DirectSocket", "adopt", "install", "switch_off", "text_frame"]
+def connect_writes_off() -> None:
+    """A write per packet from now on (app/gateway/hooks.py)."""
+    global CONNECT_WRITES
+    CONNECT_WRITES = False
+
+
+__all__ = ["DirectSocket", "adopt", "connect_writes_off", "install", "switch_off",
+           "text_frame"]

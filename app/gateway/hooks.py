@@ -44,6 +44,7 @@ FASTPATHS = {
     "trim_environ": "handshake headers and request kept per socket",
     "heartbeat_wheel": "engine.io's ping task per socket",
     "lean_reader": "engine.io's websocket handler (a reader task per socket)",
+    "connect_writes": "a write per packet (engine.io's writer, uvicorn's accept alone)",
 }
 PROTECTIONS = ("connect_timeout", "binary_bound", "close_transport", "subscription_retry")
 
@@ -184,6 +185,20 @@ HOOKS: tuple[Hook, ...] = (
                  "reason=self.server.reason.TRANSPORT_CLOSE", "await ws.close()"))
          and _has(_socket(), "connected", "upgraded", "poll", "receive", "close")
          and _has(eio_asgi.WebSocket, "wait", "send", "close")),
+    # fewer writes (direct.DirectSocket.write_run, _upgrade_websocket)
+    Hook("connect_writes", "engine.io's ASGI WebSocket accepts, then calls the handler",
+         lambda: all(_calls(eio_asgi.WebSocket.__call__, text) for text in (
+             "self.asgi_receive = environ['asgi.receive']", "await self.handler(self)",
+             "await self.asgi_send({'type': 'websocket.accept'})"))
+         and _calls(async_socket.AsyncSocket._upgrade_websocket,
+                    "self._websocket_handler, self.server")),
+    Hook("connect_writes", "uvicorn's accept writes the 101 through self.transport",
+         lambda: _calls(direct._SANSIO.send,  # type: ignore[union-attr]
+                        "self.transport.write(b\"\".join(output))")
+         and _has(_uvicorn(), "handshake_complete")),
+    Hook("connect_writes", "engineio.packet.Packet binary",
+         lambda: eio_packet.Packet(eio_packet.MESSAGE, "x").binary is False
+         and eio_packet.Packet(eio_packet.MESSAGE, b"x").binary is True),
     # protections: overrides of private methods (sio.HeraldServer, manager)
     Hook("connect_timeout", "AsyncServer._handle_eio_connect / _handle_connect / "
                             "_handle_eio_disconnect", lambda: _has(
@@ -216,6 +231,8 @@ def check() -> dict[str, tuple[str, ...]]:
             missing[hook.path].append(hook.what)
     if missing["inline_fanout"]:  # direct writes ride on the inline fan-out
         missing["direct_writes"].append("inline_fanout")
+    if missing["direct_writes"]:  # and fewer writes on direct writes
+        missing["connect_writes"].append("direct_writes")
     return {path: tuple(items) for path, items in missing.items()}
 
 
@@ -236,6 +253,8 @@ def apply(gateway: Any) -> dict[str, bool]:
         gateway.manager.fast_fanout = False
     if missing["direct_writes"]:
         direct.switch_off()
+    if missing["connect_writes"] or missing["direct_writes"]:
+        direct.connect_writes_off()
     if missing["lean_queues"]:
         sio_module.LEAN = False
         gateway.sio.eio.__dict__.pop("create_queue", None)  # engine.io's own again
@@ -246,8 +265,9 @@ def apply(gateway: Any) -> dict[str, bool]:
     if missing["session_ids"]:
         gateway.sio.eio.__dict__.pop("generate_id", None)
     on = {path: not missing[path] for path in FASTPATHS}
+    on["connect_writes"] = on["connect_writes"] and on["direct_writes"]
     if gateway.manager.fast_fanout is False:  # HERALD_FAST_FANOUT=0: both off by choice
-        on["inline_fanout"] = on["direct_writes"] = False
+        on["inline_fanout"] = on["direct_writes"] = on["connect_writes"] = False
     return on
 
 

@@ -253,11 +253,18 @@ class HeraldSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             if not packets:  # connection closed
                 break
             try:
+                if len(packets) > 1 and self.write_run(packets):
+                    continue
                 for pkt in packets:
                     await ws.send(pkt.encode())
             except BaseException:  # engine.io's bare except: any failure ends the writer
                 break
         await ws.close()
+
+    def write_run(self, packets: list[Any]) -> bool:
+        """Write `packets` in one write to the transport; False: not done (a DirectSocket
+        does it, app/gateway/direct.py), each is sent on its own."""
+        return False
 
     def abort_connection(self) -> bool:
         """Abort the TCP connection under this socket's websocket (uvicorn's transport):

@@ -261,30 +261,38 @@ class Gateway:
             await self.roster.enter(sid, self._member(who, loaded.name), room, skip_sid=sid)
         log.info("socket connected sid=%s user=%s role=%s restored=%d", sid, who.sub, who.role,
                  len(heads))
+        all_heads = {**auto_heads, **heads}
+        recovered = {name: name in all_heads
+                     and all_heads[name].can_recover(pos.offset, pos.epoch)
+                     for name, pos in positions.items()}
+        # The `connected` event goes right behind the CONNECT ack (one write of both): the
+        # packet `sio.emit("connected", ..., to=sid)` sends. The head of every stream the
+        # socket is in, so that a client can track streams it never asked for (its user and
+        # role streams).
+        self.sio.send_behind_connect(sid, self.replayer.encode("connected", [{
+            "userId": who.user_id, "email": who.email, "role": who.role,
+            "recovered": recovered,
+            "positions": {room: all_heads[room].to_dict() for room in rooms}}]))
         task = asyncio.create_task(
-            self._after_connect(sid, who, positions, {**auto_heads, **heads}, rooms, set(auto)))
+            self._after_connect(sid, positions, all_heads, recovered, rooms, set(auto)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _after_connect(
-        self, sid: str, who: Principal, positions: dict[str, args.Position],
-        heads: dict[str, Head], rooms: list[str], gated_before_head: set[str],
+        self, sid: str, positions: dict[str, args.Position], heads: dict[str, Head],
+        recovered: dict[str, bool], rooms: list[str], gated_before_head: set[str],
     ) -> None:
-        """Once the CONNECT packet is out: `connected`, then each stream's replay, in order."""
+        """Once the CONNECT packet is out: `connected` (sent behind it by the server, else
+        here), then each stream's replay, in order."""
         pending = list(rooms)
         try:
-            if not await self._until_connected(sid):
+            connected = await self._until_connected(sid)
+            packet = self.sio.take_behind_connect(sid)
+            if not connected:
                 self.manager.presence_out.forget(sid)
                 return
-            recovered = {name: name in heads and heads[name].can_recover(pos.offset, pos.epoch)
-                         for name, pos in positions.items()}
-            # The head of every stream the socket is in, so that a client can track streams
-            # it never asked for (its user and role streams).
-            heads_now = {room: heads[room].to_dict() for room in rooms}
-            # The packet `sio.emit("connected", ..., to=sid)` sends, without its task.
-            await self.replayer.send(sid, "connected", [{
-                "userId": who.user_id, "email": who.email, "role": who.role,
-                "recovered": recovered, "positions": heads_now}])
+            if packet is not None:  # not sent behind the CONNECT ack
+                await self.replayer.send_packet(sid, packet)
             self.manager.presence_out.announced(sid)
             for room in rooms:
                 head = heads[room]

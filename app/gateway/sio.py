@@ -171,6 +171,8 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         self._expiring: set[asyncio.Task[None]] = set()
         # Who waits for a session's CONNECT packet to be out (`until_connected`).
         self._connect_waiters: dict[str, asyncio.Future[bool]] = {}
+        # sid -> a packet to send right behind its CONNECT ack (`send_behind_connect`).
+        self._behind_connect: dict[str, str] = {}
 
     # -- sessions that never connect ---------------------------------------------------
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
@@ -194,11 +196,35 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
             await super()._handle_connect(eio_sid, namespace, data)
         finally:
             sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            connected = sid is not None and self.manager.is_connected(sid, "/")
             if sid is not None:
                 self._cancel_timer(eio_sid)  # connected: nothing to expect any more
                 _trim_environ(self.environ.get(eio_sid))
-            self._connect_answered(eio_sid, sid is not None
-                                   and self.manager.is_connected(sid, "/"))
+                if connected and (namespace or "/") == "/":
+                    await self._send_behind_connect(eio_sid, sid)
+            self._connect_answered(eio_sid, connected)
+
+    def send_behind_connect(self, sid: str, packet: str) -> None:
+        """Send `packet` (a Socket.IO packet of the default namespace, e.g. "2[...]") right
+        behind the CONNECT ack of `sid`, in the same loop turn: the socket's writer takes
+        both at once (one write, app/gateway/direct.py). Called by the connect handler;
+        what is not sent so (the session refused, another CONNECT on it meanwhile) is
+        left for `take_behind_connect`."""
+        self._behind_connect[sid] = packet
+
+    def take_behind_connect(self, sid: str) -> str | None:
+        """The packet `send_behind_connect` left for `sid` and that was not sent (None:
+        sent, or none): the caller sends it itself, or drops it."""
+        return self._behind_connect.pop(sid, None)
+
+    async def _send_behind_connect(self, eio_sid: str, sid: str) -> None:
+        packet = self._behind_connect.pop(sid, None)
+        if packet is None:
+            return
+        try:
+            await self.eio.send(eio_sid, packet)
+        except Exception:  # the socket went meanwhile: left to the caller's own path
+            self._behind_connect[sid] = packet
 
     async def until_connected(self, sid: str, timeout: float) -> bool:
         """Once the CONNECT packet of `sid` is out (its connect handler returned): True;
