@@ -239,11 +239,12 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
 # count and marked pending (no second write of a row just made), and `cur` their relay
 # cursors (a plain insert: a cursor needs its stream, and these streams did not exist
 # until this statement made them; ON CONFLICT's speculative insertion cost about 10 ms a
-# batch of 1,000 new streams). Then (`lk` waits for `made`: its one-time filter reads it whole) the streams
-# that existed are locked in name order, `bump` raises their heads and marks them
-# pending; `ins` inserts every event at its stream's new head - n + its rank k in the
-# stream. So a transaction's waits go inserts first, then row locks, each in name order:
-# no cycle with another batch, also when both create the same new streams at once.
+# batch of 1,000 new streams). Then (`lk` waits for `made`: its one-time filter reads it
+# whole) the streams that existed are locked in name order, `bump` raises their heads
+# and marks them pending; `ins` inserts every event at its stream's new head - n + its
+# rank k in the stream. So a transaction's waits go inserts first, then row locks, each
+# in name order: no cycle with another batch, also when both create the same new streams
+# at once.
 # A stream made meanwhile by another transaction (seen by the insert, not in the
 # snapshot) is skipped, and then nothing is locked: the streams not answered are
 # appended by running this again (they all exist then). In WHOLE_SQL such a stream is a
