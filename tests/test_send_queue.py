@@ -410,3 +410,37 @@ async def test_a_catch_up_is_paced_to_a_slow_reader_that_gets_every_event_once_i
             await stuck.close()
         assert got == list(range(1, HISTORY + live + 1))
         assert not ordering.is_gated(sid, stream)
+
+
+async def test_a_catch_up_closes_only_the_socket_that_never_reads_and_the_others_get_everything(
+    pg_system_session: System, node: LocalNode
+) -> None:
+    """The stuck socket's transport is closed after the drain timeout (it would recover by
+    replay on reconnect); the reader in the same room is not closed, gets every missed
+    event once in order, and the room's mark reaches the head."""
+    ticket = _ticket(pg_system_session, 0)
+    stream = ticket_stream(ticket.id)
+    gateway = node.gateway
+    ordering = gateway.manager.ordering
+    sockets = gateway.sio.eio.sockets
+    before = set(sockets)
+    stuck = await _stuck_client(node, ticket.user, ticket.id, offset=None)
+    reader = SocketClient(node.url, token(ticket.user, "client"))
+    try:
+        eio_sid = await _new_socket(node, before)
+        await reader.connect()
+        joined = await reader.call("join-ticket", {"ticketId": ticket.id})
+        assert joined["ok"], joined
+        await eventually_async(lambda: ordering.mark(stream) == 0, "the joins never ended")
+        for start in range(0, HISTORY, 1000):  # missed: committed, never published
+            await asyncio.to_thread(_append, pg_system_session, stream, start, 1000)
+        await asyncio.wait_for(gateway.catchup.all_rooms(), 60)
+        sock = sockets.get(eio_sid)
+        assert sock is None or sock.closed, "the socket that never reads was not closed"
+        notes = await reader.wait_count("note", HISTORY, timeout=60)
+        assert [n.payload["i"] for n in notes] == list(range(HISTORY))
+        assert reader.sio.connected
+        assert ordering.mark(stream) == HISTORY
+    finally:
+        await reader.close()
+        await stuck.close()

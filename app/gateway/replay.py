@@ -331,7 +331,9 @@ class Replayer:
         from the shared reads (`PageReads`: one database read and one encoding of a page for
         all of them) at the pace it reads, its gate holding (bounded) the live events
         meanwhile, then flushed. A slow reader slows only itself, and is never closed for a
-        large gap. The gates must already be open (and the room's channel subscribed).
+        large gap (its transport closed after the drain timeout, as a replay's: it
+        reconnects and recovers, and the others' catch-up goes on). The gates must already
+        be open (and the room's channel subscribed).
         Returns the offset through which every socket still connected was sent the stream.
         Raises Gone if events after `after` were pruned, and the first error of any
         socket's once all of them ended (every gate is closed then).
@@ -349,13 +351,17 @@ class Replayer:
         limit = asyncio.Semaphore(PARALLEL_FLUSHES)
         sent = 0
 
-        async def one(sid: str) -> int:
+        async def one(sid: str) -> int | None:
             nonlocal sent
             flushing = False
             try:
                 async with limit:
-                    last, count = await self.history(sid, stream, after, head, since,
-                                                     tails=False)
+                    try:
+                        last, count = await self.history(sid, stream, after, head, since,
+                                                         tails=False)
+                    except NotRead:  # closed for not reading: it recovers on reconnect,
+                        self.manager.close_gate(sid, stream)  # the others go on
+                        return None
                     sent += count
                     flushing = True
                     return await self.flush(sid, stream, last, head.epoch)
