@@ -54,14 +54,21 @@ def _users(factory: sessionmaker[Session], count: int, role: str) -> list[int]:
                                        role=role, name="bench").id) for _ in range(count)]
 
 
-# The rows writer.append writes for one event, as two statements on a plain connection.
-_BUMP = "UPDATE streams SET head = head + 1, pending = true WHERE name = %s RETURNING head"
+# The rows writer.append writes for one event (the head, the mark, the event), as two
+# statements on a plain connection.
+_BUMP = ("WITH bump AS (UPDATE streams SET head = head + 1 WHERE name = %s "
+         "RETURNING name, head, epoch), "
+         "mark AS (INSERT INTO pending_streams AS p (name, head, epoch, since) "
+         "SELECT name, head, epoch, now() FROM bump "
+         "ON CONFLICT (name) DO UPDATE SET head = excluded.head) "
+         "SELECT head FROM bump")
 _INSERT = ('INSERT INTO events (id, stream, "offset", type, payload, created_at) '
            "VALUES (%s, %s, %s, %s, %s::json, %s)")
 
 
 def _core_append(conn: Any, stream: str, data: dict[str, Any]) -> None:
-    """writer.append's rows without its Python cost: bump the head, insert the event."""
+    """writer.append's rows without its Python cost: bump the head and mark the stream,
+    insert the event."""
     [head] = conn.execute(_BUMP, (stream,)).fetchone()
     conn.execute(_INSERT, (str(uuid.uuid4()), stream, head, "notification",
                            json.dumps(data), datetime.now(UTC)))

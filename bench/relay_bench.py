@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.outbox.publisher import (
@@ -37,7 +37,7 @@ from app.outbox.publisher import (
     socketio_messages,
 )
 from app.outbox.relay import RelayPolicy, relay
-from app.outbox.tables import EventRecord, RelayCursor, Stream
+from app.outbox.tables import EventRecord, PendingStream, RelayCursor, Stream
 from bench import fixtures
 from bench.env import REDIS_URL, RELAY_CHANNEL, RELAY_QUEUE
 from bench.stats import Figure, Report, median
@@ -81,7 +81,10 @@ def reset_cursors(factory: sessionmaker[Session]) -> None:
         session.execute(update(RelayCursor).values(dispatched=0, attempts=0, state="active",
                                                    next_attempt_at=None, last_error=None))
         # behind again: pending again (a writer's head bump would have marked them)
-        session.execute(update(Stream).values(pending=True))
+        session.execute(delete(PendingStream))
+        session.execute(insert(PendingStream).from_select(
+            ["name", "head", "epoch", "since"],
+            select(Stream.name, Stream.head, Stream.epoch, Stream.created_at)))
 
 
 def pending_streams(factory: sessionmaker[Session]) -> int:

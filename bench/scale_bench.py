@@ -80,7 +80,7 @@ class Measured:
 
 def build(url: str, streams: int) -> float:
     """`streams` caught-up streams with one event each, set-based; seconds it took.
-    (Caught up: not pending, which is the default of `streams.pending`.)"""
+    (Caught up: not pending, no row in `pending_streams`.)"""
     start = time.perf_counter()
     engine = make_engine(url, statement_timeout=0)
     try:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import Base, make_engine, make_session_factory
 from app.core.migrate import upgrade
 from testkit import pg
+from testkit.eventually import eventually
 from testkit.testrun import CI, PG_ADMIN_URL, RUN
 
 
@@ -71,6 +72,16 @@ def migrated_pg_database(suffix: str = "") -> str:
 
 def drop_pg_database(url: str) -> None:
     pg.drop_database(PG_ADMIN_URL, url)
+
+
+def wait_for_a_lock_wait(database: Database) -> None:
+    """Until a session of the database waits for a lock (PostgreSQL)."""
+    def waiting() -> bool:
+        with database.engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar())
+    eventually(waiting, timeout=20)
 
 
 def truncate_all(engine: Engine) -> None:

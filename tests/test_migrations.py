@@ -73,7 +73,7 @@ def backfill(url: str) -> None:
                 conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, "
                                   "attempts) VALUES (:n, :d, :s, 0)"),
                              {"n": name, "d": done, "s": state})
-        upgrade(url)
+        upgrade(url, "0004")
         with engine.connect() as conn:
             marked = {name for name, pending in conn.execute(
                 text("SELECT name, pending FROM streams")) if pending}
@@ -126,7 +126,7 @@ def counts_backfill(url: str) -> None:
                                       "created_at) VALUES (:i, :n, :o, 't', '{}', :at)"),
                                  {"i": f"{name}-{offset}", "n": name, "o": offset,
                                   "at": f"2026-01-0{offset} 00:00:00"})
-        upgrade(url)
+        upgrade(url, "0005")
         with engine.begin() as conn:
             sums = conn.execute(text("SELECT sum(appended), sum(dispatched), sum(marked), "
                                      "sum(failed), sum(retrying) FROM outbox_counts")).one()
@@ -194,5 +194,75 @@ def test_postgres_0007_drops_the_partial_stream_offset_index_and_downgrades() ->
     url = create_pg_database("_mig4")
     try:
         one_notification_index(url)
+    finally:
+        drop_pg_database(url)
+
+
+SUMS = "SELECT sum(appended), sum(dispatched), sum(marked), sum(failed), sum(retrying) " \
+    "FROM outbox_counts"
+
+
+def pending_table(url: str) -> None:
+    """0008 moves the marks and their `pending_since` into `pending_streams` (with each
+    stream's head and epoch) and drops the columns; the counts stay, and marks made or
+    deleted afterwards are counted; its downgrade puts the marks back in the columns,
+    counted by 0005's triggers again."""
+    from sqlalchemy import text
+
+    upgrade(url, "0007")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name, head, done, pending, since in (
+                    ("user-1", 3, 3, False, None), ("user-2", 5, 2, True, "2026-01-03"),
+                    ("user-3", 1, 0, True, None)):
+                conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, "
+                                  "pending, pending_since, created_at) VALUES (:n, :e, :h, 0, "
+                                  ":p, :s, CURRENT_TIMESTAMP)"),
+                             {"n": name, "e": f"e-{name}", "h": head, "p": pending, "s": since})
+                conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, "
+                                  "attempts) VALUES (:n, :d, 'active', 0)"),
+                             {"n": name, "d": done})
+            before = tuple(conn.execute(text(SUMS)).one())
+        assert before == (9, 5, 2, 0, 0)
+        upgrade(url, "0008")
+        columns = {c["name"] for c in inspect(engine).get_columns("streams")}
+        assert not {"pending", "pending_since"} & columns
+        with engine.begin() as conn:
+            marks = {name: (int(head), epoch, since and str(since)[:10]) for name, head, epoch,
+                     since in conn.execute(text("SELECT name, head, epoch, since "
+                                                "FROM pending_streams"))}
+            assert marks == {"user-2": (5, "e-user-2", "2026-01-03"),
+                             "user-3": (1, "e-user-3", None)}
+            assert tuple(conn.execute(text(SUMS)).one()) == before
+            conn.execute(text("INSERT INTO pending_streams (name, head, epoch) "
+                              "VALUES ('user-1', 4, 'e-user-1')"))
+            conn.execute(text("UPDATE streams SET head = 4 WHERE name = 'user-1'"))
+            conn.execute(text("DELETE FROM pending_streams WHERE name = 'user-3'"))
+            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 2, 0, 0)
+        downgrade(url, "0007")
+        assert "pending_streams" not in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            rows = conn.execute(text("SELECT name, pending, pending_since FROM streams"))
+            assert {name: (bool(p), since and str(since)[:10]) for name, p, since in rows} == {
+                "user-1": (True, None), "user-2": (True, "2026-01-03"), "user-3": (False, None)}
+            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 2, 0, 0)
+            conn.execute(text("UPDATE streams SET pending = false WHERE name = 'user-1'"))
+            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 1, 0, 0)
+        upgrade(url)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0008_moves_the_marks_into_their_own_table_and_downgrades(
+        tmp_path: Path) -> None:
+    pending_table(f"sqlite:///{tmp_path / 'p.db'}")
+
+
+def test_postgres_0008_moves_the_marks_into_their_own_table_and_downgrades() -> None:
+    require_pg()
+    url = create_pg_database("_mig5")
+    try:
+        pending_table(url)
     finally:
         drop_pg_database(url)

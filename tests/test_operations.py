@@ -22,9 +22,10 @@ from app.core.db import make_session_factory, utcnow
 from app.core.errors import InvalidInput, NotFound
 from app.outbox import ops, writer
 from app.outbox.relay import RelayPolicy, relay
-from app.outbox.tables import RelayCursor, Stream
+from app.outbox.tables import RelayCursor
 from testkit.clients import SocketClient, sentinel, user_token
 from testkit.databases import Database
+from testkit.marks import unmark
 from testkit.ops import FaultyPublisher, herald_json, sweeps
 from testkit.processes import WebNode
 from testkit.system import System
@@ -184,7 +185,7 @@ def test_status_counts_pending_events_streams_behind_and_failures(db: Database) 
     with db.factory() as session, session.begin():  # user-3 relayed: at its head, unmarked
         session.execute(update(RelayCursor).where(RelayCursor.stream == "user-3")
                         .values(dispatched=1))
-        session.execute(update(Stream).where(Stream.name == "user-3").values(pending=False))
+        unmark(session, "user-3")
     _fail(db, "user-2", attempts=8, state="failed")
     _fail(db, "user-1", attempts=2, state="active")
     with db.factory() as session:

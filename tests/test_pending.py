@@ -17,11 +17,12 @@ from sqlalchemy import select, update
 from app.outbox import ops
 from app.outbox.publish import EventSpec, publish_many
 from app.outbox.publisher import MemoryPublisher
-from app.outbox.relay import RelayPolicy, relay
-from app.outbox.tables import RelayCursor, Stream
+from app.outbox.relay import CLEAR_SQL, RelayPolicy, relay
+from app.outbox.tables import PendingStream, RelayCursor, Stream
 from app.outbox.writer import append
-from testkit.databases import Database
+from testkit.databases import Database, wait_for_a_lock_wait
 from testkit.eventually import eventually
+from testkit.marks import mark, marked, unmark
 from testkit.processes import ROOT
 
 POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
@@ -29,7 +30,8 @@ POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
 
 def marks(database: Database) -> dict[str, bool]:
     with database.factory() as session:
-        return {name: bool(p) for name, p in session.execute(select(Stream.name, Stream.pending))}
+        pending = marked(session)
+        return {name: name in pending for name in session.scalars(select(Stream.name))}
 
 
 def lag(database: Database) -> dict[str, tuple[int, int, str]]:
@@ -62,11 +64,11 @@ def test_the_relay_looks_only_at_marked_streams(db: Database) -> None:
     (the writer always marks; the migration marks what was behind before it)."""
     note(db, "user-1")
     with db.factory() as session, session.begin():
-        session.execute(update(Stream).values(pending=False))
+        unmark(session)
     publisher = MemoryPublisher()
     assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 0
     with db.factory() as session, session.begin():
-        session.execute(update(Stream).values(pending=True))
+        mark(session)
     assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 1
 
 
@@ -74,7 +76,7 @@ def test_a_mark_left_with_nothing_to_send_is_cleared_by_the_next_claim(db: Datab
     note(db, "user-1")
     relay(session_factory=db.factory, publisher=MemoryPublisher(), policy=POLICY)
     with db.factory() as session, session.begin():  # as a writer that rolled back leaves it
-        session.execute(update(Stream).values(pending=True))
+        mark(session)
     report = relay(session_factory=db.factory, publisher=MemoryPublisher(), policy=POLICY)
     assert report.published == 0 and marks(db) == {"user-1": False}
 
@@ -98,6 +100,32 @@ def test_a_writer_holding_the_row_keeps_the_mark_and_the_relay_does_not_wait(
     assert marks(pg_db) == {"user-1": True}
     relay(session_factory=pg_db.factory, publisher=publisher, policy=POLICY)
     assert [r.offset for r in publisher.published] == [1, 2]
+    assert marks(pg_db) == {"user-1": False}
+
+
+def test_a_writer_waiting_on_a_mark_the_relay_deletes_marks_the_stream_anew(
+        pg_db: Database) -> None:
+    """The relay holds the mark while it deletes it (its cursor is at the mark's head); a
+    writer appending meanwhile waits for that commit, then marks the stream again with its
+    new head: its event is not forgotten."""
+    note(pg_db, "user-1", 1)
+    with pg_db.factory() as session, session.begin():  # as the relay's advance leaves it
+        session.execute(update(RelayCursor).values(dispatched=1))
+    with pg_db.engine.connect() as clearing:
+        deleted = clearing.exec_driver_sql(CLEAR_SQL, {"streams": ["user-1"], "offsets": [1]})
+        assert deleted.rowcount == 1
+        writer = threading.Thread(target=note, args=(pg_db, "user-1", 2))
+        writer.start()
+        wait_for_a_lock_wait(pg_db)
+        clearing.commit()
+        writer.join(30)
+        assert not writer.is_alive()
+    with pg_db.factory() as session:
+        assert [tuple(m) for m in session.execute(
+            select(PendingStream.name, PendingStream.head))] == [("user-1", 2)]
+    publisher = MemoryPublisher()
+    relay(session_factory=pg_db.factory, publisher=publisher, policy=POLICY)
+    assert [r.offset for r in publisher.published] == [2]
     assert marks(pg_db) == {"user-1": False}
 
 
@@ -143,7 +171,7 @@ import os, random, sys, time
 import redis
 from app.core.db import make_engine, make_session_factory
 from app.core.errors import PublishRejected
-from app.outbox.relay import RelayPolicy, relay
+from app.outbox.relay import CLEAR_SQL, RelayPolicy, relay
 
 url, key, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 r = redis.Redis.from_url(os.environ["REDIS_URL"])

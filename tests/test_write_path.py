@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Text as SqlText
-from sqlalchemy import cast, select, text, update
+from sqlalchemy import cast, select, text
 
 from app.core import db as core_db
 from app.core.errors import AuthError, InvalidInput
 from app.core.jsoncodec import loads
 from app.outbox import writer
 from app.outbox.publish import EventSpec, publish_alone, publish_many
-from app.outbox.tables import Event, RelayCursor, Stream
+from app.outbox.tables import Event, PendingStream, RelayCursor, Stream
 from app.portal import auth
 from app.portal.models import Project, User
 from testkit.clients import token
-from testkit.databases import Database
+from testkit.databases import Database, wait_for_a_lock_wait
 from testkit.eventually import eventually
+from testkit.marks import unmark
 from testkit.testrun import SECRET
 from testkit.world import World
 
@@ -176,7 +177,7 @@ def test_a_batch_over_new_and_existing_streams_keeps_each_streams_order_and_mark
         pg_db: Database, path: str) -> None:
     with pg_db.factory() as session, session.begin():
         writer.append_rows(session, [("project-1", "seed", {}), ("project-2", "seed", {})])
-        session.execute(update(Stream).values(pending=False))  # as a caught-up relay leaves it
+        unmark(session)  # as a caught-up relay leaves them
     specs = _mixed_batch(path)
     if path == "alone":
         published = publish_alone(pg_db.engine, specs, [writer.encode_data(s.data)
@@ -194,25 +195,18 @@ def test_a_batch_over_new_and_existing_streams_keeps_each_streams_order_and_mark
         mine = [(o, p["i"]) for o, _t, p in _stored(pg_db, stream) if "i" in p]
         assert mine == [(o, i) for s, o, i in got if s == stream]
     with pg_db.factory() as session:
-        streams = {name: (int(head), pending, epoch) for name, head, pending, epoch
-                   in session.execute(select(Stream.name, Stream.head, Stream.pending,
-                                             Stream.epoch))}
+        streams = {name: (int(head), epoch) for name, head, epoch
+                   in session.execute(select(Stream.name, Stream.head, Stream.epoch))}
+        marks = {name: (int(head), epoch) for name, head, epoch
+                 in session.execute(select(PendingStream.name, PendingStream.head,
+                                           PendingStream.epoch))}
         cursors = dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)).all())
-    assert {name: (head, pending) for name, (head, pending, _e) in streams.items()} == {
-        "project-1": (3, True), "project-2": (3, True), "ticket-1": (2, True),
-        "ticket-2": (3, True), "ticket-3": (1, True)}
+    assert {name: head for name, (head, _e) in streams.items()} == {
+        "project-1": 3, "project-2": 3, "ticket-1": 2, "ticket-2": 3, "ticket-3": 1}
+    assert marks == streams  # each marked pending at its head, with its epoch
     assert cursors == {name: 0 for name in streams}  # every new stream has its relay cursor
-    assert all(p.event.epoch == streams[p.event.stream][2] for p in published)
-    assert all(len(e) == 16 for _h, _p, e in streams.values())
-
-
-def _wait_for_a_lock_wait(database: Database) -> None:
-    def waiting() -> bool:
-        with database.engine.connect() as conn:
-            return bool(conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar())
-    eventually(waiting, timeout=20)
+    assert all(p.event.epoch == streams[p.event.stream][1] for p in published)
+    assert all(len(e) == 16 for _h, e in streams.values())
 
 
 @pytest.mark.parametrize("path", ["alone", "transaction"])
@@ -236,7 +230,7 @@ def test_a_new_stream_made_meanwhile_by_another_writer_loses_no_event_and_no_ord
                 with pg_db.factory() as session, session.begin():
                     return publish_many(session, specs)
             future = pool.submit(in_a_transaction)
-        _wait_for_a_lock_wait(pg_db)
+        wait_for_a_lock_wait(pg_db)
         other.commit()
         other.close()
         published = future.result(timeout=30)

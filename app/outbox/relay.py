@@ -1,9 +1,10 @@
 """The relay: claim streams with undispatched events, publish them in offset order, advance.
 
 Only pending streams are looked at: a writer marks its stream pending in the statement
-that bumps the head (`streams.pending`, a partial index holds just those), and the relay
-clears the mark once its cursor is at the head (CLEAR_SQL), so a claim costs what is
-pending, not how many streams exist.
+that bumps the head (its row in `pending_streams`, which holds just those, with the head
+it set), and the relay deletes the mark once its cursor is at that head (CLEAR_SQL), so a
+claim costs what is pending, not how many streams exist, and neither touches an index of
+`streams`.
 
 Streams are claimed, not rows (`FOR UPDATE OF relay_cursors SKIP LOCKED`): two relays
 work on different streams in parallel and never on one stream at once, so a stream's
@@ -32,14 +33,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, Text, cast, or_, select, text, update
+from sqlalchemy import Engine, Text, cast, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import utcnow
 from app.core.errors import PublishRejected, TransportDown
 from app.core.jsoncodec import loads
 from app.outbox.publisher import Publisher, Row
-from app.outbox.tables import Event, EventRecord, RelayCursor, Stream
+from app.outbox.tables import Event, EventRecord, PendingStream, RelayCursor
 
 log = logging.getLogger("herald.relay")
 
@@ -121,18 +122,18 @@ def relay(
 
 
 # Claim up to :max_streams pending streams and read up to :max_events of each, in one
-# statement. Only pending streams are looked at (the partial index ix_streams_pending):
-# the claim costs what is pending, not how many streams exist. A pending stream with
+# statement. Only pending streams are looked at (`pending_streams`, whose rows carry the
+# epoch too): the claim costs what is pending, not how many streams exist. A pending stream with
 # nothing left to send (its cursor reached the head while a writer held the row) is
 # claimed too, with a row of NULLs (the LEFT JOIN), so that its mark gets cleared.
 _CLAIM_AND_READ = """
 WITH claimed AS (
-    SELECT c.stream, c.dispatched, c.attempts, s.epoch
-    FROM streams AS s JOIN relay_cursors AS c ON c.stream = s.name
-    WHERE s.pending AND c.state = 'active'
+    SELECT c.stream, c.dispatched, c.attempts, p.epoch
+    FROM pending_streams AS p JOIN relay_cursors AS c ON c.stream = p.name
+    WHERE c.state = 'active'
       AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
       {only}
-    ORDER BY s.name
+    ORDER BY p.name
     LIMIT %(max_streams)s
     FOR UPDATE OF c SKIP LOCKED
 )
@@ -145,7 +146,7 @@ LEFT JOIN events AS e ON e.stream = cl.stream AND e."offset" > cl.dispatched
 ORDER BY cl.stream, e."offset"
 """
 _CLAIM_ALL = _CLAIM_AND_READ.format(only="")
-_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND s.name = ANY(%(streams)s)")
+_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND p.name = ANY(%(streams)s)")
 # Losing this transaction in a database crash only re-sends the batch (delivery is at
 # least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
 # same statement (no extra round trip).
@@ -156,18 +157,22 @@ SET dispatched = v.dispatched, attempts = 0, last_error = NULL, next_attempt_at 
 FROM unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(stream, dispatched), sync
 WHERE c.stream = v.stream
 """
-# A claimed stream whose cursor is now at its head leaves the pending set, unless a writer
-# holds its row (SKIP LOCKED): that writer's bump sets the mark again, or, if it rolls
-# back, the next claim finds the stream with nothing to send and clears it then. The row
-# lock held to the commit means no bump can slip between this check and the clear.
+# A claimed stream whose cursor is now at the head its mark holds leaves the pending set,
+# unless a writer holds the mark (SKIP LOCKED): that writer's update keeps it (with its
+# new head), or, if it rolls back, the next claim finds the stream with nothing to send
+# and clears it then. A writer's new mark is not in this statement's snapshot, so it is
+# not seen; a mark updated by a writer that committed after the snapshot is checked
+# again on its newest version (FOR UPDATE in READ COMMITTED), whose head is beyond the
+# cursor; the lock held to the commit means no writer can update the mark between this
+# check and the delete (its upsert waits, then inserts the mark anew).
 CLEAR_SQL = """
-UPDATE streams AS s SET pending = false
-FROM (SELECT s2.name FROM streams AS s2
-      JOIN unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
-        ON s2.name = v.name
-      WHERE s2.pending AND s2.head <= v.dispatched
-      FOR UPDATE OF s2 SKIP LOCKED) AS done
-WHERE s.name = done.name
+DELETE FROM pending_streams AS p
+USING (SELECT p2.name FROM pending_streams AS p2
+       JOIN unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
+         ON p2.name = v.name
+       WHERE p2.head <= v.dispatched
+       FOR UPDATE OF p2 SKIP LOCKED) AS done
+WHERE p.name = done.name
 """
 
 
@@ -283,14 +288,14 @@ def _relay_batch(
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         now = clock()
         claim = (
-            select(RelayCursor.stream, RelayCursor.dispatched, RelayCursor.attempts, Stream.epoch)
-            .join(Stream, Stream.name == RelayCursor.stream)
+            select(RelayCursor.stream, RelayCursor.dispatched, RelayCursor.attempts,
+                   PendingStream.epoch)
+            .join(PendingStream, PendingStream.name == RelayCursor.stream)
             .where(
-                Stream.pending,
                 RelayCursor.state == "active",
                 or_(RelayCursor.next_attempt_at.is_(None), RelayCursor.next_attempt_at <= now),
             )
-            .order_by(Stream.name)
+            .order_by(PendingStream.name)
             .limit(policy.max_streams)
             .with_for_update(of=RelayCursor, skip_locked=True)
         )
@@ -376,7 +381,7 @@ def _advance(session: Session, events: Sequence[EventRecord]) -> dict[str, int]:
 
 def _clear(session: Session, done: dict[str, int]) -> int:
     """CLEAR_SQL through the session: on PostgreSQL as is (SKIP LOCKED); on SQLite, whose
-    writers are serialised by the database lock, a plain conditional UPDATE. Returns how
+    writers are serialised by the database lock, a plain conditional DELETE. Returns how
     many streams left the pending set."""
     if not done:
         return 0
@@ -387,9 +392,8 @@ def _clear(session: Session, done: dict[str, int]) -> int:
         return int(result.rowcount or 0)
     cleared = 0
     for name, offset in done.items():
-        result = conn.execute(update(Stream).where(Stream.name == name, Stream.pending,
-                                                   Stream.head <= offset)
-                              .values(pending=False))
+        result = conn.execute(delete(PendingStream).where(PendingStream.name == name,
+                                                          PendingStream.head <= offset))
         cleared += int(getattr(result, "rowcount", 0) or 0)
     return cleared
 

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -18,8 +17,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,30 +28,42 @@ def new_epoch() -> str:
 
 
 class Stream(Base):
-    """A stream's head: the last offset handed out, locked by writers to append.
-
-    `pending` is the relay's work list: a writer sets it in the statement that bumps the
-    head (same row, same transaction), the relay clears it only while its cursor equals
-    the head and nobody holds the row; a partial index holds just the pending streams, so
-    the relay's claim and the outbox status cost what is pending, not what exists.
-    """
+    """A stream's head: the last offset handed out, locked by writers to append."""
 
     __tablename__ = "streams"
-    __table_args__ = (Index("ix_streams_pending", "name", postgresql_where=text("pending"),
-                            sqlite_where=text("pending")),)
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     epoch: Mapped[str] = mapped_column(String(32), default=new_epoch)
     head: Mapped[int] = mapped_column(BigInteger, default=0)
     # Events with offset <= pruned_through are gone; replay from before it cannot recover.
     pruned_through: Mapped[int] = mapped_column(BigInteger, default=0)
-    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # When the stream was last marked pending: the writer's timestamp of the events that
-    # marked it, kept while it stays marked. A lower bound of its first pending event's
-    # time (`ix_streams_pending_since`, partial: the outbox status walks it oldest first).
-    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
-                                                           nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PendingStream(Base):
+    """The relay's work list: a row per stream that may have events the relay has not sent.
+
+    A writer adds or updates its stream's row in the statement that bumps the head (same
+    transaction; `head` is the head it set, so the row's head is the stream's committed
+    head); the relay deletes the row only while its cursor is at that head and nobody
+    holds the row (migration 0008). The table holds the pending streams only: the relay's
+    claim and the outbox status cost what is pending, not what exists, and neither the
+    head bump nor the clear writes an index entry of the `streams` table (its head bump
+    is a HOT update).
+    """
+
+    __tablename__ = "pending_streams"
+    __table_args__ = (Index("ix_pending_streams_since", "since", "name"),
+                      {"postgresql_with": {"fillfactor": 80}})
+
+    name: Mapped[str] = mapped_column(
+        ForeignKey("streams.name", ondelete="CASCADE"), primary_key=True)
+    head: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(32))  # the stream's (it never changes)
+    # The writer's timestamp of the events that made the row, kept while it exists unless
+    # a later writer's is earlier: a lower bound of the stream's first pending event's time
+    # (the outbox status walks `ix_pending_streams_since` oldest first).
+    since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RelayCursor(Base):
@@ -94,8 +103,9 @@ class Event(Base):
 class OutboxCount(Base):
     """The outbox's totals as delta rows: each total is the sum of its column.
 
-    Written only by database triggers on `streams` and `relay_cursors` (migration 0005),
-    in the transaction of each change; read and folded by `app.outbox.counts`."""
+    Written only by database triggers on `streams`, `relay_cursors` (migration 0005) and
+    `pending_streams` (0008), in the transaction of each change; read and folded by
+    `app.outbox.counts`."""
 
     __tablename__ = "outbox_counts"
 
@@ -103,7 +113,7 @@ class OutboxCount(Base):
                                     primary_key=True, autoincrement=True)
     appended: Mapped[int] = mapped_column(BigInteger, server_default="0")  # sum of heads
     dispatched: Mapped[int] = mapped_column(BigInteger, server_default="0")  # sum of cursors
-    marked: Mapped[int] = mapped_column(BigInteger, server_default="0")  # streams pending
+    marked: Mapped[int] = mapped_column(BigInteger, server_default="0")  # pending_streams rows
     failed: Mapped[int] = mapped_column(BigInteger, server_default="0")  # state failed
     retrying: Mapped[int] = mapped_column(BigInteger, server_default="0")  # active, attempts > 0
 

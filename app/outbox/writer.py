@@ -1,11 +1,12 @@
 """Append events inside the caller's transaction, with gapless per-stream offsets.
 
-Offsets come from `UPDATE streams SET head = head + 1, pending = true ... RETURNING`
-(the same statement marks the stream pending for the relay, and keeps `pending_since`,
-the earliest time of the events written since the mark, for the outbox status), which
-locks the stream's row until the transaction ends: appends to one stream serialise and
-commit in offset order, appends to different streams never wait on each other. The relay is
-nudged after the commit, never before, and a failed nudge never fails the caller.
+Offsets come from `UPDATE streams SET head = head + 1 ... RETURNING`, which locks the
+stream's row until the transaction ends: appends to one stream serialise and commit in
+offset order, appends to different streams never wait on each other. The same statement
+marks the stream pending for the relay: it adds the stream's row to `pending_streams`
+with the new head, or updates it (keeping `since`, the earliest time of the events
+written since the mark, for the outbox status). The relay is nudged after the commit,
+never before, and a failed nudge never fails the caller.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, case, insert, or_, select, update
+from sqlalchemy import Connection, Table, case, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -26,7 +27,14 @@ from app.core.db import NUDGER, utcnow
 from app.core.errors import InvalidInput, TooLarge
 from app.outbox.ids import event_ids as new_event_ids
 from app.outbox.streams import parse_stream, validate_type
-from app.outbox.tables import Event, EventRecord, RelayCursor, Stream, new_epoch
+from app.outbox.tables import (
+    Event,
+    EventRecord,
+    PendingStream,
+    RelayCursor,
+    Stream,
+    new_epoch,
+)
 
 log = logging.getLogger("herald.outbox")
 
@@ -165,11 +173,13 @@ Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 # encoded again), zipped by ROWS FROM in order.
 APPEND_SQL = """\
 WITH bump AS (
-  UPDATE streams SET head = head + %(n)s, pending = true,
-    pending_since = CASE WHEN NOT pending OR %(ts)s < pending_since THEN %(ts)s
-                         ELSE pending_since END
-  WHERE name = %(stream)s
-  RETURNING head, epoch),
+  UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s
+  RETURNING name, head, epoch),
+mark AS (
+  INSERT INTO pending_streams AS p (name, head, epoch, since)
+  SELECT name, head, epoch, %(ts)s FROM bump
+  ON CONFLICT (name) DO UPDATE SET head = excluded.head,
+    since = CASE WHEN excluded.since < p.since THEN excluded.since ELSE p.since END),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, %(stream)s, bump.head - %(n)s + r.ord, r.type, r.payload, %(ts)s
@@ -236,15 +246,16 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
 # PostgreSQL: the events of many streams in one statement (one round trip, whatever the
 # number of streams, new or not). `made` first creates the streams missing from the
 # statement's snapshot, in name order, with their heads already raised by their events'
-# count and marked pending (no second write of a row just made), and `cur` their relay
-# cursors (a plain insert: a cursor needs its stream, and these streams did not exist
-# until this statement made them; ON CONFLICT's speculative insertion cost about 10 ms a
-# batch of 1,000 new streams). Then (`lk` waits for `made`: its one-time filter reads it
-# whole) the streams that existed are locked in name order, `bump` raises their heads
-# and marks them pending; `ins` inserts every event at its stream's new head - n + its
-# rank k in the stream. So a transaction's waits go inserts first, then row locks, each
-# in name order: no cycle with another batch, also when both create the same new streams
-# at once.
+# count (no second write of a row just made), and `cur` their relay cursors (a plain
+# insert: a cursor needs its stream, and these streams did not exist until this statement
+# made them; ON CONFLICT's speculative insertion cost about 10 ms a batch of 1,000 new
+# streams). Then (`lk` waits for `made`: its one-time filter reads it whole) the streams
+# that existed are locked in name order and `bump` raises their heads; `mark` adds or
+# updates every stream's row of `pending_streams` (only this transaction can hold those
+# rows now, or the relay for a moment: it never waits, SKIP LOCKED); `ins` inserts every
+# event at its stream's new head - n + its rank k in the stream. So a transaction's waits
+# go inserts first, then row locks, each in name order: no cycle with another batch, also
+# when both create the same new streams at once.
 # A stream made meanwhile by another transaction (seen by the insert, not in the
 # snapshot) is skipped, and then nothing is locked: the streams not answered are
 # appended by running this again (they all exist then). In WHOLE_SQL such a stream is a
@@ -258,10 +269,8 @@ WITH v AS MATERIALIZED (
 missing AS MATERIALIZED (
   SELECT v.name, v.n FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
 made AS (
-  INSERT INTO streams (name, epoch, head, pruned_through, pending, pending_since,
-                       created_at)
-  SELECT m.name, replace(left(gen_random_uuid()::text, 18), '-', ''), m.n, 0, true, %(ts)s,
-         %(ts)s
+  INSERT INTO streams (name, epoch, head, pruned_through, created_at)
+  SELECT m.name, replace(left(gen_random_uuid()::text, 18), '-', ''), m.n, 0, %(ts)s
   FROM missing AS m ORDER BY m.name
   ON CONFLICT (name) DO NOTHING
   RETURNING name, head, epoch, head AS n),
@@ -273,13 +282,16 @@ lk AS (SELECT s.name FROM streams AS s
          AND (SELECT count(*) FROM made) = (SELECT count(*) FROM missing)
        ORDER BY s.name FOR UPDATE),
 bump AS (
-  UPDATE streams AS s SET head = s.head + v.n, pending = true,
-    pending_since = CASE WHEN NOT s.pending OR %(ts)s < s.pending_since THEN %(ts)s
-                         ELSE s.pending_since END
+  UPDATE streams AS s SET head = s.head + v.n
   FROM v, lk WHERE s.name = v.name AND lk.name = v.name
   RETURNING s.name, s.head, s.epoch, v.n),
 heads AS MATERIALIZED (SELECT name, head, epoch, n FROM bump
                        UNION ALL SELECT name, head, epoch, n FROM made),
+mark AS (
+  INSERT INTO pending_streams AS p (name, head, epoch, since)
+  SELECT name, head, epoch, %(ts)s FROM heads ORDER BY name
+  ON CONFLICT (name) DO UPDATE SET head = excluded.head,
+    since = CASE WHEN excluded.since < p.since THEN excluded.since ELSE p.since END),
 ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, r.stream, h.head - h.n + r.k::bigint, r.type, r.payload, %(ts)s
@@ -400,27 +412,34 @@ def _records(stream: str, head_row: Any, rows: Sequence[Row], at: list[int],
 
 _STREAMS = cast(Table, Stream.__table__)
 _EVENTS = cast(Table, Event.__table__)
-
-
-def _marked_since(now: datetime) -> Any:
-    """`pending_since` after a bump at `now`: `now` if it marks the stream, else the
-    earlier of the two (the earliest time of the events written since it was marked,
-    whatever order writers with their own clocks bump in); see app.outbox.ops.status."""
-    c = _STREAMS.c
-    return case((or_(~c.pending, c.pending_since > now), now), else_=c.pending_since)
+_PENDING_STREAMS = cast(Table, PendingStream.__table__)
 
 
 def _bump(session: Session, stream: str, n: int, now: datetime) -> Any:
-    """(head, epoch) after adding `n` to the stream's head; creates a missing stream."""
+    """(head, epoch) after adding `n` to the stream's head and marking it pending (SQLite:
+    its writers are serialised by the database lock); creates a missing stream."""
     conn = session.connection()
     bump = (update(_STREAMS).where(_STREAMS.c.name == stream)
-            .values(head=_STREAMS.c.head + n, pending=True, pending_since=_marked_since(now))
+            .values(head=_STREAMS.c.head + n)
             .returning(_STREAMS.c.head, _STREAMS.c.epoch))
     head_row = conn.execute(bump).first()
     if head_row is None:
         ensure_stream(session, stream)
         head_row = conn.execute(bump).one()
+    mark = sqlite_insert(_PENDING_STREAMS).values(name=stream, head=head_row[0],
+                                                  epoch=head_row[1], since=now)
+    conn.execute(mark.on_conflict_do_update(
+        index_elements=[_PENDING_STREAMS.c.name],
+        set_={"head": mark.excluded.head, "since": _marked_since(mark.excluded.since)}))
     return head_row
+
+
+def _marked_since(now: Any) -> Any:
+    """A marked stream's `since` after a bump at `now`: the earlier of the two (the
+    earliest time of the events written since it was marked, whatever order writers with
+    their own clocks bump in; unknown stays unknown); see app.outbox.ops.status."""
+    since = _PENDING_STREAMS.c.since
+    return case((now < since, now), else_=since)
 
 
 def load_event(session: Session, event_id: str) -> EventRecord | None:

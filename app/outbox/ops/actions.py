@@ -21,7 +21,7 @@ from app.outbox import writer
 from app.outbox.ops.common import CamelView
 from app.outbox.retention import prune_events
 from app.outbox.streams import parse_stream
-from app.outbox.tables import Event, RelayCursor, Stream
+from app.outbox.tables import Event, PendingStream, RelayCursor
 
 log = logging.getLogger("herald.ops")
 
@@ -64,8 +64,7 @@ def retry(
     with factory() as session, session.begin():
         condition: Any = unhealthy
         if all_failed:  # only pending streams can be failed or waiting: look only there
-            condition = and_(RelayCursor.stream.in_(select(Stream.name).where(Stream.pending)),
-                             unhealthy)
+            condition = and_(RelayCursor.stream.in_(select(PendingStream.name)), unhealthy)
         else:
             names = _check_names(streams or [])
             known = set(session.scalars(select(RelayCursor.stream)

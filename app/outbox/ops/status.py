@@ -1,16 +1,16 @@
 """The outbox at a glance: totals, the oldest pending event, the most urgent streams.
 
 Nothing here scans the streams: what is behind, retrying or failed is always in the
-pending set (`streams.pending`: the relay clears a mark only when its cursor is at the
-head).
+pending set (`pending_streams`: the relay deletes a mark only when its cursor is at the
+head the mark holds, which is the stream's head).
 - The totals are sums of the delta rows that triggers keep (`app.outbox.counts`): events
   pending (appended minus dispatched), streams behind (marked pending), failed and
   retrying streams; they equal a full recount in the same snapshot.
 - The oldest pending event and the listed streams come from a walk of the pending streams
-  in `pending_since` order (a partial index): `pending_since` is a lower bound of a
+  in `since` order (`ix_pending_streams_since`): a mark's `since` is a lower bound of a
   stream's first pending event's time (the writer keeps it: the earliest time of the
   events written since the stream was marked, app.outbox.writer), so once the next
-  stream's `pending_since` cannot beat what was found the walk stops. Each stream walked
+  stream's `since` cannot beat what was found the walk stops. Each stream walked
   gets its cursor and first pending event looked up: the walk costs about the listed
   streams, whatever is pending.
 - Failed streams are listed first, all of them looked up (the cursors' state index).
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.outbox import counts
 from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, iso
-from app.outbox.tables import Event, RelayCursor, Stream
+from app.outbox.tables import Event, PendingStream, RelayCursor
 
 FIRST_PAGE = 16  # streams walked by the first statement (then pages double)
 
@@ -75,7 +75,7 @@ class _Lag(NamedTuple):
 
     stream: str
     head: int
-    since: datetime | None  # pending_since
+    since: datetime | None  # the mark's `since`
     dispatched: int
     state: str
     attempts: int
@@ -122,8 +122,7 @@ def _lookup(session: Session, streams: Subquery) -> list[_Lag]:
 
 
 def _pending(*where: Any) -> Any:
-    return select(Stream.name, Stream.head, Stream.pending_since.label("since")) \
-        .where(Stream.pending, *where)
+    return select(PendingStream.name, PendingStream.head, PendingStream.since).where(*where)
 
 
 def _failed(session: Session) -> list[_Lag]:
@@ -132,7 +131,8 @@ def _failed(session: Session) -> list[_Lag]:
     # pending set is tiny would otherwise walk all of it to find the failed ones.
     names = list(session.scalars(select(RelayCursor.stream)
                                  .where(RelayCursor.state == "failed")))
-    return _lookup(session, _pending(Stream.name.in_(names)).subquery()) if names else []
+    return _lookup(session, _pending(PendingStream.name.in_(names)).subquery()) \
+        if names else []
 
 
 def _walk(session: Session, need: int,
@@ -140,8 +140,8 @@ def _walk(session: Session, need: int,
     """The `need` active streams behind with the oldest first pending events (sorted), and
     the oldest first pending event of all (`first`: the oldest known so far, or None).
 
-    Pending streams without `pending_since` (none, unless something else than the writer
-    marked them) are all looked up; then the others in `pending_since` order, a page at a
+    Pending streams without `since` (none, unless something else than the writer marked
+    them) are all looked up; then the others in `since` order, a page at a
     time, until the next page cannot hold a stream
     with an older first pending event than the oldest found (and than the `need`th)."""
     found: list[_Lag] = []
@@ -160,17 +160,17 @@ def _walk(session: Session, need: int,
         del found[max(need, 0):]
 
     def query(unknown: bool, after: _Lag | None, page: int) -> Any:
-        """A page of the pending streams without `pending_since` (by name) or with it (in
-        its order), ordered and limited as its index is: the planner takes the index
+        """A page of the pending streams without `since` (by name) or with it (in its
+        order), ordered and limited as its index is: the planner takes the index
         whatever it thinks of the pending set's size."""
         if unknown:
-            where = [Stream.pending_since.is_(None)] + \
-                ([Stream.name > after.stream] if after else [])
+            where = [PendingStream.since.is_(None)] + \
+                ([PendingStream.name > after.stream] if after else [])
         else:
-            where = [Stream.pending_since.is_not(None)] + ([
-                tuple_(Stream.pending_since, Stream.name) > tuple_(after.since, after.stream)]
-                if after else [])
-        return _pending(*where).order_by(Stream.pending_since, Stream.name).limit(page)
+            where = [PendingStream.since.is_not(None)] + ([
+                tuple_(PendingStream.since, PendingStream.name)
+                > tuple_(after.since, after.stream)] if after else [])
+        return _pending(*where).order_by(PendingStream.since, PendingStream.name).limit(page)
 
     def fetch(names: Any) -> list[_Lag]:
         return sorted(_lookup(session, names), key=lambda r: (aware(r.since), r.stream))
@@ -208,9 +208,9 @@ def _walk(session: Session, need: int,
 def _searched(session: Session, limit: int, search: str) -> list[_Lag]:
     """The `limit` most urgent pending streams (behind or failed) whose name or last error
     holds `search`: one statement over the pending set."""
-    names = _pending().join(RelayCursor, RelayCursor.stream == Stream.name) \
+    names = _pending().join(RelayCursor, RelayCursor.stream == PendingStream.name) \
         .where(matching(search), or_(RelayCursor.state == "failed",
-                                     Stream.head > RelayCursor.dispatched)).subquery()
+                                     PendingStream.head > RelayCursor.dispatched)).subquery()
     return sorted(_lookup(session, names), key=_Lag.key)[:limit]
 
 

@@ -1,0 +1,189 @@
+"""the pending mark in a table of its own: HOT head bumps, a clear off the streams table
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07 06:30:00
+
+`streams.pending` and `streams.pending_since` (0004, 0005) become the rows of
+`pending_streams`: a row per stream with events the relay may not have sent, holding the
+head its last writer set, the stream's epoch and `since` (the former `pending_since`).
+`pending` was in two partial indexes' predicates, so every head bump that marked a stream
+and every clear was a new version of a `streams` row with new entries in its indexes (at
+a million streams a random index leaf each). Now the head bump is a HOT update of
+`streams` (no index holds `head`), a writer adds or updates a row of a small table, and
+the relay's clear deletes from that small table.
+
+The counting triggers follow: `marked` is counted from inserts into and deletes from
+`pending_streams`; the `streams` triggers count heads only.
+
+The upgrade locks `streams` and `relay_cursors` against writes, copies the marks (failed
+and retrying streams stay marked), and drops the columns: code from before this revision
+fails on the missing column instead of marking streams nobody reads. The downgrade puts
+the marks back in the columns.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0008'
+down_revision: str | None = '0007'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+COLUMNS = "appended, dispatched, marked, failed, retrying"
+
+# PostgreSQL: statement triggers over transition tables, as in 0005.
+PG_MARKS = """
+CREATE FUNCTION herald_count_pending_streams() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE m bigint;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT count(*) INTO m FROM new_rows;
+  ELSE
+    SELECT -count(*) INTO m FROM old_rows;
+  END IF;
+  IF m <> 0 THEN
+    INSERT INTO outbox_counts (appended, dispatched, marked, failed, retrying)
+    VALUES (0, 0, m, 0, 0);
+  END IF;
+  RETURN NULL;
+END $$"""
+
+
+def pg_streams_function(marks: bool) -> str:
+    """`herald_count_streams()`: heads, and the `pending` column's changes if `marks`
+    (0005's function, for the downgrade)."""
+    pending = {
+        "INSERT": ", count(*) FILTER (WHERE pending)" if marks else ", 0",
+        "DELETE": ", -count(*) FILTER (WHERE pending)" if marks else ", 0",
+        "UPDATE": (",\n           coalesce(sum(n.pending::int - o.pending::int), 0)"
+                   if marks else ", 0"),
+    }
+    return f"""
+CREATE OR REPLACE FUNCTION herald_count_streams() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE a bigint; m bigint;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT coalesce(sum(head), 0){pending["INSERT"]} INTO a, m FROM new_rows;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT -coalesce(sum(head), 0){pending["DELETE"]} INTO a, m FROM old_rows;
+  ELSE
+    SELECT coalesce(sum(n.head - o.head), 0){pending["UPDATE"]} INTO a, m
+    FROM new_rows AS n JOIN old_rows AS o ON o.name = n.name;
+  END IF;
+  IF a <> 0 OR m <> 0 THEN
+    INSERT INTO outbox_counts (appended, dispatched, marked, failed, retrying)
+    VALUES (a, 0, m, 0, 0);
+  END IF;
+  RETURN NULL;
+END $$"""
+
+
+def sqlite_streams_triggers(marks: bool) -> list[str]:
+    """The `streams` row triggers: heads, and the `pending` column if `marks` (0005's)."""
+    def deltas(r: str) -> list[str]:
+        return [f"{r}.head", "0", f"{r}.pending" if marks else "0", "0", "0"]
+
+    new, old = deltas("NEW"), deltas("OLD")
+    changed = " OR ".join(f"({n}) IS NOT ({o})" for n, o in zip(new, old, strict=True)
+                          if n != o)
+
+    def add(values: list[str]) -> str:
+        return f"INSERT INTO outbox_counts ({COLUMNS}) VALUES ({', '.join(values)});"
+
+    return [
+        "CREATE TRIGGER herald_count_streams_ins AFTER INSERT ON streams "
+        f"BEGIN {add(new)} END",
+        f"CREATE TRIGGER herald_count_streams_upd AFTER UPDATE ON streams WHEN {changed} "
+        f"BEGIN {add([f'({n}) - ({o})' for n, o in zip(new, old, strict=True)])} END",
+        "CREATE TRIGGER herald_count_streams_del AFTER DELETE ON streams "
+        f"BEGIN {add([f'-({o})' for o in old])} END",
+    ]
+
+
+SQLITE_MARKS = [
+    "CREATE TRIGGER herald_count_pending_streams_ins AFTER INSERT ON pending_streams "
+    f"BEGIN INSERT INTO outbox_counts ({COLUMNS}) VALUES (0, 0, 1, 0, 0); END",
+    "CREATE TRIGGER herald_count_pending_streams_del AFTER DELETE ON pending_streams "
+    f"BEGIN INSERT INTO outbox_counts ({COLUMNS}) VALUES (0, 0, -1, 0, 0); END",
+]
+
+
+def _lock(postgres: bool) -> None:
+    if postgres:  # no write may slip between the copy and the triggers
+        op.execute("LOCK TABLE streams, relay_cursors IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _drop_streams_triggers(postgres: bool) -> None:
+    if not postgres:
+        for event in ("ins", "upd", "del"):
+            op.execute(f"DROP TRIGGER herald_count_streams_{event}")
+
+
+def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == 'postgresql'
+    _lock(postgres)
+    op.create_table(
+        'pending_streams',
+        sa.Column('name', sa.String(length=100), nullable=False),
+        sa.Column('head', sa.BigInteger(), nullable=False),
+        sa.Column('epoch', sa.String(length=32), nullable=False),
+        sa.Column('since', sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(['name'], ['streams.name'], ondelete='CASCADE',
+                                name='fk_pending_streams_name_streams'),
+        sa.PrimaryKeyConstraint('name', name='pk_pending_streams'),
+        postgresql_with={'fillfactor': 80},
+    )
+    op.create_index('ix_pending_streams_since', 'pending_streams', ['since', 'name'])
+    op.execute("INSERT INTO pending_streams (name, head, epoch, since) "
+               "SELECT name, head, epoch, pending_since FROM streams WHERE pending")
+    # `marked` already counts these rows: the triggers come after the copy.
+    _drop_streams_triggers(postgres)
+    if postgres:
+        op.execute(pg_streams_function(marks=False))
+        op.execute(PG_MARKS)
+        for event, refs in (("INSERT", "NEW TABLE AS new_rows"),
+                            ("DELETE", "OLD TABLE AS old_rows")):
+            op.execute(f"CREATE TRIGGER herald_count_pending_streams_{event.lower()[:3]} "
+                       f"AFTER {event} ON pending_streams REFERENCING {refs} "
+                       "FOR EACH STATEMENT EXECUTE FUNCTION herald_count_pending_streams()")
+    else:
+        for statement in sqlite_streams_triggers(marks=False) + SQLITE_MARKS:
+            op.execute(statement)
+    op.drop_index('ix_streams_pending_since', table_name='streams')
+    op.drop_index('ix_streams_pending', table_name='streams')
+    # Plain ALTER TABLE, no batch mode: a batch copy of `streams` would cascade deletes.
+    op.execute("ALTER TABLE streams DROP COLUMN pending_since")
+    op.execute("ALTER TABLE streams DROP COLUMN pending")
+
+
+def downgrade() -> None:
+    postgres = op.get_bind().dialect.name == 'postgresql'
+    _lock(postgres)
+    for event in ("ins", "del"):
+        op.execute(f"DROP TRIGGER herald_count_pending_streams_{event}"
+                   + (" ON pending_streams" if postgres else ""))
+    if postgres:
+        op.execute("DROP FUNCTION herald_count_pending_streams()")
+    op.add_column('streams', sa.Column('pending', sa.Boolean(), nullable=False,
+                                       server_default=sa.false()))
+    op.add_column('streams', sa.Column('pending_since', sa.DateTime(timezone=True),
+                                       nullable=True))
+    # Counted as heads only (the marks are counted already), then 0005's triggers again.
+    op.execute("UPDATE streams SET pending = true, pending_since = (SELECT p.since FROM "
+               "pending_streams AS p WHERE p.name = streams.name) "
+               "WHERE name IN (SELECT name FROM pending_streams)")
+    _drop_streams_triggers(postgres)
+    if postgres:
+        op.execute(pg_streams_function(marks=True))
+    else:
+        for statement in sqlite_streams_triggers(marks=True):
+            op.execute(statement)
+    op.create_index('ix_streams_pending', 'streams', ['name'], unique=False,
+                    postgresql_where=sa.text('pending'), sqlite_where=sa.text('pending'))
+    op.execute("CREATE INDEX ix_streams_pending_since ON streams (pending_since, name) "
+               "WHERE pending")
+    op.drop_index('ix_pending_streams_since', table_name='pending_streams')
+    op.drop_table('pending_streams')
