@@ -178,3 +178,45 @@ def test_the_relays_cursor_advance_is_a_hot_update_on_bulk_loaded_pages(
             "pg_stat_get_xact_tuples_updated('relay_cursors'::regclass)")).one()
         conn.commit()
     assert (hot, updated) == (len(streams), len(streams))
+
+
+def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_more_marks(
+        pg_db: Database) -> None:
+    """`pending_streams` is a queue: between two vacuums its statistics may count thousands
+    of marks where a hundred are left. The claim still looks up those hundred cursors;
+    it does not walk the cursors' index from its first name to the marks' (a merge join:
+    here 19,900 entries; at a million streams, batch after batch, a drain 10x slower)."""
+    with pg_db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
+                          "SELECT 'user-' || lpad(g::text, 5, '0'), 'e', 1, 0, now() "
+                          "FROM generate_series(1, 20000) AS g"))
+        conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, attempts) "
+                          "SELECT 'user-' || lpad(g::text, 5, '0'), "
+                          "CASE WHEN g > 19900 THEN 0 ELSE 1 END, 'active', 0 "
+                          "FROM generate_series(1, 20000) AS g"))
+        conn.execute(text('INSERT INTO events (id, stream, "offset", type, payload, created_at) '
+                          "SELECT gen_random_uuid()::text, 'user-' || lpad(g::text, 5, '0'), 1, "
+                          "'t', '{}', now() FROM generate_series(19901, 20000) AS g"))
+        conn.execute(text("INSERT INTO pending_streams (name, head, epoch, since) "
+                          "SELECT name, head, epoch, created_at FROM streams"))
+    with pg_db.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("ANALYZE pending_streams"))
+    with pg_db.engine.begin() as conn:  # the relay caught up: no vacuum has run since
+        conn.execute(text("DELETE FROM pending_streams WHERE name <= 'user-19900'"))
+    looked_up: list[int] = []
+    with pg_db.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+
+        def publish(rows: Any) -> None:  # in the relay's transaction, after its claim
+            [fetched] = driver.execute("SELECT pg_stat_get_xact_tuples_fetched("
+                                       "'relay_cursors'::regclass)").fetchone()
+            looked_up.append(fetched)
+
+        report = relay_module.RelayReport()
+        relay_module._relay_rows(conn=driver, publish=publish, policy=RelayPolicy(),
+                                 streams=None, clock=lambda: datetime.now(UTC),
+                                 report=report, on_published=None)
+    assert report.published == 100
+    assert looked_up and looked_up[0] <= 200, f"{looked_up} cursors read for 100"
