@@ -311,8 +311,9 @@ class Replayer:
                 last = page.events[-1].offset
                 sent += len(page.events)
             if not page.full:
-                last, count = await self.send_tail(sid, page, last)
+                last, count, whole = await self.send_tail(sid, page, last)
                 sent += count
+                unsent = not whole
                 break
         if unsent:
             raise NotRead(f"the socket was closed before it read the events of {stream} "
@@ -429,8 +430,10 @@ class Replayer:
                 last = page.events[-1].offset
                 sent += len(page.events)
             if not page.full:  # the rest is in its tail (through `through`: `need`)
-                last, count = await self.send_tail(sid, page, last)
+                last, count, whole = await self.send_tail(sid, page, last)
                 sent += count
+                if not whole:
+                    break
                 if last < through:
                     raise Gone(f"events of {stream} after {last} are not in the event "
                                f"table (check=read-through-short through={through})")
@@ -460,25 +463,41 @@ class Replayer:
             if (len(page.frames) <= getattr(queue, "max_bytes", len(page.frames))
                     and socket.write_frame(page.frames)):
                 return True
+        return await self.send_paced(sid, eio_sid, queue, page.packets) == len(page.packets)
+
+    async def send_paced(self, sid: str, eio_sid: str, queue: Any,
+                         packets: list[str]) -> int:
+        """`packets` through engine.io's queue, each once the queue has room for it (at the
+        pace the client reads, app/gateway/sendqueue.py); how many were sent (fewer if the
+        socket did not read in time: its transport is closed then)."""
         paced = isinstance(queue, sendqueue.SendQueue)
-        for packet in page.packets:
+        for sent, packet in enumerate(packets):
             if paced and not queue.has_room(len(packet)) and not await self.sio.wait_room(
                     sid, len(packet), self.drain_timeout):
-                return False
+                return sent
             await self.sio.eio.send(eio_sid, packet)
-        return True
+        return len(packets)
 
-    async def send_tail(self, sid: str, page: Page, last: int) -> tuple[int, int]:
-        """The events of `page`'s tail after `last`, in order; (the last offset, count)."""
-        count = 0
-        for event in list(page.tail.events) if page.tail is not None else []:
-            if event.offset > last:
-                if event.packet is None:
-                    event.packet = self.encode(event.name, event.data)
-                await self.send_packet(sid, event.packet)
-                last = event.offset
-                count += 1
-        return last, count
+    async def send_tail(self, sid: str, page: Page, last: int) -> tuple[int, int, bool]:
+        """The events of `page`'s tail after `last`, in order, at the pace the socket reads
+        (a tail may hold more than its send queue does: live events the node received
+        over the page's keep time). (The last offset sent, how many, whether all were:
+        False if the socket went or was closed for not reading first.)"""
+        events = [e for e in page.tail.events if e.offset > last] \
+            if page.tail is not None else []
+        if not events:
+            return last, 0, True
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if eio_sid is None or socket is None:
+            return last, 0, False
+        packets = []
+        for event in events:
+            if event.packet is None:
+                event.packet = self.encode(event.name, event.data)
+            packets.append(event.packet)
+        sent = await self.send_paced(sid, eio_sid, socket.queue, packets)
+        return (events[sent - 1].offset if sent else last), sent, sent == len(events)
 
     async def send(self, sid: str, event: str, data: list[Any]) -> None:
         """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
