@@ -204,9 +204,9 @@ SUMS = "SELECT sum(appended), sum(dispatched), sum(marked), sum(failed), sum(ret
 
 def pending_table(url: str) -> None:
     """0008 moves the marks and their `pending_since` into `pending_streams` (with each
-    stream's head and epoch) and drops the columns; the counts stay, and marks made or
-    deleted afterwards are counted; its downgrade puts the marks back in the columns,
-    counted by 0005's triggers again."""
+    stream's head and epoch) and drops the columns; the counts stay, marks made or
+    deleted afterwards are counted, a deleted stream's mark goes with it; its downgrade
+    puts the marks back in the columns, counted by 0005's triggers again."""
     from sqlalchemy import text
 
     upgrade(url, "0007")
@@ -238,17 +238,20 @@ def pending_table(url: str) -> None:
             conn.execute(text("INSERT INTO pending_streams (name, head, epoch) "
                               "VALUES ('user-1', 4, 'e-user-1')"))
             conn.execute(text("UPDATE streams SET head = 4 WHERE name = 'user-1'"))
-            conn.execute(text("DELETE FROM pending_streams WHERE name = 'user-3'"))
-            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 2, 0, 0)
+            conn.execute(text("DELETE FROM relay_cursors WHERE stream = 'user-3'"))
+            conn.execute(text("DELETE FROM streams WHERE name = 'user-3'"))  # and its mark
+            assert conn.execute(text("SELECT count(*) FROM pending_streams "
+                                     "WHERE name = 'user-3'")).scalar() == 0
+            assert tuple(conn.execute(text(SUMS)).one()) == (9, 5, 2, 0, 0)
         downgrade(url, "0007")
         assert "pending_streams" not in inspect(engine).get_table_names()
         with engine.begin() as conn:
             rows = conn.execute(text("SELECT name, pending, pending_since FROM streams"))
             assert {name: (bool(p), since and str(since)[:10]) for name, p, since in rows} == {
-                "user-1": (True, None), "user-2": (True, "2026-01-03"), "user-3": (False, None)}
-            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 2, 0, 0)
+                "user-1": (True, None), "user-2": (True, "2026-01-03")}
+            assert tuple(conn.execute(text(SUMS)).one()) == (9, 5, 2, 0, 0)
             conn.execute(text("UPDATE streams SET pending = false WHERE name = 'user-1'"))
-            assert tuple(conn.execute(text(SUMS)).one()) == (10, 5, 1, 0, 0)
+            assert tuple(conn.execute(text(SUMS)).one()) == (9, 5, 1, 0, 0)
         upgrade(url)
     finally:
         engine.dispose()
