@@ -450,9 +450,10 @@ async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drai
                                    lambda: f"the gate holds {ordering.held(sid)}")
             with pg_system_session.factory() as session, session.begin():
                 epoch = read_head(session, stream).epoch
-            while sock.queue.qsize() < 5:  # until the writer is blocked: packets stay
-                await gateway.sio.emit("filler", {"fill": FILLER}, to=sid)
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):
+                while sock.queue.qsize() < 5:  # until the writer is blocked: packets stay
+                    await gateway.sio.emit("filler", {"fill": FILLER}, to=sid)
+                    await asyncio.sleep(0.01)
             last = await asyncio.wait_for(gateway.replayer.flush(sid, stream, 0, epoch), 10)
             assert 0 < last < bound, last
             assert sock.closed or sock.closing
