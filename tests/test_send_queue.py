@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from app.gateway.bounds import SocketBounds
 from app.gateway.ordering import Ordering
 from app.gateway.sendqueue import SendQueue
 from app.outbox.publisher import RedisPublisher
+from app.outbox.replay import read_head
 from app.outbox.streams import ticket_stream
 from app.outbox.tables import EventRecord
 from app.outbox.writer import append_rows
@@ -79,21 +81,35 @@ async def _stuck_client(node: LocalNode, user: int, ticket: int, offset: int | N
                         ) -> ClientConnection:
     """A websocket that does the handshake, joins `ticket` and then reads nothing more
     (its socket's receive buffer is 4 KB)."""
+    ws = await _raw_client(node, user)
+    await _join(ws, ticket, offset)
+    return ws
+
+
+async def _raw_client(node: LocalNode, user: int, close_timeout: float = 10
+                      ) -> ClientConnection:
+    """A websocket through the handshake and the Socket.IO connect, reading nothing more
+    until told (its socket's receive buffer is 4 KB). `close_timeout`: how long its close
+    waits for the node's answer (which it does not see behind frames it left unread)."""
     raw = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM)
     raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
     raw.setblocking(False)
     await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", node.port))
     ws = await ws_connect(f"ws://127.0.0.1:{node.port}/socket.io/?EIO=4&transport=websocket",
-                          sock=raw, max_queue=1, compression=None)
+                          sock=raw, max_queue=1, compression=None,
+                          close_timeout=close_timeout)
     assert str(await ws.recv()).startswith("0{")
     await ws.send("40" + json.dumps({"token": token(user, "client")}))
     while not str(await ws.recv()).startswith("40"):
         pass
+    return ws
+
+
+async def _join(ws: ClientConnection, ticket: int, offset: int | None) -> None:
     join: dict[str, Any] = {"ticketId": ticket}
     if offset is not None:
         join["position"] = {"offset": offset}
     await ws.send("421" + json.dumps(["join-ticket", join]))
-    return ws
 
 
 def _queued(sock: Any) -> int:
@@ -229,6 +245,38 @@ async def _read_offsets(ws: ClientConnection, stream: str, count: int) -> list[i
     return got
 
 
+async def _read_slowly(ws: ClientConnection, stream: str, count: int, pause: float
+                       ) -> tuple[list[int], bool]:
+    """Read one frame each `pause` seconds (answering pings) until `count` events of
+    `stream` came or the node closed the connection: (their offsets, whether closed)."""
+    got: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < count:
+                frame = str(await ws.recv())
+                if frame == "2":
+                    await ws.send("3")
+                elif frame.startswith("42"):
+                    args = json.loads(frame[2:])[1:]
+                    if len(args) == 2 and isinstance(args[1], dict) \
+                            and args[1].get("stream") == stream:
+                        got.append(args[1]["offset"])
+                await asyncio.sleep(pause)
+    except ConnectionClosed:
+        return got, True
+    return got, False
+
+
+def _small_send_buffers(sock: Any) -> None:
+    """Shrink what the node's kernel socket and uvicorn's transport buffer for one socket
+    (4 KB each), so that a client reading slowly backs up into its send queue after a few
+    dozen KB rather than some MB."""
+    transport = sock._ws.asgi_send.__self__.transport
+    transport.get_extra_info("socket").setsockopt(socketlib.SOL_SOCKET,
+                                                  socketlib.SO_SNDBUF, 4096)
+    transport.set_write_buffer_limits(high=4096)
+
+
 @dataclass
 class Held:
     chars: int = 0  # the most seen held for the socket at once
@@ -318,6 +366,101 @@ async def test_live_events_a_full_gate_dropped_are_read_from_the_table_in_order(
         finally:
             publisher.close()
             await reader.close()
+
+
+async def test_live_events_a_gate_held_during_a_paced_replay_are_flushed_as_the_socket_reads(
+    pg_system_session: System, redis_url: str
+) -> None:
+    """A client reads nothing while the node paces its replay (its send queue up to half
+    full), and its gate meanwhile holds as many live events of the stream as the queue's
+    bound (the gate's own: it does not go over); then the client reads, slowly but
+    steadily. The replay's flush sends the held events at the pace it reads: it gets the
+    history and every live event once, in order, and its transport is not closed. (Put on
+    the queue at once on top of what the history left there, they went over its bound:
+    the transport of a socket that reads was closed after the history.)"""
+    history = 200  # events of about 1 KB: some times what the node buffers once shrunk
+    bound = 40  # packets on the send queue, and events the gates may hold
+    ticket = _ticket(pg_system_session, history)
+    stream = ticket_stream(ticket.id)
+    # 64 KB: the history's page is too long for one direct write, and the gate's events
+    # fit (the packets are the bound that counts: the queue is paced at 20 of them).
+    bounds = SocketBounds(queue_bytes=65536, queue_packets=bound, drain_timeout=10)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        ordering = gateway.manager.ordering
+        sockets = gateway.sio.eio.sockets
+        before = set(sockets)
+        client = await _raw_client(node, ticket.user, close_timeout=0.5)
+        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
+        try:
+            eio_sid = await _new_socket(node, before)
+            sock = sockets[eio_sid]
+            sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
+            _small_send_buffers(sock)
+            await _join(client, ticket.id, 0)
+            await eventually_async(
+                lambda: ordering.is_gated(sid, stream)
+                and not sock.queue.has_room(2 * len(FILLER)), "the replay was not paced")
+            events = await asyncio.to_thread(_append, pg_system_session, stream, history,
+                                             bound)
+            await asyncio.to_thread(publisher.publish, events)
+            await eventually_async(lambda: ordering.held(sid)[1] == bound,
+                                   lambda: f"the gate holds {ordering.held(sid)}")
+            got, closed = await _read_slowly(client, stream, history + bound, 0.001)
+        finally:
+            publisher.close()
+            await client.close()
+        assert not closed, f"closed after {len(got)} of {history + bound} events"
+        assert got == list(range(1, history + bound + 1))
+        assert gateway.sio.overflows == 0
+        assert ordering.overflows == 0 and not ordering.is_gated(sid, stream)
+
+
+async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drain_timeout(
+    pg_system_session: System, redis_url: str
+) -> None:
+    """A replay's flush of the live events its gate held waits for room on the send queue
+    as the history does: a client that reads nothing (its transport's writer blocked by
+    what came before) has its transport closed after the drain timeout, and the flush
+    stops there (what was not sent is left to the client's replay on reconnect), its gate
+    closed."""
+    bound = 40  # packets on the send queue, and events the gates may hold
+    ticket = _ticket(pg_system_session, 0)
+    stream = ticket_stream(ticket.id)
+    bounds = SocketBounds(queue_bytes=65536, queue_packets=bound, drain_timeout=1)
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        ordering = gateway.manager.ordering
+        sockets = gateway.sio.eio.sockets
+        before = set(sockets)
+        stuck = await _raw_client(node, ticket.user, close_timeout=0.5)
+        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
+        try:
+            eio_sid = await _new_socket(node, before)
+            sock = sockets[eio_sid]
+            sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
+            _small_send_buffers(sock)
+            await _join(stuck, ticket.id, None)
+            await eventually_async(lambda: stream in gateway.sio.rooms(sid)
+                                   and not ordering.is_gated(sid, stream), "not joined")
+            gateway.manager.open_gate(sid, stream)  # as a replay still sending would
+            events = await asyncio.to_thread(_append, pg_system_session, stream, 0, bound)
+            await asyncio.to_thread(publisher.publish, events)
+            await eventually_async(lambda: ordering.held(sid)[1] == bound,
+                                   lambda: f"the gate holds {ordering.held(sid)}")
+            with pg_system_session.factory() as session, session.begin():
+                epoch = read_head(session, stream).epoch
+            async with asyncio.timeout(10):
+                while sock.queue.qsize() < 5:  # until the writer is blocked: packets stay
+                    await gateway.sio.emit("filler", {"fill": FILLER}, to=sid)
+                    await asyncio.sleep(0.01)
+            last = await asyncio.wait_for(gateway.replayer.flush(sid, stream, 0, epoch), 10)
+            assert 0 < last < bound, last
+            assert sock.closed or sock.closing
+            assert gateway.sio.overflows == 1 and not ordering.is_gated(sid, stream)
+        finally:
+            publisher.close()
+            await stuck.close()
 
 
 # -- the queue alone ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from app.core import jsoncodec
 from app.core.errors import Gone, Unavailable
 from app.gateway import direct, sendqueue
 from app.gateway.manager import HeraldRedisManager
+from app.gateway.ordering import Held
 from app.gateway.pagetail import Gates, Tail
 from app.outbox.replay import REPLAY_BATCH, Head, read_after, read_head
 from app.outbox.streams import parse_stream
@@ -386,8 +387,9 @@ class Replayer:
         """Send the live events held back for (sid, stream) after `last`; close the gate.
 
         Where the gate dropped events (over its bound), they are read from the event table
-        of `epoch` through the highest one dropped, at the pace the socket reads; then
-        whatever the gate held meanwhile. Returns the last offset sent. Raises Gone if
+        of `epoch` through the highest one dropped; then whatever the gate held meanwhile;
+        all at the pace the socket reads (`send_held`). Returns the last offset sent (it
+        stops early if the socket went or was closed for not reading). Raises Gone if
         dropped events are not in the table any more (the gate is closed then too).
         """
         try:
@@ -399,10 +401,11 @@ class Replayer:
                         break  # the socket is gone, or was closed for not reading
                 elif not taken.events:
                     break
-                for offset, name, data in taken.events:
-                    if offset > last:
-                        await self.send(sid, name, data)
-                        last = offset
+                held = [event for event in taken.events if event[0] > last]
+                if held:
+                    last, whole = await self.send_held(sid, held, last)
+                    if not whole:
+                        break  # the socket is gone, or was closed for not reading
         except BaseException:
             self.manager.close_gate(sid, stream)
             raise
@@ -499,11 +502,18 @@ class Replayer:
         sent = await self.send_paced(sid, eio_sid, socket.queue, packets)
         return (events[sent - 1].offset if sent else last), sent, sent == len(events)
 
-    async def send(self, sid: str, event: str, data: list[Any]) -> None:
-        """One event to one socket: the packet `sio.emit(event, data, to=sid)` sends, built
-        by python-socketio's Packet, but without emit's room lookup, binary scan and task
-        per packet (a replay sends thousands). Event data is JSON: never binary."""
-        await self.send_packet(sid, self.encode(event, data))
+    async def send_held(self, sid: str, held: list[Held], last: int) -> tuple[int, bool]:
+        """Live events a gate held (in offset order), at the pace the socket reads: a gate
+        holds up to its send queue's bound, and a paced history leaves that queue up to
+        half full. (The last offset sent, whether all were: False if the socket went or
+        was closed for not reading first.)"""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if eio_sid is None or socket is None:
+            return last, False
+        packets = [self.encode(name, data) for _, name, data in held]
+        sent = await self.send_paced(sid, eio_sid, socket.queue, packets)
+        return (held[sent - 1][0] if sent else last), sent == len(held)
 
     async def send_packet(self, sid: str, packet: str) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
