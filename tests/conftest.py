@@ -9,6 +9,7 @@ import pytest
 import redis as redis_lib
 
 import testkit.testrun  # noqa: F401  (must come first: sets this run's channels)
+from testkit import install
 from testkit.databases import (  # noqa: F401  (fixtures)
     Database,
     create_pg_database,
@@ -44,6 +45,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank))
                if item.path.parent.name == "tests" else len(rank))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own starts the workers: they inherit its name
+def pytest_sessionstart(session: pytest.Session) -> None:
+    install.begin(session.config)  # tests/test_install.py's venv, in the background
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    install.end()
 
 
 # Before any test starts a thread (CPython 3.11's ast.parse is not thread-safe):
