@@ -45,7 +45,7 @@ class Install:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """A fresh venv with `pip install <clone>`, dependencies from the package index
     (testkit/install.py: started in the background when the session starts)."""
-    venv = install.ready(tmp_path_factory) / "venv"
+    venv = install.ready("server", tmp_path_factory)
     where = tmp_path_factory.mktemp("installed")
     cwd = where / "elsewhere"
     cwd.mkdir()
