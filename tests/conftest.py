@@ -33,11 +33,16 @@ from testkit.world import World, build_world
 # The longest test files (pytest --durations on a full run), in that order, run first: with
 # pytest-xdist (`make test`: --dist loadfile, no reordering) each worker takes the next file
 # as it frees up, so that no worker is left alone with a long file at the end of the run.
-# Every other file keeps its place, after these; each file's tests keep their order.
+# Except the two whose pip installs start in the background with the session
+# (testkit/install.py): they come a few minutes in, once their venvs are likely ready, so
+# that no worker waits for one. Every other file keeps its place, after these; each file's
+# tests keep their order.
 LONGEST_FIRST = [
-    "test_soak.py", "test_redis_topologies.py", "test_install.py", "test_bench_smoke.py",
-    "test_dev.py", "test_tail.py", "test_durability.py", "test_client_packages.py",
-    "test_send_queue.py", "test_hostile_transport.py", "test_js_client.py",
+    "test_soak.py", "test_bench_smoke.py", "test_send_queue.py", "test_redis_topologies.py",
+    "test_dev.py", "test_tail.py", "test_durability.py",
+    "test_install.py",  # its venv: started with the session
+    "test_hostile_transport.py", "test_js_client.py",
+    "test_client_packages.py",  # its venv: started with the session
 ]
 
 
