@@ -186,11 +186,11 @@ class LocalSentinel:
                        "sentinel set: the sentinel does not count the replica", timeout=20,
                        interval=0.1)
 
-    def _promotable(self, sentinel: redis_lib.Redis) -> bool:
+    def _promotable(self, sentinel: redis_lib.Redis[bytes]) -> bool:
         """Whether the sentinel sees the replica up, and its link to the master up."""
         return any(int(state["port"]) == self.replica.port and state["flags"] == "slave"
                    and state["master-link-status"] == "ok"
-                   for state in sentinel.sentinel_slaves(SERVICE))
+                   for state in sentinel.sentinel_slaves(SERVICE))  # type: ignore[no-untyped-call]
 
     def master_port(self) -> int:
         _host, port = redis_lib.Redis(port=self.sentinel_port).sentinel_get_master_addr_by_name(
