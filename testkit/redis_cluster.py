@@ -78,8 +78,11 @@ class _Server:
 
 
 def _redis_argv(port: int, *extra: str) -> list[str]:
+    # A replica's full sync starts at once (Redis waits 5 s by default, for other replicas
+    # to share the transfer): a Sentinel set is in sync a second after it starts, and a
+    # server revived as a replica as soon as it asks.
     return [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", *extra]
+            "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", *extra]
 
 
 class LocalCluster:
@@ -157,10 +160,15 @@ class LocalSentinel:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/0/{SERVICE}"
 
     def start(self) -> None:
+        """The master and its replica, in sync; then the sentinel, until it counts the
+        replica as one it may promote (its first look at the replica is after the sync)."""
         self.master.start()
         self.replica.start()
         self.master.wait()
         self.replica.wait()
+        with redis_lib.Redis(port=self.replica.port) as replica:
+            eventually(lambda: replica.info("replication").get("master_link_status") == "up",
+                       "sentinel set: the replica did not sync", timeout=20, interval=0.1)
         conf = self.directory / "sentinel.conf"
         conf.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\n"
@@ -173,9 +181,16 @@ class LocalSentinel:
                                 self.sentinel_port)
         self.sentinel.start()
         self.sentinel.wait()
-        with redis_lib.Redis(port=self.replica.port) as replica:  # in sync and known
-            eventually(lambda: replica.info("replication").get("master_link_status") == "up",
-                       "sentinel set: the replica did not sync", timeout=20, interval=0.1)
+        with redis_lib.Redis(port=self.sentinel_port) as sentinel:
+            eventually(lambda: self._promotable(sentinel),
+                       "sentinel set: the sentinel does not count the replica", timeout=20,
+                       interval=0.1)
+
+    def _promotable(self, sentinel: redis_lib.Redis[bytes]) -> bool:
+        """Whether the sentinel sees the replica up, and its link to the master up."""
+        return any(int(state["port"]) == self.replica.port and state["flags"] == "slave"
+                   and state["master-link-status"] == "ok"
+                   for state in sentinel.sentinel_slaves(SERVICE))  # type: ignore[no-untyped-call]
 
     def master_port(self) -> int:
         _host, port = redis_lib.Redis(port=self.sentinel_port).sentinel_get_master_addr_by_name(

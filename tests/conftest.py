@@ -9,6 +9,7 @@ import pytest
 import redis as redis_lib
 
 import testkit.testrun  # noqa: F401  (must come first: sets this run's channels)
+from testkit import install
 from testkit.databases import (  # noqa: F401  (fixtures)
     Database,
     create_pg_database,
@@ -32,11 +33,16 @@ from testkit.world import World, build_world
 # The longest test files (pytest --durations on a full run), in that order, run first: with
 # pytest-xdist (`make test`: --dist loadfile, no reordering) each worker takes the next file
 # as it frees up, so that no worker is left alone with a long file at the end of the run.
-# Every other file keeps its place, after these; each file's tests keep their order.
+# Except the two whose pip installs start in the background with the session
+# (testkit/install.py): they come a few minutes in, once their venvs are likely ready, so
+# that no worker waits for one. Every other file keeps its place, after these; each file's
+# tests keep their order.
 LONGEST_FIRST = [
-    "test_soak.py", "test_redis_topologies.py", "test_install.py", "test_bench_smoke.py",
-    "test_dev.py", "test_tail.py", "test_durability.py", "test_client_packages.py",
-    "test_send_queue.py", "test_hostile_transport.py", "test_js_client.py",
+    "test_soak.py", "test_bench_smoke.py", "test_send_queue.py", "test_redis_topologies.py",
+    "test_dev.py", "test_tail.py", "test_durability.py",
+    "test_install.py",  # its venv: started with the session
+    "test_hostile_transport.py", "test_js_client.py",
+    "test_client_packages.py",  # its venv: started with the session
 ]
 
 
@@ -44,6 +50,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank))
                if item.path.parent.name == "tests" else len(rank))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own starts the workers: they inherit its name
+def pytest_sessionstart(session: pytest.Session) -> None:
+    install.begin(session.config)  # tests/test_install.py's venv, in the background
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    install.end()
 
 
 # Before any test starts a thread (CPython 3.11's ast.parse is not thread-safe):

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from testkit import install
 from testkit.clients import token, user_token
 from testkit.jsproject import JS, NPM_QUIET, clean_copy, empty_node_project, npm, npm_install
-from testkit.processes import ROOT, WebNode
+from testkit.processes import ROOT
 from testkit.system import System
 
 pytestmark = pytest.mark.slow
@@ -53,9 +53,10 @@ await herald.close();
 """
 
 
-def _receives_an_event(project: Path, system: System, node: WebNode) -> None:
+def _receives_an_event(project: Path, system: System) -> None:
+    """Against `system`'s own web node (the tests only read from it)."""
     (project / "receive.mjs").write_text(RECEIVE)
-    env = {**os.environ, "HERALD_URL": node.url,
+    env = {**os.environ, "HERALD_URL": system.url,
            "HERALD_TOKEN": user_token(system.factory, "client", "pkg@example.com"),
            "HERALD_SERVICE_TOKEN": token("packages", "service", "packages@services")}
     done = subprocess.run(["node", "receive.mjs"], cwd=project, env=env, capture_output=True,
@@ -68,7 +69,7 @@ def _receives_an_event(project: Path, system: System, node: WebNode) -> None:
 
 
 def test_a_plain_npm_install_by_path_works_with_nothing_installed_beside_the_client(
-    pg_system: System, node: WebNode, tmp_path: Path,
+    pg_system: System, tmp_path: Path,
 ) -> None:
     source = clean_copy(tmp_path / "herald" / "clients" / "js")
     project = empty_node_project(tmp_path / "app")
@@ -77,22 +78,22 @@ def test_a_plain_npm_install_by_path_works_with_nothing_installed_beside_the_cli
     assert (modules / "@herald-notify" / "client").is_symlink()  # npm links the folder...
     assert sorted(p.name for p in modules.iterdir()) == [".package-lock.json", "@herald-notify"]
     assert not (source / "node_modules").exists()  # ...and installs nothing for it, anywhere
-    _receives_an_event(project, pg_system, node)
+    _receives_an_event(project, pg_system)
 
 
 def test_the_js_client_installs_by_path_as_a_copy_with_install_links(
-    pg_system: System, node: WebNode, tmp_path: Path,
+    pg_system: System, tmp_path: Path,
 ) -> None:
     source = clean_copy(tmp_path / "herald" / "clients" / "js")
     project = empty_node_project(tmp_path / "app")
     npm_install(project, "--install-links", str(source))
     installed = project / "node_modules" / "@herald-notify" / "client"
     assert installed.is_dir() and not installed.is_symlink()  # a copy, not a link
-    _receives_an_event(project, pg_system, node)
+    _receives_an_event(project, pg_system)
 
 
 def test_the_js_client_installs_from_an_npm_pack_tarball(
-    pg_system: System, node: WebNode, tmp_path: Path,
+    pg_system: System, tmp_path: Path,
 ) -> None:
     packed = subprocess.run([npm(), "pack", "--json", "--pack-destination", str(tmp_path),
                              *NPM_QUIET], cwd=JS, capture_output=True, text=True, timeout=120)
@@ -105,17 +106,17 @@ def test_the_js_client_installs_from_an_npm_pack_tarball(
     assert not any(f.startswith(("test/", "scripts/")) for f in files)  # what a user needs
     project = empty_node_project(tmp_path / "app")
     npm_install(project, str(tmp_path / meta["filename"]))
-    _receives_an_event(project, pg_system, node)
+    _receives_an_event(project, pg_system)
 
 
-@pytest.mark.timeout(600)  # a fresh venv and its installs: minutes on a busy machine
-def test_the_python_client_installs_with_pip_into_a_fresh_venv(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "./clients/python"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.mark.timeout(700)  # a fresh venv and its installs: minutes on a busy machine
+def test_the_python_client_installs_with_pip_into_a_fresh_venv(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # the venv's `pip install ./clients/python` (testkit/install.py: started in the
+    # background when the session starts)
+    venv = install.ready("client", tmp_path_factory)
+    env = install.clean_env()
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
          "import herald_client; print(herald_client.__file__); "

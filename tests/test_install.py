@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from testkit import portalmodules
+from testkit import install, portalmodules
 from testkit.eventually import eventually
 from testkit.processes import ROOT, free_port
 
-# The module fixture builds a wheel and a fresh venv: minutes on a busy machine.
+# The module fixture waits for a fresh venv with the wheel installed: minutes on a busy
+# machine when the file runs alone.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -43,18 +43,13 @@ class Install:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
-    """A fresh venv with `pip install <clone>` (dependencies from the warm pip cache)."""
-    where = tmp_path_factory.mktemp("install")
-    venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert pip.returncode == 0, pip.stderr[-3000:]
+    """A fresh venv with `pip install <clone>`, dependencies from the package index
+    (testkit/install.py: started in the background when the session starts)."""
+    venv = install.ready("server", tmp_path_factory)
+    where = tmp_path_factory.mktemp("installed")
     cwd = where / "elsewhere"
     cwd.mkdir()
-    env["DATABASE_URL"] = f"sqlite:///{where / 'herald.db'}"
+    env = {**install.clean_env(), "DATABASE_URL": f"sqlite:///{where / 'herald.db'}"}
     return Install(venv / "bin", cwd, env)
 
 

@@ -14,7 +14,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +23,23 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import socketio
+from redis.exceptions import RedisClusterException
 
 from app.core.db import make_engine, make_session_factory
 from app.portal import projects
 from testkit.clients import Api, SocketClient, token
 from testkit.databases import drop_pg_database, migrated_pg_database, require_pg
 from testkit.eventually import eventually_async
-from testkit.processes import WebNode, Worker
+from testkit.processes import WebNode, Worker, stop_all
 from testkit.redis_cluster import SERVICE, LocalCluster, LocalSentinel
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 CLIENTS = 3
 BEFORE_KILL = 2.0  # seconds of load before the master is killed
-AFTER_KILL = 8.0  # and after: past the failover, so later events must arrive live too
+# and after it, once the failover is over: that many more PATCHes per project, so that later
+# events must arrive live too
+AFTER_FAILOVER = 15
 
 
 @dataclass
@@ -66,23 +69,27 @@ def deployment(tmp: Path, name: str, env: dict[str, str]) -> Iterator[Deployment
         yield Deployment(web, worker, api, factory)
         api.close()
     finally:
-        web.stop()
-        worker.stop()
+        stop_all([web, worker])  # side by side: a worker's warm shutdown takes seconds
         engine.dispose()
         drop_pg_database(url)
 
 
-@pytest.fixture
-def on_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> Iterator[Deployment]:
+# One deployment per topology for the module (each test makes its own users, projects and
+# clients); the tests that kill a master come last in the file, after the others on it.
+@pytest.fixture(scope="module")
+def on_cluster(redis_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Deployment]:
     redis_cluster.wait_healthy()
-    with deployment(tmp_path, "_cluster", {"REDIS_URL": redis_cluster.url,
-                                           "HERALD_BROKER_URL": RABBITMQ}) as system:
+    with deployment(tmp_path_factory.mktemp("on-cluster"), "_cluster", {
+            "REDIS_URL": redis_cluster.url, "HERALD_BROKER_URL": RABBITMQ}) as system:
         yield system
 
 
-@pytest.fixture
-def on_sentinel(redis_sentinel: LocalSentinel, tmp_path: Path) -> Iterator[Deployment]:
-    with deployment(tmp_path, "_sentinel", {"REDIS_URL": redis_sentinel.url}) as system:
+@pytest.fixture(scope="module")
+def on_sentinel(redis_sentinel: LocalSentinel, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[Deployment]:
+    with deployment(tmp_path_factory.mktemp("on-sentinel"), "_sentinel",
+                    {"REDIS_URL": redis_sentinel.url}) as system:
         yield system
 
 
@@ -195,9 +202,10 @@ async def test_cluster_typing_and_a_plain_emit_reach_another_web_node(
         second.stop()
 
 
-async def under_load_while(system: Deployment, clients: list[Follower],
-                           kill: Any) -> None:
-    """PATCH every client's project, `kill()` a master meanwhile; then every client has
+async def under_load_while(system: Deployment, clients: list[Follower], kill: Any,
+                           failed_over: Callable[[], bool]) -> None:
+    """PATCH every client's project, `kill()` a master meanwhile and go on until
+    `failed_over()` and AFTER_FAILOVER more PATCHes per project; then every client has
     every offset, in order of first arrival, and is connected."""
     sent: dict[int, int] = {c.project: 0 for c in clients}
     stop = threading.Event()
@@ -220,7 +228,13 @@ async def under_load_while(system: Deployment, clients: list[Follower],
     try:
         await asyncio.sleep(BEFORE_KILL)
         await asyncio.to_thread(kill)
-        await asyncio.sleep(AFTER_KILL)
+        await eventually_async(lambda: asyncio.to_thread(failed_over),
+                               "no failover after the master was killed", timeout=30,
+                               interval=0.2)
+        after = dict(sent)
+        await eventually_async(
+            lambda: all(sent[p] >= after[p] + AFTER_FAILOVER for p in sent),
+            lambda: f"PATCHes after the failover: {after} -> {sent}", timeout=30)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)
@@ -238,7 +252,15 @@ async def test_killing_a_cluster_master_under_load_loses_nothing(
     clients = await followers(on_cluster, CLIENTS)
     try:
         victim = redis_cluster.master_of(clients[0].stream)
-        await under_load_while(on_cluster, clients, victim.kill)
+
+        def failed_over() -> bool:  # the victim's replica serves its slots, the cluster is ok
+            try:
+                redis_cluster.wait_healthy(timeout=0)
+                return redis_cluster.master_of(clients[0].stream) is not victim
+            except (AssertionError, redis_lib.RedisError, RedisClusterException):
+                return False
+
+        await under_load_while(on_cluster, clients, victim.kill, failed_over)
     finally:
         for client in clients:
             await client.sio.disconnect()
@@ -248,7 +270,15 @@ async def test_killing_the_sentinel_master_under_load_loses_nothing(
         on_sentinel: Deployment, redis_sentinel: LocalSentinel) -> None:
     clients = await followers(on_sentinel, CLIENTS)
     try:
-        await under_load_while(on_sentinel, clients, redis_sentinel.current_master().kill)
+        victim = redis_sentinel.current_master()
+
+        def failed_over() -> bool:  # the sentinel names the promoted replica
+            try:
+                return redis_sentinel.current_master() is not victim
+            except redis_lib.RedisError:
+                return False
+
+        await under_load_while(on_sentinel, clients, victim.kill, failed_over)
     finally:
         for client in clients:
             await client.sio.disconnect()
