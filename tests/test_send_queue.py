@@ -80,8 +80,8 @@ async def node(pg_system_session: System, redis_url: str) -> AsyncIterator[Local
 async def _stuck_client(node: LocalNode, user: int, ticket: int, offset: int | None
                         ) -> ClientConnection:
     """A websocket that does the handshake, joins `ticket` and then reads nothing more
-    (its socket's receive buffer is 4 KB)."""
-    ws = await _raw_client(node, user)
+    (its socket's receive buffer is 4 KB); its close does not wait for the node's answer."""
+    ws = await _raw_client(node, user, close_timeout=0.5)
     await _join(ws, ticket, offset)
     return ws
 
