@@ -180,6 +180,48 @@ async def test_a_batch_reads_its_streams_heads_as_rows_and_a_restore_without_mor
     assert len(stream_reads) == 2, stream_reads  # the Core read and the restored rows
 
 
+async def test_a_batch_that_restores_nothing_reads_two_statements_without_a_session(
+        pg_system: System) -> None:
+    """Its user rows and heads from two array statements on a plain connection (no ORM
+    session), each connect's outcome what the session's path gives: refusals included."""
+    users = make_users(pg_system, 6)
+    reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    with pg_system.factory() as session, session.begin():
+        append(session, user_stream(users[1]), "notification", {"n": 1})
+        session.execute(delete(User).where(User.id == users[2]))
+        session.execute(update(User).where(User.id == users[4]).values(role="technician"))
+    statements: list[str] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    async def batch() -> list[Any]:
+        reader.parallel = 0  # all six wait: then one batch
+        waiting = [asyncio.ensure_future(reader.load(who(u), auto(u), [])) for u in users]
+        await asyncio.sleep(0)
+        reader.parallel = 1
+        reader._start()
+        out = await asyncio.gather(*waiting, return_exceptions=True)
+        return [(type(o).__name__, o.code) if isinstance(o, AuthError) else o for o in out]
+
+    plain, reader._plain = reader._plain, None
+    by_session = await batch()
+    reader._plain, before = plain, reader.plain
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        by_plain = await batch()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert reader.plain == before + 1
+    assert by_plain == by_session
+    assert by_plain[1].auto[user_stream(users[1])].offset == 1
+    assert [o for i, o in enumerate(by_plain) if i in (2, 4)] == [("AuthError",
+                                                                   "token_invalid")] * 2
+    assert len(statements) == 2 and all("= ANY (" in s for s in statements), statements
+
+
 def readable_stream(session: Session, _who: Principal, name: str) -> bool:
     """A restore check that needs the stream's row (as the gateway's `_readable` does)."""
     return session.get(Stream, name) is not None
