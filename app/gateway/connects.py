@@ -12,10 +12,12 @@ COMMIT round trips); a stream to create makes it one transaction.
 
 A batch that restores no stream (a connect without positions: most of a connect storm)
 needs no ORM session: its two reads go on a plain connection of the engine, and on
-PostgreSQL as two prepared `= ANY(array)` statements handed to the driver as they are
-(`exec_driver_sql`: no statement compiled per batch size, no bind or result processing);
-a batch read so cost about half the CPU of one through the session and Core statements.
-A stream to create, a restore check or another database takes the session's path.
+PostgreSQL with psycopg as two `= ANY(array)` statements (one statement whatever the
+batch's size) run by the driver's own cursor, without SQLAlchemy's execution and result
+machinery: a batch read so costs about half the CPU of one through the session and Core
+statements. A stream to create, a restore check or another database takes the session's
+path, and so does a batch whose driver read failed (read again there: SQLAlchemy's
+errors and its handling of a lost connection, as before).
 
 Nothing is cached between reads: every connect's user row is read by a statement that
 began after the connect arrived, so a deleted user or a changed role is refused exactly
@@ -31,9 +33,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, Integer, String, any_, bindparam, select
+from sqlalchemy import Engine, Integer, String, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,9 +123,17 @@ _USERS_ANY = select(User.id, User.role, User.name, User.email).where(
     User.id == any_(bindparam("uids", type_=ARRAY(Integer))))
 
 
+class _UserRow(NamedTuple):
+    id: int
+    role: str
+    name: str | None
+    email: str
+
+
 class _PlainReads:
     """A batch's two reads on a plain connection of `engine` (no ORM session): on
-    PostgreSQL with psycopg as driver SQL, elsewhere as the Core statements above."""
+    PostgreSQL with psycopg, the statements above run by the driver's own cursor (no
+    SQLAlchemy execution, bind or result processing); elsewhere the Core statements."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -131,17 +141,41 @@ class _PlainReads:
         if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
             self.sql = (str(_HEADS_ANY.compile(dialect=engine.dialect)),
                         str(_USERS_ANY.compile(dialect=engine.dialect)))
+        self.statements = 0  # run by the driver's cursor (tests, diagnostics)
 
-    def heads(self, conn: Connection, names: set[str]) -> dict[str, Head]:
-        rows = (conn.exec_driver_sql(self.sql[0], {"names": sorted(names)}) if self.sql
-                else conn.execute(_HEADS, {"names": sorted(names)}))
-        return {name: Head(name, int(head), epoch, int(pruned))
-                for name, head, epoch, pruned in rows}
+    def read(self, names: set[str], ids: list[int]
+             ) -> tuple[dict[str, Head], dict[int, Any]] | None:
+        """The heads of `names` that exist and, if all do, the user rows of `ids`; None if
+        the driver failed (the caller reads again through SQLAlchemy, whose errors and
+        handling of a lost connection are the gateway's)."""
+        with self.engine.connect() as conn:
+            if self.sql is None:
+                heads = _heads(conn.execute(_HEADS, {"names": sorted(names)}))
+                if len(heads) < len(names):
+                    return heads, {}
+                return heads, {int(row.id): row
+                               for row in conn.execute(access.USER_ROWS, {"uids": ids})}
+            dbapi: Any = conn.connection.dbapi_connection
+            try:
+                with dbapi.cursor() as cursor:
+                    self.statements += 1
+                    cursor.execute(self.sql[0], {"names": sorted(names)})
+                    heads = _heads(cursor)
+                    if len(heads) < len(names):
+                        return heads, {}
+                    self.statements += 1
+                    cursor.execute(self.sql[1], {"uids": ids})
+                    return heads, {int(row[0]): _UserRow(*row) for row in cursor}
+            except Exception as exc:
+                if getattr(dbapi, "broken", False) or getattr(dbapi, "closed", False):
+                    conn.invalidate(exc)  # not back to the pool
+                log.info("plain connect read failed, read again error=%s",
+                         type(exc).__name__)
+                return None
 
-    def users(self, conn: Connection, ids: list[int]) -> dict[int, Any]:
-        rows = (conn.exec_driver_sql(self.sql[1], {"uids": ids}) if self.sql
-                else conn.execute(access.USER_ROWS, {"uids": ids}))
-        return {int(row.id): row for row in rows}
+
+def _heads(rows: Any) -> dict[str, Head]:
+    return {name: Head(name, int(head), epoch, int(pruned)) for name, head, epoch, pruned in rows}
 
 
 def _checked(batch: list[_Request], users: Mapping[int, Any],
@@ -235,11 +269,10 @@ class ConnectReader:
         plain = self._plain
         if (plain is not None and not restorable
                 and all(r.who.user_id is not None for r in batch)):
-            with plain.engine.connect() as conn:  # reads only: no ORM session
-                heads = plain.heads(conn, names)
-                if len(heads) == len(names):
-                    self.plain += 1
-                    return _checked(batch, plain.users(conn, ids), heads)
+            got = plain.read(names, ids)  # reads only: no ORM session
+            if got is not None and len(got[0]) == len(names):
+                self.plain += 1
+                return _checked(batch, got[1], got[0])
         with self.factory() as session:
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             heads = _read_heads(session, names, restorable)
