@@ -26,13 +26,16 @@ For many sockets on one node it also:
   collector's sight (`gc.freeze()`): a full collection then scans the sockets' objects,
   not those too. Only start-up objects are frozen, before any socket exists: a closed
   socket's objects are collected as before;
-- collects the youngest generation every `GEN0_THRESHOLD` (5,000) new container objects,
-  not CPython's 700: a connect makes hundreds, most of which live on with the socket, so
-  a connect storm ran a young collection every four connects and, as those survivors
-  pile up, middle and full collections of them (6,000 connects at ~300/s: 1.9-2.1 s of
-  collections, ~0.3 ms of each ~3 ms connect; 0.9 s with this threshold: fewer
-  survivors of young collections reach the older generations); the other thresholds are
-  CPython's.
+- collects the youngest generation every `GEN0_THRESHOLD` (20,000) new container
+  objects, not CPython's 700: a connect makes hundreds, most of which live on with the
+  socket, so a connect storm ran a young collection every four connects and, as those
+  survivors pile up, middle and full collections of them (6,000 connects at ~300/s:
+  1.9-2.1 s of collections, ~0.3 ms of each ~3 ms connect; 0.9 s at 5,000). At 20,000 a
+  storm's sockets are mostly frozen (app/gateway/gcpolicy.py) before a middle collection
+  would scan them: no middle collection ran in 2,000 connects (3-4 at 5,000), and the
+  collections of 2,000 connects took about half the time (thread CPU, 4 runs each). The
+  freeze collects the young generations first, so the garbage a larger generation holds
+  longer is not frozen with the sockets. The other thresholds are CPython's.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def server_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config
                           timeout_graceful_shutdown=3)
 
 
-GEN0_THRESHOLD = 5000
+GEN0_THRESHOLD = 20_000
 
 
 def freeze_start_up() -> int:

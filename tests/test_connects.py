@@ -103,6 +103,7 @@ async def test_a_deleted_user_in_a_batch_is_refused_alone(pg_system: System) -> 
 async def test_a_batch_reads_its_users_in_one_statement(pg_system: System) -> None:
     users = make_users(pg_system, 20)
     reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    reader._plain = None  # the session's path (the plain one: its own test below)
     await reader.load(who(users[0]), auto(users[0]), [])  # streams created; idle again
     statements: list[str] = []
     engine = pg_system.factory.kw["bind"]
@@ -130,6 +131,7 @@ async def test_a_batch_whose_streams_exist_reads_without_a_transaction(
     users = make_users(pg_system, 6)
     reader = ConnectReader(pg_system.factory, readable, parallel=1)
     await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    reader._plain = None  # the session's path (the plain one: below)
     autocommit: list[bool] = []
     engine = pg_system.factory.kw["bind"]
 
@@ -178,6 +180,63 @@ async def test_a_batch_reads_its_streams_heads_as_rows_and_a_restore_without_mor
     assert loads == [user_stream(users[0])]
     assert restored.restored[user_stream(users[0])] == restored.auto[user_stream(users[0])]
     assert len(stream_reads) == 2, stream_reads  # the Core read and the restored rows
+
+
+async def test_a_batch_that_restores_nothing_reads_two_statements_without_a_session(
+        pg_system: System) -> None:
+    """Its user rows and heads from two array statements run by the driver's cursor on a
+    plain connection (no ORM session, nothing through SQLAlchemy's execution), each
+    connect's outcome what the session's path gives: refusals included."""
+    users = make_users(pg_system, 6)
+    reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    with pg_system.factory() as session, session.begin():
+        append(session, user_stream(users[1]), "notification", {"n": 1})
+        session.execute(delete(User).where(User.id == users[2]))
+        session.execute(update(User).where(User.id == users[4]).values(role="technician"))
+    through_sqlalchemy: list[str] = []
+    engine = pg_system.factory.kw["bind"]
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        through_sqlalchemy.append(statement)
+
+    async def batch() -> list[Any]:
+        reader.parallel = 0  # all six wait: then one batch
+        waiting = [asyncio.ensure_future(reader.load(who(u), auto(u), [])) for u in users]
+        await asyncio.sleep(0)
+        reader.parallel = 1
+        reader._start()
+        out = await asyncio.gather(*waiting, return_exceptions=True)
+        return [(type(o).__name__, o.code) if isinstance(o, AuthError) else o for o in out]
+
+    plain, reader._plain = reader._plain, None
+    by_session = await batch()
+    assert plain is not None
+    reader._plain, batches, statements = plain, reader.plain, plain.statements
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        by_plain = await batch()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert (reader.plain, plain.statements) == (batches + 1, statements + 2)
+    assert through_sqlalchemy == []
+    assert by_plain == by_session
+    assert by_plain[1].auto[user_stream(users[1])].offset == 1
+    assert [o for i, o in enumerate(by_plain) if i in (2, 4)] == [("AuthError",
+                                                                   "token_invalid")] * 2
+
+
+async def test_a_plain_read_the_driver_fails_is_read_again_through_the_session(
+        pg_system: System) -> None:
+    users = make_users(pg_system, 3)
+    reader = ConnectReader(pg_system.factory, readable, parallel=1)
+    await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))  # streams made
+    assert reader._plain is not None and reader._plain.sql is not None
+    reader._plain.sql = ("SELECT no_such_column FROM streams", reader._plain.sql[1])
+    batches = reader.plain
+    loaded = await asyncio.gather(*(reader.load(who(u), auto(u), []) for u in users))
+    assert [got.name for got in loaded] == [f"name {i}" for i in range(3)]
+    assert reader.plain == batches  # every batch read by the session's path
 
 
 def readable_stream(session: Session, _who: Principal, name: str) -> bool:

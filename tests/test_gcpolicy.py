@@ -56,6 +56,23 @@ def test_connects_freeze_and_closes_collect_what_was_frozen() -> None:
     assert (policy.opened, policy.closed) == (0, 0)
 
 
+def test_a_freeze_collects_the_young_garbage_first() -> None:
+    """What the connects left as garbage (a cycle no longer referenced, in a young
+    generation) is freed by the freeze, not frozen until the next full collection."""
+    policy = SocketGC(lambda: 1000, min_churn=1)
+    policy.opened = 1
+    gc.disable()  # no automatic collection meanwhile: only the policy's
+    try:
+        left = Cycle()
+        ref = weakref.ref(left)
+        del left  # garbage, uncollected
+        assert ref() is not None
+        assert policy.step() == "frozen"
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_a_full_collection_at_least_every_max_age() -> None:
     policy = SocketGC(lambda: 10, max_age=0.0)
     assert policy.step() == ""  # nothing happened since: nothing to do

@@ -110,3 +110,41 @@ def test_a_token_signed_with_another_key_is_refused_after_the_key_was_checked() 
     with pytest.raises(AuthError) as refused:
         auth.decode_expiring(forged(claims, key=SECRET + "-other"), secret=SECRET)
     assert refused.value.code == "token_invalid"
+
+
+SEGMENTS = [b"", b"eyJhbGciOiJIUzI1NiJ9", b"QQ", b"QR", b"QUI", b"QUJ", b"QUJD", b"a", b"abcde",
+            b"QQ==", b"QUI=", b"Q===", b"QQ=", b"!!!!", b"QU+/", b"QU\n", b"QU J", b"QUJD=",
+            b"-_-_", b"\xc3\xa9QQ"]
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_a_segment_is_decoded_or_refused_as_pyjwt_does(segment: bytes) -> None:
+    from app.portal import auth
+
+    def outcome(check: Any) -> object:
+        try:
+            return check(segment, "payload")
+        except jwt.DecodeError as exc:
+            return ("DecodeError", str(exc))
+    assert outcome(auth._segment) == outcome(jwt.PyJWS._decode_base64url_segment)
+
+
+def test_a_valid_tokens_segments_are_checked_without_pyjwts_loop_per_character(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.errors import AuthError
+    from app.portal import auth
+    calls: list[bytes] = []
+    library = jwt.PyJWS._decode_base64url_segment
+
+    def counted(segment: bytes, name: str) -> bytes:
+        calls.append(segment)
+        return library(segment, name)
+    monkeypatch.setattr(jwt.PyJWS, "_decode_base64url_segment", staticmethod(counted))
+    good = forged({**GOOD, "exp": NOW + timedelta(hours=1)})
+    assert auth.decode_expiring(good, secret=SECRET)[0].sub == "1"
+    assert calls == []
+    header, payload, signature = good.split(".")
+    with pytest.raises(AuthError) as refused:  # padded: PyJWT's own check, its refusal
+        auth.decode_expiring(f"{header}.{payload}==.{signature}", secret=SECRET)
+    assert refused.value.code == "token_invalid"
+    assert calls == [f"{payload}==".encode()]

