@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, inspect
@@ -11,6 +13,17 @@ from testkit.databases import create_pg_database, drop_pg_database, require_pg
 
 TABLES = {"users", "projects", "project_technicians", "tickets", "messages", "documents",
           "interventions", "quotes", "streams", "relay_cursors", "events", "idempotency_keys"}
+
+
+@contextlib.contextmanager
+def a_pg_database(suffix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of this run, dropped after."""
+    require_pg()
+    url = create_pg_database(suffix)
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 def roundtrip(url: str) -> None:
@@ -34,12 +47,8 @@ def test_sqlite_upgrades_from_empty_and_downgrades_to_base(tmp_path: Path) -> No
 
 
 def test_postgres_upgrades_from_empty_and_downgrades_to_base() -> None:
-    require_pg()
-    url = create_pg_database("_mig")
-    try:
+    with a_pg_database("_mig") as url:
         roundtrip(url)
-    finally:
-        drop_pg_database(url)
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
@@ -94,12 +103,8 @@ def test_sqlite_0004_marks_the_streams_behind_and_downgrades(tmp_path: Path) -> 
 
 
 def test_postgres_0004_marks_the_streams_behind_and_downgrades() -> None:
-    require_pg()
-    url = create_pg_database("_mig2")
-    try:
+    with a_pg_database("_mig2") as url:
         backfill(url)
-    finally:
-        drop_pg_database(url)
 
 
 def counts_backfill(url: str) -> None:
@@ -155,12 +160,8 @@ def test_sqlite_0005_counts_what_is_there_and_downgrades(tmp_path: Path) -> None
 
 
 def test_postgres_0005_counts_what_is_there_and_downgrades() -> None:
-    require_pg()
-    url = create_pg_database("_mig3")
-    try:
+    with a_pg_database("_mig3") as url:
         counts_backfill(url)
-    finally:
-        drop_pg_database(url)
 
 
 def one_notification_index(url: str) -> None:
@@ -190,12 +191,8 @@ def test_sqlite_0007_drops_the_partial_stream_offset_index_and_downgrades(
 
 
 def test_postgres_0007_drops_the_partial_stream_offset_index_and_downgrades() -> None:
-    require_pg()
-    url = create_pg_database("_mig4")
-    try:
+    with a_pg_database("_mig4") as url:
         one_notification_index(url)
-    finally:
-        drop_pg_database(url)
 
 
 SUMS = "SELECT sum(appended), sum(dispatched), sum(marked), sum(failed), sum(retrying) " \
@@ -263,9 +260,5 @@ def test_sqlite_0008_moves_the_marks_into_their_own_table_and_downgrades(
 
 
 def test_postgres_0008_moves_the_marks_into_their_own_table_and_downgrades() -> None:
-    require_pg()
-    url = create_pg_database("_mig5")
-    try:
+    with a_pg_database("_mig5") as url:
         pending_table(url)
-    finally:
-        drop_pg_database(url)

@@ -13,6 +13,7 @@ raw websocket client whose socket has a tiny receive buffer and that stops readi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket as socketlib
@@ -231,27 +232,18 @@ def _append(system: System, stream: str, start: int, count: int) -> list[EventRe
 
 async def _read_offsets(ws: ClientConnection, stream: str, count: int) -> list[int]:
     """Read (answering pings) until `count` events of `stream` came; their offsets."""
-    got: list[int] = []
-    async with asyncio.timeout(60):
-        while len(got) < count:
-            frame = str(await ws.recv())
-            if frame == "2":
-                await ws.send("3")
-            elif frame.startswith("42"):
-                args = json.loads(frame[2:])[1:]
-                if len(args) == 2 and isinstance(args[1], dict) \
-                        and args[1].get("stream") == stream:
-                    got.append(args[1]["offset"])
+    got, closed = await _read_slowly(ws, stream, count, 0, timeout=60)
+    assert not closed, f"closed after {len(got)} of {count} events"
     return got
 
 
-async def _read_slowly(ws: ClientConnection, stream: str, count: int, pause: float
-                       ) -> tuple[list[int], bool]:
+async def _read_slowly(ws: ClientConnection, stream: str, count: int, pause: float,
+                       timeout: float = 30) -> tuple[list[int], bool]:
     """Read one frame each `pause` seconds (answering pings) until `count` events of
     `stream` came or the node closed the connection: (their offsets, whether closed)."""
     got: list[int] = []
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(timeout):
             while len(got) < count:
                 frame = str(await ws.recv())
                 if frame == "2":
@@ -265,6 +257,27 @@ async def _read_slowly(ws: ClientConnection, stream: str, count: int, pause: flo
     except ConnectionClosed:
         return got, True
     return got, False
+
+
+@contextlib.asynccontextmanager
+async def _narrow_client(node: LocalNode, user: int, redis_url: str
+                         ) -> AsyncIterator[tuple[ClientConnection, Any, str, RedisPublisher]]:
+    """A raw client (`_raw_client`) whose socket's send buffers on the node are 4 KB
+    (`_small_send_buffers`), with its engine.io socket, its Socket.IO sid and a publisher
+    to the node's channel; closed after."""
+    gateway = node.gateway
+    sockets = gateway.sio.eio.sockets
+    before = set(sockets)
+    client = await _raw_client(node, user, close_timeout=0.5)
+    publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
+    try:
+        eio_sid = await _new_socket(node, before)
+        sock = sockets[eio_sid]
+        _small_send_buffers(sock)
+        yield client, sock, gateway.sio.manager.sid_from_eio_sid(eio_sid, "/"), publisher
+    finally:
+        publisher.close()
+        await client.close()
 
 
 def _small_send_buffers(sock: Any) -> None:
@@ -388,15 +401,8 @@ async def test_live_events_a_gate_held_during_a_paced_replay_are_flushed_as_the_
     async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
         gateway = node.gateway
         ordering = gateway.manager.ordering
-        sockets = gateway.sio.eio.sockets
-        before = set(sockets)
-        client = await _raw_client(node, ticket.user, close_timeout=0.5)
-        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
-        try:
-            eio_sid = await _new_socket(node, before)
-            sock = sockets[eio_sid]
-            sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
-            _small_send_buffers(sock)
+        async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid,
+                                                                     publisher):
             await _join(client, ticket.id, 0)
             await eventually_async(
                 lambda: ordering.is_gated(sid, stream)
@@ -407,9 +413,6 @@ async def test_live_events_a_gate_held_during_a_paced_replay_are_flushed_as_the_
             await eventually_async(lambda: ordering.held(sid)[1] == bound,
                                    lambda: f"the gate holds {ordering.held(sid)}")
             got, closed = await _read_slowly(client, stream, history + bound, 0.001)
-        finally:
-            publisher.close()
-            await client.close()
         assert not closed, f"closed after {len(got)} of {history + bound} events"
         assert got == list(range(1, history + bound + 1))
         assert gateway.sio.overflows == 0
@@ -431,15 +434,8 @@ async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drai
     async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
         gateway = node.gateway
         ordering = gateway.manager.ordering
-        sockets = gateway.sio.eio.sockets
-        before = set(sockets)
-        stuck = await _raw_client(node, ticket.user, close_timeout=0.5)
-        publisher = RedisPublisher(redis_url, channel=gateway.manager.channel)
-        try:
-            eio_sid = await _new_socket(node, before)
-            sock = sockets[eio_sid]
-            sid = gateway.sio.manager.sid_from_eio_sid(eio_sid, "/")
-            _small_send_buffers(sock)
+        async with _narrow_client(node, ticket.user, redis_url) as (stuck, sock, sid,
+                                                                     publisher):
             await _join(stuck, ticket.id, None)
             await eventually_async(lambda: stream in gateway.sio.rooms(sid)
                                    and not ordering.is_gated(sid, stream), "not joined")
@@ -458,9 +454,6 @@ async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drai
             assert 0 < last < bound, last
             assert sock.closed or sock.closing
             assert gateway.sio.overflows == 1 and not ordering.is_gated(sid, stream)
-        finally:
-            publisher.close()
-            await stuck.close()
 
 
 # -- the queue alone ----------------------------------------------------------------------
