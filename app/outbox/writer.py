@@ -166,6 +166,18 @@ def append(
 
 Row = tuple[str, str, dict[str, Any]]  # (stream, type, data), already validated
 
+def _mark(rows: str) -> str:
+    """The CTE `mark` of the append statements: adds each stream of `rows` (name, head,
+    epoch) to `pending_streams` with its new head, or updates its mark (the new head; the
+    earliest `since`, an unknown one staying unknown)."""
+    return f"""mark AS (
+  INSERT INTO pending_streams AS p (name, head, epoch, since)
+  SELECT name, head, epoch, %(ts)s FROM {rows}
+  ON CONFLICT (name) DO UPDATE SET head = excluded.head,
+    since = CASE WHEN excluded.since < p.since THEN excluded.since ELSE p.since END),
+"""
+
+
 # PostgreSQL: one stream's head bump and its events' insert in one statement (one round
 # trip). The UPDATE locks the stream's row until the transaction ends, as a bare UPDATE
 # would; a missing stream bumps nothing and inserts nothing (no row comes back). The ids,
@@ -175,19 +187,14 @@ APPEND_SQL = """\
 WITH bump AS (
   UPDATE streams SET head = head + %(n)s WHERE name = %(stream)s
   RETURNING name, head, epoch),
-mark AS (
-  INSERT INTO pending_streams AS p (name, head, epoch, since)
-  SELECT name, head, epoch, %(ts)s FROM bump
-  ON CONFLICT (name) DO UPDATE SET head = excluded.head,
-    since = CASE WHEN excluded.since < p.since THEN excluded.since ELSE p.since END),
-ins AS (
+{mark}ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, %(stream)s, bump.head - %(n)s + r.ord, r.type, r.payload, %(ts)s
   FROM bump, ROWS FROM (json_array_elements_text(%(ids)s::json),
                         json_array_elements_text(%(types)s::json),
                         json_array_elements(%(payloads)s::json))
              WITH ORDINALITY AS r(id, type, payload, ord))
-SELECT bump.head, bump.epoch FROM bump"""
+SELECT bump.head, bump.epoch FROM bump""".format(mark=_mark("bump"))
 
 
 def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | None = None,
@@ -287,12 +294,7 @@ bump AS (
   RETURNING s.name, s.head, s.epoch, v.n),
 heads AS MATERIALIZED (SELECT name, head, epoch, n FROM bump
                        UNION ALL SELECT name, head, epoch, n FROM made),
-mark AS (
-  INSERT INTO pending_streams AS p (name, head, epoch, since)
-  SELECT name, head, epoch, %(ts)s FROM heads ORDER BY name
-  ON CONFLICT (name) DO UPDATE SET head = excluded.head,
-    since = CASE WHEN excluded.since < p.since THEN excluded.since ELSE p.since END),
-ins AS (
+{mark}ins AS (
   INSERT INTO events (id, stream, "offset", type, payload, created_at)
   SELECT r.id, r.stream, h.head - h.n + r.k::bigint, r.type, r.payload, %(ts)s
   FROM ROWS FROM (json_array_elements_text(%(ids)s::json),
@@ -301,7 +303,7 @@ ins AS (
                   json_array_elements_text(%(types)s::json),
                   json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
   JOIN heads AS h ON h.name = r.stream)
-SELECT name, head, epoch FROM heads"""
+SELECT name, head, epoch FROM heads""".format(mark=_mark("heads ORDER BY name"))
 WHOLE_SQL = APPEND_MANY_SQL.replace("  ON CONFLICT (name) DO NOTHING\n", "")
 
 

@@ -24,7 +24,10 @@ fails on the missing column instead of marking streams nobody reads. The downgra
 the marks back in the columns.
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
@@ -54,38 +57,8 @@ BEGIN
 END $$"""
 
 
-def pg_streams_function(marks: bool) -> str:
-    """`herald_count_streams()`: heads, and the `pending` column's changes if `marks`
-    (0005's function, for the downgrade). Without the marks an update's delta is a
-    difference of sums: no join of the transition tables."""
-    if not marks:
-        return PG_HEADS
-    pending = {
-        "INSERT": ", count(*) FILTER (WHERE pending)" if marks else ", 0",
-        "DELETE": ", -count(*) FILTER (WHERE pending)" if marks else ", 0",
-        "UPDATE": (",\n           coalesce(sum(n.pending::int - o.pending::int), 0)"
-                   if marks else ", 0"),
-    }
-    return f"""
-CREATE OR REPLACE FUNCTION herald_count_streams() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE a bigint; m bigint;
-BEGIN
-  IF TG_OP = 'INSERT' THEN
-    SELECT coalesce(sum(head), 0){pending["INSERT"]} INTO a, m FROM new_rows;
-  ELSIF TG_OP = 'DELETE' THEN
-    SELECT -coalesce(sum(head), 0){pending["DELETE"]} INTO a, m FROM old_rows;
-  ELSE
-    SELECT coalesce(sum(n.head - o.head), 0){pending["UPDATE"]} INTO a, m
-    FROM new_rows AS n JOIN old_rows AS o ON o.name = n.name;
-  END IF;
-  IF a <> 0 OR m <> 0 THEN
-    INSERT INTO outbox_counts (appended, dispatched, marked, failed, retrying)
-    VALUES (a, 0, m, 0, 0);
-  END IF;
-  RETURN NULL;
-END $$"""
-
-
+# `herald_count_streams()` for heads only: an update's delta is a difference of two sums,
+# no join of the transition tables.
 PG_HEADS = """
 CREATE OR REPLACE FUNCTION herald_count_streams() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE a bigint;
@@ -117,26 +90,28 @@ SQLITE_FORGET = ("CREATE TRIGGER herald_forget_marks AFTER DELETE ON streams "
                  "BEGIN DELETE FROM pending_streams WHERE name = OLD.name; END")
 
 
-def sqlite_streams_triggers(marks: bool) -> list[str]:
-    """The `streams` row triggers: heads, and the `pending` column if `marks` (0005's)."""
-    def deltas(r: str) -> list[str]:
-        return [f"{r}.head", "0", f"{r}.pending" if marks else "0", "0", "0"]
+# SQLite: the `streams` row triggers count heads only.
+SQLITE_HEADS = [
+    "CREATE TRIGGER herald_count_streams_ins AFTER INSERT ON streams "
+    f"BEGIN INSERT INTO outbox_counts ({COLUMNS}) VALUES (NEW.head, 0, 0, 0, 0); END",
+    "CREATE TRIGGER herald_count_streams_upd AFTER UPDATE ON streams "
+    "WHEN (NEW.head) IS NOT (OLD.head) "
+    f"BEGIN INSERT INTO outbox_counts ({COLUMNS}) "
+    "VALUES ((NEW.head) - (OLD.head), 0, 0, 0, 0); END",
+    "CREATE TRIGGER herald_count_streams_del AFTER DELETE ON streams "
+    f"BEGIN INSERT INTO outbox_counts ({COLUMNS}) VALUES (-(OLD.head), 0, 0, 0, 0); END",
+]
 
-    new, old = deltas("NEW"), deltas("OLD")
-    changed = " OR ".join(f"({n}) IS NOT ({o})" for n, o in zip(new, old, strict=True)
-                          if n != o)
 
-    def add(values: list[str]) -> str:
-        return f"INSERT INTO outbox_counts ({COLUMNS}) VALUES ({', '.join(values)});"
-
-    return [
-        "CREATE TRIGGER herald_count_streams_ins AFTER INSERT ON streams "
-        f"BEGIN {add(new)} END",
-        f"CREATE TRIGGER herald_count_streams_upd AFTER UPDATE ON streams WHEN {changed} "
-        f"BEGIN {add([f'({n}) - ({o})' for n, o in zip(new, old, strict=True)])} END",
-        "CREATE TRIGGER herald_count_streams_del AFTER DELETE ON streams "
-        f"BEGIN {add([f'-({o})' for o in old])} END",
-    ]
+def _revision_0005() -> ModuleType:
+    """Migration 0005's module: its `streams` counting (with the `pending` column) is what
+    the downgrade puts back."""
+    path = Path(__file__).with_name("0005_outbox_counts.py")
+    spec = importlib.util.spec_from_file_location("herald_migration_0005", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 SQLITE_MARKS = [
@@ -176,7 +151,7 @@ def upgrade() -> None:
     # `marked` already counts these rows: the triggers come after the copy.
     _drop_streams_triggers(postgres)
     if postgres:
-        op.execute(pg_streams_function(marks=False))
+        op.execute(PG_HEADS)
         op.execute(PG_MARKS)
         for event, refs in (("INSERT", "NEW TABLE AS new_rows"),
                             ("DELETE", "OLD TABLE AS old_rows")):
@@ -188,7 +163,7 @@ def upgrade() -> None:
                    "REFERENCING OLD TABLE AS old_rows "
                    "FOR EACH STATEMENT EXECUTE FUNCTION herald_forget_marks()")
     else:
-        for statement in sqlite_streams_triggers(marks=False) + SQLITE_MARKS:
+        for statement in SQLITE_HEADS + SQLITE_MARKS:
             op.execute(statement)
         op.execute(SQLITE_FORGET)
     op.drop_index('ix_streams_pending_since', table_name='streams')
@@ -217,10 +192,12 @@ def downgrade() -> None:
                "pending_streams AS p WHERE p.name = streams.name) "
                "WHERE name IN (SELECT name FROM pending_streams)")
     _drop_streams_triggers(postgres)
+    before = _revision_0005()
     if postgres:
-        op.execute(pg_streams_function(marks=True))
+        op.execute(before.PG_FUNCTIONS["streams"].replace(
+            "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     else:
-        for statement in sqlite_streams_triggers(marks=True):
+        for statement in before._sqlite_triggers("streams"):
             op.execute(statement)
     op.create_index('ix_streams_pending', 'streams', ['name'], unique=False,
                     postgresql_where=sa.text('pending'), sqlite_where=sa.text('pending'))
