@@ -180,12 +180,12 @@ def test_the_relays_cursor_advance_is_a_hot_update_on_bulk_loaded_pages(
     assert (hot, updated) == (len(streams), len(streams))
 
 
-def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_more_marks(
-        pg_db: Database) -> None:
-    """`pending_streams` is a queue: between two vacuums its statistics may count thousands
-    of marks where a hundred are left. The claim still looks up those hundred cursors;
-    it does not walk the cursors' index from its first name to the marks' (a merge join:
-    here 19,900 entries; at a million streams, batch after batch, a drain 10x slower)."""
+LEFT = [f"user-{g:05d}" for g in range(19901, 20001)]
+
+
+def _a_queue_whose_statistics_count_far_more_marks(pg_db: Database) -> None:
+    """20,000 streams marked and analysed, then all but the last 100 (LEFT, whose cursors
+    are behind their one event) caught up and their marks deleted: no vacuum since."""
     with pg_db.engine.begin() as conn:
         conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
                           "SELECT 'user-' || lpad(g::text, 5, '0'), 'e', 1, 0, now() "
@@ -204,6 +204,15 @@ def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_mor
             text("ANALYZE pending_streams"))
     with pg_db.engine.begin() as conn:  # the relay caught up: no vacuum has run since
         conn.execute(text("DELETE FROM pending_streams WHERE name <= 'user-19900'"))
+
+
+def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_more_marks(
+        pg_db: Database) -> None:
+    """`pending_streams` is a queue: between two vacuums its statistics may count thousands
+    of marks where a hundred are left. The claim still looks up those hundred cursors;
+    it does not walk the cursors' index from its first name to the marks' (a merge join:
+    here 19,900 entries; at a million streams, batch after batch, a drain 10x slower)."""
+    _a_queue_whose_statistics_count_far_more_marks(pg_db)
     looked_up: list[int] = []
     with pg_db.engine.connect() as conn:
         driver = conn.connection.driver_connection
@@ -220,3 +229,21 @@ def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_mor
                                  report=report, on_published=None)
     assert report.published == 100
     assert looked_up and looked_up[0] <= 200, f"{looked_up} cursors read for 100"
+
+
+def test_the_clear_looks_up_each_mark_even_when_statistics_count_far_more_marks(
+        pg_db: Database) -> None:
+    """The clear deletes the marks of the streams a batch caught up by looking each one up
+    by its name: not by hashing the whole queue (a sequential scan of its dead rows too),
+    which the planner chose when its statistics counted far more marks than were left."""
+    _a_queue_whose_statistics_count_far_more_marks(pg_db)
+    scans = text("SELECT seq_scan FROM pg_stat_xact_user_tables "
+                 "WHERE relname = 'pending_streams'")
+    with pg_db.engine.connect() as conn:  # the counts not yet reported, before and after
+        before = conn.execute(scans).scalar()
+        cleared = conn.exec_driver_sql(relay_module.CLEAR_SQL,
+                                       {"streams": LEFT, "offsets": [1] * len(LEFT)})
+        after = conn.execute(scans).scalar()
+        conn.commit()
+    assert cleared.rowcount == len(LEFT)
+    assert after == before, f"{after - before} sequential scans of the queue"

@@ -174,14 +174,22 @@ WHERE c.stream = v.stream
 # again on its newest version (FOR UPDATE in READ COMMITTED), whose head is beyond the
 # cursor; the lock held to the commit means no writer can update the mark between this
 # check and the delete (its upsert waits, then inserts the mark anew).
+# Each mark is looked up by its name and locked in a LATERAL subquery, and deleted by the
+# row it locked (its ctid: a Tid Scan), as the claim does, so that the clear costs the
+# streams it clears whatever the statistics of the queue say: with the plain join the
+# planner hashed the whole of `pending_streams` (a sequential scan of its dead rows too)
+# once its statistics counted far more marks than were left. A locked version that the
+# statement's snapshot does not see (updated and committed since) is not deleted: the
+# mark stays, and a later claim finds nothing to send and clears it.
 CLEAR_SQL = """
 DELETE FROM pending_streams AS p
-USING (SELECT p2.name FROM pending_streams AS p2
-       JOIN unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
-         ON p2.name = v.name
-       WHERE p2.head <= v.dispatched
-       FOR UPDATE OF p2 SKIP LOCKED) AS done
-WHERE p.name = done.name
+USING (SELECT d.tid
+       FROM unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
+       CROSS JOIN LATERAL (
+         SELECT p2.ctid AS tid FROM pending_streams AS p2
+         WHERE p2.name = v.name AND p2.head <= v.dispatched
+         FOR UPDATE SKIP LOCKED) AS d) AS done
+WHERE p.ctid = done.tid
 """
 
 
