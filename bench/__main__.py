@@ -45,7 +45,7 @@ FULL = {"reps": 5, "relay_events": 20_000, "relay_streams": 200, "replay": "1000
         "storm_sockets": 10000, "storm_missed": 20, "storm_rate": 20.0,
         "writes_single": 300, "writes_batches": 10, "writes_appends": 2000, "writes_reps": 5,
         "scale_small": 1000, "scale_large": 1_000_000, "scale_events": 5000, "scale_reps": 5,
-        "scale_nodes": "1,2,4"}
+        "scale_nodes": "1,2,4", "scale_pg": "both"}
 QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1000",
          "replay_reps": 2, "rate": 200.0, "duration": 2.0, "e2e_reps": 1, "streams": 4,
          "threads": 2, "updates": 5, "low_rate": 0.0,
@@ -54,7 +54,7 @@ QUICK = {"reps": 2, "relay_events": 2_000, "relay_streams": 20, "replay": "100,1
          "storm_sockets": 50, "storm_missed": 5, "storm_rate": 10.0,
          "writes_single": 30, "writes_batches": 2, "writes_appends": 200, "writes_reps": 2,
          "scale_small": 200, "scale_large": 2000, "scale_events": 1000, "scale_reps": 2,
-         "scale_nodes": ""}
+         "scale_nodes": "", "scale_pg": "shared"}
 PARTS = ("relay", "replay", "e2e", "fanout", "compression", "storm", "writes", "scale")
 
 
@@ -105,6 +105,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="events posted to random streams and drained (a multiple of 1,000)")
     parser.add_argument("--scale-reps", type=int,
                         help="scale repetitions (claim, GET, batches, drain)")
+    parser.add_argument("--scale-pg", choices=("shared", "sized", "both"),
+                        help="the scale part's PostgreSQL: the bench's server, a private one "
+                             "sized for a million streams (started for the run; needs root "
+                             "and the server binaries), or both")
     parser.add_argument("--scale-nodes",
                         help="web node counts of the scale part's rooms figures: a node's CPU "
                              "per event of rooms it does not hold, events/s cluster-wide on "
@@ -183,7 +187,8 @@ async def measure(args: argparse.Namespace, url: str, report: Report) -> None:
                 args.writes_single, args.writes_batches, args.writes_appends, args.writes_reps))
         if "scale" in args.parts:
             await scale_bench.run(report, scale_bench.ScaleSizes(
-                args.scale_small, args.scale_large, args.scale_events, args.scale_reps))
+                args.scale_small, args.scale_large, args.scale_events, args.scale_reps),
+                args.scale_pg)
             nodes = [int(n) for n in str(args.scale_nodes).split(",") if n.strip()]
             if nodes:
                 await rooms_bench.run(report, events=20_000, streams=1_000, reps=3,

@@ -45,7 +45,7 @@ from bench import infra
 from bench.env import PG_ADMIN_URL, QUEUE, REDIS_URL, RELAY_CHANNEL, RUN
 from bench.stats import Figure, Report, median
 from bench.writes_bench import Client, cpu_seconds
-from testkit import pg
+from testkit import pg, postgres
 from testkit.clients import token
 
 SECTION = "scale"
@@ -211,8 +211,8 @@ def _gets(client: Client, count: int) -> list[float]:
     return out
 
 
-def measure_size(streams: int, sizes: ScaleSizes) -> Measured:
-    url = pg.create_database(PG_ADMIN_URL, f"herald_bench_{RUN}_scale_{streams}")
+def measure_size(streams: int, sizes: ScaleSizes, admin_url: str = PG_ADMIN_URL) -> Measured:
+    url = pg.create_database(admin_url, f"herald_bench_{RUN}_scale_{streams}")
     queue = f"{QUEUE}-scale"
     web: infra.WebNode | None = None
     engine = make_engine(url, pool_size=2, max_overflow=2, statement_timeout=0)
@@ -278,25 +278,26 @@ def measure_size(streams: int, sizes: ScaleSizes) -> Measured:
             web.stop()
         publisher.close()
         engine.dispose()
-        pg.drop_database(PG_ADMIN_URL, url)
+        pg.drop_database(admin_url, url)
         with redis.Redis.from_url(REDIS_URL) as client:
             client.delete(queue, wake_key(queue))
     return out
 
 
-def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Measured) -> None:
+def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Measured,
+                 section: str = SECTION) -> None:
     s, b = f"{sizes.small:,}", f"{sizes.large:,}"
 
     def pair(key: str, name: str, unit: str, goal: str = "", higher: bool = False) -> None:
         a, z = getattr(small, key), getattr(large, key)
         av = median(a) if isinstance(a, list) else float(a)
         zv = median(z) if isinstance(z, list) else float(z)
-        report.add(Figure(SECTION, f"{name} at {s}", av, unit,
+        report.add(Figure(section, f"{name} at {s}", av, unit,
                           a if isinstance(a, list) else []))
-        report.add(Figure(SECTION, f"{name} at {b}", zv, unit,
+        report.add(Figure(section, f"{name} at {b}", zv, unit,
                           z if isinstance(z, list) else [], goal))
         ratio = zv / av if av else float("nan")
-        report.add(Figure(SECTION, f"  ratio {b} / {s}", ratio, "x",
+        report.add(Figure(section, f"  ratio {b} / {s}", ratio, "x",
                           note="(higher is better)" if higher else ""))
 
     pair("claim", "relay claim, nothing pending", "ms", f"goal <= 5 ms at {b}")
@@ -317,11 +318,52 @@ def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Meas
         pair(key, f"  CPU per batch {name} (web node + PostgreSQL)", "ms")
 
 
-async def run(report: Report, sizes: ScaleSizes) -> None:
-    report.section(
-        f"Scale: {sizes.small:,} vs {sizes.large:,} caught-up streams (one event each, built "
-        f"with generate_series), one web node, relay() in this process; claim, admin GET, "
-        f"batches and the POST-and-relay drain median of {sizes.reps}")
-    small = await asyncio.to_thread(measure_size, sizes.small, sizes)
-    large = await asyncio.to_thread(measure_size, sizes.large, sizes)
-    report_sizes(report, sizes, small, large)
+# A PostgreSQL given the memory a million streams need (`--scale-pg sized`), as
+# docs/scaling.md advises: the streams, their relay cursors and the events' indexes
+# (about 700 MB at a million streams) fit in its buffer cache, WAL's full-page images
+# are compressed, and the checkpoints are spaced as for a write-heavy server.
+SIZED = {"shared_buffers": "1GB", "wal_compression": "lz4", "max_wal_size": "4GB",
+         "checkpoint_timeout": "15min"}
+
+
+async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> None:
+    """The scale figures on the bench's PostgreSQL server (`shared`), on a private one
+    started with SIZED (`sized`), or on both one after the other (`both`)."""
+    if servers in ("shared", "both"):
+        report.section(
+            f"Scale: {sizes.small:,} vs {sizes.large:,} caught-up streams (one event each, "
+            f"built with generate_series), one web node, relay() in this process; claim, "
+            f"admin GET, batches and the POST-and-relay drain median of {sizes.reps}; on "
+            f"the bench's PostgreSQL server ({_settings(PG_ADMIN_URL)})")
+        small = await asyncio.to_thread(measure_size, sizes.small, sizes)
+        large = await asyncio.to_thread(measure_size, sizes.large, sizes)
+        report_sizes(report, sizes, small, large)
+    if servers in ("sized", "both"):
+        try:
+            server = await asyncio.to_thread(postgres.start_private, SIZED)
+        except postgres.NoServerBinaries as exc:
+            print(f"\n(scale on a sized PostgreSQL skipped: {exc})", flush=True)
+            return
+        try:
+            report.section(
+                f"Scale, the same on a private PostgreSQL sized for "
+                f"{sizes.large:,} streams ({_settings(server.url)})")
+            small = await asyncio.to_thread(measure_size, sizes.small, sizes, server.url)
+            large = await asyncio.to_thread(measure_size, sizes.large, sizes, server.url)
+            report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
+        finally:
+            await asyncio.to_thread(server.discard)
+
+
+def _settings(admin_url: str) -> str:
+    """The server's settings that the scale figures depend on, as `name=value`."""
+    engine = make_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
+                "('shared_buffers', 'wal_compression', 'max_wal_size', "
+                "'checkpoint_timeout') ORDER BY name")).all()
+    finally:
+        engine.dispose()
+    return ", ".join(f"{name}={value}" for name, value in rows)

@@ -1,7 +1,6 @@
-"""A private PostgreSQL cluster for fault tests: initdb + pg_ctl as the postgres user.
-
-In a temp dir, on a free port — never the shared server, which other runs use.
-"""
+"""A private PostgreSQL cluster: initdb + pg_ctl as the postgres user, in a temp dir, on a
+free port — never the shared server, which other runs use. For fault tests (stopped and
+started at will) and for the bench (a server with settings of its own)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,15 @@ import pytest
 from testkit.processes import free_port
 
 
+class NoServerBinaries(RuntimeError):
+    """PostgreSQL's server binaries, or root to run them as the postgres user, are missing."""
+
+
 def _bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not found or shutil.which("runuser") is None or os.geteuid() != 0:
-        pytest.skip("needs PostgreSQL's server binaries and root (runuser -u postgres)")
+        raise NoServerBinaries("needs PostgreSQL's server binaries and root "
+                               "(runuser -u postgres)")
     return found[-1]
 
 
@@ -32,6 +36,7 @@ class PrivatePostgres:
 
     data: Path
     port: int
+    settings: Mapping[str, str] = field(default_factory=dict)  # postgres -c name=value
 
     @property
     def url(self) -> str:
@@ -43,27 +48,46 @@ class PrivatePostgres:
                        capture_output=True)
 
     def start(self) -> None:
-        self.ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1",
-                 "-l", str(self.data / "log"), "-w", "start")
+        options = " ".join(f"-c {name}={value}" for name, value in self.settings.items())
+        self.ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 "
+                 f"{options}".rstrip(), "-l", str(self.data / "log"), "-w", "start")
 
     def stop(self) -> None:
         self.ctl("-m", "fast", "-w", "stop")
 
+    def discard(self) -> None:
+        """Stop it at once (no shutdown checkpoint) and delete its files."""
+        subprocess.run(["runuser", "-u", "postgres", "--", _bin("pg_ctl"), "-D",
+                        str(self.data / "db"), "-m", "immediate", "stop"], timeout=60,
+                       capture_output=True)
+        shutil.rmtree(self.data, ignore_errors=True)
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
+
+def start_private(settings: Mapping[str, str] | None = None) -> PrivatePostgres:
+    """A new cluster, started with `settings`; `discard()` it when done. Raises
+    NoServerBinaries where it cannot run."""
     initdb = _bin("initdb")
     data = Path(tempfile.mkdtemp(prefix="herald-pg-"))
     shutil.chown(data, "postgres", "postgres")
-    subprocess.run(["runuser", "-u", "postgres", "--", initdb, "-D", str(data / "db"), "-A",
-                    "trust", "-U", "postgres", "--no-sync"], check=True, timeout=120,
-                   capture_output=True)
-    cluster = PrivatePostgres(data, free_port())
-    cluster.start()
+    try:
+        subprocess.run(["runuser", "-u", "postgres", "--", initdb, "-D", str(data / "db"),
+                        "-A", "trust", "-U", "postgres", "--no-sync"], check=True,
+                       timeout=120, capture_output=True)
+        cluster = PrivatePostgres(data, free_port(), dict(settings or {}))
+        cluster.start()
+    except BaseException:
+        shutil.rmtree(data, ignore_errors=True)
+        raise
+    return cluster
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    try:
+        cluster = start_private()
+    except NoServerBinaries as exc:
+        pytest.skip(str(exc))
     try:
         yield cluster
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", _bin("pg_ctl"), "-D",
-                        str(data / "db"), "-m", "immediate", "stop"], timeout=60,
-                       capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        cluster.discard()
