@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import text
 
 from app.outbox import relay as relay_module
-from app.outbox.publisher import MemoryPublisher, RedisPublisher, socketio_messages
+from app.outbox.publisher import MemoryPublisher, RedisPublisher, Row, socketio_messages
 from app.outbox.relay import RelayPolicy, relay
 from app.outbox.tables import EventRecord, RelayCursor
 from app.outbox.writer import append
@@ -66,6 +68,67 @@ def test_relay_pages_through_a_stream_longer_than_one_batch(db: Database) -> Non
     small = RelayPolicy(max_events=10, max_streams=1)
     relay(session_factory=db.factory, publisher=publisher, policy=small)
     assert [e.offset for e in publisher.published] == list(range(1, 26))
+
+
+class Batches:
+    """A publisher that keeps each batch it was given as {stream: events}: of records
+    (the ORM path); RowBatches also takes rows (PostgreSQL's row path)."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, list[int]]] = []
+
+    def keep(self, pairs: list[tuple[str, int]]) -> None:
+        batch: dict[str, list[int]] = {}
+        for stream, offset in pairs:
+            batch.setdefault(stream, []).append(offset)
+        self.batches.append(batch)
+
+    def publish(self, events: Sequence[EventRecord]) -> None:
+        self.keep([(e.stream, e.offset) for e in events])
+
+    def close(self) -> None:
+        pass
+
+
+class RowBatches(Batches):
+    def publish_rows(self, rows: Sequence[Row]) -> None:
+        self.keep([(r.stream, r.offset) for r in rows])
+
+
+LIGHT = RelayPolicy(max_streams=2, max_events=500, light_streams=6, light_events=3)
+
+
+@pytest.mark.parametrize("publisher", [Batches, RowBatches], ids=["records", "rows"])
+def test_after_a_batch_of_light_streams_the_next_claims_up_to_the_light_caps(
+        db: Database, publisher: type[Batches]) -> None:
+    """A batch that claimed all it could, an event each, is followed by batches of up to
+    `light_streams` streams (one round of claim, publish and commit for many streams)."""
+    for n in range(1, 15):
+        write(db, f"user-{n}", 1)
+    sent = publisher()
+    report = relay(session_factory=db.factory, publisher=sent, policy=LIGHT)
+    assert report.published == 14
+    assert [len(batch) for batch in sent.batches] == [2, 6, 6]
+    assert sorted(stream for batch in sent.batches for stream in batch) == \
+        sorted(f"user-{n}" for n in range(1, 15))
+
+
+def test_a_light_batch_that_cuts_a_stream_short_makes_the_next_one_narrow(
+        db: Database) -> None:
+    """A light batch sends at most `light_events` of a stream; finding one with more, the
+    next batch claims `max_streams` with `max_events` each again. Every event goes out
+    once, in offset order. (Streams claimed in name order: the ORM path.)"""
+    for n in (1, 2):
+        write(db, f"project-{n}", 1)
+    write(db, "project-3", 10)
+    for n in range(4, 9):
+        write(db, f"project-{n}", 1)
+    sent = Batches()
+    relay(session_factory=db.factory, publisher=sent, policy=LIGHT)
+    assert sent.batches == [
+        {"project-1": [1], "project-2": [1]},
+        {"project-3": [1, 2, 3], **{f"project-{n}": [1] for n in range(4, 9)}},
+        {"project-3": [4, 5, 6, 7, 8, 9, 10]}]
 
 
 def test_cursor_does_not_move_while_redis_is_unreachable_and_events_go_out_later(
@@ -225,8 +288,9 @@ def test_the_claim_looks_up_each_marks_cursor_even_when_statistics_count_far_mor
 
         report = relay_module.RelayReport()
         relay_module._relay_rows(conn=driver, publish=publish, policy=RelayPolicy(),
-                                 streams=None, clock=lambda: datetime.now(UTC),
-                                 report=report, on_published=None)
+                                 caps=RelayPolicy().caps(False), streams=None,
+                                 clock=lambda: datetime.now(UTC), report=report,
+                                 on_published=None)
     assert report.published == 100
     assert looked_up and looked_up[0] <= 200, f"{looked_up} cursors read for 100"
 

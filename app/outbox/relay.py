@@ -20,6 +20,14 @@ formatted by PostgreSQL; then one `UPDATE … FROM unnest(…)` advances every c
 run stops after a batch that was not full (fewer streams than `max_streams`, none with
 `max_events` events): what it did not see was committed after its claim, and that
 commit nudges again (or the sweep sees it).
+
+A batch claims up to `max_streams` streams (100) and sends up to `max_events` (500) of
+each. When a batch claimed all it could and found them light (about an event each, as
+when a notice goes to every user's stream), the next claims up to `light_streams` (500)
+at most `light_events` (10) each: the same bound on a batch's events, with its round
+trips and commit paid once for five times the streams. A batch that cut a stream short
+makes the next one narrow again, so streams with many events each are still shared by
+the relays that run at once (SKIP LOCKED) a hundred at a time.
 """
 
 from __future__ import annotations
@@ -54,6 +62,15 @@ class RelayPolicy:
     backoff_cap: float = 300.0
     max_streams: int = 100
     max_events: int = 500
+    # After a batch of max_streams light streams (about an event each: a notice to many
+    # users), the next claims up to light_streams, at most light_events events each.
+    light_streams: int = 500
+    light_events: int = 10
+
+    def caps(self, light: bool) -> tuple[int, int]:
+        """(streams, events of each) a batch may claim and send."""
+        return (self.light_streams, self.light_events) if light else \
+            (self.max_streams, self.max_events)
 
     def delay(self, attempts: int) -> float:
         """Seconds before retry `attempts`+1: doubles each time, +0-25% jitter, capped."""
@@ -100,10 +117,12 @@ def relay(
         with bind.connect() as conn:
             driver = conn.connection.driver_connection
             try:
+                light = False
                 for _ in range(max_batches):
-                    full = _relay_rows(conn=driver, publish=publish_rows, policy=policy,
-                                       streams=streams, clock=clock, report=report,
-                                       on_published=on_published)
+                    full, light = _relay_rows(conn=driver, publish=publish_rows,
+                                              policy=policy, caps=policy.caps(light),
+                                              streams=streams, clock=clock, report=report,
+                                              on_published=on_published)
                     if not full or report.transport_down:
                         break
             except psycopg.Error:
@@ -112,13 +131,25 @@ def relay(
                 conn.invalidate()
                 raise
         return report
+    light = False
     for _ in range(max_batches):
-        full = _relay_batch(session_factory=session_factory, publisher=publisher,
-                            policy=policy, streams=streams, clock=clock, report=report,
-                            on_published=on_published)
+        full, light = _relay_batch(session_factory=session_factory, publisher=publisher,
+                                   policy=policy, caps=policy.caps(light), streams=streams,
+                                   clock=clock, report=report, on_published=on_published)
         if not full or report.transport_down:
             break
     return report
+
+
+def _shape(claimed: int, events: int, most: int, caps: tuple[int, int]) -> tuple[bool, bool]:
+    """(full, light) of a batch that claimed `claimed` streams and sent `events` events,
+    `most` of one stream, under `caps`. Full: there may be more (every stream it could
+    claim, or a stream's every event it could send). Light: full of streams with about an
+    event each, none cut short, so the next batch may claim the light caps."""
+    streams_cap, events_cap = caps
+    full = claimed >= streams_cap or most >= events_cap
+    light = claimed >= streams_cap and most < events_cap and events <= 2 * claimed
+    return full, light
 
 
 # Claim up to :max_streams pending streams and read up to :max_events of each, in one
@@ -202,6 +233,7 @@ def _relay_rows(
     conn: Any,
     publish: Callable[[Sequence[Row]], None],
     policy: RelayPolicy,
+    caps: tuple[int, int],
     streams: Sequence[str] | None,
     clock: Callable[[], datetime],
     report: RelayReport,
@@ -211,15 +243,15 @@ def _relay_rows(
     publish, advance, commit. In pipeline mode BEGIN goes out with the claim. The COMMIT
     is sent only once the advance has come back: a relay that dies while advancing
     (a kill, a crash) leaves a transaction that PostgreSQL rolls back, and the batch is
-    sent again (at least once). True if the batch was full."""
+    sent again (at least once). (full, light): `_shape`."""
     pipeline = _pipeline(conn)
     rows: list[Row] = []
     last: dict[str, int] = {}
     try:
         now = clock()
         cursor = conn.cursor()
-        params: dict[str, object] = {"now": now, "max_streams": policy.max_streams,
-                                     "max_events": policy.max_events}
+        params: dict[str, object] = {"now": now, "max_streams": caps[0],
+                                     "max_events": caps[1]}
         if streams is not None:
             params["streams"] = list(streams)
         with pipeline:
@@ -238,13 +270,12 @@ def _relay_rows(
                 cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
                 cleared = cursor.rowcount
             conn.commit()
-            return cleared > 0 and len(attempts) >= policy.max_streams
-        full = len(attempts) >= policy.max_streams
-        if not full:
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row.stream] = counts.get(row.stream, 0) + 1
-            full = any(n >= policy.max_events for n in counts.values())
+            full, light = _shape(len(attempts), 0, 0, caps)
+            return full and cleared > 0, light
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.stream] = counts.get(row.stream, 0) + 1
+        full, light = _shape(len(attempts), len(rows), max(counts.values()), caps)
         try:
             publish(rows)
         except TransportDown as exc:
@@ -252,7 +283,7 @@ def _relay_rows(
             log.warning("relay transport down streams=%d events=%d error=%s",
                         len(attempts), len(rows), exc)
             conn.rollback()
-            return full
+            return full, light
         except PublishRejected as exc:
             for name, error in exc.failed.items():
                 values = _failure(name, error, attempts[name] + 1, policy, now, report)
@@ -283,7 +314,7 @@ def _relay_rows(
                  rows[-1].stream, rows[-1].offset)
         if on_published is not None:
             on_published(rows)
-    return full
+    return full, light
 
 
 def _relay_batch(
@@ -291,13 +322,14 @@ def _relay_batch(
     session_factory: sessionmaker[Session],
     publisher: Publisher,
     policy: RelayPolicy,
+    caps: tuple[int, int],
     streams: Sequence[str] | None,
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
 ) -> bool:
     """One batch through the ORM session (SQLite, or a publisher of records only).
-    True if it was full."""
+    (full, light): `_shape`."""
     with session_factory() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             # Losing this transaction in a database crash only re-sends the batch (delivery
@@ -313,31 +345,31 @@ def _relay_batch(
                 or_(RelayCursor.next_attempt_at.is_(None), RelayCursor.next_attempt_at <= now),
             )
             .order_by(PendingStream.name)
-            .limit(policy.max_streams)
+            .limit(caps[0])
             .with_for_update(of=RelayCursor, skip_locked=True)
         )
         if streams is not None:
             claim = claim.where(RelayCursor.stream.in_(list(streams)))
         rows = session.execute(claim).all()
         if not rows:
-            return False
+            return False, False
         cursors = {r.stream: (int(r.dispatched), int(r.attempts), str(r.epoch)) for r in rows}
-        events = _pending_events(session, cursors, policy.max_events)
+        events = _pending_events(session, cursors, caps[1])
         if not events:
             cleared = _clear(session, {name: c[0] for name, c in cursors.items()})
-            return cleared > 0 and len(rows) >= policy.max_streams
+            full, light = _shape(len(rows), 0, 0, caps)
+            return full and cleared > 0, light
         counts: dict[str, int] = {}
         for event in events:
             counts[event.stream] = counts.get(event.stream, 0) + 1
-        full = len(rows) >= policy.max_streams or \
-            any(n >= policy.max_events for n in counts.values())
+        full, light = _shape(len(rows), len(events), max(counts.values()), caps)
         try:
             publisher.publish(events)
         except TransportDown as exc:
             report.transport_down = str(exc)
             log.warning("relay transport down streams=%d events=%d error=%s",
                         len(cursors), len(events), exc)
-            return full
+            return full, light
         except PublishRejected as exc:
             _record_failures(session, exc.failed, cursors, policy, now, report)
             events = [e for e in events if e.stream not in exc.failed]
@@ -353,7 +385,7 @@ def _relay_batch(
                      events[0].offset, events[-1].stream, events[-1].offset)
         if on_published is not None and events:
             on_published(events)
-        return full
+        return full, light
 
 
 def _pending_events(
