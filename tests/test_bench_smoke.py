@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -117,22 +117,25 @@ def _keys_of(client: redis.Redis[bytes], run: str) -> list[bytes]:
 
 
 @contextmanager
-def _bench(run: str, argv: list[str], redis_url: str) -> Iterator[subprocess.Popen[str]]:
-    """`python -m bench *argv` as run `run` (SIGINT not ignored, as in a terminal);
-    whatever of it is left afterwards is removed, so that a failure leaks nothing."""
+def _bench(run: str, argv: list[str], redis_url: str
+           ) -> Iterator[tuple[subprocess.Popen[str], redis.Redis[bytes]]]:
+    """`python -m bench *argv` as run `run` (SIGINT not ignored, as in a terminal), and a
+    client of its Redis; whatever of the run is left afterwards is removed, so that a
+    failure leaks nothing."""
     bench = subprocess.Popen(
         [sys.executable, "-m", "bench", *argv], cwd=ROOT, text=True,
         env={**os.environ, "BENCH_RUN": run}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
     try:
-        yield bench
+        yield bench, client
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.communicate()
         for pid in _processes_of(run):
-            os.kill(pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):  # gone meanwhile
+                os.kill(pid, signal.SIGKILL)
         admin = create_engine(BENCH_PG, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             for name in _databases_of(run):
@@ -156,9 +159,9 @@ def test_a_bench_run_however_it_ends_leaves_no_process_database_or_redis_key(
     a run that ends leaves nothing either."""
     require_pg()
     run = f"t{uuid.uuid4().hex[:10]}"
-    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
-    with _bench(run, E2E, redis_url) as bench:
+    with _bench(run, E2E, redis_url) as (bench, client):
         if signum is not None:
+            # The bench, its web node and its Celery worker; its keys; its database.
             eventually(lambda: len(_processes_of(run)) >= 3 and _keys_of(client, run)
                        and _databases_of(run),
                        lambda: f"the bench never got going: {_processes_of(run)}",
@@ -175,4 +178,3 @@ def test_a_bench_run_however_it_ends_leaves_no_process_database_or_redis_key(
         assert _processes_of(run) == []
         assert _databases_of(run) == []
         assert _keys_of(client, run) == []
-    client.close()
