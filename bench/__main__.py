@@ -5,7 +5,9 @@
 Needs PostgreSQL and Redis (the test ones: TEST_PG_URL / REDIS_URL). Creates and drops
 its own database, uses its own Socket.IO channels and Celery queues, starts a real web
 node and real Celery workers. Prints medians over repetitions, and ratios measured side
-by side in the same run. `--quick` is a fast smoke run with small sizes.
+by side in the same run. `--quick` is a fast smoke run with small sizes. However it ends
+(SIGTERM and Ctrl-C included: exit 143 or 130), its processes, databases and Redis keys
+are removed (bench/teardown.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bench import (
     rooms_bench,
     scale_bench,
     storm_bench,
+    teardown,
     writes_bench,
 )
 from bench.env import CHANNEL, QUEUE, RELAY_CHANNEL, RELAY_QUEUE
@@ -205,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     except infra.Unavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    # From here on whatever the run starts is removed however it ends: SIGTERM and Ctrl-C
+    # included (bench/teardown.py), the processes the parts left included.
+    teardown.on_signals()
     started = time.perf_counter()
-    url = infra.create_database()
     report = Report()
     try:
+        url = infra.create_database()
         asyncio.run(measure(args, url, report))
     finally:
-        infra.drop_database(url)
+        teardown.clean()
     print(f"\n(done in {time.perf_counter() - started:.0f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps([f.to_dict() for f in report.figures], indent=2))

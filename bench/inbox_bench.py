@@ -43,6 +43,7 @@ from bench import (
     env,  # noqa: F401  (isolates this run's channels, queue, secret)
     fixtures,
     infra,
+    teardown,
 )
 from bench.stats import Figure, Report, median
 from testkit.clients import token
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notifications", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args(argv)
+    teardown.on_signals()  # SIGTERM, Ctrl-C: what the run started removed (bench/teardown.py)
     try:
         run(args.notifications, args.reps)
     except infra.Unavailable as exc:

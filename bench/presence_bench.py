@@ -24,6 +24,7 @@ from app.portal import projects
 from bench import (
     env,  # noqa: F401  (isolates this run's channels, queue, secret)
     infra,
+    teardown,
 )
 from bench.stats import median
 from testkit.clients import SocketClient, token
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", default="2,5,10", help="comma-separated TTLs in seconds")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
+    teardown.on_signals()  # SIGTERM, Ctrl-C: what the run started removed (bench/teardown.py)
     try:
         run([float(t) for t in args.ttl.split(",")], args.reps)
     except infra.Unavailable as exc:

@@ -44,7 +44,7 @@ from app.core.migrate import upgrade
 from app.outbox.publisher import RedisPublisher
 from app.outbox.tables import EventRecord
 from app.portal import projects
-from bench import infra
+from bench import infra, teardown
 from bench.env import CHANNEL, REDIS_URL
 from bench.fanout_bench import make_clients
 from bench.peers import LoadClient, cpu_seconds
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cluster-wide part on a local 3-master Redis Cluster too")
     args = parser.parse_args(argv)
     infra.check_services()
+    teardown.on_signals()  # SIGTERM, Ctrl-C: what the run started removed (bench/teardown.py)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Herald rooms bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"load average {load}")

@@ -1,16 +1,26 @@
-"""`python -m bench` keeps running: a tiny quick run prints every figure (no timing asserted)."""
+"""`python -m bench` keeps running: a tiny quick run prints every figure (no timing asserted),
+and leaves nothing behind however it ends."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+import redis
+from sqlalchemy import create_engine, text
 
 from testkit.databases import require_pg
+from testkit.env import pg_admin_url
+from testkit.eventually import eventually
 from testkit.processes import ROOT
 from testkit.testrun import CI
 
@@ -66,3 +76,107 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
                      "sockets recovered, in order", "of 10; 0 failed",
                      "ratio Herald / Socket.IO (time)"):
             assert line in done.stdout, done.stdout
+
+
+# The end-to-end part alone, tiny: it starts a web node and a Celery worker at once.
+E2E = ["--quick", "--only", "e2e", "--rate", "20", "--duration", "1", "--e2e-reps", "1",
+       "--streams", "2", "--threads", "1", "--updates", "2"]
+BENCH_PG = pg_admin_url("BENCH_PG_URL", "TEST_PG_URL")  # the bench's own (bench/env.py)
+
+
+def _processes_of(run: str) -> list[int]:
+    """The running processes (zombies are not) of bench run `run`: the bench, and every
+    process it starts, whoever starts it, inherits BENCH_RUN (bench/env.py)."""
+    mark = f"BENCH_RUN={run}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if state != "Z" and mark in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _databases_of(run: str) -> list[str]:
+    admin = create_engine(BENCH_PG, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return [str(name) for name in conn.execute(text(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, :name)"),
+                {"name": f"herald_bench_{run}"}).scalars()]
+    finally:
+        admin.dispose()
+
+
+def _keys_of(client: redis.Redis[bytes], run: str) -> list[bytes]:
+    """Its channels and queues are named herald-bench-<run>..., and so its keys."""
+    return list(client.scan_iter(match=f"*herald-bench-{run}*", count=1000))
+
+
+@contextmanager
+def _bench(run: str, argv: list[str], redis_url: str
+           ) -> Iterator[tuple[subprocess.Popen[str], redis.Redis[bytes]]]:
+    """`python -m bench *argv` as run `run` (SIGINT not ignored, as in a terminal), and a
+    client of its Redis; whatever of the run is left afterwards is removed, so that a
+    failure leaks nothing."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", *argv], cwd=ROOT, text=True,
+        env={**os.environ, "BENCH_RUN": run}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    try:
+        yield bench, client
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+        for pid in _processes_of(run):
+            with suppress(ProcessLookupError):  # gone meanwhile
+                os.kill(pid, signal.SIGKILL)
+        admin = create_engine(BENCH_PG, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in _databases_of(run):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        keys = _keys_of(client, run)
+        if keys:
+            client.unlink(*keys)
+        client.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("signum", [None, signal.SIGTERM, signal.SIGINT],
+                         ids=["ended", "SIGTERM", "SIGINT"])
+def test_a_bench_run_however_it_ends_leaves_no_process_database_or_redis_key(
+    signum: signal.Signals | None, redis_url: str
+) -> None:
+    """Stopped by SIGTERM or Ctrl-C once it runs (its web node and Celery worker started,
+    its database and Redis keys there), the bench stops all it started, drops its
+    databases, deletes its keys, says so in one line and exits 128 + the signal's number;
+    a run that ends leaves nothing either."""
+    require_pg()
+    run = f"t{uuid.uuid4().hex[:10]}"
+    with _bench(run, E2E, redis_url) as (bench, client):
+        if signum is not None:
+            # The bench, its web node and its Celery worker; its keys; its database.
+            eventually(lambda: len(_processes_of(run)) >= 3 and _keys_of(client, run)
+                       and _databases_of(run),
+                       lambda: f"the bench never got going: {_processes_of(run)}",
+                       timeout=120, interval=0.05)
+            bench.send_signal(signum)
+        out, err = bench.communicate(timeout=120)
+        if signum is None:
+            assert bench.returncode == 0, out[-3000:] + err[-3000:]
+        else:
+            assert bench.returncode == 128 + signum, out[-3000:] + err[-3000:]
+            said = [line for line in err.splitlines() if line.startswith("bench: ")]
+            assert len(said) == 1, err
+            assert said[0].startswith(f"bench: stopped by {signum.name}: "), err
+        assert _processes_of(run) == []
+        assert _databases_of(run) == []
+        assert _keys_of(client, run) == []

@@ -456,6 +456,57 @@ async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drai
             assert gateway.sio.overflows == 1 and not ordering.is_gated(sid, stream)
 
 
+async def test_a_join_whose_flush_stops_for_a_socket_that_stopped_reading_ends_unavailable(
+    pg_system_session: System, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client reads its join's history, then stops reading, while far more live events
+    than its send queue and the buffers behind it take were published during that history
+    (its gate went over its bound: the flush reads them from the table). The flush stops
+    when the node closes the transport for not reading: the join is answered `unavailable`
+    (the client reconnects and recovers; nobody gets this ack), with one line saying why,
+    and is never logged `joined`."""
+    history = 200  # events of about 1 KB: over the queue's bound, so paced
+    live = 400  # about 400 KB published while the history waits: 6 times the gate's bound
+    ticket = _ticket(pg_system_session, history)
+    stream = ticket_stream(ticket.id)
+    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
+    caplog.set_level(logging.INFO, logger="herald.gateway")
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        ordering = gateway.manager.ordering
+        reader = SocketClient(node.url, token(ticket.user, "client"))
+        await reader.connect()
+        try:
+            assert (await reader.call("join-ticket", ticket.id))["ok"]
+            async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid,
+                                                                         publisher):
+                # The join as the node's handler answers it (its ack reaches nobody).
+                join = gateway.sio.handlers["/"]["join-ticket"]
+                joining = asyncio.create_task(
+                    join(sid, {"ticketId": ticket.id, "position": {"offset": 0}}))
+                await eventually_async(
+                    lambda: ordering.is_gated(sid, stream)
+                    and not sock.queue.has_room(2 * len(FILLER)), "the replay was not paced")
+                for start in range(history, history + live, 100):
+                    events = await asyncio.to_thread(_append, pg_system_session, stream,
+                                                     start, 100)
+                    await asyncio.to_thread(publisher.publish, events)
+                await reader.wait_count("note", live, timeout=30)  # the node has them all
+                assert ordering.overflows > 0
+                gateway.replayer.drain_timeout = 2  # from now on: closed after 2 s unread
+                got, closed = await _read_slowly(client, stream, history, 0)
+                assert got == list(range(1, history + 1)) and not closed
+                ack = await asyncio.wait_for(joining, 30)
+                assert sock.closed or sock.closing
+        finally:
+            await reader.close()
+    assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if f"sid={sid} " in line and "join" in line] == [
+        f"join ended sid={sid} stream={stream} reason=closed-for-not-reading"], lines
+    assert not ordering.is_gated(sid, stream)
+
+
 # -- the queue alone ----------------------------------------------------------------------
 
 class _Pkt:

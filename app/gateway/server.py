@@ -368,6 +368,13 @@ class Gateway:
             finally:
                 if not self.manager.is_connected(sid, "/"):
                     self.replayer.forget(sid, stream)
+        if not self.manager.is_connected(sid, "/"):
+            # The replay stopped early: the gate's flush (or its read through the table)
+            # gives up on a socket whose transport was closed for not reading. Nobody gets
+            # this ack; its client reconnects with its positions and recovers.
+            log.info("join ended sid=%s stream=%s reason=closed-for-not-reading", sid, stream)
+            return fail(NotRead(f"the socket was closed before it read the events of {stream}: "
+                                f"reconnect"))
         log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)
         # The head the join started from (like `connected.positions`): every event after it
         # reaches the socket, whether replayed during the join or live afterwards.
@@ -398,6 +405,8 @@ class Gateway:
     async def _present(self, sid: str, ack: dict[str, Any]) -> dict[str, Any]:
         """A joined socket is present in the room; the ack says who else is (one read after
         the socket entered, so the presence events that follow complete it)."""
+        if not ack["ok"]:  # the join ended without the socket (`_join`)
+            return ack
         session = await self.sio.get_session(sid)
         stream = ack["stream"]
         if self._in_room(sid, stream):
