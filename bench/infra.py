@@ -34,9 +34,10 @@ def check_services() -> None:
                           f"{type(exc).__name__}") from None
 
 
-def create_database() -> str:
-    """A fresh, empty PostgreSQL database for this run; returns its URL."""
-    return pg.create_database(PG_ADMIN_URL, f"herald_bench_{RUN}")
+def create_database(part: str = "") -> str:
+    """A fresh, empty PostgreSQL database for this run (for one of its parts, given a name
+    of its own: the name is made anew, dropping any database that held it); its URL."""
+    return pg.create_database(PG_ADMIN_URL, f"herald_bench_{RUN}{'_' + part if part else ''}")
 
 
 def drop_database(url: str) -> None:

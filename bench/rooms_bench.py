@@ -163,7 +163,7 @@ async def cluster(report: Report, url: str, *, nodes: list[int], sockets: int, e
 async def run(report: Report, *, events: int, streams: int, reps: int,
               nodes: list[int] | None = None, sockets: int = 400,
               cluster_events: int = 10_000, redis_cluster: bool = False) -> None:
-    url = infra.create_database()
+    url = infra.create_database("rooms")  # not the main run's database, still in use
     web = infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": CHANNEL})
     socket: SocketClient | None = None
     try:

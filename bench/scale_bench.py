@@ -41,7 +41,7 @@ from app.outbox import relay as relay_mod
 from app.outbox.nudge import wake_key
 from app.outbox.publisher import RedisPublisher
 from app.portal import projects
-from bench import infra
+from bench import infra, teardown
 from bench.env import PG_ADMIN_URL, QUEUE, REDIS_URL, RELAY_CHANNEL, RUN
 from bench.stats import Figure, Report, median
 from bench.writes_bench import Client, cpu_seconds
@@ -344,6 +344,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
         except postgres.NoServerBinaries as exc:
             print(f"\n(scale on a sized PostgreSQL skipped: {exc})", flush=True)
             return
+        forget = teardown.also(server.discard)  # a signal meanwhile discards it too
         try:
             report.section(
                 f"Scale, the same on a private PostgreSQL sized for "
@@ -353,6 +354,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
             report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
         finally:
             await asyncio.to_thread(server.discard)
+            forget()
 
 
 def _settings(admin_url: str) -> str:

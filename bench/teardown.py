@@ -8,7 +8,9 @@ removed however the run ends: normally, by an exception, or by SIGTERM or SIGINT
   10 s;
 - its **PostgreSQL databases**: `herald_bench_<run>` and `herald_bench_<run>_*`;
 - its **Redis keys**: those named after its channels and queues, which all start with
-  `herald-bench-<run>` (Celery's bindings, the roster, metrics, rate-limit windows).
+  `herald-bench-<run>` (Celery's bindings, the roster, metrics, rate-limit windows);
+- what a part registered with `also()` while it runs: a private PostgreSQL server
+  (daemonised, so no descendant of the bench) and its files.
 
 A signal cannot wait for the parts' own `finally` blocks: the run may be in a thread
 (`asyncio.to_thread`) that nothing interrupts, or between a spawn and the `try` that
@@ -25,7 +27,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -39,6 +41,7 @@ NAME = f"herald-bench-{RUN}"  # the start of every channel, queue and Redis key 
 STOP_TIMEOUT = 10.0  # seconds from SIGTERM to SIGKILL, as testkit's stop_all
 _stopping = False  # a signal came: cleaning up
 _hurry = False  # a second one came: SIGKILL what is left
+_also: dict[int, Callable[[], None]] = {}  # more to remove, registered by the parts
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,14 @@ class Removed:
     processes: int = 0
     databases: int = 0
     keys: int = 0
+    others: int = 0  # registered with also()
 
     def __str__(self) -> str:
+        others = f", {_count(self.others, 'server', 'servers')} discarded" \
+            if self.others else ""
         return (f"{_count(self.processes, 'process', 'processes')} stopped, "
                 f"{_count(self.databases, 'database', 'databases')} dropped, "
-                f"{_count(self.keys, 'Redis key', 'Redis keys')} deleted")
+                f"{_count(self.keys, 'Redis key', 'Redis keys')} deleted{others}")
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -67,8 +73,8 @@ def clean() -> Removed:
     """Stop the run's processes, drop its databases, delete its Redis keys (each step
     whatever the others did)."""
     removed = Removed()
-    steps = ((stop_processes, "processes"), (drop_databases, "databases"),
-             (delete_keys, "keys"))
+    steps = ((stop_processes, "processes"), (run_also, "others"),
+             (drop_databases, "databases"), (delete_keys, "keys"))
     for step, field in steps:
         try:
             setattr(removed, field, step())
@@ -76,6 +82,29 @@ def clean() -> Removed:
             print(f"bench: cleaning up {field} failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
     return removed
+
+
+def also(remove: Callable[[], None]) -> Callable[[], None]:
+    """Have `clean()` call `remove` too (after the processes stopped), until the returned
+    function is called: a part registers what it made and unregisters it once removed."""
+    key = id(remove)
+    _also[key] = remove
+
+    def forget() -> None:
+        _also.pop(key, None)
+    return forget
+
+
+def run_also() -> int:
+    """Call what the parts registered (each whatever the others did); how many."""
+    done = list(_also.values())
+    _also.clear()
+    for remove in done:
+        try:
+            remove()
+        except Exception as exc:
+            print(f"bench: cleaning up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return len(done)
 
 
 def on_signals() -> None:
@@ -218,5 +247,5 @@ def delete_keys() -> int:
         client.close()
 
 
-__all__ = ["Child", "Removed", "children", "clean", "databases", "delete_keys",
-           "drop_databases", "keys", "on_signals", "stop_processes"]
+__all__ = ["Child", "Removed", "also", "children", "clean", "databases", "delete_keys",
+           "drop_databases", "keys", "on_signals", "run_also", "stop_processes"]

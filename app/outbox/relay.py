@@ -238,7 +238,7 @@ def _relay_rows(
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
-) -> bool:
+) -> tuple[bool, bool]:
     """One batch on PostgreSQL, on the driver's connection (psycopg): claim and read,
     publish, advance, commit. In pipeline mode BEGIN goes out with the claim. The COMMIT
     is sent only once the advance has come back: a relay that dies while advancing
@@ -327,7 +327,7 @@ def _relay_batch(
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
-) -> bool:
+) -> tuple[bool, bool]:
     """One batch through the ORM session (SQLite, or a publisher of records only).
     (full, light): `_shape`."""
     with session_factory() as session, session.begin():
