@@ -180,3 +180,23 @@ def test_a_bench_run_however_it_ends_leaves_no_process_database_or_redis_key(
         assert _processes_of(run) == []
         assert _databases_of(run) == []
         assert _keys_of(client, run) == []
+
+
+def test_what_a_part_registers_is_removed_once_by_the_cleanup_unless_it_was_forgotten(
+        ) -> None:
+    """`teardown.also`: the cleanup calls what a part registered (a failing one does not
+    stop the others), once; what the part removed itself and forgot is not called."""
+    from bench import teardown
+    called: list[str] = []
+
+    def failing() -> None:
+        called.append("failing")
+        raise RuntimeError("already gone")
+
+    teardown.also(failing)
+    teardown.also(lambda: called.append("server"))
+    forget = teardown.also(lambda: called.append("forgotten"))
+    forget()
+    assert teardown.run_also() == 2
+    assert sorted(called) == ["failing", "server"]
+    assert teardown.run_also() == 0
