@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     except infra.Unavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    finally:
+        teardown.clean()  # what the run left, its Redis keys included
     return 0
 
 

@@ -249,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Herald rooms bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"load average {load}")
     nodes = [int(n) for n in str(args.nodes).split(",") if n.strip()]
-    asyncio.run(run(Report(), events=args.events, streams=args.streams, reps=args.reps,
-                    nodes=nodes, sockets=args.sockets, cluster_events=args.cluster_events,
-                    redis_cluster=args.redis_cluster))
+    try:
+        asyncio.run(run(Report(), events=args.events, streams=args.streams, reps=args.reps,
+                        nodes=nodes, sockets=args.sockets,
+                        cluster_events=args.cluster_events, redis_cluster=args.redis_cluster))
+    finally:
+        teardown.clean()  # what the run left, its Redis keys included
     return 0
 
 
