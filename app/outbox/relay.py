@@ -141,14 +141,19 @@ def relay(
     return report
 
 
-def _shape(claimed: int, events: int, most: int, caps: tuple[int, int]) -> tuple[bool, bool]:
-    """(full, light) of a batch that claimed `claimed` streams and sent `events` events,
-    `most` of one stream, under `caps`. Full: there may be more (every stream it could
-    claim, or a stream's every event it could send). Light: full of streams with about an
-    event each, none cut short, so the next batch may claim the light caps."""
+def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bool, bool]:
+    """(full, light) of a batch that claimed `claimed` streams and read events of the
+    streams `sent` (one name per event), under `caps`. Full: there may be more (every
+    stream it could claim, or a stream's every event it could send). Light: full of
+    streams with about an event each, none cut short: the next batch may claim the light
+    caps."""
     streams_cap, events_cap = caps
+    counts: dict[str, int] = {}
+    for stream in sent:
+        counts[stream] = counts.get(stream, 0) + 1
+    most = max(counts.values(), default=0)
     full = claimed >= streams_cap or most >= events_cap
-    light = claimed >= streams_cap and most < events_cap and events <= 2 * claimed
+    light = claimed >= streams_cap and most < events_cap and len(sent) <= 2 * claimed
     return full, light
 
 
@@ -270,12 +275,9 @@ def _relay_rows(
                 cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
                 cleared = cursor.rowcount
             conn.commit()
-            full, light = _shape(len(attempts), 0, 0, caps)
+            full, light = _shape(len(attempts), [], caps)
             return full and cleared > 0, light
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.stream] = counts.get(row.stream, 0) + 1
-        full, light = _shape(len(attempts), len(rows), max(counts.values()), caps)
+        full, light = _shape(len(attempts), [row.stream for row in rows], caps)
         try:
             publish(rows)
         except TransportDown as exc:
@@ -357,12 +359,9 @@ def _relay_batch(
         events = _pending_events(session, cursors, caps[1])
         if not events:
             cleared = _clear(session, {name: c[0] for name, c in cursors.items()})
-            full, light = _shape(len(rows), 0, 0, caps)
+            full, light = _shape(len(rows), [], caps)
             return full and cleared > 0, light
-        counts: dict[str, int] = {}
-        for event in events:
-            counts[event.stream] = counts.get(event.stream, 0) + 1
-        full, light = _shape(len(rows), len(events), max(counts.values()), caps)
+        full, light = _shape(len(rows), [event.stream for event in events], caps)
         try:
             publisher.publish(events)
         except TransportDown as exc:
