@@ -182,21 +182,28 @@ def test_a_bench_run_however_it_ends_leaves_no_process_database_or_redis_key(
         assert _keys_of(client, run) == []
 
 
+# Run in a process of its own: importing `bench` gives the process the bench's own
+# environment (its secret, channels and queue), which the tests' processes must not get.
+_ALSO = """
+from bench import teardown
+called = []
+def failing():
+    called.append("failing")
+    raise RuntimeError("already gone")
+teardown.also(failing)
+teardown.also(lambda: called.append("server"))
+forget = teardown.also(lambda: called.append("forgotten"))
+forget()
+print(teardown.run_also(), sorted(called), teardown.run_also())
+"""
+
+
 def test_what_a_part_registers_is_removed_once_by_the_cleanup_unless_it_was_forgotten(
         ) -> None:
     """`teardown.also`: the cleanup calls what a part registered (a failing one does not
     stop the others), once; what the part removed itself and forgot is not called."""
-    from bench import teardown
-    called: list[str] = []
-
-    def failing() -> None:
-        called.append("failing")
-        raise RuntimeError("already gone")
-
-    teardown.also(failing)
-    teardown.also(lambda: called.append("server"))
-    forget = teardown.also(lambda: called.append("forgotten"))
-    forget()
-    assert teardown.run_also() == 2
-    assert sorted(called) == ["failing", "server"]
-    assert teardown.run_also() == 0
+    done = subprocess.run([sys.executable, "-c", _ALSO], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "2 ['failing', 'server'] 0", done.stdout
+    assert "cleaning up failed: RuntimeError: already gone" in done.stderr
