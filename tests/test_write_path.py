@@ -340,8 +340,10 @@ def test_a_pooled_connection_whose_server_side_died_is_replaced_before_use(
         with engine.connect() as conn:  # alive, nothing waiting: the same connection
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
         with pg_db.engine.connect() as admin:
+            # Each statement its own transaction: pg_stat_activity is read once per
+            # transaction and kept, so polling it in one would never see the backend go.
+            admin.execution_options(isolation_level="AUTOCOMMIT")
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            admin.commit()
             eventually(lambda: not admin.execute(  # the backend is gone
                 text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first(),
                 "the backend was not terminated", 10)
