@@ -28,12 +28,13 @@ that same `Request` from the head httptools parsed — the path, and each header
 websockets would read it: its name and value checked by websockets' own patterns, the
 value stripped of blanks and decoded as ISO-8859-1 — and hands it to the protocol
 (`take_request`), whose websockets connection then reads frames, as it would right after
-parsing a request. The handshake itself (`accept`: the key, the version, the 101) and
-everything after are uvicorn's and websockets' own. Only a plain request takes this way:
-GET, an ASCII path without blanks, at most websockets' number of headers, each line
-within its length, no Transfer-Encoding or Content-Length, and no trace logging; any
-other (a malformed one, which websockets answers with its own error) is handed over as
-bytes, as uvicorn does. `LEAN_UPGRADE` False (app/gateway/hooks.py: a hook missing) makes
+parsing a request. The handshake itself (`accept`: the key, the version, the 101; but
+for its date, below) and everything after are uvicorn's and websockets' own. Only a plain
+request takes this way: GET, an ASCII path without blanks, at most websockets' number of
+headers, each line within its length, no Transfer-Encoding or Content-Length, and
+uvicorn's logger above its TRACE level (else uvicorn logs the upgrade, on its own path);
+any other (a malformed one, which websockets answers with its own error) is handed over
+as bytes, as uvicorn does. `LEAN_UPGRADE` False (app/gateway/hooks.py: a hook missing) makes
 every upgrade uvicorn's own.
 
 On that way, websockets' `accept` builds the 101 as its own does (`LeanServerProtocol`:
