@@ -12,7 +12,9 @@ and the keep-alive idle time (`HERALD_KEEP_ALIVE`).
 For many sockets on one node it also:
 - raises the open-file limit to the hard limit (one descriptor per socket);
 - serves websockets with uvicorn's sans-I/O protocol whose per-connection attributes are
-  slots, not an instance dict (~1.3 KB less per socket, app/core/slotted_ws.py);
+  slots, not an instance dict (~1.3 KB less per socket, app/core/slotted_ws.py), and
+  hands it the upgrade request httptools parsed rather than its bytes to parse again
+  (`lean_upgrade`, docs/fastpaths.md);
 - leaves the websocket heartbeat to engine.io (no uvicorn keepalive pings: a timer per
   socket and a second ping frame);
 - leaves out uvicorn's own lines per websocket (`"WebSocket /socket.io/..." [accepted]`,

@@ -15,9 +15,12 @@ from typing import Any
 import engineio
 import httpx
 import pytest
+from engineio.async_drivers import asgi as eio_asgi
 
+from app.core import slotted_ws
 from app.core.settings import Settings
 from app.gateway import direct, hooks, sendqueue
+from app.gateway import environ as eio_environ
 from app.gateway import sio as sio_module
 from app.main import create_app
 from testkit.databases import Database
@@ -79,6 +82,7 @@ def missing(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, tuple[str, ..
     monkeypatch.setattr(direct, "CONNECT_WRITES", direct.CONNECT_WRITES)
     monkeypatch.setattr(sio_module, "LEAN", sio_module.LEAN)
     monkeypatch.setattr(sendqueue, "HEARTBEAT_WHEEL", sendqueue.HEARTBEAT_WHEEL)
+    monkeypatch.setattr(slotted_ws, "LEAN_UPGRADE", slotted_ws.LEAN_UPGRADE)
     yield gone
 
 
@@ -168,6 +172,38 @@ async def test_a_missing_heartbeat_hook_gives_engineio_its_ping_task_back(
     for task in asyncio.all_tasks():
         if task.get_coro().__qualname__.endswith("_send_ping"):  # type: ignore[union-attr]
             task.cancel()
+
+
+def test_a_missing_upgrade_hook_gives_uvicorn_its_own_upgrade_back(
+    missing: dict[str, tuple[str, ...]], app: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing["lean_upgrade"] = ("websockets' ServerProtocol.accept is the one copied",)
+    with caplog.at_level(logging.WARNING, logger="herald.gateway.hooks"):
+        on = hooks.apply(app.herald.node)
+    assert on["lean_upgrade"] is False and slotted_ws.LEAN_UPGRADE is False
+
+    class Http:  # an upgrade the lean way would take, were it on
+        ws_protocol_class = slotted_ws.SlottedWebSocketProtocol
+        logger = logging.getLogger("uvicorn.error")
+        scope = {"method": "GET", "headers": [(b"host", b"h")]}
+        url = b"/socket.io/"
+
+    assert slotted_ws.upgrade(Http()) is False  # nothing done: uvicorn's own
+    assert [r.getMessage() for r in caplog.records] == [
+        "fast path off: lean_upgrade (missing: websockets' ServerProtocol.accept is the one "
+        "copied); using uvicorn's upgrade (the head written out and parsed again by "
+        "websockets)"]
+
+
+def test_a_changed_translate_request_gives_engineio_its_own_back(
+    missing: dict[str, tuple[str, ...]], app: Any,
+) -> None:
+    eio = app.herald.node.sio.eio
+    assert eio._async["translate_request"] is eio_environ.translate_request
+    missing["payload_class"] = ("engine.io's ASGI translate_request is the one copied",)
+    on = hooks.apply(app.herald.node)
+    assert on["payload_class"] is False
+    assert eio._async["translate_request"] is eio_asgi.translate_request
 
 
 def test_a_missing_protection_hook_is_an_error_line(

@@ -31,6 +31,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.core import slotted_ws
+
 log = logging.getLogger("herald.http")
 LINGER = 1.0  # seconds a refused connection is still read (and discarded) so the client sees 431
 LINGER_BYTES = 1 << 20
@@ -125,6 +127,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.send_400_response(msg)
             return False
         return True
+
+    def handle_websocket_upgrade(self) -> None:
+        """The websocket protocol handed the request httptools parsed, not its bytes to
+        parse again (app/core/slotted_ws.py), for a plain request; uvicorn's own else."""
+        if not slotted_ws.upgrade(self):
+            super().handle_websocket_upgrade()
 
     # -- parser callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:

@@ -28,7 +28,9 @@ from engineio.async_drivers import asgi as eio_asgi
 from socketio import async_pubsub_manager
 from socketio import packet as sio_packet
 
+from app.core import slotted_ws
 from app.gateway import direct, sendqueue
+from app.gateway import environ as eio_environ
 from app.gateway import sio as sio_module
 from app.gateway.replay import _packet_prefix_matches
 
@@ -45,6 +47,8 @@ FASTPATHS = {
     "heartbeat_wheel": "engine.io's ping task per socket",
     "lean_reader": "engine.io's websocket handler (a reader task per socket)",
     "connect_writes": "a write per packet (engine.io's writer, uvicorn's accept alone)",
+    "payload_class": "engine.io's translate_request (a class made per request)",
+    "lean_upgrade": "uvicorn's upgrade (the head written out and parsed again by websockets)",
 }
 PROTECTIONS = ("connect_timeout", "binary_bound", "close_transport", "subscription_retry")
 
@@ -114,6 +118,52 @@ def _queue_internals() -> bool:
 def _sio_packet() -> bool:
     pkt = socketio.AsyncServer().packet_class(sio_packet.EVENT, namespace="/", data=["e", 1])
     return bool(pkt.packet_type == sio_packet.EVENT and str(pkt.encode()).startswith("2"))
+
+
+def _header_patterns() -> bool:
+    from websockets import http11
+
+    return (http11._token_re.pattern == slotted_ws.TOKEN.pattern
+            and http11._value_re.pattern == slotted_ws.VALUE.pattern
+            and isinstance(http11.MAX_NUM_HEADERS, int)
+            and isinstance(http11.MAX_LINE_LENGTH, int))
+
+
+def _accept_copied() -> bool:
+    import hashlib
+
+    from websockets.server import ServerProtocol
+
+    source = inspect.getsource(ServerProtocol.accept)
+    return (hashlib.sha256(source.encode()).hexdigest() == slotted_ws.ACCEPT_SHA256
+            and _has(ServerProtocol, "process_request"))
+
+
+def _parser_steps() -> bool:
+    from websockets.protocol import Protocol
+    from websockets.server import ServerProtocol
+
+    return (all(_calls(ServerProtocol.parse, text) for text in (
+        "request = yield from Request.parse(", "self.events.append(request)",
+        "yield from super().parse()"))
+        and _calls(Protocol.__init__, "self.parser = self.parse()")
+        and _calls(Protocol.receive_data, "next(self.parser)"))
+
+
+def _uvicorn_upgrade() -> bool:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    if slotted_ws.SlottedWebSocketProtocol is None:
+        return False
+    upgrade = HttpToolsProtocol.handle_websocket_upgrade
+    return (all(_calls(upgrade, text) for text in (
+        "self.connections.discard(self)", 'output = [method, b" ", self.url, b" HTTP/1.1\\r\\n"]',
+        "config=self.config", "server_state=self.server_state", "app_state=self.app_state",
+        'for name, value in self.scope["headers"]:',
+        "protocol.connection_made(self.transport)", "self.transport.set_protocol(protocol)",
+        'protocol.data_received(b"".join(output))'))
+        and _calls(direct._SANSIO.handle_events,  # type: ignore[union-attr]
+                   "self.handle_connect(event)"))
 
 
 P = async_pubsub_manager.AsyncPubSubManager
@@ -199,6 +249,22 @@ HOOKS: tuple[Hook, ...] = (
     Hook("connect_writes", "engineio.packet.Packet binary",
          lambda: eio_packet.Packet(eio_packet.MESSAGE, "x").binary is False
          and eio_packet.Packet(eio_packet.MESSAGE, b"x").binary is True),
+    # engine.io's translate_request without a class per request (environ.py)
+    Hook("payload_class", "engine.io's ASGI translate_request is the one copied (source "
+                          "digest)", eio_environ.same_source),
+    Hook("payload_class", "AsyncServer.handle_request calls self._async['translate_request']",
+         lambda: _calls(async_server.AsyncServer.handle_request,
+                        "translate_request = self._async['translate_request']")
+         and isinstance(_eio()._async, dict)),
+    # the upgrade without a second parse (app/core/slotted_ws.py, httphead.py)
+    Hook("lean_upgrade", "websockets.http11 _token_re / _value_re / MAX_NUM_HEADERS / "
+                         "MAX_LINE_LENGTH", _header_patterns),
+    Hook("lean_upgrade", "ServerProtocol.parse reads a Request, then Protocol.parse; "
+                         "Protocol.__init__ starts self.parse()", _parser_steps),
+    Hook("lean_upgrade", "websockets' ServerProtocol.accept is the one copied (source digest)",
+         _accept_copied),
+    Hook("lean_upgrade", "uvicorn's handle_websocket_upgrade feeds the head as HTTP/1.1 bytes; "
+                         "handle_events hands a Request to handle_connect", _uvicorn_upgrade),
     # protections: overrides of private methods (sio.HeraldServer, manager)
     Hook("connect_timeout", "AsyncServer._handle_eio_connect / _handle_connect / "
                             "_handle_eio_disconnect", lambda: _has(
@@ -264,6 +330,10 @@ def apply(gateway: Any) -> dict[str, bool]:
         sendqueue.LEAN_READER = False
     if missing["session_ids"]:
         gateway.sio.eio.__dict__.pop("generate_id", None)
+    if missing["payload_class"]:
+        eio_environ.uninstall(gateway.sio.eio)
+    if missing["lean_upgrade"]:
+        slotted_ws.LEAN_UPGRADE = False
     on = {path: not missing[path] for path in FASTPATHS}
     on["connect_writes"] = on["connect_writes"] and on["direct_writes"]
     if gateway.manager.fast_fanout is False:  # HERALD_FAST_FANOUT=0: both off by choice

@@ -46,6 +46,7 @@ import socketio
 from socketio import packet as sio_packet
 from websockets.datastructures import Headers
 
+from app.gateway import environ as eio_environ
 from app.gateway import sendqueue
 from app.gateway.events import RESERVED, LogBudget, UnknownEvents
 from app.gateway.sendqueue import LeanQueue, _Waiters
@@ -125,7 +126,12 @@ def _slim_websocket(environ: dict[str, Any]) -> None:
 class HeraldEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     """engine.io's AsyncServer, but a long-poll POST to a session that is closed and not yet
     swept is answered 400 like one to an unknown session (engine.io's own path raises
-    KeyError('Session is disconnected') there, outside its error handling: a 500)."""
+    KeyError('Session is disconnected') there, outside its error handling: a 500).
+    Requests are translated without a class made per request (app/gateway/environ.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        eio_environ.install(self)
 
     def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         # The awaitable of engine.io's own (not a coroutine of ours around it): nothing
