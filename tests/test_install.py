@@ -60,6 +60,14 @@ def test_the_install_is_not_the_clone(installed: Install) -> None:
     assert installed.run("python", "-c", "import herald_client", check=False).returncode == 1
 
 
+def test_the_install_parses_redis_replies_in_c(installed: Install) -> None:
+    """`pip install .` brings hiredis, which redis-py then uses for every reply (the relay's
+    PUBLISH replies, the connects' pipelines)."""
+    done = installed.run("python", "-c",
+                         "from redis.utils import HIREDIS_AVAILABLE; print(HIREDIS_AVAILABLE)")
+    assert done.stdout.strip() == "True"
+
+
 def test_every_command_answers_help_outside_the_clone(installed: Install) -> None:
     done = installed.run("herald", "--help")
     for command in ("migrate", "user", "token", "seed", "emit", "tail", "outbox"):
