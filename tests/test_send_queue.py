@@ -230,6 +230,21 @@ def _append(system: System, stream: str, start: int, count: int) -> list[EventRe
                                      for i in range(start, start + count)])
 
 
+async def _publish(system: System, publisher: RedisPublisher, stream: str, start: int,
+                   count: int) -> None:
+    """`count` events appended to `stream` (`_append`) and published live to the node."""
+    events = await asyncio.to_thread(_append, system, stream, start, count)
+    await asyncio.to_thread(publisher.publish, events)
+
+
+async def _until_paced(ordering: Ordering, sid: str, stream: str, queue: Any,
+                       what: str = "the replay was not paced") -> None:
+    """Until the socket's replay of `stream` is gated and its send queue has no room for
+    two more events: the node waits for the client to read."""
+    await eventually_async(lambda: ordering.is_gated(sid, stream)
+                           and not queue.has_room(2 * len(FILLER)), what)
+
+
 async def _read_offsets(ws: ClientConnection, stream: str, count: int) -> list[int]:
     """Read (answering pings) until `count` events of `stream` came; their offsets."""
     got, closed = await _read_slowly(ws, stream, count, 0, timeout=60)
@@ -327,14 +342,11 @@ async def test_live_events_held_during_a_paced_replay_stay_bounded_and_all_arriv
             sid = await eventually_async(
                 lambda: node.gateway.sio.manager.sid_from_eio_sid(eio_sid, "/"), "no sid")
             # The replay waits for the socket to read: its gate is open, its queue full.
-            await eventually_async(
-                lambda: ordering.is_gated(sid, stream)
-                and not sockets[eio_sid].queue.has_room(2 * len(FILLER)), "replay not paced")
+            await _until_paced(ordering, sid, stream, sockets[eio_sid].queue,
+                               "replay not paced")
             watcher = asyncio.create_task(_watch_held(ordering, sid, held))
             for start in range(0, live, 100):
-                events = await asyncio.to_thread(_append, pg_system_session, stream,
-                                                 HISTORY + start, 100)
-                await asyncio.to_thread(publisher.publish, events)
+                await _publish(pg_system_session, publisher, stream, HISTORY + start, 100)
             await eventually_async(lambda: ordering.overflows > 0, "the gates never overflowed")
             got = await _read_offsets(stuck, stream, HISTORY + live)
         finally:
@@ -367,9 +379,7 @@ async def test_live_events_a_full_gate_dropped_are_read_from_the_table_in_order(
             sid = reader.sio.get_sid("/")
             node.gateway.manager.open_gate(sid, stream)  # as a replay still sending would
             for start in range(0, live, 100):
-                events = await asyncio.to_thread(_append, pg_system_session, stream,
-                                                 10 + start, 100)
-                await asyncio.to_thread(publisher.publish, events)
+                await _publish(pg_system_session, publisher, stream, 10 + start, 100)
                 assert ordering.held(sid)[0] <= 65536
             await eventually_async(lambda: ordering.overflows > 0, "the gate never overflowed")
             await node.gateway.replayer.flush(sid, stream, 10, joined["epoch"])
@@ -404,12 +414,8 @@ async def test_live_events_a_gate_held_during_a_paced_replay_are_flushed_as_the_
         async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid,
                                                                      publisher):
             await _join(client, ticket.id, 0)
-            await eventually_async(
-                lambda: ordering.is_gated(sid, stream)
-                and not sock.queue.has_room(2 * len(FILLER)), "the replay was not paced")
-            events = await asyncio.to_thread(_append, pg_system_session, stream, history,
-                                             bound)
-            await asyncio.to_thread(publisher.publish, events)
+            await _until_paced(ordering, sid, stream, sock.queue)
+            await _publish(pg_system_session, publisher, stream, history, bound)
             await eventually_async(lambda: ordering.held(sid)[1] == bound,
                                    lambda: f"the gate holds {ordering.held(sid)}")
             got, closed = await _read_slowly(client, stream, history + bound, 0.001)
@@ -440,8 +446,7 @@ async def test_a_flush_to_a_socket_that_stopped_reading_closes_it_after_the_drai
             await eventually_async(lambda: stream in gateway.sio.rooms(sid)
                                    and not ordering.is_gated(sid, stream), "not joined")
             gateway.manager.open_gate(sid, stream)  # as a replay still sending would
-            events = await asyncio.to_thread(_append, pg_system_session, stream, 0, bound)
-            await asyncio.to_thread(publisher.publish, events)
+            await _publish(pg_system_session, publisher, stream, 0, bound)
             await eventually_async(lambda: ordering.held(sid)[1] == bound,
                                    lambda: f"the gate holds {ordering.held(sid)}")
             with pg_system_session.factory() as session, session.begin():
@@ -484,13 +489,9 @@ async def test_a_join_whose_flush_stops_for_a_socket_that_stopped_reading_ends_u
                 join = gateway.sio.handlers["/"]["join-ticket"]
                 joining = asyncio.create_task(
                     join(sid, {"ticketId": ticket.id, "position": {"offset": 0}}))
-                await eventually_async(
-                    lambda: ordering.is_gated(sid, stream)
-                    and not sock.queue.has_room(2 * len(FILLER)), "the replay was not paced")
+                await _until_paced(ordering, sid, stream, sock.queue)
                 for start in range(history, history + live, 100):
-                    events = await asyncio.to_thread(_append, pg_system_session, stream,
-                                                     start, 100)
-                    await asyncio.to_thread(publisher.publish, events)
+                    await _publish(pg_system_session, publisher, stream, start, 100)
                 await reader.wait_count("note", live, timeout=30)  # the node has them all
                 assert ordering.overflows > 0
                 gateway.replayer.drain_timeout = 2  # from now on: closed after 2 s unread
@@ -585,9 +586,7 @@ async def test_a_catch_up_is_paced_to_a_slow_reader_that_gets_every_event_once_i
 
             await eventually_async(paced, "the catch-up was not paced")
             for start in range(HISTORY, HISTORY + live, 100):
-                events = await asyncio.to_thread(_append, pg_system_session, stream, start,
-                                                 100)
-                await asyncio.to_thread(publisher.publish, events)
+                await _publish(pg_system_session, publisher, stream, start, 100)
             got = await _read_offsets(stuck, stream, HISTORY + live)
             await asyncio.wait_for(catching, 30)
         finally:
