@@ -36,6 +36,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 
 from bench.env import PG_ADMIN_URL, REDIS_URL, RUN
+from testkit import pg
 
 NAME = f"herald-bench-{RUN}"  # the start of every channel, queue and Redis key of the run
 STOP_TIMEOUT = 10.0  # seconds from SIGTERM to SIGKILL, as testkit's stop_all
@@ -207,14 +208,7 @@ def drop_databases() -> int:
     """Drop the run's databases (connections to them closed first); how many."""
     names = databases()
     if names:
-        admin = _admin()
-        try:
-            with admin.connect() as conn:
-                for name in names:
-                    quoted = name.replace('"', '""')
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{quoted}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+        pg.drop_databases(PG_ADMIN_URL, names)
     return len(names)
 
 

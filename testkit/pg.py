@@ -33,7 +33,13 @@ def clone_database(admin_url: str, template: str, name: str) -> str:
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    _execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    drop_databases(admin_url, [str(make_url(url).database)])
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    """Drop the databases `names` (their connections closed first), on one connection."""
+    quoted = [name.replace('"', '""') for name in names]
+    _execute(admin_url, *(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in quoted))
 
 
 def _execute(admin_url: str, *statements: str) -> None:
