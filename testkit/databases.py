@@ -10,13 +10,16 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import Base, make_engine, make_session_factory
@@ -84,14 +87,26 @@ def wait_for_a_lock_wait(database: Database) -> None:
     eventually(waiting, timeout=20)
 
 
-def truncate_all(engine: Engine) -> None:
+def truncate_all(engine: Engine, attempts: int = 5) -> None:
+    """Empty every table. On PostgreSQL one TRUNCATE, which takes its tables' exclusive
+    locks one after another while the system's own processes (relay, sweeper, web node)
+    may be reading them in another order: a deadlock PostgreSQL breaks by rolling the
+    TRUNCATE back (nothing done), so it is tried again."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                else:
+                    for table in tables:
+                        conn.execute(text(f"DELETE FROM {table}"))
+            return
+        except OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DeadlockDetected) \
+                    or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 @pytest.fixture(scope="session")

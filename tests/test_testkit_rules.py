@@ -13,8 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from app.portal.models import User
 from testkit import source
+from testkit.databases import Database, truncate_all, wait_for_a_lock_wait
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("tests", "testkit")
@@ -103,3 +106,23 @@ def test_a_serialised_parse_does_not_hide_a_real_error() -> None:
 
     with pytest.raises(SystemError, match="something else"):
         source.serialised(broken)("x = 1")
+
+
+def test_emptying_the_tables_tries_again_when_postgresql_breaks_a_deadlock_with_a_reader(
+        pg_db: Database) -> None:
+    """A reader holds the TRUNCATE's last table and then asks for its first one, which the
+    TRUNCATE holds: PostgreSQL rolls the TRUNCATE back (the first to wait), the reader goes
+    on, and `truncate_all` empties the tables on its next try."""
+    with pg_db.factory() as session, session.begin():
+        session.add(User(email="left@example.com", role="client"))
+    with pg_db.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM idempotency_keys"))  # the last one
+        emptying = threading.Thread(target=truncate_all, args=(pg_db.engine,))
+        emptying.start()
+        wait_for_a_lock_wait(pg_db)
+        reader.execute(text("SELECT count(*) FROM messages"))  # the first: a deadlock
+        reader.commit()
+        emptying.join(30)
+        assert not emptying.is_alive()
+    with pg_db.factory() as session:
+        assert session.scalar(text("SELECT count(*) FROM users")) == 0
