@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from app.portal.models import User
 from testkit import source
@@ -111,18 +111,33 @@ def test_a_serialised_parse_does_not_hide_a_real_error() -> None:
 def test_emptying_the_tables_tries_again_when_postgresql_breaks_a_deadlock_with_a_reader(
         pg_db: Database) -> None:
     """A reader holds the TRUNCATE's last table and then asks for its first one, which the
-    TRUNCATE holds: PostgreSQL rolls the TRUNCATE back (the first to wait), the reader goes
-    on, and `truncate_all` empties the tables on its next try."""
+    TRUNCATE holds: PostgreSQL rolls the TRUNCATE back, the reader goes on, and
+    `truncate_all` empties the tables on its next try. (The backend whose deadlock check
+    finds the cycle is the one rolled back: the TRUNCATE's session checks 5 s into its
+    wait, after the reader has closed the cycle; the reader's checks only after 60 s.)"""
     with pg_db.factory() as session, session.begin():
         session.add(User(email="left@example.com", role="client"))
-    with pg_db.engine.connect() as reader:
-        reader.execute(text("SELECT count(*) FROM idempotency_keys"))  # the last one
-        emptying = threading.Thread(target=truncate_all, args=(pg_db.engine,))
-        emptying.start()
-        wait_for_a_lock_wait(pg_db)
-        reader.execute(text("SELECT count(*) FROM messages"))  # the first: a deadlock
-        reader.commit()
-        emptying.join(30)
-        assert not emptying.is_alive()
+    emptier = create_engine(pg_db.url, connect_args={"options": "-c deadlock_timeout=5s"})
+    failed: list[BaseException] = []
+
+    def empty() -> None:
+        try:
+            truncate_all(emptier)
+        except BaseException as exc:
+            failed.append(exc)
+
+    try:
+        with pg_db.engine.connect() as reader:
+            reader.execute(text("SET deadlock_timeout = '60s'"))
+            reader.execute(text("SELECT count(*) FROM idempotency_keys"))  # the last one
+            emptying = threading.Thread(target=empty)
+            emptying.start()
+            wait_for_a_lock_wait(pg_db)
+            reader.execute(text("SELECT count(*) FROM messages"))  # the first: a deadlock
+            reader.commit()
+            emptying.join(30)
+            assert not emptying.is_alive() and not failed, failed
+    finally:
+        emptier.dispose()
     with pg_db.factory() as session:
         assert session.scalar(text("SELECT count(*) FROM users")) == 0
