@@ -248,6 +248,60 @@ def test_a_new_stream_made_meanwhile_by_another_writer_loses_no_event_and_no_ord
                                                                             (2, 3), (3, 8)]
 
 
+def test_a_batch_over_existing_streams_waits_for_a_writer_holding_one_and_appends_after_it(
+        pg_db: Database) -> None:
+    """A batch alone over streams that all exist finds each row once and raises its head
+    at that row. Another writer holds project-2 and commits a new version of its row while
+    the batch waits for it: the batch locks that newest version, which its snapshot does
+    not see at that address, and still appends after the other's event, in its order."""
+    with pg_db.factory() as session, session.begin():
+        writer.append_rows(session, [("project-1", "seed", {}), ("project-2", "seed", {}),
+                                     ("project-3", "seed", {})])
+    specs = [EventSpec(stream, "step", {"i": i}) for i, stream in enumerate(
+        ["project-3", "project-2", "project-1", "project-2", "project-3"])]
+    other = pg_db.factory()
+    other.begin()
+    writer.append(other, "project-2", "other", {})  # holds the row, not committed yet
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(publish_alone, pg_db.engine, specs,
+                             [writer.encode_data(s.data) for s in specs])
+        wait_for_a_lock_wait(pg_db)
+        other.commit()
+        other.close()
+        published = future.result(timeout=30)
+    assert published is not None
+    assert [(p.event.stream, p.event.offset) for p in published] == [
+        ("project-3", 2), ("project-2", 3), ("project-1", 2), ("project-2", 4),
+        ("project-3", 3)]
+    assert [(o, t) for o, t, _p in _stored(pg_db, "project-2")] == [
+        (1, "seed"), (2, "other"), (3, "step"), (4, "step")]
+    with pg_db.factory() as session:
+        heads = dict(session.execute(select(Stream.name, Stream.head)).all())
+        marks = dict(session.execute(select(PendingStream.name, PendingStream.head)).all())
+    assert heads == marks == {"project-1": 2, "project-2": 4, "project-3": 3}
+
+
+def test_a_batch_over_existing_streams_looks_each_stream_up_once(pg_db: Database) -> None:
+    """At a million streams each walk of `pk_streams` is a random leaf and row: the batch
+    walks it once per stream to lock it (then raises the head at the row found), and once
+    per event for the foreign key's check; not also to see whether the stream exists and
+    again to raise its head."""
+    names = [f"user-{g}" for g in range(1, 201)]
+    with pg_db.factory() as session, session.begin():
+        writer.append_rows(session, [(name, "seed", {}) for name in names])
+    specs = [EventSpec(name, "step", {}) for name in names]
+    walks = text("SELECT pg_stat_get_xact_numscans('pk_streams'::regclass)")
+    with pg_db.engine.connect() as conn, conn.begin():  # the counts of this transaction
+        conn.execute(text("SET LOCAL enable_hashjoin = off"))  # the plans at a million
+        conn.execute(text("SET LOCAL enable_mergejoin = off"))  # streams, not at 200
+        before = conn.execute(walks).scalar()
+        records = writer.append_whole(conn, [(s.stream, s.type, s.data) for s in specs],
+                                      writer.new_event_ids(len(specs)), ["{}"] * len(specs))
+        after = conn.execute(walks).scalar()
+    assert [r.offset for r in records] == [2] * len(names)
+    assert after - before <= 2 * len(names), f"{after - before} walks for {len(names)} streams"
+
+
 def test_batches_alone_in_transactions_and_single_appends_on_one_stream_stay_gapless(
         pg_db: Database) -> None:
     """Writers of every path at once on one stream: offsets 1..N, each batch's events

@@ -268,11 +268,26 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
 # appended by running this again (they all exist then). In WHOLE_SQL such a stream is a
 # unique violation instead: the statement does all of the batch or fails with nothing
 # written, so it may commit by itself (autocommit).
-APPEND_MANY_SQL = """\
+_NAMES = """\
 WITH v AS MATERIALIZED (
   SELECT v.name, v.n::bigint AS n
   FROM ROWS FROM (json_array_elements_text(%(names)s::json),
                   json_array_elements_text(%(counts)s::json)) AS v(name, n)),
+"""
+# The events' insert closing the statements over many streams: each event at its
+# stream's new head - n + its rank k in the stream, from `heads` (name, head, epoch, n).
+_INSERT_EVENTS = """\
+ins AS (
+  INSERT INTO events (id, stream, "offset", type, payload, created_at)
+  SELECT r.id, r.stream, h.head - h.n + r.k::bigint, r.type, r.payload, %(ts)s
+  FROM ROWS FROM (json_array_elements_text(%(ids)s::json),
+                  json_array_elements_text(%(streams)s::json),
+                  json_array_elements_text(%(ks)s::json),
+                  json_array_elements_text(%(types)s::json),
+                  json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
+  JOIN heads AS h ON h.name = r.stream)
+SELECT name, head, epoch FROM heads"""
+APPEND_MANY_SQL = _NAMES + """\
 missing AS MATERIALIZED (
   SELECT v.name, v.n FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
 made AS (
@@ -294,17 +309,41 @@ bump AS (
   RETURNING s.name, s.head, s.epoch, v.n),
 heads AS MATERIALIZED (SELECT name, head, epoch, n FROM bump
                        UNION ALL SELECT name, head, epoch, n FROM made),
-{mark}ins AS (
-  INSERT INTO events (id, stream, "offset", type, payload, created_at)
-  SELECT r.id, r.stream, h.head - h.n + r.k::bigint, r.type, r.payload, %(ts)s
-  FROM ROWS FROM (json_array_elements_text(%(ids)s::json),
-                  json_array_elements_text(%(streams)s::json),
-                  json_array_elements_text(%(ks)s::json),
-                  json_array_elements_text(%(types)s::json),
-                  json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
-  JOIN heads AS h ON h.name = r.stream)
-SELECT name, head, epoch FROM heads""".format(mark=_mark("heads ORDER BY name"))
+""" + _mark("heads ORDER BY name") + _INSERT_EVENTS
 WHOLE_SQL = APPEND_MANY_SQL.replace("  ON CONFLICT (name) DO NOTHING\n", "")
+
+# PostgreSQL, autocommit only: the events of many streams that all exist, with each
+# stream found once. `lk` looks up and locks the streams in name order, as the lock step
+# of every writer does, and keeps where it found each row; `quick` raises the heads of
+# the rows by that address (a TID scan: no second walk of `pk_streams`, which at a
+# million streams is a random leaf and row per stream). A row another writer updated and
+# committed after this statement's snapshot was locked at its newest version, which the
+# snapshot does not see at that address: `late` raises those heads by name (the update
+# follows the row to the version this statement holds), and only when `quick` missed
+# some. If any stream is missing (never made, or deleted meanwhile), nothing is written
+# and no row answers: the caller runs WHOLE_SQL, which makes streams. This statement
+# makes none, so it never waits on another writer's new stream: its only waits are its
+# row locks, taken first and in name order, so it joins no cycle with any other writer.
+EXISTING_SQL = _NAMES + """\
+lk AS MATERIALIZED (
+  SELECT s.name, s.ctid AS tid FROM streams AS s
+  WHERE s.name IN (SELECT name FROM v) ORDER BY s.name FOR UPDATE),
+every AS MATERIALIZED (SELECT (SELECT count(*) FROM lk) = (SELECT count(*) FROM v) AS ok),
+quick AS (
+  UPDATE streams AS s SET head = s.head + v.n
+  FROM lk JOIN v ON v.name = lk.name
+  WHERE s.ctid = lk.tid AND (SELECT ok FROM every)
+  RETURNING s.name, s.head, s.epoch, v.n),
+late AS (
+  UPDATE streams AS s SET head = s.head + (SELECT v.n FROM v WHERE v.name = s.name)
+  WHERE (SELECT count(*) FROM quick) < (SELECT count(*) FROM lk)
+    AND (SELECT ok FROM every)
+    AND s.name = ANY (ARRAY(SELECT name FROM lk EXCEPT SELECT name FROM quick))
+  RETURNING s.name, s.head, s.epoch),
+heads AS MATERIALIZED (
+  SELECT name, head, epoch, n FROM quick
+  UNION ALL SELECT l.name, l.head, l.epoch, v.n FROM late AS l JOIN v ON v.name = l.name),
+""" + _mark("heads ORDER BY name") + _INSERT_EVENTS
 
 
 def _append_many_pg(conn: Connection, rows: Sequence[Row], by_stream: dict[str, list[int]],
@@ -328,18 +367,22 @@ def _append_many_pg(conn: Connection, rows: Sequence[Row], by_stream: dict[str, 
 
 def append_whole(conn: Connection, rows: Sequence[Row], ids: Sequence[str],
                  payloads: Sequence[str]) -> list[EventRecord]:
-    """Events of any streams, new or not, in one statement of their own (WHOLE_SQL) on a
-    PostgreSQL connection in autocommit: all of them commit together, in one round trip.
-    Raises IntegrityError, nothing written, if another transaction made one of the
-    streams meanwhile: then use `append_rows` in a transaction. The caller nudges the
-    relay afterwards."""
+    """Events of any streams, new or not, in one statement of their own on a PostgreSQL
+    connection in autocommit: all of them commit together. EXISTING_SQL first (one round
+    trip when every stream exists); if one does not, nothing was written and WHOLE_SQL
+    makes the missing streams and appends. Raises IntegrityError, nothing written, if
+    another transaction made one of the streams meanwhile: then use `append_rows` in a
+    transaction. The caller nudges the relay afterwards."""
     now = utcnow()
     by_stream: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_stream.setdefault(row[0], []).append(i)
     params = append_many_params(sorted(by_stream), rows, by_stream, ids, payloads, now)
     records: list[EventRecord | None] = [None] * len(rows)
-    for name, head, epoch in conn.exec_driver_sql(WHOLE_SQL, params).all():
+    answer = conn.exec_driver_sql(EXISTING_SQL, params).all()
+    if not answer:  # a stream to make: nothing was written
+        answer = conn.exec_driver_sql(WHOLE_SQL, params).all()
+    for name, head, epoch in answer:
         at = by_stream.pop(name)
         first, epoch_text = int(head) - len(at) + 1, str(epoch)
         for k, i in enumerate(at):  # _records, inline: a thousand calls fewer
