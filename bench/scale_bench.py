@@ -339,6 +339,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
         large = await asyncio.to_thread(measure_size, sizes.large, sizes)
         report_sizes(report, sizes, small, large)
     if servers in ("sized", "both"):
+        free = _huge_pages_free()
         try:
             server = await asyncio.to_thread(postgres.start_private, SIZED)
         except postgres.NoServerBinaries as exc:
@@ -346,15 +347,31 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
             return
         forget = teardown.also(server.discard)  # a signal meanwhile discards it too
         try:
+            huge = free - _huge_pages_free()
+            memory = (f"shared memory in {huge:,} MB of huge pages" if huge > 0 else
+                      "shared memory not in huge pages: too few reserved (vm.nr_hugepages)")
             report.section(
                 f"Scale, the same on a private PostgreSQL sized for "
-                f"{sizes.large:,} streams ({_settings(server.url)})")
+                f"{sizes.large:,} streams ({_settings(server.url)}; {memory})")
             small = await asyncio.to_thread(measure_size, sizes.small, sizes, server.url)
             large = await asyncio.to_thread(measure_size, sizes.large, sizes, server.url)
             report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
         finally:
             await asyncio.to_thread(server.discard)
             forget()
+
+
+def _huge_pages_free() -> int:
+    """MB of huge pages the kernel holds for whoever asks (free and not yet reserved by a
+    process: /proc/meminfo); 0 where there are none or no such file. PostgreSQL's default
+    `huge_pages=try` puts its shared memory there when there are enough."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
+    except (OSError, ValueError):
+        return 0
+    pages = info.get("HugePages_Free", 0) - info.get("HugePages_Rsvd", 0)
+    return pages * info.get("Hugepagesize", 0) // 1024
 
 
 def _settings(admin_url: str) -> str:
