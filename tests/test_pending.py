@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from app.outbox import ops
 from app.outbox.publish import EventSpec, publish_many
 from app.outbox.publisher import MemoryPublisher
-from app.outbox.relay import CLEAR_SQL, RelayPolicy, relay
+from app.outbox.relay import CLEAR_SQL, RelayPolicy, clear_params, relay
 from app.outbox.tables import PendingStream, RelayCursor, Stream
 from app.outbox.writer import append
 from testkit.databases import Database, wait_for_a_lock_wait
@@ -112,7 +112,7 @@ def test_a_writer_waiting_on_a_mark_the_relay_deletes_marks_the_stream_anew(
     with pg_db.factory() as session, session.begin():  # as the relay's advance leaves it
         session.execute(update(RelayCursor).values(dispatched=1))
     with pg_db.engine.connect() as clearing:
-        deleted = clearing.exec_driver_sql(CLEAR_SQL, {"streams": ["user-1"], "offsets": [1]})
+        deleted = clearing.exec_driver_sql(CLEAR_SQL, clear_params({"user-1": 1}))
         assert deleted.rowcount == 1
         writer = threading.Thread(target=note, args=(pg_db, "user-1", 2))
         writer.start()

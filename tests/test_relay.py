@@ -238,7 +238,7 @@ def test_the_relays_cursor_advance_is_a_hot_update_on_bulk_loaded_pages(
                                  "WHERE stream = ANY(:streams) FOR UPDATE"),
                             {"streams": streams}).scalars().all()
         conn.exec_driver_sql(relay_module._ADVANCE,  # the relay's statement, as it runs it
-                             {"tids": tids, "offsets": [1] * len(tids)})
+                             relay_module.advance_params(list(tids), [1] * len(tids)))
         hot, updated = conn.execute(text(
             "SELECT pg_stat_get_xact_tuples_hot_updated('relay_cursors'::regclass), "
             "pg_stat_get_xact_tuples_updated('relay_cursors'::regclass)")).one()
@@ -350,7 +350,7 @@ def test_the_clear_looks_up_each_mark_even_when_statistics_count_far_more_marks(
     with pg_db.engine.connect() as conn:  # the counts not yet reported, before and after
         before = conn.execute(scans).scalar()
         cleared = conn.exec_driver_sql(relay_module.CLEAR_SQL,
-                                       {"streams": LEFT, "offsets": [1] * len(LEFT)})
+                                       relay_module.clear_params(dict.fromkeys(LEFT, 1)))
         after = conn.execute(scans).scalar()
         conn.commit()
     assert cleared.rowcount == len(LEFT)

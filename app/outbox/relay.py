@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import Engine, Text, cast, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -209,9 +210,10 @@ _CLAIM_SOME = _CLAIM_AND_READ.format(only="WHERE p.name = ANY(%(streams)s)")
 _ADVANCE = """
 WITH sync AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 UPDATE relay_cursors AS c
-SET dispatched = v.dispatched, attempts = 0, last_error = NULL, next_attempt_at = NULL
-FROM unnest(%(tids)s::text[]::tid[], %(offsets)s::bigint[]) AS v(tid, dispatched), sync
-WHERE c.ctid = v.tid
+SET dispatched = v.dispatched::bigint, attempts = 0, last_error = NULL, next_attempt_at = NULL
+FROM ROWS FROM (json_array_elements_text(%(tids)s::json),
+               json_array_elements_text(%(offsets)s::json)) AS v(tid, dispatched), sync
+WHERE c.ctid = v.tid::tid
 """
 # A claimed stream whose cursor is now at the head its mark holds leaves the pending set,
 # unless a writer holds the mark (SKIP LOCKED): that writer's update keeps it (with its
@@ -231,13 +233,27 @@ WHERE c.ctid = v.tid
 CLEAR_SQL = """
 DELETE FROM pending_streams AS p
 USING (SELECT d.tid
-       FROM unnest(%(streams)s::text[], %(offsets)s::bigint[]) AS v(name, dispatched)
+       FROM ROWS FROM (json_array_elements_text(%(streams)s::json),
+                       json_array_elements_text(%(offsets)s::json)) AS v(name, dispatched)
        CROSS JOIN LATERAL (
          SELECT p2.ctid AS tid FROM pending_streams AS p2
-         WHERE p2.name = v.name AND p2.head <= v.dispatched
+         WHERE p2.name = v.name AND p2.head <= v.dispatched::bigint
          FOR UPDATE SKIP LOCKED) AS d) AS done
 WHERE p.ctid = done.tid
 """
+
+
+def advance_params(tids: list[str], offsets: list[int]) -> dict[str, str]:
+    """_ADVANCE's parameters: each cursor's row (its ctid, as the claim read it) and its
+    new offset, as JSON arrays (a tenth of the time psycopg takes to send lists of 500 as
+    arrays)."""
+    return {"tids": orjson.dumps(tids).decode(), "offsets": orjson.dumps(offsets).decode()}
+
+
+def clear_params(done: dict[str, int]) -> dict[str, str]:
+    """CLEAR_SQL's parameters: each stream and the offset its cursor reached, as JSON."""
+    return {"streams": orjson.dumps(list(done)).decode(),
+            "offsets": orjson.dumps(list(done.values())).decode()}
 
 
 def _pipeline(conn: Any) -> Any:
@@ -285,7 +301,7 @@ def _relay_rows(
         if not rows:
             cleared = 0
             if done:
-                cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
+                cursor.execute(CLEAR_SQL, clear_params(done))
                 cleared = cursor.rowcount
             conn.commit()
             full, light = _shape(len(attempts), [], caps)
@@ -311,9 +327,9 @@ def _relay_rows(
         done.update(last)
         with _pipeline(conn):
             if last:
-                cursor.execute(_ADVANCE, {"tids": [tids[stream] for stream in last],
-                                          "offsets": list(last.values())})
-            cursor.execute(CLEAR_SQL, {"streams": list(done), "offsets": list(done.values())})
+                cursor.execute(_ADVANCE, advance_params([tids[stream] for stream in last],
+                                                        list(last.values())))
+            cursor.execute(CLEAR_SQL, clear_params(done))
         conn.commit()
     except BaseException:
         if not conn.closed:
@@ -448,8 +464,7 @@ def _clear(session: Session, done: dict[str, int]) -> int:
         return 0
     conn = session.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        result = conn.exec_driver_sql(CLEAR_SQL, {"streams": list(done),
-                                                  "offsets": list(done.values())})
+        result = conn.exec_driver_sql(CLEAR_SQL, clear_params(done))
         return int(result.rowcount or 0)
     cleared = 0
     for name, offset in done.items():
