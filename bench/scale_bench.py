@@ -349,7 +349,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
         try:
             huge = free - _huge_pages_free()
             memory = (f"shared memory in {huge:,} MB of huge pages" if huge > 0 else
-                      "shared memory not in huge pages: too few reserved (vm.nr_hugepages)")
+                      "shared memory not in huge pages: too few reserved, vm.nr_hugepages")
             report.section(
                 f"Scale, the same on a private PostgreSQL sized for "
                 f"{sizes.large:,} streams ({_settings(server.url)}; {memory})")
