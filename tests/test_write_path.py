@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Text as SqlText
 from sqlalchemy import cast, select, text
+from sqlalchemy import event as sa_event
 
 from app.core import db as core_db
 from app.core.errors import AuthError, InvalidInput
@@ -279,6 +280,41 @@ def test_a_batch_over_existing_streams_waits_for_a_writer_holding_one_and_append
         heads = dict(session.execute(select(Stream.name, Stream.head)).all())
         marks = dict(session.execute(select(PendingStream.name, PendingStream.head)).all())
     assert heads == marks == {"project-1": 2, "project-2": 4, "project-3": 3}
+
+
+def test_a_batch_alone_over_new_streams_only_makes_them_in_one_statement_or_writes_nothing(
+        pg_db: Database) -> None:
+    """A batch alone whose streams are all new makes them in its first statement; if
+    another writer makes one of them meanwhile (its insert waits for that commit), the
+    batch writes nothing and says so: the caller then takes the transaction."""
+    specs = [EventSpec(stream, "step", {"i": i}) for i, stream in enumerate(
+        ["ticket-2", "ticket-1", "ticket-2"])]
+    statements: list[str] = []
+    with pg_db.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        sa_event.listen(conn, "before_cursor_execute",
+                        lambda *args: statements.append(args[2]))
+        records = writer.append_whole(conn, [(s.stream, s.type, s.data) for s in specs],
+                                      writer.new_event_ids(3), ["{}"] * 3)
+    assert [(r.stream, r.offset) for r in records] == [("ticket-2", 1), ("ticket-1", 1),
+                                                       ("ticket-2", 2)]
+    assert statements == [writer.EXISTING_SQL]
+    with pg_db.factory() as session:
+        assert dict(session.execute(select(RelayCursor.stream, RelayCursor.dispatched)).all()) == {
+            "ticket-1": 0, "ticket-2": 0}
+        assert dict(session.execute(select(PendingStream.name, PendingStream.head)).all()) == {
+            "ticket-1": 1, "ticket-2": 2}
+    other = pg_db.factory()
+    other.begin()
+    writer.append(other, "ticket-4", "other", {})  # made, not committed yet
+    later = [EventSpec("ticket-3", "step", {}), EventSpec("ticket-4", "step", {})]
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(publish_alone, pg_db.engine, later, ["{}", "{}"])
+        wait_for_a_lock_wait(pg_db)
+        other.commit()
+        other.close()
+        assert future.result(timeout=30) is None
+    assert _offsets(pg_db, "ticket-3") == [] and _offsets(pg_db, "ticket-4") == [1]
 
 
 def test_a_batch_over_existing_streams_looks_each_stream_up_once(pg_db: Database) -> None:

@@ -312,23 +312,34 @@ heads AS MATERIALIZED (SELECT name, head, epoch, n FROM bump
 """ + _mark("heads ORDER BY name") + _INSERT_EVENTS
 WHOLE_SQL = APPEND_MANY_SQL.replace("  ON CONFLICT (name) DO NOTHING\n", "")
 
-# PostgreSQL, autocommit only: the events of many streams that all exist, with each
-# stream found once. `lk` looks up and locks the streams in name order, as the lock step
-# of every writer does, and keeps where it found each row; `quick` raises the heads of
-# the rows by that address (a TID scan: no second walk of `pk_streams`, which at a
-# million streams is a random leaf and row per stream). A row another writer updated and
-# committed after this statement's snapshot was locked at its newest version, which the
-# snapshot does not see at that address: `late` raises those heads by name (the update
-# follows the row to the version this statement holds), and only when `quick` missed
-# some. If any stream is missing (never made, or deleted meanwhile), nothing is written
-# and no row answers: the caller runs WHOLE_SQL, which makes streams. This statement
-# makes none, so it never waits on another writer's new stream: its only waits are its
-# row locks, taken first and in name order, so it joins no cycle with any other writer.
+# PostgreSQL, autocommit only: the events of many streams that all exist, or that all
+# are new, with each stream found once. `lk` looks up and locks the streams in name
+# order, as the lock step of every writer does, and keeps where it found each row;
+# `quick` raises the heads of the rows by that address (a TID scan: no second walk of
+# `pk_streams`, which at a million streams is a random leaf and row per stream). A row
+# another writer updated and committed after this statement's snapshot was locked at its
+# newest version, which the snapshot does not see at that address: `late` raises those
+# heads by name (the update follows the row to the version this statement holds), and
+# only when `quick` missed some. If `lk` found none of the streams, `made` makes them all
+# (with their heads already raised) and their relay cursors, as WHOLE_SQL does: holding
+# no lock of this statement, it may wait on another writer's insert of the same stream
+# (then a unique violation fails the statement, nothing written). If only some streams
+# exist, nothing is written and no row answers: the caller runs WHOLE_SQL, which makes
+# the missing ones before it locks the others. So this statement either takes row locks
+# (first, in name order) or inserts, never both: it joins no cycle with any writer.
 EXISTING_SQL = _NAMES + """\
 lk AS MATERIALIZED (
   SELECT s.name, s.ctid AS tid FROM streams AS s
   WHERE s.name IN (SELECT name FROM v) ORDER BY s.name FOR UPDATE),
 every AS MATERIALIZED (SELECT (SELECT count(*) FROM lk) = (SELECT count(*) FROM v) AS ok),
+made AS (
+  INSERT INTO streams (name, epoch, head, pruned_through, created_at)
+  SELECT v.name, replace(left(gen_random_uuid()::text, 18), '-', ''), v.n, 0, %(ts)s
+  FROM v WHERE (SELECT count(*) FROM lk) = 0 ORDER BY v.name
+  RETURNING name, head, epoch, head AS n),
+cur AS (
+  INSERT INTO relay_cursors (stream, dispatched, state, attempts)
+  SELECT name, 0, 'active', 0 FROM made),
 quick AS (
   UPDATE streams AS s SET head = s.head + v.n
   FROM lk JOIN v ON v.name = lk.name
@@ -342,7 +353,8 @@ late AS (
   RETURNING s.name, s.head, s.epoch),
 heads AS MATERIALIZED (
   SELECT name, head, epoch, n FROM quick
-  UNION ALL SELECT l.name, l.head, l.epoch, v.n FROM late AS l JOIN v ON v.name = l.name),
+  UNION ALL SELECT l.name, l.head, l.epoch, v.n FROM late AS l JOIN v ON v.name = l.name
+  UNION ALL SELECT name, head, epoch, n FROM made),
 """ + _mark("heads ORDER BY name") + _INSERT_EVENTS
 
 
@@ -369,8 +381,8 @@ def append_whole(conn: Connection, rows: Sequence[Row], ids: Sequence[str],
                  payloads: Sequence[str]) -> list[EventRecord]:
     """Events of any streams, new or not, in one statement of their own on a PostgreSQL
     connection in autocommit: all of them commit together. EXISTING_SQL first (one round
-    trip when every stream exists); if one does not, nothing was written and WHOLE_SQL
-    makes the missing streams and appends. Raises IntegrityError, nothing written, if
+    trip when every stream exists, or none does); if only some do, nothing was written and
+    WHOLE_SQL makes the missing streams and appends. Raises IntegrityError, nothing written, if
     another transaction made one of the streams meanwhile: then use `append_rows` in a
     transaction. The caller nudges the relay afterwards."""
     now = utcnow()
@@ -380,7 +392,7 @@ def append_whole(conn: Connection, rows: Sequence[Row], ids: Sequence[str],
     params = append_many_params(sorted(by_stream), rows, by_stream, ids, payloads, now)
     records: list[EventRecord | None] = [None] * len(rows)
     answer = conn.exec_driver_sql(EXISTING_SQL, params).all()
-    if not answer:  # a stream to make: nothing was written
+    if not answer:  # some streams to make, others to lock: nothing was written
         answer = conn.exec_driver_sql(WHOLE_SQL, params).all()
     for name, head, epoch in answer:
         at = by_stream.pop(name)
