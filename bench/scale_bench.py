@@ -13,7 +13,9 @@ each, every relay cursor caught up. Then, with a real web node on it:
 - the drain: 5,000 events POSTed to random streams (in batches of 1,000) while a relay
   thread in this process runs `relay()` in a loop, as a worker's relay thread does when
   nudged: from the first POST until the last of them is published, in ms, median of
-  `--scale-reps` repetitions (each on streams drawn afresh);
+  `--scale-reps` repetitions (each on streams drawn afresh), the two sizes' repetitions
+  alternating (both databases and web nodes alive), so that a slower minute of a shared
+  machine weighs on both sides of the ratio;
 - the relay alone: 5,000 events written to random streams first, then `relay()` until
   they are all published.
 
@@ -211,77 +213,112 @@ def _gets(client: Client, count: int) -> list[float]:
     return out
 
 
-def measure_size(streams: int, sizes: ScaleSizes, admin_url: str = PG_ADMIN_URL) -> Measured:
-    url = pg.create_database(admin_url, f"herald_bench_{RUN}_scale_{streams}")
-    queue = f"{QUEUE}-scale"
-    web: infra.WebNode | None = None
-    engine = make_engine(url, pool_size=2, max_overflow=2, statement_timeout=0)
-    publisher = RedisPublisher(REDIS_URL, channel=RELAY_CHANNEL)
-    out = Measured()
-    try:
-        upgrade(url)
-        web = infra.WebNode({"DATABASE_URL": url, "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
-                             "HERALD_CELERY_QUEUE": queue})
-        web.spawn()
-        out.build = build(url, streams)
-        web.wait_ready()
-        print(f"  ({streams:,} streams built in {out.build:.1f} s)", flush=True)
-        with make_session_factory(engine)() as session, session.begin():
+class SizeRun:
+    """One size's database (built with `streams` caught-up streams), web node, clients
+    and relay engine, alive from `open()` to `close()`: the two sizes' drains alternate."""
+
+    def __init__(self, streams: int, sizes: ScaleSizes, admin_url: str) -> None:
+        self.streams, self.sizes, self.admin_url = streams, sizes, admin_url
+        self.url = pg.create_database(admin_url, f"herald_bench_{RUN}_scale_{streams}")
+        self.queue = f"{QUEUE}-scale-{streams}"
+        self.web: infra.WebNode | None = None
+        self.engine = make_engine(self.url, pool_size=2, max_overflow=2, statement_timeout=0)
+        self.publisher = RedisPublisher(REDIS_URL, channel=RELAY_CHANNEL)
+        self.service: Client | None = None
+        self.operator: Client | None = None
+        self.out = Measured()
+        self.rng = random.Random(streams)
+
+    def open(self) -> None:
+        upgrade(self.url)
+        self.web = infra.WebNode({"DATABASE_URL": self.url,
+                                  "HERALD_SOCKETIO_CHANNEL": RELAY_CHANNEL,
+                                  "HERALD_CELERY_QUEUE": self.queue})
+        self.web.spawn()
+        self.out.build = build(self.url, self.streams)
+        self.web.wait_ready()
+        print(f"  ({self.streams:,} streams built in {self.out.build:.1f} s)", flush=True)
+        with make_session_factory(self.engine)() as session, session.begin():
             admin = projects.create_user(session, email=f"admin-{uuid.uuid4().hex[:8]}@bench",
                                          role="admin").id
-        service = Client(web.url, token("billing", "service"))
-        operator = Client(web.url, token(admin, "admin"))
-        try:
-            _relay_once(engine, publisher)  # warm-up: connection, statements
-            claims = []
-            for _ in range(sizes.reps):
-                start = time.perf_counter()
-                report = _relay_once(engine, publisher)
-                claims.append(1000 * (time.perf_counter() - start))
-                assert report.published == 0
-            out.claim = claims
-            _gets(operator, 2)
-            out.admin_idle = _gets(operator, sizes.reps)
-            rng = random.Random(streams)
+        self.service = Client(self.web.url, token("billing", "service"))
+        self.operator = Client(self.web.url, token(admin, "admin"))
 
-            def random_batches(tag: str) -> list[bytes]:
-                return [_batch([f"user-{rng.randint(1, streams)}" for _ in range(BATCH)],
-                               f"{tag}{n}") for n in range(sizes.events // BATCH)]
+    def figures(self) -> None:
+        """Everything but the drain: claim, admin GETs, batches, relay() alone."""
+        assert self.web is not None and self.web.proc is not None
+        assert self.service is not None and self.operator is not None
+        sizes, streams, rng, out = self.sizes, self.streams, self.rng, self.out
+        engine, publisher, service = self.engine, self.publisher, self.service
+        _relay_once(engine, publisher)  # warm-up: connection, statements
+        claims = []
+        for _ in range(sizes.reps):
+            start = time.perf_counter()
+            report = _relay_once(engine, publisher)
+            claims.append(1000 * (time.perf_counter() - start))
+            assert report.published == 0
+        out.claim = claims
+        _gets(self.operator, 2)
+        out.admin_idle = _gets(self.operator, sizes.reps)
+        cpu = ServerCpu(self.web.proc.pid, engine)
+        # 1,000 distinct existing streams per batch (random draws would repeat: about
+        # 632 distinct of 1,000 at the small size); all of them when there are fewer
+        picks = min(BATCH, streams)
+        distinct = [_batch([f"user-{k}" for k in rng.sample(range(1, streams + 1), picks)],
+                           f"e{n}") for n in range(sizes.events // BATCH)]
+        out.existing, out.existing_cpu = _post_rate(service, distinct, cpu)
+        out.admin_pending = _gets(self.operator, sizes.reps)
+        out.relay_only = _drain(engine, publisher, sizes.events)
+        out.one_stream, out.one_stream_cpu = _post_rate(
+            service, [_batch([f"project-{n + 1}"], f"o{n}") for n in range(sizes.reps)], cpu)
+        fresh = [[f"ticket-{n * BATCH + i + 1}" for i in range(BATCH)]
+                 for n in range(sizes.reps)]
+        out.new, out.new_cpu = _post_rate(service, [_batch(names, f"n{n}")
+                                                    for n, names in enumerate(fresh)], cpu)
+        while _relay_once(engine, publisher).published:  # the drains start caught up
+            pass
 
-            assert web.proc is not None
-            cpu = ServerCpu(web.proc.pid, engine)
-            # 1,000 distinct existing streams per batch (random draws would repeat: about
-            # 632 distinct of 1,000 at the small size); all of them when there are fewer
-            picks = min(BATCH, streams)
-            distinct = [_batch([f"user-{k}" for k in rng.sample(range(1, streams + 1), picks)],
-                               f"e{n}") for n in range(sizes.events // BATCH)]
-            out.existing, out.existing_cpu = _post_rate(service, distinct, cpu)
-            out.admin_pending = _gets(operator, sizes.reps)
-            out.relay_only = _drain(engine, publisher, sizes.events)
-            out.drain = []
-            for rep in range(sizes.reps):
-                bodies = random_batches(f"d{rep}-")
-                service.touch()
-                out.drain.append(1000 * _posted_and_drained(engine, publisher, service, bodies,
-                                                            sizes.events))
-            out.one_stream, out.one_stream_cpu = _post_rate(
-                service, [_batch([f"project-{n + 1}"], f"o{n}") for n in range(sizes.reps)], cpu)
-            fresh = [[f"ticket-{n * BATCH + i + 1}" for i in range(BATCH)]
-                     for n in range(sizes.reps)]
-            out.new, out.new_cpu = _post_rate(service, [_batch(names, f"n{n}")
-                                                        for n, names in enumerate(fresh)], cpu)
-        finally:
-            service.close()
-            operator.close()
-    finally:
-        if web is not None:
-            web.stop()
-        publisher.close()
-        engine.dispose()
-        pg.drop_database(admin_url, url)
+    def drain(self, rep: int) -> None:
+        """One POST-and-relay drain on streams drawn afresh, added to `out.drain`."""
+        assert self.service is not None
+        bodies = [_batch([f"user-{self.rng.randint(1, self.streams)}" for _ in range(BATCH)],
+                         f"d{rep}-{n}") for n in range(self.sizes.events // BATCH)]
+        self.service.touch()
+        ms = 1000 * _posted_and_drained(self.engine, self.publisher, self.service, bodies,
+                                        self.sizes.events)
+        self.out.drain = [*(self.out.drain or []), ms]
+
+    def close(self) -> None:
+        for client in (self.service, self.operator):
+            if client is not None:
+                client.close()
+        if self.web is not None:
+            self.web.stop()
+        self.publisher.close()
+        self.engine.dispose()
+        pg.drop_database(self.admin_url, self.url)
         with redis.Redis.from_url(REDIS_URL) as client:
-            client.delete(queue, wake_key(queue))
-    return out
+            client.delete(self.queue, wake_key(self.queue))
+
+
+def measure_sizes(sizes: ScaleSizes, admin_url: str = PG_ADMIN_URL
+                  ) -> tuple[Measured, Measured]:
+    """Both sizes' figures. The drains, the figure compared as a ratio, alternate between
+    the two sizes (small, large, small, ...), both databases alive: a slower minute of a
+    shared machine weighs on both sides, not on one."""
+    runs: list[SizeRun] = []
+    try:
+        for streams in (sizes.small, sizes.large):
+            runs.append(SizeRun(streams, sizes, admin_url))
+            runs[-1].open()
+            runs[-1].figures()
+        for rep in range(sizes.reps):
+            for run in runs:
+                run.drain(rep)
+    finally:
+        for run in runs:
+            run.close()
+    return runs[0].out, runs[1].out
 
 
 def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Measured,
@@ -335,8 +372,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
             f"built with generate_series), one web node, relay() in this process; claim, "
             f"admin GET, batches and the POST-and-relay drain median of {sizes.reps}; on "
             f"the bench's PostgreSQL server ({_settings(PG_ADMIN_URL)})")
-        small = await asyncio.to_thread(measure_size, sizes.small, sizes)
-        large = await asyncio.to_thread(measure_size, sizes.large, sizes)
+        small, large = await asyncio.to_thread(measure_sizes, sizes)
         report_sizes(report, sizes, small, large)
     if servers in ("sized", "both"):
         free = _huge_pages_free()
@@ -353,8 +389,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
             report.section(
                 f"Scale, the same on a private PostgreSQL sized for "
                 f"{sizes.large:,} streams ({_settings(server.url)}; {memory})")
-            small = await asyncio.to_thread(measure_size, sizes.small, sizes, server.url)
-            large = await asyncio.to_thread(measure_size, sizes.large, sizes, server.url)
+            small, large = await asyncio.to_thread(measure_sizes, sizes, server.url)
             report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
         finally:
             await asyncio.to_thread(server.discard)
