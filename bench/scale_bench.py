@@ -369,7 +369,7 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
     if servers in ("shared", "both"):
         report.section(
             f"Scale: {sizes.small:,} vs {sizes.large:,} caught-up streams (one event each, "
-            f"built with generate_series), one web node, relay() in this process; claim, "
+            f"built with generate_series), a web node each, relay() in this process; claim, "
             f"admin GET, batches and the POST-and-relay drain median of {sizes.reps}; on "
             f"the bench's PostgreSQL server ({_settings(PG_ADMIN_URL)})")
         small, large = await asyncio.to_thread(measure_sizes, sizes)
