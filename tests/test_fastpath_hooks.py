@@ -216,3 +216,14 @@ def test_a_missing_protection_hook_is_an_error_line(
     assert record.levelno == logging.ERROR
     assert record.getMessage() == ("protection inactive: connect_timeout (missing: "
                                    "AsyncServer._handle_eio_connect)")
+
+
+def test_a_copied_function_is_recognised_by_its_source_and_a_changed_one_is_not() -> None:
+    """The fast paths that copy a library's function (engine.io's translate_request,
+    websockets' accept) run only on the source they copied: its digest, checked at start."""
+    from websockets.server import ServerProtocol
+
+    assert hooks._same_source(eio_asgi.translate_request, eio_environ.SOURCE_SHA256)
+    assert hooks._same_source(ServerProtocol.accept, slotted_ws.ACCEPT_SHA256)
+    assert not hooks._same_source(ServerProtocol.accept, eio_environ.SOURCE_SHA256)
+    assert not hooks._same_source(eio_environ.translate_request, eio_environ.SOURCE_SHA256)

@@ -21,8 +21,6 @@ table, never the module's); `uninstall(eio)` gives it engine.io's back.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import sys
 from typing import Any
 
@@ -30,12 +28,6 @@ from engineio.async_drivers import asgi as eio_asgi
 
 # sha256 of inspect.getsource(engineio.async_drivers.asgi.translate_request), 4.15.1
 SOURCE_SHA256 = "39e74733f1fe46aa20e9ba2b651834a108bced1acee44c5a76927173dd7b09ff"
-
-
-def same_source() -> bool:
-    """Whether engine.io's translate_request is the one copied here."""
-    source = inspect.getsource(eio_asgi.translate_request)
-    return hashlib.sha256(source.encode()).hexdigest() == SOURCE_SHA256
 
 
 class Payload:
@@ -153,7 +145,6 @@ __all__ = [
     "SOURCE_SHA256",
     "Payload",
     "install",
-    "same_source",
     "translate_request",
     "uninstall",
 ]

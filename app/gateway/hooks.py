@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -63,6 +64,11 @@ class Hook:
 def _calls(func: Any, text: str) -> bool:
     """Whether `func`'s source contains `text` (the call that makes a hook reachable)."""
     return text in inspect.getsource(func)
+
+
+def _same_source(func: Any, sha256: str) -> bool:
+    """Whether `func`'s source is the one a fast path copied (its sha256 digest)."""
+    return hashlib.sha256(inspect.getsource(func).encode()).hexdigest() == sha256
 
 
 def _has(obj: Any, *names: str) -> bool:
@@ -130,12 +136,9 @@ def _header_patterns() -> bool:
 
 
 def _accept_copied() -> bool:
-    import hashlib
-
     from websockets.server import ServerProtocol
 
-    source = inspect.getsource(ServerProtocol.accept)
-    return (hashlib.sha256(source.encode()).hexdigest() == slotted_ws.ACCEPT_SHA256
+    return (_same_source(ServerProtocol.accept, slotted_ws.ACCEPT_SHA256)
             and _has(ServerProtocol, "process_request"))
 
 
@@ -251,7 +254,8 @@ HOOKS: tuple[Hook, ...] = (
          and eio_packet.Packet(eio_packet.MESSAGE, b"x").binary is True),
     # engine.io's translate_request without a class per request (environ.py)
     Hook("payload_class", "engine.io's ASGI translate_request is the one copied (source "
-                          "digest)", eio_environ.same_source),
+                          "digest)",
+         lambda: _same_source(eio_asgi.translate_request, eio_environ.SOURCE_SHA256)),
     Hook("payload_class", "AsyncServer.handle_request calls self._async['translate_request']",
          lambda: _calls(async_server.AsyncServer.handle_request,
                         "translate_request = self._async['translate_request']")
