@@ -16,8 +16,17 @@ each, every relay cursor caught up. Then, with a real web node on it:
   `--scale-reps` repetitions (each on streams drawn afresh), the two sizes' repetitions
   alternating (both databases and web nodes alive), so that a slower minute of a shared
   machine weighs on both sides of the ratio;
-- the relay alone: 5,000 events written to random streams first, then `relay()` until
-  they are all published.
+- the drain's two halves, in each repetition right after it: the same number of events
+  POSTed to random streams with no relay running (the writes alone), then `relay()` until
+  they are all published (the relay alone); the drain overlaps the two, so their ratios
+  say which half makes the drain's;
+- the same drain over as many distinct streams at both sizes: 5,000 events POSTed to
+  random streams of 1,000 (or of the small size's count, if fewer) drawn afresh from
+  the database (at 1,000 streams all of them).
+  The drain above touches about 1,000 distinct streams at the small size and about 5,000
+  at the large one, and both a batch's and the relay's work go by the distinct streams
+  (a row to lock, raise and mark, a cursor to claim and advance): this one is the same
+  work on both databases, so its ratio is what the idle streams cost.
 
 The sizes are printed side by side with the ratio large / small. `python -m bench scale`
 runs this part alone.
@@ -77,7 +86,9 @@ class Measured:
     existing_cpu: list[float] | None = None
     new_cpu: list[float] | None = None
     drain: list[float] | None = None  # ms, one per repetition
-    relay_only: float = 0.0
+    posts_only: list[float] | None = None  # ms: the drain's POSTs with no relay running
+    relay_only: list[float] | None = None  # ms: relay() alone on what those wrote
+    drain_same: list[float] | None = None  # ms: the drain over 1,000 random streams
 
 
 def build(url: str, streams: int) -> float:
@@ -245,7 +256,7 @@ class SizeRun:
         self.operator = Client(self.web.url, token(admin, "admin"))
 
     def figures(self) -> None:
-        """Everything but the drain: claim, admin GETs, batches, relay() alone."""
+        """Everything but the drains: claim, admin GETs, batches."""
         assert self.web is not None and self.web.proc is not None
         assert self.service is not None and self.operator is not None
         sizes, streams, rng, out = self.sizes, self.streams, self.rng, self.out
@@ -268,7 +279,7 @@ class SizeRun:
                            f"e{n}") for n in range(sizes.events // BATCH)]
         out.existing, out.existing_cpu = _post_rate(service, distinct, cpu)
         out.admin_pending = _gets(self.operator, sizes.reps)
-        out.relay_only = _drain(engine, publisher, sizes.events)
+        _drain(engine, publisher, sizes.events)
         out.one_stream, out.one_stream_cpu = _post_rate(
             service, [_batch([f"project-{n + 1}"], f"o{n}") for n in range(sizes.reps)], cpu)
         fresh = [[f"ticket-{n * BATCH + i + 1}" for i in range(BATCH)]
@@ -279,14 +290,40 @@ class SizeRun:
             pass
 
     def drain(self, rep: int) -> None:
-        """One POST-and-relay drain on streams drawn afresh, added to `out.drain`."""
+        """One POST-and-relay drain on streams drawn afresh, added to `out.drain`; then its
+        two halves apart, on other streams drawn afresh: the POSTs with no relay running
+        (`out.posts_only`), and relay() alone on what they wrote (`out.relay_only`)."""
         assert self.service is not None
-        bodies = [_batch([f"user-{self.rng.randint(1, self.streams)}" for _ in range(BATCH)],
-                         f"d{rep}-{n}") for n in range(self.sizes.events // BATCH)]
+        out, events = self.out, self.sizes.events
+        bodies = [self._random_batch(f"d{rep}-{n}") for n in range(events // BATCH)]
         self.service.touch()
         ms = 1000 * _posted_and_drained(self.engine, self.publisher, self.service, bodies,
-                                        self.sizes.events)
-        self.out.drain = [*(self.out.drain or []), ms]
+                                        events)
+        out.drain = [*(out.drain or []), ms]
+        bodies = [self._random_batch(f"h{rep}-{n}") for n in range(events // BATCH)]
+        self.service.touch()
+        start = time.perf_counter()
+        for body in bodies:
+            status, answer = self.service.call("POST", "/api/events", body)
+            if status != 201:
+                raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+        out.posts_only = [*(out.posts_only or []), 1000 * (time.perf_counter() - start)]
+        out.relay_only = [*(out.relay_only or []),
+                          1000 * _drain(self.engine, self.publisher, events)]
+        some = self.rng.sample(range(1, self.streams + 1), min(BATCH, self.sizes.small))
+        bodies = [self._random_batch(f"s{rep}-{n}", some) for n in range(events // BATCH)]
+        self.service.touch()
+        ms = 1000 * _posted_and_drained(self.engine, self.publisher, self.service, bodies,
+                                        events)
+        out.drain_same = [*(out.drain_same or []), ms]
+
+    def _random_batch(self, tag: str, among: list[int] | None = None) -> bytes:
+        """A batch of events to random `user-{k}` streams: any of the database's, or those
+        of `among`."""
+        if among is None:
+            return _batch([f"user-{self.rng.randint(1, self.streams)}"
+                           for _ in range(BATCH)], tag)
+        return _batch([f"user-{self.rng.choice(among)}" for _ in range(BATCH)], tag)
 
     def close(self) -> None:
         for client in (self.service, self.operator):
@@ -340,7 +377,10 @@ def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Meas
     pair("claim", "relay claim, nothing pending", "ms", f"goal <= 5 ms at {b}")
     pair("drain", f"POST {sizes.events:,} events to random streams, all relayed", "ms",
          f"goal <= 1.5x the {s} time")
-    pair("relay_only", f"relay() alone, {sizes.events:,} events on random streams", "s")
+    pair("posts_only", "  its POSTs alone, no relay running", "ms")
+    pair("relay_only", f"  relay() alone on {sizes.events:,} events of random streams", "ms")
+    pair("drain_same", f"the same drain over {min(BATCH, sizes.small):,} random streams of "
+         "each database (the same work)", "ms")
     pair("admin_idle", "GET /api/admin/outbox, idle", "ms", "goal <= 50 ms")
     pair("admin_pending", f"GET /api/admin/outbox, {sizes.events:,} pending", "ms",
          "goal <= 50 ms")

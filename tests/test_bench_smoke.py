@@ -55,6 +55,8 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
         assert any(s == section for s, _ in names), (section, done.stdout)
     if "scale on a sized PostgreSQL skipped" not in done.stdout:  # not root: no server
         assert ("scale-sized", "relay claim, nothing pending at 500") in names, done.stdout
+    assert ("scale", "the same drain over 50 random streams of each database (the same work) "
+            "at 500") in names, done.stdout
     skipped = [f for f in figures if "skipped" in f["note"]]
     assert not (CI and skipped), skipped  # Node is required under CI=true
     # Memory per socket is an RSS difference: with a dozen sockets a server's collector can
