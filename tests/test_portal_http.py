@@ -163,3 +163,15 @@ def test_tickets_and_chat_history_are_read_by_project_members_only(world: World)
     assert world.api.request("GET", "/api/tickets/999999/messages").status_code == 404
     for path in ("/api/tickets/2147483648/messages", "/api/projects/2147483648/tickets"):
         assert world.api.request("GET", path).status_code == 422, path
+
+
+def test_a_projects_tickets_are_read_as_the_last_limit_oldest_first(world: World) -> None:
+    made = [world.fresh_ticket() for _ in range(3)]
+    tickets = world.api.ok("GET", f"/api/projects/{world.project}/tickets?limit=2",
+                           token=world.token("client"))["tickets"]
+    assert [t["id"] for t in tickets] == made[1:]
+    for bad in ("0", "501", "x"):
+        response = world.api.request("GET", f"/api/projects/{world.project}/tickets?limit={bad}",
+                                     token=world.token("client"))
+        assert response.status_code == 422, bad
+        assert "limit" in response.json()["error"]["message"], bad

@@ -78,13 +78,15 @@ def list_projects(who: Caller, db: DB) -> Projects:
 
 
 @router.get("/projects/{project_id}/tickets", response_model=Tickets, tags=["tickets"])
-def list_tickets(project_id: PathId, who: Caller, db: DB) -> Tickets:
-    """A readable project's tickets, oldest first."""
+def list_tickets(project_id: PathId, who: Caller, db: DB,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 200) -> Tickets:
+    """The last `limit` tickets of a readable project, oldest first."""
     access.require_project_reader(db, who, project_id)
     tickets = db.scalars(select(Ticket).where(Ticket.project_id == project_id)
-                         .order_by(Ticket.id))
+                         .order_by(Ticket.id.desc()).limit(limit)).all()
     return Tickets(tickets=[TicketOut(id=t.id, projectId=t.project_id, subject=t.subject,
-                                      status=t.status, priority=t.priority) for t in tickets])
+                                      status=t.status, priority=t.priority)
+                            for t in reversed(tickets)])
 
 
 @router.get("/tickets/{ticket_id}/messages", response_model=Messages, tags=["tickets"])
