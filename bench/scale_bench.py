@@ -88,7 +88,7 @@ class Measured:
     drain: list[float] | None = None  # ms, one per repetition
     posts_only: list[float] | None = None  # ms: the drain's POSTs with no relay running
     relay_only: list[float] | None = None  # ms: relay() alone on what those wrote
-    drain_same: list[float] | None = None  # ms: the drain over 1,000 random streams
+    drain_same: list[float] | None = None  # ms: the drain over min(1,000, small) streams
 
 
 def build(url: str, streams: int) -> float:
@@ -292,7 +292,9 @@ class SizeRun:
     def drain(self, rep: int) -> None:
         """One POST-and-relay drain on streams drawn afresh, added to `out.drain`; then its
         two halves apart, on other streams drawn afresh: the POSTs with no relay running
-        (`out.posts_only`), and relay() alone on what they wrote (`out.relay_only`)."""
+        (`out.posts_only`), and relay() alone on what they wrote (`out.relay_only`); then
+        the same drain over as many random streams as the small size has, at most 1,000
+        (`out.drain_same`)."""
         assert self.service is not None
         out, events = self.out, self.sizes.events
         bodies = [self._random_batch(f"d{rep}-{n}") for n in range(events // BATCH)]
