@@ -171,13 +171,14 @@ async def test_a_replay_to_a_socket_that_never_reads_is_paced_then_closed(
     assert watch.closed
     assert watch.queued <= QUEUE_BYTES, watch
     assert watch.buffered <= 2 * QUEUE_BYTES, watch
-    # Nothing was pruned: its join is answered `unavailable` (reconnect and recover),
-    # never `gone` (which tells a client to drop its state).
-    refused = await eventually_async(
+    # Nothing was pruned: its join ends `unavailable` (reconnect and recover), never
+    # `gone` (which tells a client to drop its state), in one line saying why.
+    ended = await eventually_async(
         lambda: [r.getMessage() for r in caplog.records
-                 if "socket call refused event=join-ticket" in r.getMessage()],
-        "the join was never answered", 10, interval=0.05)
-    assert all("code=unavailable" in line for line in refused), refused
+                 if "join ended" in r.getMessage()],
+        "the join never ended", 10, interval=0.05)
+    assert [line.endswith(" reason=closed-for-not-reading") for line in ended] == [True], ended
+    assert not [r.getMessage() for r in caplog.records if "socket call refused" in r.getMessage()]
     assert not [r.getMessage() for r in caplog.records if "Gone" in r.getMessage()]
     # A client that reads gets the whole history.
     reader = SocketClient(node.url, token(ticket.user, "client"))
@@ -546,6 +547,17 @@ async def test_waiting_for_room_ends_when_the_writer_takes_or_after_the_timeout(
     assert await waiter is True and queue.bytes == 400
 
 
+async def test_waiting_for_room_ends_at_once_when_the_socket_went() -> None:
+    queue = SendQueue(max_bytes=1000, max_packets=100)
+    for _ in range(8):
+        queue.put_nowait(_Pkt("x" * 100))
+    waiter = asyncio.create_task(queue.wait_room(100, timeout=60))
+    await asyncio.sleep(0)
+    queue.end()
+    assert await asyncio.wait_for(waiter, 5) is False
+    assert await queue.wait_room(100, timeout=60) is False  # and answers so from then on
+
+
 async def test_a_catch_up_is_paced_to_a_slow_reader_that_gets_every_event_once_in_order(
     pg_system_session: System, redis_url: str
 ) -> None:
@@ -630,3 +642,32 @@ async def test_a_catch_up_closes_only_the_socket_that_never_reads_and_the_others
     finally:
         await reader.close()
         await stuck.close()
+
+
+async def test_a_join_whose_client_hangs_up_during_its_history_ends_saying_it_disconnected(
+    pg_system_session: System, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that hangs up while its join's history is paced (its send queue full) ends
+    the join at once, not after the drain timeout (30 s here), as the node closing it for
+    not reading does (`unavailable`, never `joined`); its line says that the client went,
+    and the node neither says nor counts that it closed the socket for not draining."""
+    history = 200  # events of about 1 KB: over the queue's bound, so paced
+    ticket = _ticket(pg_system_session, history)
+    stream = ticket_stream(ticket.id)
+    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
+    caplog.set_level(logging.INFO, logger="herald.gateway")
+    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+        gateway = node.gateway
+        async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid, _pub):
+            join = gateway.sio.handlers["/"]["join-ticket"]
+            joining = asyncio.create_task(
+                join(sid, {"ticketId": ticket.id, "position": {"offset": 0}}))
+            await _until_paced(gateway.manager.ordering, sid, stream, sock.queue)
+            await client.close()
+            ack = await asyncio.wait_for(joining, 10)  # well before the drain timeout
+        assert not gateway.sio.closed_for_not_reading(sid) and gateway.sio.overflows == 0
+    assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if f"sid={sid}" in line and "join" in line] == [
+        f"join ended sid={sid} stream={stream} reason=disconnected"], lines
+    assert not [line for line in lines if "did not drain" in line], lines

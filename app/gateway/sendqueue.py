@@ -91,6 +91,7 @@ class SendQueue(LeanQueue):
         self.max_packets = max_packets
         self.bytes = 0  # characters (or bytes) of the queued packets' data
         self.overflowed = False
+        self.ended = False  # its socket went (`end`): nobody will read it any more
         self.on_overflow: Callable[[], None] | None = None
         self._roomy: asyncio.Event | None = None  # set when at most half full
 
@@ -139,9 +140,16 @@ class SendQueue(LeanQueue):
         return queued == 0 or (self.bytes + size <= self.max_bytes // 2
                                and queued < self.max_packets // 2)
 
+    def end(self) -> None:
+        """Its socket went: whoever waits for room stops waiting (`wait_room` answers False)."""
+        self.ended = True
+        if self._roomy is not None:
+            self._roomy.set()
+
     async def wait_room(self, size: int, timeout: float) -> bool:
-        """Until `has_room(size)`; False if `timeout` seconds pass first or it overflowed."""
-        if self.overflowed:
+        """Until `has_room(size)`; False if `timeout` seconds pass first, or it overflowed,
+        or its socket went (`end`)."""
+        if self.overflowed or self.ended:
             return False
         if self.has_room(size):
             return True
@@ -149,12 +157,12 @@ class SendQueue(LeanQueue):
             self._roomy = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
-                while not self.overflowed and not self.has_room(size):
+                while not self.overflowed and not self.ended and not self.has_room(size):
                     self._roomy.clear()
                     await self._roomy.wait()
         except TimeoutError:
             return False
-        return not self.overflowed
+        return not (self.overflowed or self.ended)
 
 
 def queue_factory(max_bytes: int, max_packets: int) -> Callable[..., SendQueue]:

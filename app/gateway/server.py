@@ -351,6 +351,7 @@ class Gateway:
         def authorise(session: Session) -> Head:
             check(session)
             return read_head(session, stream)
+        unread = False  # the history's send stopped: the socket went (NotRead)
         async with self.replayer.lock(sid, stream):
             head = await self.db(authorise)
             recovered = position is not None and head.can_recover(position.offset,
@@ -360,19 +361,24 @@ class Gateway:
             after = position.offset if (position is not None and recovered) else head.offset
             try:
                 await self.replayer.replay(sid, stream, after, head)
-            except Exception:
+            except Exception as exc:
                 # The client got part of the history at most: out of the room, so that it
                 # never sees a gap; it may join again from its last offset.
                 await self.sio.leave_room(sid, stream)
-                raise
+                if not isinstance(exc, NotRead):
+                    raise
+                unread = True
             finally:
                 if not self.manager.is_connected(sid, "/"):
                     self.replayer.forget(sid, stream)
-        if not self.manager.is_connected(sid, "/"):
-            # The replay stopped early: the gate's flush (or its read through the table)
-            # gives up on a socket whose transport was closed for not reading. Nobody gets
-            # this ack; its client reconnects with its positions and recovers.
-            log.info("join ended sid=%s stream=%s reason=closed-for-not-reading", sid, stream)
+        if unread or not self.manager.is_connected(sid, "/"):
+            # The replay stopped early: the history's send, the gate's flush or its read
+            # through the table gives up on a socket that went, because the node closed its
+            # transport for not reading or because its client hung up. Nobody gets this
+            # ack; its client reconnects with its positions and recovers.
+            reason = ("closed-for-not-reading" if self.sio.closed_for_not_reading(sid)
+                      else "disconnected")
+            log.info("join ended sid=%s stream=%s reason=%s", sid, stream, reason)
             return fail(NotRead(f"the socket was closed before it read the events of {stream}: "
                                 f"reconnect"))
         log.info("joined sid=%s stream=%s recovered=%s", sid, stream, recovered)

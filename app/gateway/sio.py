@@ -38,6 +38,7 @@ import asyncio
 import base64
 import logging
 import secrets
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -50,6 +51,8 @@ from app.gateway import environ as eio_environ
 from app.gateway import sendqueue
 from app.gateway.events import RESERVED, LogBudget, UnknownEvents
 from app.gateway.sendqueue import LeanQueue, _Waiters
+
+NOT_READING_KEPT = 4096  # sockets closed for not reading that `closed_for_not_reading` knows
 
 log = logging.getLogger("herald.gateway")
 
@@ -167,6 +170,10 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
         # Each socket's send queue is bounded (app/gateway/sendqueue.py).
         self.eio.create_queue = sendqueue.queue_factory(queue_bytes, queue_packets)
         self.overflows = 0  # transports closed for a send queue over its bounds
+        # The Socket.IO sids whose transport this node closed for not reading (a send queue
+        # over its bounds, or not drained in time), the latest NOT_READING_KEPT: a join
+        # that ends because its socket went tells this from a client that hung up.
+        self._not_reading: OrderedDict[str, None] = OrderedDict()
         self.unknown = UnknownEvents(unknown_events_per_minute)
         self.log_budget = LogBudget()
         self._closing: set[asyncio.Task[None]] = set()
@@ -277,6 +284,9 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self._cancel_timer(eio_sid)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and isinstance(socket.queue, sendqueue.SendQueue):
+            socket.queue.end()  # a replay waiting for the client to read stops waiting
         self._connect_answered(eio_sid, False)
         self._binary_bytes.pop(eio_sid, None)
         self.unknown.forget(eio_sid)
@@ -353,6 +363,7 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _close_overflowed(self, eio_sid: str) -> None:
         socket = self.eio.sockets.get(eio_sid)
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        self._closed_not_reading(sid)
         if self.log_budget.take() is not None:
             log.warning("send queue over its bounds, transport closed sid=%s", sid)
         await self._close_transport(eio_sid)
@@ -372,15 +383,29 @@ class HeraldServer(socketio.AsyncServer):  # type: ignore[misc]
             return True
         if await queue.wait_room(size, timeout):
             return True
-        if not queue.overflowed:
+        if not queue.overflowed and not queue.ended:
             if self.log_budget.take() is not None:
                 log.warning("socket did not drain in %ss, transport closed sid=%s",
                             timeout, sid)
             self.overflows += 1
+            self._closed_not_reading(sid)
             await self._close_transport(eio_sid)
             if isinstance(socket, sendqueue.HeraldSocket):
                 socket.abort_connection()
         return False
+
+    def _closed_not_reading(self, sid: str | None) -> None:
+        if sid is None:
+            return
+        self._not_reading[sid] = None
+        self._not_reading.move_to_end(sid)
+        while len(self._not_reading) > NOT_READING_KEPT:
+            self._not_reading.popitem(last=False)
+
+    def closed_for_not_reading(self, sid: str) -> bool:
+        """True if this node closed the transport of `sid` for not reading (recently: the
+        last NOT_READING_KEPT such sockets), False if it went otherwise or is still open."""
+        return sid in self._not_reading
 
     # -- closing -------------------------------------------------------------------------
     async def _close_transport(self, eio_sid: str) -> None:
