@@ -355,3 +355,66 @@ def test_the_clear_looks_up_each_mark_even_when_statistics_count_far_more_marks(
         conn.commit()
     assert cleared.rowcount == len(LEFT)
     assert after == before, f"{after - before} sequential scans of the queue"
+
+
+def test_a_rotation_goes_on_after_the_last_mark_and_wraps_once_before_it_stops() -> None:
+    rotation = relay_module.Rotation()
+    rotation.last = "(0,2)"
+    assert rotation.go_on(True) and rotation.after == "(0,2)"  # a full batch: on from there
+    rotation.last = "(0,6)"
+    assert rotation.go_on(False) and rotation.after is None  # the end: from the start again
+    rotation.last = "(0,1)"
+    assert not rotation.go_on(False)  # every mark walked, a batch to spare: the run is done
+
+
+def test_a_run_claims_a_backlog_in_turn_while_new_marks_keep_taking_the_first_places(
+        pg_db: Database) -> None:
+    """Two streams a batch, six pending; after each batch two new streams are written
+    whose marks take the places the relay just freed at the start of `pending_streams`
+    (vacuumed). Each batch starts after the last mark the previous one claimed, so the
+    backlog goes out in turn; claimed from the start every time, the six first marks'
+    streams after the first two would wait as long as new streams kept coming."""
+    for n in range(11, 17):
+        write(pg_db, f"project-{n}", 1)
+    policy = RelayPolicy(max_streams=2, light_streams=2)
+    publisher = MemoryPublisher()
+    batches: list[set[str]] = []
+    fresh = iter(range(1, 9))
+
+    def after_batch(rows: Sequence[Any]) -> None:
+        batches.append({row.stream for row in rows})
+        with pg_db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM pending_streams"))
+        if len(batches) < 4:
+            for _ in range(2):
+                write(pg_db, f"project-{next(fresh)}", 1)
+
+    report = relay(session_factory=pg_db.factory, publisher=publisher, policy=policy,
+                   on_published=after_batch)
+    assert batches[:3] == [{"project-11", "project-12"}, {"project-13", "project-14"},
+                           {"project-15", "project-16"}], batches
+    assert report.published == 6 + 6  # and the new streams too, before the run ended
+
+
+def test_on_sqlite_a_run_claims_a_backlog_in_turn_by_name(sqlite_db: Database) -> None:
+    """The ORM path walks the marks by name: after a full batch the next claim starts
+    after the last name claimed, whatever streams named before it were written since."""
+    for n in range(11, 17):
+        write(sqlite_db, f"project-{n}", 1)
+    policy = RelayPolicy(max_streams=2, light_streams=2)
+    publisher = MemoryPublisher()
+    rotation, report, batches = relay_module.Rotation(), relay_module.RelayReport(), []
+    before = iter(["project-1", "project-10", "project-100", "project-1000", "project-10000"])
+    for _ in range(5):
+        published = len(publisher.published)
+        full, _light = relay_module._relay_batch(
+            session_factory=sqlite_db.factory, publisher=publisher, policy=policy,
+            caps=policy.caps(False), streams=None, clock=lambda: datetime.now(UTC),
+            report=report, on_published=None, rotation=rotation)
+        batches.append({e.stream for e in publisher.published[published:]})
+        assert rotation.go_on(full)
+        write(sqlite_db, next(before), 1)  # named before every stream of the backlog
+    assert batches == [{"project-11", "project-12"}, {"project-13", "project-14"},
+                       {"project-15", "project-16"}, set(),  # the end: from the start again
+                       {"project-1", "project-10"}], batches

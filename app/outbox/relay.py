@@ -16,10 +16,12 @@ On PostgreSQL, with a publisher that takes rows (`RedisPublisher.publish_rows`),
 is one statement that claims the streams and reads their pending events together (a
 CTE with `FOR UPDATE OF c SKIP LOCKED`), run on the driver's cursor (no ORM, no
 SQLAlchemy row objects), the payload left as stored JSON text and the timestamp
-formatted by PostgreSQL; then one `UPDATE … FROM unnest(…)` advances every cursor. A
-run stops after a batch that was not full (fewer streams than `max_streams`, none with
-`max_events` events): what it did not see was committed after its claim, and that
-commit nudges again (or the sweep sees it).
+formatted by PostgreSQL; then one `UPDATE` advances every cursor (at the row the claim
+locked). Each batch's walk of the marks starts after the last mark the previous one
+claimed (`Rotation`): a backlog is served in turn. A run stops after a batch that walked
+every mark and was not full (fewer streams than `max_streams`, none with `max_events`
+events): what it did not see was committed after its claim, and that commit nudges again
+(or the sweep sees it).
 
 A batch claims up to `max_streams` streams (100) and sends up to `max_events` (500) of
 each. When a batch claimed all it could and found them light (about an event each, as
@@ -94,6 +96,31 @@ class RelayReport:
 Hook = Callable[[Sequence[object]], None]  # the batch's events (records or rows)
 
 
+@dataclass(slots=True)
+class Rotation:
+    """Where a run's next claim starts. Each claim takes the pending streams in the order
+    it walks their marks (on PostgreSQL their place in the table, `ctid`; on the ORM path
+    their names); a batch that claimed all it could is followed by one that starts after
+    the last mark it claimed, and a batch that reached the end of the marks without
+    filling up by one from the start. So under a backlog larger than a batch every mark is
+    claimed in turn: the first marks of the table do not take every batch while marks
+    written into the places the relay freed keep coming (a stream whose mark lay further
+    on would wait as long as the backlog lasted)."""
+
+    after: str | None = None  # claim after this mark (None: from the start)
+    last: str | None = None  # the furthest mark the batch claimed (None: none)
+
+    def go_on(self, full: bool) -> bool:
+        """After a batch: whether the run goes on (and from where)."""
+        if full:
+            self.after = self.last
+            return True
+        if self.after is None:  # every mark was walked and a batch was left to spare
+            return False
+        self.after = None  # the marks before where this batch started: from the start
+        return True
+
+
 def relay(
     *,
     session_factory: sessionmaker[Session],
@@ -104,7 +131,8 @@ def relay(
     clock: Callable[[], datetime] = utcnow,
     on_published: Hook | None = None,
 ) -> RelayReport:
-    """Relay until a batch finds less than a full batch pending (or the transport is down).
+    """Relay until a batch that walked every mark found less than a full batch pending (or
+    the transport is down).
 
     Every event committed before this call is relayed by it (unless its stream is claimed
     by another relay, which then relays it, or waits for a retry); events committed
@@ -118,13 +146,13 @@ def relay(
         with bind.connect() as conn:
             driver = conn.connection.driver_connection
             try:
-                light = False
+                light, rotation = False, Rotation()
                 for _ in range(max_batches):
                     full, light = _relay_rows(conn=driver, publish=publish_rows,
                                               policy=policy, caps=policy.caps(light),
                                               streams=streams, clock=clock, report=report,
-                                              on_published=on_published)
-                    if not full or report.transport_down:
+                                              on_published=on_published, rotation=rotation)
+                    if report.transport_down or not rotation.go_on(full):
                         break
             except psycopg.Error:
                 # Not through SQLAlchemy, so it would not see a dead connection: discard
@@ -132,12 +160,13 @@ def relay(
                 conn.invalidate()
                 raise
         return report
-    light = False
+    light, rotation = False, Rotation()
     for _ in range(max_batches):
         full, light = _relay_batch(session_factory=session_factory, publisher=publisher,
                                    policy=policy, caps=policy.caps(light), streams=streams,
-                                   clock=clock, report=report, on_published=on_published)
-        if not full or report.transport_down:
+                                   clock=clock, report=report, on_published=on_published,
+                                   rotation=rotation)
+        if report.transport_down or not rotation.go_on(full):
             break
     return report
 
@@ -175,21 +204,26 @@ def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bo
 # once the events table held a long history per stream (430 events each over a thousand
 # streams), the planner hashed the claimed streams against a sequential scan of the whole
 # table, batch after batch (73 ms a batch instead of 3).
+# The walk of the marks starts after the mark `after` (a ctid; '(0,0)' for the start),
+# which the planner reads as a range of the table (a TID Range Scan): see `Rotation`.
+# Each claimed mark's ctid comes back on its stream's first row only (its first pending
+# event, or its row of NULLs), not on each of its events.
 _CLAIM_AND_READ = """
 WITH claimed AS (
-    SELECT c.stream, c.dispatched, c.attempts, c.tid, p.epoch
+    SELECT c.stream, c.dispatched, c.attempts, c.tid, p.epoch, p.ctid AS mark
     FROM pending_streams AS p
     CROSS JOIN LATERAL (
         SELECT c.stream, c.dispatched, c.attempts, c.ctid AS tid FROM relay_cursors AS c
         WHERE c.stream = p.name AND c.state = 'active'
           AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
         FOR UPDATE SKIP LOCKED) AS c
-    {only}
+    WHERE p.ctid > %(after)s::tid {only}
     LIMIT %(max_streams)s
 )
 SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
        to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       cl.attempts, cl.dispatched, cl.tid::text
+       cl.attempts, cl.dispatched, cl.tid::text,
+       CASE WHEN e."offset" IS NULL OR e."offset" = cl.dispatched + 1 THEN cl.mark::text END
 FROM claimed AS cl
 LEFT JOIN LATERAL (
     SELECT e.id, e."offset", e.type, e.payload, e.created_at FROM events AS e
@@ -199,7 +233,7 @@ LEFT JOIN LATERAL (
 ORDER BY cl.stream, e."offset"
 """
 _CLAIM_ALL = _CLAIM_AND_READ.format(only="")
-_CLAIM_SOME = _CLAIM_AND_READ.format(only="WHERE p.name = ANY(%(streams)s)")
+_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND p.name = ANY(%(streams)s)")
 # Losing this transaction in a database crash only re-sends the batch (delivery is at
 # least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
 # same statement (no extra round trip).
@@ -270,6 +304,7 @@ def _relay_rows(
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
+    rotation: Rotation | None = None,
 ) -> tuple[bool, bool]:
     """One batch on PostgreSQL, on the driver's connection (psycopg): claim and read,
     publish, advance, commit. In pipeline mode BEGIN goes out with the claim. The COMMIT
@@ -282,8 +317,9 @@ def _relay_rows(
     try:
         now = clock()
         cursor = conn.cursor()
+        after = rotation.after if rotation is not None else None
         params: dict[str, object] = {"now": now, "max_streams": caps[0],
-                                     "max_events": caps[1]}
+                                     "max_events": caps[1], "after": after or "(0,0)"}
         if streams is not None:
             params["streams"] = list(streams)
         with pipeline:
@@ -292,12 +328,20 @@ def _relay_rows(
         attempts: dict[str, int] = {}
         done: dict[str, int] = {}  # claimed stream -> its cursor after this batch
         tids: dict[str, str] = {}  # claimed stream -> the row of its cursor
-        for stream, epoch, id_, offset, type_, payload, ts, tries, dispatched, tid in fetched:
+        furthest: tuple[int, int] | None = None  # of the claimed marks' ctids
+        for (stream, epoch, id_, offset, type_, payload, ts, tries, dispatched, tid,
+             mark) in fetched:
+            if mark is not None:
+                at = _tid(mark)
+                if furthest is None or at > furthest:
+                    furthest = at
             attempts[stream] = tries
             tids[stream] = tid
             done[stream] = dispatched
             if id_ is not None:
                 rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
+        if rotation is not None:
+            rotation.last = None if furthest is None else f"({furthest[0]},{furthest[1]})"
         if not rows:
             cleared = 0
             if done:
@@ -348,6 +392,12 @@ def _relay_rows(
     return full, light
 
 
+def _tid(text_: str) -> tuple[int, int]:
+    """A ctid as PostgreSQL writes it, "(block,item)", as numbers."""
+    block, item = text_.strip("()").split(",")
+    return int(block), int(item)
+
+
 def _relay_batch(
     *,
     session_factory: sessionmaker[Session],
@@ -358,6 +408,7 @@ def _relay_batch(
     clock: Callable[[], datetime],
     report: RelayReport,
     on_published: Hook | None,
+    rotation: Rotation | None = None,
 ) -> tuple[bool, bool]:
     """One batch through the ORM session (SQLite, or a publisher of records only).
     (full, light): `_shape`."""
@@ -381,7 +432,11 @@ def _relay_batch(
         )
         if streams is not None:
             claim = claim.where(RelayCursor.stream.in_(list(streams)))
+        if rotation is not None and rotation.after is not None:
+            claim = claim.where(PendingStream.name > rotation.after)
         rows = session.execute(claim).all()
+        if rotation is not None:
+            rotation.last = max((r.stream for r in rows), default=None)
         if not rows:
             return False, False
         cursors = {r.stream: (int(r.dispatched), int(r.attempts), str(r.epoch)) for r in rows}
