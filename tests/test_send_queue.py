@@ -47,6 +47,9 @@ QUEUE_BYTES = 256 * 1024
 BOUNDS = SocketBounds(queue_bytes=QUEUE_BYTES, queue_packets=2000, drain_timeout=2.0)
 HISTORY = 8000  # events of about 1 KB: 8 MB of history, 32 times the bound
 FILLER = "x" * 1000
+# A 64 KB send queue (about 60 events of FILLER: a longer history is paced) that is given
+# 30 s to drain, longer than the tests that use it wait.
+PACED = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
 
 
 @dataclass
@@ -246,6 +249,13 @@ async def _until_paced(ordering: Ordering, sid: str, stream: str, queue: Any,
                            and not queue.has_room(2 * len(FILLER)), what)
 
 
+def _join_from_the_start(node: LocalNode, sid: str, ticket: int) -> asyncio.Task[Any]:
+    """`sid` joins `ticket` from offset 0, as the node's handler answers it (the ack comes
+    back to the test, not to the client)."""
+    join = node.gateway.sio.handlers["/"]["join-ticket"]
+    return asyncio.create_task(join(sid, {"ticketId": ticket, "position": {"offset": 0}}))
+
+
 async def _read_offsets(ws: ClientConnection, stream: str, count: int) -> list[int]:
     """Read (answering pings) until `count` events of `stream` came; their offsets."""
     got, closed = await _read_slowly(ws, stream, count, 0, timeout=60)
@@ -368,8 +378,7 @@ async def test_live_events_a_full_gate_dropped_are_read_from_the_table_in_order(
     ticket = _ticket(pg_system_session, 10)
     stream = ticket_stream(ticket.id)
     live = 400  # events of about 1 KB: 6 times what the gates may hold
-    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
-    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+    async with local_node(pg_system_session, redis_url, bounds=PACED) as node:
         ordering = node.gateway.manager.ordering
         reader = SocketClient(node.url, token(ticket.user, "client"))
         await reader.connect()
@@ -475,9 +484,8 @@ async def test_a_join_whose_flush_stops_for_a_socket_that_stopped_reading_ends_u
     live = 400  # about 400 KB published while the history waits: 6 times the gate's bound
     ticket = _ticket(pg_system_session, history)
     stream = ticket_stream(ticket.id)
-    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
     caplog.set_level(logging.INFO, logger="herald.gateway")
-    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
+    async with local_node(pg_system_session, redis_url, bounds=PACED) as node:
         gateway = node.gateway
         ordering = gateway.manager.ordering
         reader = SocketClient(node.url, token(ticket.user, "client"))
@@ -486,10 +494,7 @@ async def test_a_join_whose_flush_stops_for_a_socket_that_stopped_reading_ends_u
             assert (await reader.call("join-ticket", ticket.id))["ok"]
             async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid,
                                                                          publisher):
-                # The join as the node's handler answers it (its ack reaches nobody).
-                join = gateway.sio.handlers["/"]["join-ticket"]
-                joining = asyncio.create_task(
-                    join(sid, {"ticketId": ticket.id, "position": {"offset": 0}}))
+                joining = _join_from_the_start(node, sid, ticket.id)  # its ack reaches nobody
                 await _until_paced(ordering, sid, stream, sock.queue)
                 for start in range(history, history + live, 100):
                     await _publish(pg_system_session, publisher, stream, start, 100)
@@ -654,18 +659,15 @@ async def test_a_join_whose_client_hangs_up_during_its_history_ends_saying_it_di
     history = 200  # events of about 1 KB: over the queue's bound, so paced
     ticket = _ticket(pg_system_session, history)
     stream = ticket_stream(ticket.id)
-    bounds = SocketBounds(queue_bytes=65536, queue_packets=2000, drain_timeout=30)
     caplog.set_level(logging.INFO, logger="herald.gateway")
-    async with local_node(pg_system_session, redis_url, bounds=bounds) as node:
-        gateway = node.gateway
+    async with local_node(pg_system_session, redis_url, bounds=PACED) as node:
         async with _narrow_client(node, ticket.user, redis_url) as (client, sock, sid, _pub):
-            join = gateway.sio.handlers["/"]["join-ticket"]
-            joining = asyncio.create_task(
-                join(sid, {"ticketId": ticket.id, "position": {"offset": 0}}))
-            await _until_paced(gateway.manager.ordering, sid, stream, sock.queue)
+            joining = _join_from_the_start(node, sid, ticket.id)
+            await _until_paced(node.gateway.manager.ordering, sid, stream, sock.queue)
             await client.close()
             ack = await asyncio.wait_for(joining, 10)  # well before the drain timeout
-        assert not gateway.sio.closed_for_not_reading(sid) and gateway.sio.overflows == 0
+        sio = node.gateway.sio
+        assert not sio.closed_for_not_reading(sid) and sio.overflows == 0
     assert ack["ok"] is False and ack["error"]["code"] == "unavailable", ack
     lines = [r.getMessage() for r in caplog.records]
     assert [line for line in lines if f"sid={sid}" in line and "join" in line] == [
