@@ -372,8 +372,8 @@ def test_a_run_claims_a_backlog_in_turn_while_new_marks_keep_taking_the_first_pl
     """Two streams a batch, six pending; after each batch two new streams are written
     whose marks take the places the relay just freed at the start of `pending_streams`
     (vacuumed). Each batch starts after the last mark the previous one claimed, so the
-    backlog goes out in turn; claimed from the start every time, the six first marks'
-    streams after the first two would wait as long as new streams kept coming."""
+    backlog goes out in turn; with every claim from the start, the last four of the six
+    would wait as long as new streams kept coming."""
     for n in range(11, 17):
         write(pg_db, f"project-{n}", 1)
     policy = RelayPolicy(max_streams=2, light_streams=2)
