@@ -253,10 +253,8 @@ def append_rows(session: Session, rows: Sequence[Row], *, ids: Sequence[str] | N
 # PostgreSQL: the events of many streams in one statement (one round trip, whatever the
 # number of streams, new or not). `made` first creates the streams missing from the
 # statement's snapshot, in name order, with their heads already raised by their events'
-# count (no second write of a row just made), and `cur` their relay cursors (a plain
-# insert: a cursor needs its stream, and these streams did not exist until this statement
-# made them; ON CONFLICT's speculative insertion cost about 10 ms a batch of 1,000 new
-# streams). Then (`lk` waits for `made`: its one-time filter reads it whole) the streams
+# count (no second write of a row just made), and `cur` their relay cursors (`_made`).
+# Then (`lk` waits for `made`: its one-time filter reads it whole) the streams
 # that existed are locked in name order and `bump` raises their heads; `mark` adds or
 # updates every stream's row of `pending_streams` (only this transaction can hold those
 # rows now, or the relay for a moment: it never waits, SKIP LOCKED); `ins` inserts every
@@ -287,18 +285,29 @@ ins AS (
                   json_array_elements(%(payloads)s::json)) AS r(id, stream, k, type, payload)
   JOIN heads AS h ON h.name = r.stream)
 SELECT name, head, epoch FROM heads"""
-APPEND_MANY_SQL = _NAMES + """\
-missing AS MATERIALIZED (
-  SELECT v.name, v.n FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
-made AS (
+
+
+def _made(rows: str, on_conflict: str = "") -> str:
+    """The CTEs `made`, the streams of `rows` (`m`: name, n) created in name order with
+    their heads already raised by their events' count, and `cur`, their relay cursors (a
+    plain insert: a cursor needs its stream, and these streams did not exist until this
+    statement made them; ON CONFLICT's speculative insertion cost about 10 ms a batch of
+    1,000 new streams)."""
+    return f"""made AS (
   INSERT INTO streams (name, epoch, head, pruned_through, created_at)
   SELECT m.name, replace(left(gen_random_uuid()::text, 18), '-', ''), m.n, 0, %(ts)s
-  FROM missing AS m ORDER BY m.name
-  ON CONFLICT (name) DO NOTHING
-  RETURNING name, head, epoch, head AS n),
+  FROM {rows} ORDER BY m.name
+{on_conflict}  RETURNING name, head, epoch, head AS n),
 cur AS (
   INSERT INTO relay_cursors (stream, dispatched, state, attempts)
   SELECT name, 0, 'active', 0 FROM made),
+"""
+
+
+APPEND_MANY_SQL = _NAMES + """\
+missing AS MATERIALIZED (
+  SELECT v.name, v.n FROM v WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.name = v.name)),
+""" + _made("missing AS m", "  ON CONFLICT (name) DO NOTHING\n") + """\
 lk AS (SELECT s.name FROM streams AS s
        WHERE s.name IN (SELECT name FROM v)
          AND (SELECT count(*) FROM made) = (SELECT count(*) FROM missing)
@@ -332,14 +341,7 @@ lk AS MATERIALIZED (
   SELECT s.name, s.ctid AS tid FROM streams AS s
   WHERE s.name IN (SELECT name FROM v) ORDER BY s.name FOR UPDATE),
 every AS MATERIALIZED (SELECT (SELECT count(*) FROM lk) = (SELECT count(*) FROM v) AS ok),
-made AS (
-  INSERT INTO streams (name, epoch, head, pruned_through, created_at)
-  SELECT v.name, replace(left(gen_random_uuid()::text, 18), '-', ''), v.n, 0, %(ts)s
-  FROM v WHERE (SELECT count(*) FROM lk) = 0 ORDER BY v.name
-  RETURNING name, head, epoch, head AS n),
-cur AS (
-  INSERT INTO relay_cursors (stream, dispatched, state, attempts)
-  SELECT name, 0, 'active', 0 FROM made),
+""" + _made("v AS m WHERE (SELECT count(*) FROM lk) = 0") + """\
 quick AS (
   UPDATE streams AS s SET head = s.head + v.n
   FROM lk JOIN v ON v.name = lk.name
