@@ -41,6 +41,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -152,6 +153,13 @@ class ServerCpu:
         return total
 
 
+def _post(client: Client, body: bytes) -> None:
+    """POST a batch to /api/events; anything but 201 stops the bench."""
+    status, answer = client.call("POST", "/api/events", body)
+    if status != 201:
+        raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+
+
 def _post_rate(client: Client, bodies: list[bytes], cpu: ServerCpu
                ) -> tuple[list[float], list[float]]:
     """Events/s of each body (a batch of BATCH) POSTed on its own, and the CPU ms it cost
@@ -162,11 +170,8 @@ def _post_rate(client: Client, bodies: list[bytes], cpu: ServerCpu
         pids = cpu.pids()
         before = cpu.read(pids)
         start = time.perf_counter()
-        status, answer = client.call("POST", "/api/events", body)
-        elapsed = time.perf_counter() - start
-        if status != 201:
-            raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
-        rates.append(BATCH / elapsed)
+        _post(client, body)
+        rates.append(BATCH / (time.perf_counter() - start))
         time.sleep(0.05)  # the nudge, after the answer
         cpus.append(1000 * (cpu.read(pids) - before))
     return rates, cpus
@@ -202,9 +207,7 @@ def _posted_and_drained(engine: Engine, publisher: RedisPublisher, client: Clien
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     for body in bodies:
-        status, answer = client.call("POST", "/api/events", body)
-        if status != 201:
-            raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+        _post(client, body)
     thread.join(900)
     stop.set()
     if published[0] != events:
@@ -306,9 +309,7 @@ class SizeRun:
         self.service.touch()
         start = time.perf_counter()
         for body in bodies:
-            status, answer = self.service.call("POST", "/api/events", body)
-            if status != 201:
-                raise RuntimeError(f"POST /api/events: {status} {answer[:300]!r}")
+            _post(self.service, body)
         out.posts_only = [*(out.posts_only or []), 1000 * (time.perf_counter() - start)]
         out.relay_only = [*(out.relay_only or []),
                           1000 * _drain(self.engine, self.publisher, events)]
@@ -319,13 +320,11 @@ class SizeRun:
                                         events)
         out.drain_same = [*(out.drain_same or []), ms]
 
-    def _random_batch(self, tag: str, among: list[int] | None = None) -> bytes:
+    def _random_batch(self, tag: str, among: Sequence[int] | None = None) -> bytes:
         """A batch of events to random `user-{k}` streams: any of the database's, or those
         of `among`."""
-        if among is None:
-            return _batch([f"user-{self.rng.randint(1, self.streams)}"
-                           for _ in range(BATCH)], tag)
-        return _batch([f"user-{self.rng.choice(among)}" for _ in range(BATCH)], tag)
+        ks = among if among is not None else range(1, self.streams + 1)
+        return _batch([f"user-{self.rng.choice(ks)}" for _ in range(BATCH)], tag)
 
     def close(self) -> None:
         for client in (self.service, self.operator):
@@ -336,8 +335,8 @@ class SizeRun:
         self.publisher.close()
         self.engine.dispose()
         pg.drop_database(self.admin_url, self.url)
-        with redis.Redis.from_url(REDIS_URL) as client:
-            client.delete(self.queue, wake_key(self.queue))
+        with redis.Redis.from_url(REDIS_URL) as keys:
+            keys.delete(self.queue, wake_key(self.queue))
 
 
 def measure_sizes(sizes: ScaleSizes, admin_url: str = PG_ADMIN_URL
