@@ -12,6 +12,10 @@ only in beat: a worker that starts relays whatever is pending, and a deployment 
 beat still retries and recovers. Several workers relaying is harmless (streams are
 claimed with SKIP LOCKED, each stream stays in order) and spreads the streams over them.
 
+After passes that relayed something, at most every few seconds, it VACUUMs the outbox's
+two queue tables once they hold many dead rows (app/outbox/tidy.py): the claim's cost
+stays that of what is pending, whether autovacuum runs or not.
+
 Each completed pass is a sweep, recorded in Redis at most once a second (`/metrics`:
 herald_relay_seconds_since_sweep). The thread has its own engine, disposed in forked
 pool children (SQLAlchemy's rule for connection pools across fork), so it never shares
@@ -37,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import make_engine, make_session_factory
 from app.core.redisclients import quick_redis
 from app.core.settings import Settings
-from app.outbox import counts
+from app.outbox import counts, tidy
 from app.outbox import relay as relay_mod
 from app.outbox.liveness import Heartbeats, HeartbeatThread, process_id
 from app.outbox.meter import relay_meter
@@ -81,6 +85,8 @@ class Sweeper:
         self.recorded = 0.0
         self.flushed = 0.0
         self.folded = 0.0
+        self.tidied = time.monotonic()  # the last look at the queue tables' dead rows
+        self.relayed_at: float | None = None  # the last pass that relayed something
         self.passes = 0
         self.woken = 0
         self.last_swept: float | None = None  # Unix time of the last complete pass
@@ -122,10 +128,24 @@ class Sweeper:
         if now - self.folded >= FOLD_EVERY:  # the outbox's counted totals stay a few rows
             self.folded = now
             counts.fold_on(self.engine)
+        self._tidy(report)
         if report.transport_down is None and now - self.recorded >= RECORD_EVERY:
             self.meter.swept(now)
             self.recorded = now
         return report
+
+    def _tidy(self, report: relay_mod.RelayReport) -> None:
+        """Every TIDY_EVERY seconds while this thread relays, and for TIDY_AFTER seconds
+        after (PostgreSQL's dead-row counts lag the deletes by up to 10 s on an idle
+        connection): VACUUM the queue tables that need it (app.outbox.tidy)."""
+        now = time.monotonic()
+        if report.published:
+            self.relayed_at = now
+        if self.relayed_at is None or now - self.tidied < tidy.TIDY_EVERY \
+                or self.relayed_at < self.tidied - tidy.TIDY_AFTER:
+            return
+        self.tidied = now
+        tidy.tidy_on(self.engine)
 
     def _wait(self, deadline: float) -> bool:
         """Until a nudge (True) or `deadline` (False); in steps of at most one second, so
