@@ -359,6 +359,10 @@ def measure_sizes(sizes: ScaleSizes, admin_url: str = PG_ADMIN_URL
     return runs[0].out, runs[1].out
 
 
+# The figures measured in alternation, repetition by repetition (`SizeRun.drain`).
+PAIRED = frozenset({"drain", "posts_only", "relay_only", "drain_same"})
+
+
 def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Measured,
                  section: str = SECTION) -> None:
     s, b = f"{sizes.small:,}", f"{sizes.large:,}"
@@ -372,6 +376,13 @@ def report_sizes(report: Report, sizes: ScaleSizes, small: Measured, large: Meas
         report.add(Figure(section, f"{name} at {b}", zv, unit,
                           z if isinstance(z, list) else [], goal))
         ratio = zv / av if av else float("nan")
+        if key in PAIRED and isinstance(a, list) and isinstance(z, list) \
+                and len(a) == len(z) > 1 and all(a):
+            # measured in alternation: each repetition's own ratio, and their median
+            ratios = [y / x for x, y in zip(a, z, strict=True)]
+            report.add(Figure(section, f"  ratio {b} / {s}, each pair", median(ratios), "x",
+                              ratios))
+            return
         report.add(Figure(section, f"  ratio {b} / {s}", ratio, "x",
                           note="(higher is better)" if higher else ""))
 

@@ -38,7 +38,7 @@ TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "1
         "--writes-single", "5", "--writes-batches", "1", "--writes-appends", "20",
         "--writes-reps", "1",
         "--scale-small", "50", "--scale-large", "500", "--scale-events", "1000",
-        "--scale-reps", "1", "--scale-pg", "both"]
+        "--scale-reps", "2", "--scale-pg", "both"]
 
 
 @pytest.mark.timeout(330)
@@ -69,6 +69,7 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     assert "POST /api/events, batches of 1,000" in done.stdout
     assert "PATCH /api/projects/{id} round trip" in done.stdout
     for line in ("relay claim, nothing pending at 500", "ratio 500 / 50",
+                 "ratio 500 / 50, each pair",
                  "POST 1,000 events over 1,000 new streams at 500",
                  "GET /api/admin/outbox, 1,000 pending at 500"):
         assert line in done.stdout, done.stdout
