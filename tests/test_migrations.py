@@ -262,3 +262,49 @@ def test_sqlite_0008_moves_the_marks_into_their_own_table_and_downgrades(
 def test_postgres_0008_moves_the_marks_into_their_own_table_and_downgrades() -> None:
     with a_pg_database("_mig5") as url:
         pending_table(url)
+
+
+def mark_not_before(url: str) -> None:
+    """0009 gives each mark `not_before`: for a failed stream the year 9999, for one
+    waiting on a backoff the end of it, else none; its downgrade drops the column."""
+    from sqlalchemy import text
+
+    upgrade(url, "0008")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name, state, attempts, at in (("user-1", "failed", 8, None),
+                                              ("user-2", "active", 1, "2030-01-02 03:04:05"),
+                                              ("user-3", "active", 0, None),
+                                              ("user-4", "failed", 8, None)):
+                conn.execute(text("INSERT INTO streams (name, epoch, head, pruned_through, "
+                                  "created_at) VALUES (:n, :e, 2, 0, CURRENT_TIMESTAMP)"),
+                             {"n": name, "e": f"e-{name}"})
+                conn.execute(text("INSERT INTO relay_cursors (stream, dispatched, state, "
+                                  "attempts, next_attempt_at) VALUES (:n, 0, :s, :a, :t)"),
+                             {"n": name, "s": state, "a": attempts, "t": at})
+                if name != "user-4":  # a failed stream without a mark gets none
+                    conn.execute(text("INSERT INTO pending_streams (name, head, epoch) "
+                                      "VALUES (:n, 2, :e)"), {"n": name, "e": f"e-{name}"})
+        upgrade(url, "0009")
+        with engine.begin() as conn:
+            marks = {name: at and str(at)[:19] for name, at in conn.execute(text(
+                "SELECT name, not_before FROM pending_streams"))}
+        assert marks == {"user-1": "9999-12-31 00:00:00", "user-2": "2030-01-02 03:04:05",
+                         "user-3": None}
+        downgrade(url, "0008")
+        assert "not_before" not in {c["name"] for c in inspect(engine).get_columns(
+            "pending_streams")}
+        upgrade(url)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0009_says_until_when_each_marked_stream_waits_and_downgrades(
+        tmp_path: Path) -> None:
+    mark_not_before(f"sqlite:///{tmp_path / 'w.db'}")
+
+
+def test_postgres_0009_says_until_when_each_marked_stream_waits_and_downgrades() -> None:
+    with a_pg_database("_mig6") as url:
+        mark_not_before(url)

@@ -12,10 +12,11 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from app.outbox import ops
 from app.outbox import relay as relay_module
 from app.outbox.publisher import MemoryPublisher, RedisPublisher, Row, socketio_messages
 from app.outbox.relay import RelayPolicy, relay
-from app.outbox.tables import EventRecord, RelayCursor
+from app.outbox.tables import FAILED_NOT_BEFORE, EventRecord, PendingStream, RelayCursor
 from app.outbox.writer import append
 from testkit.databases import Database
 from testkit.eventually import eventually
@@ -418,3 +419,78 @@ def test_on_sqlite_a_run_claims_a_backlog_in_turn_by_name(sqlite_db: Database) -
     assert batches == [{"project-11", "project-12"}, {"project-13", "project-14"},
                        {"project-15", "project-16"}, set(),  # the end: from the start again
                        {"project-1", "project-10"}], batches
+
+
+def _refused(database: Database, names: Sequence[str], policy: RelayPolicy) -> None:
+    """Each of `names` has an event that Redis refused, under `policy`."""
+    for name in names:
+        write(database, name, 1)
+    publisher = MemoryPublisher()
+    publisher.fail_streams.update({name: "ResponseError: refused" for name in names})
+    relay(session_factory=database.factory, publisher=publisher, policy=policy, streams=names)
+
+
+def _not_before(database: Database, stream: str) -> datetime | None:
+    with database.factory() as session:
+        mark = session.get(PendingStream, stream)
+        assert mark is not None
+        return mark.not_before
+
+
+def test_a_claim_passes_the_marks_of_waiting_streams_by_without_reading_their_cursors(
+        pg_db: Database) -> None:
+    """Streams whose events Redis refused wait, on a backoff or failed; their marks say
+    until when (`not_before`), and a claim passes them by. It used to read each one's
+    cursor, every claim: 10,000 streams waiting on a backoff made an idle claim about
+    45 ms instead of 1.5 (2.9 now)."""
+    _refused(pg_db, [f"project-{k}" for k in range(1, 21)], RelayPolicy(max_attempts=1))
+    _refused(pg_db, [f"ticket-{k}" for k in range(1, 21)],
+             RelayPolicy(backoff=60, backoff_cap=60))
+    params = {"now": datetime.now(UTC), "max_streams": 100, "max_events": 500,
+              "after": "(0,0)"}
+    with pg_db.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        claimed = driver.execute(relay_module._CLAIM_ALL, params).fetchall()
+        [[plan]] = driver.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + relay_module._CLAIM_ALL,
+                                  params).fetchall()
+        driver.rollback()
+    assert claimed == []
+    read = sum(int(node.get("Actual Loops", 0)) for node in _nodes(plan[0]["Plan"])
+               if node.get("Relation Name") == "relay_cursors")
+    assert read == 0, f"{read} cursors read for 40 waiting streams"
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan's node and every node under it (EXPLAIN's JSON)."""
+    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
+
+
+def test_a_failed_streams_mark_waits_for_an_operators_retry_then_its_events_go_out(
+        db: Database) -> None:
+    _refused(db, ["project-1"], RelayPolicy(max_attempts=1))
+    assert cursor(db, "project-1").state == "failed"
+    failed_until = _not_before(db, "project-1")
+    assert failed_until is not None and failed_until.year == FAILED_NOT_BEFORE.year
+    publisher = MemoryPublisher()
+    assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 0
+    assert ops.retry(db.factory, streams=["project-1"]).retried == ["project-1"]
+    assert _not_before(db, "project-1") is None
+    assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 1
+
+
+def test_a_streams_mark_says_when_its_backoff_ends_and_it_is_claimed_then(
+        db: Database) -> None:
+    _refused(db, ["project-1"], RelayPolicy(backoff=0.3, backoff_cap=0.3))
+    waiting = cursor(db, "project-1")
+    until = _not_before(db, "project-1")
+    assert until is not None and waiting.next_attempt_at is not None
+    assert until.replace(tzinfo=None) == waiting.next_attempt_at.replace(tzinfo=None)
+    publisher = MemoryPublisher()
+    assert relay(session_factory=db.factory, publisher=publisher, policy=POLICY).published == 0
+
+    def relayed() -> bool:
+        relay(session_factory=db.factory, publisher=publisher, policy=POLICY)
+        return len(publisher.published) == 1
+
+    eventually(relayed, "project-1 was not claimed once its backoff ended", timeout=5)

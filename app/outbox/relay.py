@@ -51,7 +51,13 @@ from app.core.db import utcnow
 from app.core.errors import PublishRejected, TransportDown
 from app.core.jsoncodec import loads
 from app.outbox.publisher import Publisher, Row
-from app.outbox.tables import Event, EventRecord, PendingStream, RelayCursor
+from app.outbox.tables import (
+    FAILED_NOT_BEFORE,
+    Event,
+    EventRecord,
+    PendingStream,
+    RelayCursor,
+)
 
 log = logging.getLogger("herald.relay")
 
@@ -206,6 +212,8 @@ def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bo
 # table, batch after batch (73 ms a batch instead of 3).
 # The walk of the marks starts after the mark `after` (a ctid; '(0,0)' for the start),
 # which the planner reads as a range of the table (a TID Range Scan): see `Rotation`.
+# A mark whose stream waits (on a backoff, or failed: its `not_before`, set with the
+# cursor's failure) is passed by without a lookup of its cursor.
 # Each claimed mark's ctid comes back on its stream's first row only (its first pending
 # event, or its row of NULLs), not on each of its events.
 _CLAIM_AND_READ = """
@@ -217,7 +225,7 @@ WITH claimed AS (
         WHERE c.stream = p.name AND c.state = 'active'
           AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
         FOR UPDATE SKIP LOCKED) AS c
-    WHERE p.ctid > %(after)s::tid {only}
+    WHERE p.ctid > %(after)s::tid AND (p.not_before IS NULL OR p.not_before <= %(now)s) {only}
     LIMIT %(max_streams)s
 )
 SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
@@ -275,6 +283,40 @@ USING (SELECT d.tid
          FOR UPDATE SKIP LOCKED) AS d) AS done
 WHERE p.ctid = done.tid
 """
+
+
+# The refused streams of a batch, in one statement: each cursor's failure (`_failure`: a
+# retry later, or failed), at the row the claim locked; and each mark's `not_before`,
+# until when its stream waits, unless a writer holds the mark (SKIP LOCKED: the relay
+# never waits on a writer; the claim then looks up that stream's cursor as for any mark,
+# and finds it waiting there).
+_REFUSED = """
+WITH v AS MATERIALIZED (
+  SELECT * FROM json_to_recordset(%(rows)s::json) AS v(
+    stream text, tid text, attempts int, last_error text, state text,
+    next_attempt_at timestamptz, failed_at timestamptz, not_before timestamptz)),
+cur AS (
+  UPDATE relay_cursors AS c
+  SET attempts = v.attempts, last_error = v.last_error, state = coalesce(v.state, c.state),
+      next_attempt_at = v.next_attempt_at, failed_at = coalesce(v.failed_at, c.failed_at)
+  FROM v WHERE c.ctid = v.tid::tid)
+UPDATE pending_streams AS p SET not_before = m.not_before
+FROM (SELECT l.tid, v.not_before FROM v CROSS JOIN LATERAL (
+        SELECT p2.ctid AS tid FROM pending_streams AS p2 WHERE p2.name = v.stream
+        FOR UPDATE SKIP LOCKED) AS l) AS m
+WHERE p.ctid = m.tid
+"""
+
+
+def refused_params(refused: Sequence[tuple[str, str, dict[str, Any]]]) -> dict[str, str]:
+    """_REFUSED's parameter: (stream, its cursor's ctid, its `_failure` values) each, as
+    JSON rows."""
+    rows = []
+    for name, tid, values in refused:
+        row = {"stream": name, "tid": tid, "not_before": _not_before(values), **values}
+        rows.append({k: v.isoformat() if isinstance(v, datetime) else v
+                     for k, v in row.items()})
+    return {"rows": orjson.dumps(rows).decode()}
 
 
 def advance_params(tids: list[str], offsets: list[int]) -> dict[str, str]:
@@ -360,11 +402,10 @@ def _relay_rows(
             conn.rollback()
             return full, light
         except PublishRejected as exc:
-            for name, error in exc.failed.items():
-                values = _failure(name, error, attempts[name] + 1, policy, now, report)
-                columns = ", ".join(f"{column} = %({column})s" for column in values)
-                cursor.execute(f"UPDATE relay_cursors SET {columns} "
-                               "WHERE stream = %(stream)s", {**values, "stream": name})
+            refused = [(name, tids[name],
+                        _failure(name, error, attempts[name] + 1, policy, now, report))
+                       for name, error in exc.failed.items()]
+            cursor.execute(_REFUSED, refused_params(refused))
             rows = [r for r in rows if r.stream not in exc.failed]
         for row in rows:
             last[row.stream] = row.offset
@@ -434,6 +475,8 @@ def _relay_batch(
             claim = claim.where(RelayCursor.stream.in_(list(streams)))
         if rotation is not None and rotation.after is not None:
             claim = claim.where(PendingStream.name > rotation.after)
+        claim = claim.where(or_(PendingStream.not_before.is_(None),
+                                PendingStream.not_before <= now))
         rows = session.execute(claim).all()
         if rotation is not None:
             rotation.last = max((r.stream for r in rows), default=None)
@@ -540,12 +583,19 @@ def _record_failures(
     for name, error in failed.items():
         values = _failure(name, error, cursors[name][1] + 1, policy, now, report)
         session.execute(update(RelayCursor).where(RelayCursor.stream == name).values(**values))
+        session.execute(update(PendingStream).where(PendingStream.name == name)
+                        .values(not_before=_not_before(values)))
+
+
+def _not_before(values: dict[str, Any]) -> Any:
+    """A refused stream's mark's `not_before`, from its cursor's new values (`_failure`)."""
+    return FAILED_NOT_BEFORE if values.get("state") == "failed" else values["next_attempt_at"]
 
 
 def _failure(name: str, error: str, attempts: int, policy: RelayPolicy, now: datetime,
-             report: RelayReport) -> dict[str, object]:
+             report: RelayReport) -> dict[str, Any]:
     """A refused stream's new cursor values: a retry later, or failed after max_attempts."""
-    values: dict[str, object] = {"attempts": attempts, "last_error": error[:2000]}
+    values: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000]}
     if attempts >= policy.max_attempts:
         values.update(state="failed", failed_at=now, next_attempt_at=None)
         report.failed.append(name)

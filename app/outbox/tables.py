@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -65,6 +65,16 @@ class PendingStream(Base):
     # a later writer's is earlier: a lower bound of the stream's first pending event's time
     # (the outbox status walks `ix_pending_streams_since` oldest first).
     since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Until when the stream waits (migration 0009): NULL while it may be claimed, the end
+    # of its backoff after a refused publish, FAILED_NOT_BEFORE once it failed (until an
+    # operator retries it). The claim passes a waiting stream's mark by without looking
+    # up its cursor, which stays the authority.
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                        nullable=True)
+
+
+# `pending_streams.not_before` of a failed stream: it waits for an operator.
+FAILED_NOT_BEFORE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class RelayCursor(Base):

@@ -82,6 +82,8 @@ def retry(
                 update(RelayCursor).where(RelayCursor.stream.in_(chosen))
                 .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
             )
+            session.execute(update(PendingStream).where(PendingStream.name.in_(chosen))
+                            .values(not_before=None))  # the claim looks at them again
     if chosen:
         log.info("outbox retry streams=%d names=%s by=%s", len(chosen), ",".join(chosen[:20]),
                  actor)
