@@ -224,6 +224,25 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
     assert ops.retry(db.factory, all_failed=True) == ops.Retried(retried=[], healthy=[])
 
 
+def test_retry_goes_over_names_in_chunks_so_any_number_of_streams_fits_a_statement(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list of names goes as a parameter each, and PostgreSQL takes at most 65,535:
+    `retry --all` after Redis refused 70,000 streams failed with "number of parameters
+    must be between 0 and 65535". Here chunks of 3 over 8 streams, by name and all."""
+    monkeypatch.setattr(ops.actions, "CHUNK", 3)
+    names = [f"user-{k}" for k in range(1, 9)]
+    for name in names:
+        _append(db, name, 1)
+        _fail(db, name, attempts=8, state="failed")
+    _append(db, "user-9", 1)  # healthy
+    retried = ops.retry(db.factory, streams=[*names[:7], "user-9"])
+    assert retried == ops.Retried(retried=sorted(names[:7]), healthy=["user-9"])
+    _fail(db, "user-1", attempts=8, state="failed")
+    assert ops.retry(db.factory, all_failed=True).retried == ["user-1", "user-8"]
+    assert {_cursor(db, name).state for name in names} == {"active"}
+
+
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
     pg_system: System,
 ) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import iso_utc, utcnow
@@ -24,6 +24,15 @@ from app.outbox.streams import parse_stream
 from app.outbox.tables import Event, PendingStream, RelayCursor
 
 log = logging.getLogger("herald.ops")
+
+# Names per statement: a list of names is sent as one parameter each, and PostgreSQL
+# takes at most 65,535 (`retry --all` after Redis refused 70,000 streams failed there).
+CHUNK = 10_000
+
+
+def _chunks(names: Sequence[str]) -> list[Sequence[str]]:
+    return [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
+
 
 def _check_names(names: Sequence[str]) -> list[str]:
     if not names:
@@ -62,27 +71,28 @@ def retry(
                     RelayCursor.next_attempt_at.is_not(None))
     healthy: list[str] = []
     with factory() as session, session.begin():
-        condition: Any = unhealthy
         if all_failed:  # only pending streams can be failed or waiting: look only there
-            condition = and_(RelayCursor.stream.in_(select(PendingStream.name)), unhealthy)
+            chosen = sorted(session.scalars(
+                select(RelayCursor.stream)
+                .where(RelayCursor.stream.in_(select(PendingStream.name)), unhealthy)
+                .with_for_update()))
         else:
             names = _check_names(streams or [])
-            known = set(session.scalars(select(RelayCursor.stream)
-                                        .where(RelayCursor.stream.in_(names))))
+            known = {name for part in _chunks(names) for name in session.scalars(
+                select(RelayCursor.stream).where(RelayCursor.stream.in_(part)))}
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(f"no such stream: {', '.join(missing)}")
-            condition = and_(RelayCursor.stream.in_(names), unhealthy)
-        chosen = sorted(session.scalars(select(RelayCursor.stream).where(condition)
-                                        .with_for_update()))
-        if not all_failed:
+            chosen = sorted(name for part in _chunks(names) for name in session.scalars(
+                select(RelayCursor.stream).where(RelayCursor.stream.in_(part), unhealthy)
+                .with_for_update()))
             healthy = sorted(set(names) - set(chosen))
-        if chosen:
+        for part in _chunks(chosen):
             session.execute(
-                update(RelayCursor).where(RelayCursor.stream.in_(chosen))
+                update(RelayCursor).where(RelayCursor.stream.in_(part))
                 .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
             )
-            session.execute(update(PendingStream).where(PendingStream.name.in_(chosen))
+            session.execute(update(PendingStream).where(PendingStream.name.in_(part))
                             .values(not_before=None))  # the claim looks at them again
     if chosen:
         log.info("outbox retry streams=%d names=%s by=%s", len(chosen), ",".join(chosen[:20]),
