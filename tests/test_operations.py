@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from app.core.db import make_session_factory, utcnow
 from app.core.errors import InvalidInput, NotFound
@@ -224,23 +224,47 @@ def test_retry_all_takes_failed_and_waiting_streams_and_unknown_names_change_not
     assert ops.retry(db.factory, all_failed=True) == ops.Retried(retried=[], healthy=[])
 
 
-def test_retry_goes_over_names_in_chunks_so_any_number_of_streams_fits_a_statement(
+def test_failed_streams_are_listed_and_retried_in_chunks_so_any_number_fits_a_statement(
     db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A list of names goes as a parameter each, and PostgreSQL takes at most 65,535:
-    `retry --all` after Redis refused 70,000 streams failed with "number of parameters
-    must be between 0 and 65535". Here chunks of 3 over 8 streams, by name and all."""
-    monkeypatch.setattr(ops.actions, "CHUNK", 3)
+    the status, the failed list and `retry --all` after Redis refused 70,000 streams
+    failed with "number of parameters must be between 0 and 65535". Here chunks of 3
+    over 8 failed streams: listed, then retried by name and all."""
+    monkeypatch.setattr(ops.common, "CHUNK", 3)
     names = [f"user-{k}" for k in range(1, 9)]
     for name in names:
         _append(db, name, 1)
         _fail(db, name, attempts=8, state="failed")
+    with db.factory() as session:
+        assert sorted(s.stream for s in ops.failed(session)) == names
+        assert sorted(s.stream for s in ops.status(session).streams) == names
     _append(db, "user-9", 1)  # healthy
     retried = ops.retry(db.factory, streams=[*names[:7], "user-9"])
     assert retried == ops.Retried(retried=sorted(names[:7]), healthy=["user-9"])
     _fail(db, "user-1", attempts=8, state="failed")
     assert ops.retry(db.factory, all_failed=True).retried == ["user-1", "user-8"]
     assert {_cursor(db, name).state for name in names} == {"active"}
+
+
+def test_more_failed_streams_than_a_statement_takes_parameters_are_listed_and_retried(
+    pg_db: Database,
+) -> None:
+    """PostgreSQL's own limit, 65,535 parameters a statement: 66,000 failed streams
+    (made in three statements, as a Redis refusing every channel would leave them)."""
+    with pg_db.engine.begin() as conn:
+        for statement in (
+                "INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
+                "SELECT 'user-' || g, 'e', 1, 0, now() FROM generate_series(1, 66000) g",
+                "INSERT INTO relay_cursors (stream, dispatched, state, attempts, failed_at) "
+                "SELECT 'user-' || g, 0, 'failed', 8, now() FROM generate_series(1, 66000) g",
+                "INSERT INTO pending_streams (name, head, epoch, not_before) "
+                "SELECT 'user-' || g, 1, 'e', '9999-12-31' FROM generate_series(1, 66000) g"):
+            conn.execute(text(statement))
+    with pg_db.factory() as session:
+        listed = ops.status(session).streams  # the most urgent: failed ones first
+        assert len(listed) == 100 and {s.state for s in listed} == {"failed"}
+    assert len(ops.retry(pg_db.factory, all_failed=True).retried) == 66_000
 
 
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(

@@ -18,21 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import iso_utc, utcnow
 from app.core.errors import InvalidInput, NotFound
 from app.outbox import writer
-from app.outbox.ops.common import CamelView
+from app.outbox.ops.common import CamelView, chunks
 from app.outbox.retention import prune_events
 from app.outbox.streams import parse_stream
 from app.outbox.tables import Event, PendingStream, RelayCursor
 
 log = logging.getLogger("herald.ops")
-
-# Names per statement: a list of names is sent as one parameter each, and PostgreSQL
-# takes at most 65,535 (`retry --all` after Redis refused 70,000 streams failed there).
-CHUNK = 10_000
-
-
-def _chunks(names: Sequence[str]) -> list[Sequence[str]]:
-    return [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
-
 
 def _check_names(names: Sequence[str]) -> list[str]:
     if not names:
@@ -78,16 +69,16 @@ def retry(
                 .with_for_update()))
         else:
             names = _check_names(streams or [])
-            known = {name for part in _chunks(names) for name in session.scalars(
+            known = {name for part in chunks(names) for name in session.scalars(
                 select(RelayCursor.stream).where(RelayCursor.stream.in_(part)))}
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(f"no such stream: {', '.join(missing)}")
-            chosen = sorted(name for part in _chunks(names) for name in session.scalars(
+            chosen = sorted(name for part in chunks(names) for name in session.scalars(
                 select(RelayCursor.stream).where(RelayCursor.stream.in_(part), unhealthy)
                 .with_for_update()))
             healthy = sorted(set(names) - set(chosen))
-        for part in _chunks(chosen):
+        for part in chunks(chosen):
             session.execute(
                 update(RelayCursor).where(RelayCursor.stream.in_(part))
                 .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)

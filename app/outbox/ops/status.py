@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.outbox import counts
-from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, iso
+from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, chunks, iso
 from app.outbox.tables import Event, PendingStream, RelayCursor
 
 FIRST_PAGE = 16  # streams walked by the first statement (then pages double)
@@ -131,8 +131,8 @@ def _failed(session: Session) -> list[_Lag]:
     # pending set is tiny would otherwise walk all of it to find the failed ones.
     names = list(session.scalars(select(RelayCursor.stream)
                                  .where(RelayCursor.state == "failed")))
-    return _lookup(session, _pending(PendingStream.name.in_(names)).subquery()) \
-        if names else []
+    return [row for part in chunks(names)
+            for row in _lookup(session, _pending(PendingStream.name.in_(part)).subquery())]
 
 
 def _walk(session: Session, need: int,
