@@ -18,6 +18,8 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
+from bench.scale_bench import Measured, ScaleSizes, report_sizes
+from bench.stats import Report
 from testkit.databases import require_pg
 from testkit.env import pg_admin_url
 from testkit.eventually import eventually
@@ -38,7 +40,7 @@ TINY = ["--quick", "--reps", "1", "--relay-events", "200", "--relay-streams", "1
         "--writes-single", "5", "--writes-batches", "1", "--writes-appends", "20",
         "--writes-reps", "1",
         "--scale-small", "50", "--scale-large", "500", "--scale-events", "1000",
-        "--scale-reps", "2", "--scale-pg", "both"]
+        "--scale-reps", "1", "--scale-pg", "both"]
 
 
 @pytest.mark.timeout(330)
@@ -69,7 +71,6 @@ def test_quick_bench_prints_relay_replay_latency_and_fanout_figures(redis_url: s
     assert "POST /api/events, batches of 1,000" in done.stdout
     assert "PATCH /api/projects/{id} round trip" in done.stdout
     for line in ("relay claim, nothing pending at 500", "ratio 500 / 50",
-                 "ratio 500 / 50, each pair",
                  "POST 1,000 events over 1,000 new streams at 500",
                  "GET /api/admin/outbox, 1,000 pending at 500"):
         assert line in done.stdout, done.stdout
@@ -210,3 +211,22 @@ def test_what_a_part_registers_is_removed_once_by_the_cleanup_unless_it_was_forg
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "2 ['failing', 'server'] 0", done.stdout
     assert "cleaning up failed: RuntimeError: already gone" in done.stderr
+
+
+def test_the_scales_alternated_figures_print_each_pairs_ratio_and_their_median() -> None:
+    """The drains are measured in alternation (small, large, small, ...): their ratio is
+    each pair's, with the median of those; a figure measured once keeps one ratio."""
+    small = Measured(claim=[1.0, 1.0], drain=[100.0, 200.0, 300.0])
+    large = Measured(claim=[2.0, 4.0], drain=[150.0, 500.0, 330.0])
+    for key in ("posts_only", "relay_only", "drain_same", "admin_idle", "admin_pending",
+                "one_stream", "existing", "new", "one_stream_cpu", "existing_cpu", "new_cpu"):
+        setattr(small, key, [1.0])
+        setattr(large, key, [1.0])
+    report = Report()
+    report_sizes(report, ScaleSizes(small=10, large=100, events=1000, reps=3), small, large)
+    by_name = {f.name: f for f in report.figures}
+    pairs = [f for f in report.figures if f.name == "  ratio 100 / 10, each pair"]
+    assert pairs[0].runs == [1.5, 2.5, 1.1] and pairs[0].value == 1.5  # the drain
+    claim = report.figures.index(by_name["relay claim, nothing pending at 100"])
+    assert report.figures[claim + 1].name == "  ratio 100 / 10"  # not alternated
+    assert report.figures[claim + 1].value == 3.0
