@@ -18,8 +18,6 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.scale_bench import Measured, ScaleSizes, report_sizes
-from bench.stats import Report
 from testkit.databases import require_pg
 from testkit.env import pg_admin_url
 from testkit.eventually import eventually
@@ -213,20 +211,34 @@ def test_what_a_part_registers_is_removed_once_by_the_cleanup_unless_it_was_forg
     assert "cleaning up failed: RuntimeError: already gone" in done.stderr
 
 
+# Run as a program, as the bench runs: importing bench/ here would give this process the
+# bench's own environment (its secret, channels, database).
+PAIRS = """
+import json
+from bench.scale_bench import Measured, ScaleSizes, report_sizes
+from bench.stats import Report
+small = Measured(claim=[1.0, 1.0], drain=[100.0, 200.0, 300.0])
+large = Measured(claim=[2.0, 4.0], drain=[150.0, 500.0, 330.0])
+for key in ("posts_only", "relay_only", "drain_same", "admin_idle", "admin_pending",
+            "one_stream", "existing", "new", "one_stream_cpu", "existing_cpu", "new_cpu"):
+    setattr(small, key, [1.0])
+    setattr(large, key, [1.0])
+report = Report()
+report_sizes(report, ScaleSizes(small=10, large=100, events=1000, reps=3), small, large)
+print("FIGURES " + json.dumps([[f.name, f.value, f.runs] for f in report.figures]))
+"""
+
+
 def test_the_scales_alternated_figures_print_each_pairs_ratio_and_their_median() -> None:
     """The drains are measured in alternation (small, large, small, ...): their ratio is
     each pair's, with the median of those; a figure measured once keeps one ratio."""
-    small = Measured(claim=[1.0, 1.0], drain=[100.0, 200.0, 300.0])
-    large = Measured(claim=[2.0, 4.0], drain=[150.0, 500.0, 330.0])
-    for key in ("posts_only", "relay_only", "drain_same", "admin_idle", "admin_pending",
-                "one_stream", "existing", "new", "one_stream_cpu", "existing_cpu", "new_cpu"):
-        setattr(small, key, [1.0])
-        setattr(large, key, [1.0])
-    report = Report()
-    report_sizes(report, ScaleSizes(small=10, large=100, events=1000, reps=3), small, large)
-    by_name = {f.name: f for f in report.figures}
-    pairs = [f for f in report.figures if f.name == "  ratio 100 / 10, each pair"]
-    assert pairs[0].runs == [1.5, 2.5, 1.1] and pairs[0].value == 1.5  # the drain
-    claim = report.figures.index(by_name["relay claim, nothing pending at 100"])
-    assert report.figures[claim + 1].name == "  ratio 100 / 10"  # not alternated
-    assert report.figures[claim + 1].value == 3.0
+    done = subprocess.run([sys.executable, "-c", PAIRS], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("FIGURES ")]
+    figures = [(name, value, runs) for name, value, runs in json.loads(line[8:])]
+    names = [name for name, _value, _runs in figures]
+    drain = names.index("POST 1,000 events to random streams, all relayed at 100")
+    assert figures[drain + 1] == ("  ratio 100 / 10, each pair", 1.5, [1.5, 2.5, 1.1])
+    claim = names.index("relay claim, nothing pending at 100")
+    assert figures[claim + 1][:2] == ("  ratio 100 / 10", 3.0)  # not alternated
