@@ -12,9 +12,9 @@ only in beat: a worker that starts relays whatever is pending, and a deployment 
 beat still retries and recovers. Several workers relaying is harmless (streams are
 claimed with SKIP LOCKED, each stream stays in order) and spreads the streams over them.
 
-After passes that relayed something, at most every few seconds, it VACUUMs the outbox's
-two queue tables once they hold many dead rows (app/outbox/tidy.py): the claim's cost
-stays that of what is pending, whether autovacuum runs or not.
+Every 5 s while it relays, and for 15 s after, it VACUUMs the outbox's two queue tables
+that hold many dead rows (app/outbox/tidy.py): the claim's cost stays that of what is
+pending, whether autovacuum runs or not.
 
 Each completed pass is a sweep, recorded in Redis at most once a second (`/metrics`:
 herald_relay_seconds_since_sweep). The thread has its own engine, disposed in forked
