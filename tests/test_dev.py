@@ -3,12 +3,15 @@ web node answers, and `make stop` or Ctrl-C stopping everything it started, a Re
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -38,8 +41,14 @@ def test_a_busy_port_is_refused_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "dev.db").exists()  # refused before touching anything
 
 
+# What `make dev` (and honcho, its processes) wrote after the banner, per dev pid: read on
+# as a terminal would, so that a full pipe never blocks them, and kept for the failures.
+_OUTPUT: dict[int, collections.deque[str]] = {}
+
+
 def _banner(dev: subprocess.Popen[str]) -> str:
-    """`make dev`'s "Herald is running on ..." line, read from its output."""
+    """`make dev`'s "Herald is running on ..." line, read from its output; the rest of its
+    output is read on by a thread (its last lines in `_OUTPUT`)."""
     assert dev.stdout is not None
     stdout = dev.stdout
 
@@ -48,7 +57,26 @@ def _banner(dev: subprocess.Popen[str]) -> str:
         assert line, "make dev ended before its banner"
         return line if line.startswith("Herald is running on") else None
 
-    return eventually(banner, "no banner", 90, interval=0)
+    line = eventually(banner, "no banner", 90, interval=0)
+    tail = _OUTPUT[dev.pid] = collections.deque(maxlen=200)
+
+    def read_on() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for more in stdout:
+                tail.append(more)
+            stdout.close()  # at the end of the output: here, not under a blocked read
+
+    threading.Thread(target=read_on, daemon=True).start()
+    return line
+
+
+def _stops(dev: subprocess.Popen[str]) -> int:
+    """`make dev`'s exit code, once it stopped within STOPS_WITHIN seconds."""
+    try:
+        return dev.wait(STOPS_WITHIN)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"make dev still running after {STOPS_WITHIN} s; its last "
+                             "lines:\n" + "".join(_OUTPUT.get(dev.pid, []))) from None
 
 
 def _group_alive(pgid: int) -> bool:
@@ -79,15 +107,20 @@ def test_the_banner_comes_once_the_web_node_answers_and_make_stop_stops_everythi
         stopped = subprocess.run([*DEV, "stop"], env=env, capture_output=True, text=True,
                                  timeout=60)
         assert stopped.returncode == 0, stopped.stdout
-        assert dev.wait(STOPS_WITHIN) == 0
+        assert _stops(dev) == 0
         assert not _group_alive(pgid)
         assert not pidfile.exists()
     finally:
         if dev.poll() is None:
             dev.kill()
             dev.wait(10)
-        if dev.stdout is not None:
-            dev.stdout.close()
+        _close(dev)
+
+
+def _close(dev: subprocess.Popen[str]) -> None:
+    """Close `make dev`'s output, unless the thread reading it on closes it at its end."""
+    if dev.stdout is not None and dev.pid not in _OUTPUT:
+        dev.stdout.close()
 
 
 def test_make_dev_installs_the_runtime_only() -> None:
@@ -132,7 +165,7 @@ def test_make_stop_also_stops_the_redis_make_dev_started(tmp_path: Path) -> None
         stopped = subprocess.run([*DEV, "stop"], env=env, capture_output=True, text=True,
                                  timeout=60)
         assert stopped.returncode == 0, stopped.stdout
-        assert dev.wait(STOPS_WITHIN) == 0
+        assert _stops(dev) == 0
         assert not _group_alive(pgid)
         assert not _redis_answers(redis_port)
         assert not (tmp_path / "dev.redis.pid").exists()
@@ -146,7 +179,7 @@ def test_ctrl_c_stops_everything_make_dev_started_redis_included(tmp_path: Path)
     try:
         pgid = int((tmp_path / "dev.pid").read_text())
         dev.send_signal(signal.SIGINT)
-        assert dev.wait(STOPS_WITHIN) == 0
+        assert _stops(dev) == 0
         assert not _group_alive(pgid)
         assert not _redis_answers(redis_port)
     finally:
@@ -158,5 +191,4 @@ def _end(dev: subprocess.Popen[str], env: dict[str, str]) -> None:
         dev.kill()
         dev.wait(10)
     subprocess.run([*DEV, "stop"], env=env, capture_output=True, timeout=60)  # whatever is left
-    if dev.stdout is not None:
-        dev.stdout.close()
+    _close(dev)
