@@ -87,6 +87,20 @@ def test_after_tidy_an_idle_claim_reads_a_handful_of_pages_not_every_dead_mark(
     assert after <= 3, after
 
 
+def test_the_outbox_counts_churned_by_the_fold_are_vacuumed_too(pg_db: Database) -> None:
+    """The fold deletes `outbox_counts`' delta rows every second: 2,000 zero rows, added
+    and deleted (the sums unchanged), stand for 2,000 folded ones."""
+    with pg_db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO outbox_counts (appended, dispatched, marked, failed, "
+                          "retrying) SELECT 0, 0, 0, 0, 0 FROM generate_series(1, 2000)"))
+        conn.execute(text("DELETE FROM outbox_counts WHERE appended = 0 AND dispatched = 0 "
+                          "AND marked = 0 AND failed = 0 AND retrying = 0"))
+    counted_dead(pg_db, "outbox_counts", 2000)
+    done = {v.table: v for v in tidy(pg_db.engine, dead_rows=1000)}
+    assert done["outbox_counts"].dead >= 2000
+    assert table_stats(pg_db, "outbox_counts")[0] == 0
+
+
 def test_tables_with_fewer_dead_rows_than_the_bound_are_left_alone(pg_db: Database) -> None:
     fanout(pg_db, 200)
     counted_dead(pg_db, "pending_streams", 200)

@@ -36,13 +36,13 @@ DEAD_ROWS = 10_000  # about 130 pages of marks: a claim from the start walks 0.4
 TIDY_EVERY = 5.0  # seconds between two looks at the tables' dead rows, per relay thread
 TIDY_AFTER = 15.0  # seconds the looks go on after the thread last relayed something
 
-# Each table's dead rows by PostgreSQL's statistics, and its size in pages now (a table
-# of another schema of the same name is not one of these: the OIDs come from the
+# Each of TABLES' dead rows by PostgreSQL's statistics, and its size in pages now (a
+# table of another schema of the same name is not one of these: the OIDs come from the
 # search path, as every statement of Herald's names them).
-_STATS = """
+_STATS = f"""
 SELECT t.relname, t.n_dead_tup, pg_relation_size(t.relid) / current_setting('block_size')::int
 FROM pg_stat_user_tables AS t
-WHERE t.relid IN ('pending_streams'::regclass, 'outbox_counts'::regclass)
+WHERE t.relid IN ({", ".join(f"'{table}'::regclass" for table in TABLES)})
 ORDER BY t.relname
 """
 _PAGES = "SELECT pg_relation_size(%(table)s::regclass) / current_setting('block_size')::int"
@@ -68,7 +68,7 @@ def tidy(engine: Engine, dead_rows: int = DEAD_ROWS) -> list[Vacuumed]:
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # VACUUM's rule
         for table, dead, pages in conn.exec_driver_sql(_STATS).all():
-            if table not in TABLES or int(dead) < dead_rows:
+            if int(dead) < dead_rows:
                 continue
             start = time.perf_counter()
             conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED) {table}")
