@@ -67,9 +67,13 @@ def test_a_token_that_expires_mid_session_is_refreshed_without_the_user_noticing
     # once in a fresh-clone CI run (2026-12-07).
     client = portal.open("client", context=context, ttl=8)
     minted = client.mints()
-    # (Read before the expiry: the node closes the transport at the token's expiry and the
-    # page may reconnect with a new token before a read after it.)
-    client.page.wait_for_function("() => window.heraldPortal.session.expiresAt < Date.now()")
+    # Wait past the first token's expiry on the page's clock. (Not "the session's token has
+    # expired": the node closes the transport at the expiry and the page reconnects with a
+    # new token within milliseconds, so that state can pass between two polls; it did in a
+    # fresh-clone CI run, 2026-12-07. The page's clock only goes on.)
+    expires = client.page.evaluate("window.heraldPortal.session.expiresAt")
+    assert expires > 0  # the page holds its first token
+    client.page.wait_for_function(f"() => Date.now() > {expires}", timeout=30_000)
 
     # The connection drops after the token expired: reconnecting needs a new one.
     context.set_offline(True)
