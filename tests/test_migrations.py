@@ -308,3 +308,29 @@ def test_sqlite_0009_says_until_when_each_marked_stream_waits_and_downgrades(
 def test_postgres_0009_says_until_when_each_marked_stream_waits_and_downgrades() -> None:
     with a_pg_database("_mig6") as url:
         mark_not_before(url)
+
+
+def failed_index(url: str) -> None:
+    """0010 indexes the failed cursors (longest failed first); its downgrade drops it."""
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        def names() -> set[str]:
+            return {i["name"] for i in inspect(engine).get_indexes("relay_cursors")}
+
+        assert "ix_relay_cursors_failed" in names()
+        downgrade(url, "0009")
+        assert "ix_relay_cursors_failed" not in names()
+        upgrade(url)
+        assert "ix_relay_cursors_failed" in names()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_0010_indexes_the_failed_cursors_and_downgrades(tmp_path: Path) -> None:
+    failed_index(f"sqlite:///{tmp_path / 'f.db'}")
+
+
+def test_postgres_0010_indexes_the_failed_cursors_and_downgrades() -> None:
+    with a_pg_database("_mig7") as url:
+        failed_index(url)

@@ -13,9 +13,11 @@ import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, text, update
 
 from app.core.db import make_session_factory, utcnow
@@ -228,17 +230,17 @@ def test_failed_streams_are_listed_and_retried_in_chunks_so_any_number_fits_a_st
     db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A list of names goes as a parameter each, and PostgreSQL takes at most 65,535:
-    the status, the failed list and `retry --all` after Redis refused 70,000 streams
-    failed with "number of parameters must be between 0 and 65535". Here chunks of 3
-    over 8 failed streams: listed, then retried by name and all."""
+    `retry --all` after Redis refused 70,000 streams failed with "number of parameters
+    must be between 0 and 65535". Here chunks of 3 over 8 failed streams: listed (longest
+    failed first), then retried by name and all."""
     monkeypatch.setattr(ops.common, "CHUNK", 3)
     names = [f"user-{k}" for k in range(1, 9)]
     for name in names:
         _append(db, name, 1)
         _fail(db, name, attempts=8, state="failed")
     with db.factory() as session:
-        assert sorted(s.stream for s in ops.failed(session)) == names
-        assert sorted(s.stream for s in ops.status(session).streams) == names
+        assert [s.stream for s in ops.failed(session)] == names  # in the order they failed
+        assert [s.stream for s in ops.status(session).streams] == names
     _append(db, "user-9", 1)  # healthy
     retried = ops.retry(db.factory, streams=[*names[:7], "user-9"])
     assert retried == ops.Retried(retried=sorted(names[:7]), healthy=["user-9"])
@@ -247,24 +249,58 @@ def test_failed_streams_are_listed_and_retried_in_chunks_so_any_number_fits_a_st
     assert {_cursor(db, name).state for name in names} == {"active"}
 
 
-def test_more_failed_streams_than_a_statement_takes_parameters_are_listed(
+def test_the_status_and_the_failed_list_read_a_page_of_failed_streams_however_many_failed(
     pg_db: Database,
 ) -> None:
-    """PostgreSQL's own limit, 65,535 parameters a statement: 66,000 failed streams
-    (made in three statements, as a Redis refusing every channel would leave them). The
-    retry goes over the same `chunks` (the test above, with chunks of 3)."""
-    with pg_db.engine.begin() as conn:
+    """5,000 failed streams (as a Redis refusing every channel leaves them; 70,000 made the
+    status take a second when it looked up every one) and 100 streams behind: the status
+    lists the 100 longest failed and the failed list its 1,000, each from a page of the
+    failed cursors (`ix_relay_cursors_failed`); the oldest pending event is still found
+    among the failed streams."""
+    failed, active = 5000, 100
+    with pg_db.engine.begin() as conn:  # failed user-g: g seconds ago, its events 2g ago
         for statement in (
                 "INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
-                "SELECT 'user-' || g, 'e', 1, 0, now() FROM generate_series(1, 66000) g",
+                "SELECT 'user-' || g, 'e', 2, 0, now() FROM generate_series(1, :n) g",
                 "INSERT INTO relay_cursors (stream, dispatched, state, attempts, failed_at) "
-                "SELECT 'user-' || g, 0, 'failed', 8, now() FROM generate_series(1, 66000) g",
-                "INSERT INTO pending_streams (name, head, epoch, not_before) "
-                "SELECT 'user-' || g, 1, 'e', '9999-12-31' FROM generate_series(1, 66000) g"):
-            conn.execute(text(statement))
-    with pg_db.factory() as session:
-        listed = ops.status(session).streams  # the most urgent: failed ones first
-        assert len(listed) == 100 and {s.state for s in listed} == {"failed"}
+                "SELECT 'user-' || g, 0, CASE WHEN g <= :f THEN 'failed' ELSE 'active' END, "
+                "CASE WHEN g <= :f THEN 8 ELSE 0 END, "
+                "CASE WHEN g <= :f THEN now() - g * interval '1 s' END "
+                "FROM generate_series(1, :n) g",
+                'INSERT INTO events (id, stream, "offset", type, payload, created_at) '
+                "SELECT gen_random_uuid()::text, 'user-' || g, o, 'x', '{}', "
+                "now() - (CASE WHEN g <= :f THEN 2 * g ELSE g - :f END) * interval '1 s' "
+                "FROM generate_series(1, :n) g, "
+                "generate_series(1, 2) o",
+                "INSERT INTO pending_streams (name, head, epoch, since, not_before) "
+                "SELECT 'user-' || g, 2, 'e', "
+                "now() - (CASE WHEN g <= :f THEN 2 * g ELSE g - :f END) * interval '1 s', "
+                "CASE WHEN g <= :f THEN '9999-12-31'::timestamptz END "
+                "FROM generate_series(1, :n) g"):
+            conn.execute(text(statement), {"n": failed + active, "f": failed})
+    looked_up = [0]
+
+    def count_rows(conn: object, cursor: Any, statement: str, *_: object) -> None:
+        if "JOIN relay_cursors" in statement:
+            looked_up[0] += max(cursor.rowcount, 0)
+
+    sa_event.listen(pg_db.engine, "after_cursor_execute", count_rows)
+    try:
+        with pg_db.factory() as session:
+            state = ops.status(session, limit=100)
+            status_looked_up, looked_up[0] = looked_up[0], 0
+            assert session.scalar(text(  # in this transaction
+                "SELECT pg_stat_get_xact_numscans('ix_relay_cursors_failed'::regclass)")) == 1
+            listed = ops.failed(session, limit=1000)
+    finally:
+        sa_event.remove(pg_db.engine, "after_cursor_execute", count_rows)
+    assert (state.failed_streams, state.streams_behind) == (failed, failed + active)
+    assert [s.stream for s in state.streams] == [f"user-{g}" for g in range(5000, 4900, -1)]
+    assert state.oldest_pending_age is not None and 9990 < state.oldest_pending_age < 10100
+    assert [s.stream for s in listed] == [f"user-{g}" for g in range(5000, 4000, -1)]
+    # a page of failed streams and a page of the walk (16 marks of each kind), of 5,100
+    assert status_looked_up <= 100 + 2 * 16
+    assert looked_up[0] == 1000
 
 
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(

@@ -37,7 +37,8 @@ class Recount:
     events_pending: int
     streams_behind: int  # head > dispatched
     oldest: datetime | None
-    listed: list[str]  # failed first, then the oldest first pending event, then name
+    listed: list[str]  # failed first (longest failed first), then the oldest first pending
+    # event, then name
 
 
 def recount(session: Session, limit: int) -> Recount:
@@ -45,7 +46,7 @@ def recount(session: Session, limit: int) -> Recount:
     rows = session.execute(
         select(Stream.name, Stream.head, PendingStream.name.is_not(None).label("pending"),
                RelayCursor.dispatched, RelayCursor.state, RelayCursor.attempts,
-               Event.created_at)
+               RelayCursor.failed_at, Event.created_at)
         .join(RelayCursor, RelayCursor.stream == Stream.name)
         .outerjoin(PendingStream, PendingStream.name == Stream.name)
         .outerjoin(Event, and_(Event.stream == Stream.name,
@@ -54,7 +55,8 @@ def recount(session: Session, limit: int) -> Recount:
     behind = [r for r in rows if r.head > r.dispatched]
     listed = sorted((r for r in rows if r.pending and (r.head > r.dispatched
                                                         or r.state == "failed")),
-                    key=lambda r: (r.state != "failed", aware(r.created_at) or far, r.name))
+                    key=lambda r: (0, aware(r.failed_at) or far, r.name) if r.state == "failed"
+                    else (1, aware(r.created_at) or far, r.name))
     return Recount(
         totals=counts.Totals(
             appended=sum(r.head for r in rows), dispatched=sum(r.dispatched for r in rows),

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -81,7 +82,13 @@ class RelayCursor(Base):
     """A stream's relay state, locked by the relay only: what went out, what failed."""
 
     __tablename__ = "relay_cursors"
-    __table_args__ = (Index("ix_relay_cursors_state", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_relay_cursors_state", "state", "next_attempt_at"),
+        # The failed cursors only, longest failed first (migration 0010): the outbox
+        # status and the failed list read a page of them, however many failed.
+        Index("ix_relay_cursors_failed", "failed_at", "stream",
+              postgresql_where=text("state = 'failed'"), sqlite_where=text("state = 'failed'")),
+    )
 
     stream: Mapped[str] = mapped_column(
         ForeignKey("streams.name", ondelete="CASCADE"), primary_key=True

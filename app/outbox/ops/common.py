@@ -12,8 +12,7 @@ from app.core.db import iso_utc
 
 MAX_LISTED = 100
 # Names per statement: a list of names is sent as one parameter each, and PostgreSQL
-# takes at most 65,535 (`retry --all` and the status after Redis refused 70,000 streams
-# failed there).
+# takes at most 65,535 (`retry --all` after Redis refused 70,000 streams failed there).
 CHUNK = 10_000
 
 

@@ -13,7 +13,9 @@ head the mark holds, which is the stream's head).
   stream's `since` cannot beat what was found the walk stops. Each stream walked
   gets its cursor and first pending event looked up: the walk costs about the listed
   streams, whatever is pending.
-- Failed streams are listed first, all of them looked up (the cursors' state index).
+- Failed streams are listed first, longest failed first: a page of them, along an index
+  of the failed cursors only (`ix_relay_cursors_failed`), however many failed. The walk
+  above passes their marks too, for the oldest pending event.
 - A search (`search`) lists the matching streams with one statement over the pending set.
 """
 
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.outbox import counts
-from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, chunks, iso
+from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, iso
 from app.outbox.tables import Event, PendingStream, RelayCursor
 
 FIRST_PAGE = 16  # streams walked by the first statement (then pages double)
@@ -89,8 +91,11 @@ class _Lag(NamedTuple):
         return self.head > self.dispatched
 
     def key(self) -> tuple[int, datetime, str]:
-        """Listing order: failed first, then the oldest first pending event, then name."""
-        return (0 if self.state == "failed" else 1, aware(self.oldest) or _LAST, self.stream)
+        """Listing order: failed first, longest failed first; then the oldest first
+        pending event; then name."""
+        if self.state == "failed":
+            return (0, aware(self.failed_at) or _LAST, self.stream)
+        return (1, aware(self.oldest) or _LAST, self.stream)
 
     def view(self, now: datetime) -> StreamLag:
         return StreamLag(
@@ -125,26 +130,31 @@ def _pending(*where: Any) -> Any:
     return select(PendingStream.name, PendingStream.head, PendingStream.since).where(*where)
 
 
-def _failed(session: Session) -> list[_Lag]:
-    """Every failed stream (failed streams stay pending until retried)."""
-    # The names first (the state index), then their rows: a planner that thinks the
-    # pending set is tiny would otherwise walk all of it to find the failed ones.
-    names = list(session.scalars(select(RelayCursor.stream)
-                                 .where(RelayCursor.state == "failed")))
-    return [row for part in chunks(names)
-            for row in _lookup(session, _pending(PendingStream.name.in_(part)).subquery())]
+def _failed(session: Session, limit: int) -> list[_Lag]:
+    """The `limit` longest-failed streams, oldest failure first (failed streams stay
+    pending until retried)."""
+    # The names first (`ix_relay_cursors_failed`: a page of the failed cursors, however
+    # many failed), then their rows.
+    names = list(session.scalars(
+        select(RelayCursor.stream).where(RelayCursor.state == "failed")
+        .order_by(RelayCursor.failed_at.asc().nulls_last(), RelayCursor.stream)
+        .limit(limit)))
+    if not names:
+        return []
+    return sorted(_lookup(session, _pending(PendingStream.name.in_(names)).subquery()),
+                  key=_Lag.key)
 
 
-def _walk(session: Session, need: int,
-          first: datetime | None) -> tuple[list[_Lag], datetime | None]:
+def _walk(session: Session, need: int) -> tuple[list[_Lag], datetime | None]:
     """The `need` active streams behind with the oldest first pending events (sorted), and
-    the oldest first pending event of all (`first`: the oldest known so far, or None).
+    the oldest first pending event of all (failed streams' included).
 
     Pending streams without `since` (none, unless something else than the writer marked
     them) are all looked up; then the others in `since` order, a page at a
     time, until the next page cannot hold a stream
     with an older first pending event than the oldest found (and than the `need`th)."""
     found: list[_Lag] = []
+    first: datetime | None = None
 
     def take(rows: Sequence[_Lag]) -> None:
         nonlocal first
@@ -233,11 +243,9 @@ def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LI
     streams exist (module docstring)."""
     now = now or utcnow()
     totals = counts.read(session)
-    failed_ = _failed(session) if totals.failed else []
-    first = min((o for o in (aware(r.oldest) for r in failed_ if r.behind) if o), default=None)
-    failed_.sort(key=_Lag.key)
+    failed_ = _failed(session, limit) if totals.failed and not search else []
     need = 0 if search else max(limit - len(failed_), 0)
-    active, first = _walk(session, need, first)
+    active, first = _walk(session, need)
     listed = _searched(session, limit, search) if search else (failed_ + active)[:limit]
     return Status(
         events_pending=totals.pending, streams_behind=totals.marked,
@@ -249,5 +257,4 @@ def failed(session: Session, *, now: datetime | None = None,
            limit: int = 1000) -> list[StreamLag]:
     """Streams the relay gave up on, oldest failure first: attempts, last error, since when."""
     now = now or utcnow()
-    rows = sorted(_failed(session), key=lambda r: (aware(r.failed_at) or _LAST, r.stream))
-    return [r.view(now) for r in rows[:limit]]
+    return [r.view(now) for r in _failed(session, limit)]
