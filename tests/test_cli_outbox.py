@@ -155,6 +155,23 @@ def test_retry_of_a_healthy_stream_says_so_and_changes_nothing(pg_db: Database) 
         assert cursor is not None and (cursor.state, cursor.dispatched) == ("active", 1)
 
 
+def test_retry_all_of_many_streams_names_the_first_twenty_and_counts_the_rest(
+        pg_db: Database) -> None:
+    names = sorted(f"user-{k}" for k in range(1, 26))  # as the retry lists them
+    with pg_db.factory() as session, session.begin():
+        for name in names:
+            writer.append(session, name, "notification", {"type": "info", "title": "t",
+                                                          "message": "m"})
+        session.execute(update(RelayCursor).values(state="failed", attempts=8,
+                                                   failed_at=utcnow()))
+    done = herald("outbox", "retry", "--all", database_url=pg_db.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"retried 25 stream(s): {', '.join(names[:20])} "
+                                   "and 5 more (--json lists them all)")
+    with pg_db.factory() as session:
+        assert ops.failed(session) == []
+
+
 def test_prune_says_how_old_and_its_dry_run_deletes_nothing(pg_db: Database) -> None:
     _backlog(pg_db)
     done = herald("outbox", "prune", database_url=pg_db.url)

@@ -199,11 +199,21 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise Failure(exc.message) from None
     lines = []
     if done.retried:
-        lines.append(f"retried {len(done.retried)} stream(s): {', '.join(done.retried)}")
+        lines.append(f"retried {len(done.retried)} stream(s): {_some(done.retried)}")
     if done.healthy:
-        lines.append(f"already healthy, left unchanged: {', '.join(done.healthy)}")
+        lines.append(f"already healthy, left unchanged: {_some(done.healthy)}")
     _emit(args, done.to_dict(), "\n".join(lines) or "nothing to retry")
     return 0
+
+
+NAMED = 20  # stream names a line shows (--json lists them all)
+
+
+def _some(names: list[str]) -> str:
+    """`names`, the first NAMED of them: `retry --all` after an outage may retry 70,000."""
+    shown = ", ".join(names[:NAMED])
+    more = len(names) - NAMED
+    return f"{shown} and {more:,} more (--json lists them all)" if more > 0 else shown
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
