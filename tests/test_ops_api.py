@@ -82,6 +82,13 @@ def test_the_filter_finds_streams_by_name_or_error_in_any_case(pg_system: System
     assert api.ok("GET", "/api/admin/outbox", params={"q": "nothing"})["failedStreams"] == 1
 
 
+def test_a_filter_no_database_can_store_is_refused_with_422(pg_system: System) -> None:
+    """PostgreSQL refuses NUL in text: such a filter was a 500 (found by the schema fuzz)."""
+    answer = pg_system.api().request("GET", "/api/admin/outbox", params={"q": "a\x00b"})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "invalid"
+
+
 def test_retry_leaves_a_healthy_stream_unchanged_and_says_so(db: Database) -> None:
     with db.factory() as session, session.begin():
         writer.append(session, "user-1", "notification", {"n": 1})

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.api.deps import DB, Caller, Context
 from app.api.errors import ERROR_RESPONSES
 from app.core.errors import Unavailable
+from app.core.text import Storable
 from app.outbox import liveness, ops
 from app.portal import access
 
@@ -38,7 +39,7 @@ class RetryIn(BaseModel):
 
 @router.get("/outbox")
 def outbox_status(who: Caller, db: DB, ctx: Context,
-                  q: Annotated[str | None, Query(max_length=200, description=(
+                  q: Annotated[Annotated[str, Storable] | None, Query(max_length=200, description=(
                       "Only list the streams whose name or last error holds this text "
                       "(any case); the totals stay over every stream"))] = None,
                   ) -> dict[str, Any]:
