@@ -12,6 +12,7 @@ from typing import Any
 
 import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event as sa_event
 
 from app.core.errors import PublishRejected
 from app.core.settings import Settings
@@ -84,3 +85,23 @@ def sweeps(count: int = 2, timeout: float = 30) -> None:
             return seen[0] >= count
 
         eventually(recorded, f"fewer than {count} sweeps recorded", timeout)
+
+
+class LookedUp:
+    """Rows the outbox status looks up (its statements that join `relay_cursors`) on
+    `engine` while in a `with` block: `.rows` so far; set it to 0 to count afresh."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.rows = 0
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "JOIN relay_cursors" in statement:
+            self.rows += max(cursor.rowcount, 0)
+
+    def __enter__(self) -> LookedUp:
+        sa_event.listen(self.engine, "after_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sa_event.remove(self.engine, "after_cursor_execute", self._count)

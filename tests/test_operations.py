@@ -13,11 +13,9 @@ import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import select, text, update
 
 from app.core.db import make_session_factory, utcnow
@@ -28,7 +26,7 @@ from app.outbox.tables import RelayCursor
 from testkit.clients import SocketClient, sentinel, user_token
 from testkit.databases import Database
 from testkit.marks import unmark
-from testkit.ops import FaultyPublisher, herald_json, sweeps
+from testkit.ops import FaultyPublisher, LookedUp, herald_json, sweeps
 from testkit.processes import WebNode
 from testkit.system import System
 from testkit.testrun import REDIS_URL
@@ -278,29 +276,19 @@ def test_the_status_and_the_failed_list_read_a_page_of_failed_streams_however_ma
                 "CASE WHEN g <= :f THEN '9999-12-31'::timestamptz END "
                 "FROM generate_series(1, :n) g"):
             conn.execute(text(statement), {"n": failed + active, "f": failed})
-    looked_up = [0]
-
-    def count_rows(conn: object, cursor: Any, statement: str, *_: object) -> None:
-        if "JOIN relay_cursors" in statement:
-            looked_up[0] += max(cursor.rowcount, 0)
-
-    sa_event.listen(pg_db.engine, "after_cursor_execute", count_rows)
-    try:
-        with pg_db.factory() as session:
-            state = ops.status(session, limit=100)
-            status_looked_up, looked_up[0] = looked_up[0], 0
-            assert session.scalar(text(  # in this transaction
-                "SELECT pg_stat_get_xact_numscans('ix_relay_cursors_failed'::regclass)")) == 1
-            listed = ops.failed(session, limit=1000)
-    finally:
-        sa_event.remove(pg_db.engine, "after_cursor_execute", count_rows)
+    with LookedUp(pg_db.engine) as looked_up, pg_db.factory() as session:
+        state = ops.status(session, limit=100)
+        status_looked_up, looked_up.rows = looked_up.rows, 0
+        assert session.scalar(text(  # in this transaction
+            "SELECT pg_stat_get_xact_numscans('ix_relay_cursors_failed'::regclass)")) == 1
+        listed = ops.failed(session, limit=1000)
     assert (state.failed_streams, state.streams_behind) == (failed, failed + active)
     assert [s.stream for s in state.streams] == [f"user-{g}" for g in range(5000, 4900, -1)]
     assert state.oldest_pending_age is not None and 9990 < state.oldest_pending_age < 10100
     assert [s.stream for s in listed] == [f"user-{g}" for g in range(5000, 4000, -1)]
     # a page of failed streams and a page of the walk (16 marks of each kind), of 5,100
     assert status_looked_up <= 100 + 2 * 16
-    assert looked_up[0] == 1000
+    assert looked_up.rows == 1000
 
 
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, event, select, text, update
+from sqlalchemy import and_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -27,6 +27,7 @@ from app.outbox.writer import append
 from testkit.databases import Database
 from testkit.eventually import eventually
 from testkit.marks import unmark
+from testkit.ops import LookedUp
 
 NOTE = {"type": "info", "title": "x", "message": ""}
 
@@ -257,19 +258,9 @@ def test_status_looks_up_about_the_listed_streams_not_every_pending_one(pg_db: D
                                  "WHERE name = ANY(:names)"),
                             {"at": base + timedelta(seconds=batch),
                              "names": [f"user-{batch * 50 + i + 1}" for i in range(50)]})
-    looked_up = [0]
-
-    def count_rows(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "JOIN relay_cursors" in statement:
-            looked_up[0] += max(cursor.rowcount, 0)
-
-    event.listen(pg_db.engine, "after_cursor_execute", count_rows)
-    try:
-        with pg_db.factory() as session:
-            state = ops.status(session, limit=100)
-    finally:
-        event.remove(pg_db.engine, "after_cursor_execute", count_rows)
+    with LookedUp(pg_db.engine) as looked_up, pg_db.factory() as session:
+        state = ops.status(session, limit=100)
     assert state.events_pending == 2000 and len(state.streams) == 100
     assert state.streams[0].stream == "user-1"
-    assert looked_up[0] <= 2 * 116  # a page or two of the walk, of 2,000 pending streams
+    assert looked_up.rows <= 2 * 116  # a page or two of the walk, of 2,000 pending streams
     compare(pg_db, limit=100)  # and exactly what a full recount lists
