@@ -237,10 +237,11 @@ def status(session: Session, *, now: datetime | None = None, limit: int = MAX_LI
            search: str | None = None) -> Status:
     """Events pending, streams behind, the oldest pending event's age, failed streams, lag.
 
-    The totals are over every stream; the `limit` most urgent streams (failed first, then
-    the oldest first pending event) are listed, only those whose name or last error holds
-    `search` when given. Costs what is pending (failed streams, the walk), not how many
-    streams exist (module docstring)."""
+    The totals are over every stream; the `limit` most urgent streams (failed first,
+    longest failed first; then the oldest first pending event) are listed, only those
+    whose name or last error holds `search` when given. Costs about the listed streams (a
+    page of failed ones, the walk), not how many streams exist or failed (module
+    docstring); a search reads the pending set it filters."""
     now = now or utcnow()
     totals = counts.read(session)
     failed_ = _failed(session, limit) if totals.failed and not search else []
