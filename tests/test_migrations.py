@@ -6,13 +6,36 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, inspect
+import pytest
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from app.core.migrate import downgrade, upgrade
 from testkit.databases import create_pg_database, drop_pg_database, require_pg
 
 TABLES = {"users", "projects", "project_technicians", "tickets", "messages", "documents",
           "interventions", "quotes", "streams", "relay_cursors", "events", "idempotency_keys"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind: a SQLite file, or a PostgreSQL database of this run
+    (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    with a_pg_database("_mig") as pg_url:
+        yield pg_url
+
+
+@contextlib.contextmanager
+def engine_at(url: str, revision: str = "head") -> Iterator[Engine]:
+    """The database of `url` migrated up to `revision`, and an engine on it (disposed after)."""
+    upgrade(url, revision)
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -26,10 +49,8 @@ def a_pg_database(suffix: str) -> Iterator[str]:
         drop_pg_database(url)
 
 
-def roundtrip(url: str) -> None:
-    upgrade(url)
-    engine = create_engine(url)
-    try:
+def test_upgrades_from_empty_and_downgrades_to_base(url: str) -> None:
+    with engine_at(url) as engine:
         tables = set(inspect(engine).get_table_names())
         assert tables >= TABLES
         uniques = inspect(engine).get_unique_constraints("events")
@@ -38,22 +59,9 @@ def roundtrip(url: str) -> None:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         upgrade(url)  # and up again
         assert set(inspect(engine).get_table_names()) >= TABLES
-    finally:
-        engine.dispose()
-
-
-def test_sqlite_upgrades_from_empty_and_downgrades_to_base(tmp_path: Path) -> None:
-    roundtrip(f"sqlite:///{tmp_path / 'm.db'}")
-
-
-def test_postgres_upgrades_from_empty_and_downgrades_to_base() -> None:
-    with a_pg_database("_mig") as url:
-        roundtrip(url)
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
-    from sqlalchemy import text
-
     from app.core.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
@@ -65,14 +73,10 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def backfill(url: str) -> None:
+def test_0004_marks_the_streams_behind_and_downgrades(url: str) -> None:
     """0004 marks pending exactly the streams whose cursor is behind (failed ones too),
     and its downgrade drops the mark and its index."""
-    from sqlalchemy import text
-
-    upgrade(url, "0003")
-    engine = create_engine(url)
-    try:
+    with engine_at(url, "0003") as engine:
         with engine.begin() as conn:
             for name, head, done, state in (("user-1", 3, 3, "active"), ("user-2", 5, 2, "active"),
                                             ("user-3", 1, 0, "failed"), ("user-4", 0, 0, "active")):
@@ -94,28 +98,13 @@ def backfill(url: str) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM streams")).scalar() == 4
             assert conn.execute(text("SELECT count(*) FROM relay_cursors")).scalar() == 4
-    finally:
-        engine.dispose()
 
 
-def test_sqlite_0004_marks_the_streams_behind_and_downgrades(tmp_path: Path) -> None:
-    backfill(f"sqlite:///{tmp_path / 'b.db'}")
-
-
-def test_postgres_0004_marks_the_streams_behind_and_downgrades() -> None:
-    with a_pg_database("_mig2") as url:
-        backfill(url)
-
-
-def counts_backfill(url: str) -> None:
+def test_0005_counts_what_is_there_and_downgrades(url: str) -> None:
     """0005 counts what is there (heads, cursors, marks, failed, retrying) and gives each
     pending stream its first pending event's time; later changes are counted by its
     triggers; its downgrade drops the counts and the column."""
-    from sqlalchemy import text
-
-    upgrade(url, "0004")
-    engine = create_engine(url)
-    try:
+    with engine_at(url, "0004") as engine:
         with engine.begin() as conn:
             for name, head, done, state, attempts, pending in (
                     ("user-1", 3, 3, "active", 0, False), ("user-2", 5, 2, "active", 2, True),
@@ -151,27 +140,14 @@ def counts_backfill(url: str) -> None:
         assert "pending_since" not in {c["name"] for c in inspect(engine).get_columns("streams")}
         with engine.begin() as conn:  # no trigger left behind
             conn.execute(text("UPDATE streams SET head = head + 1"))
-    finally:
-        engine.dispose()
 
 
-def test_sqlite_0005_counts_what_is_there_and_downgrades(tmp_path: Path) -> None:
-    counts_backfill(f"sqlite:///{tmp_path / 'c.db'}")
-
-
-def test_postgres_0005_counts_what_is_there_and_downgrades() -> None:
-    with a_pg_database("_mig3") as url:
-        counts_backfill(url)
-
-
-def one_notification_index(url: str) -> None:
+def test_0007_drops_the_partial_stream_offset_index_and_downgrades(url: str) -> None:
     """0007 drops the inbox's partial copy of (stream, offset); a downgrade brings it back."""
     def indexes(engine: Engine) -> set[str]:
         return {str(i["name"]) for i in inspect(engine).get_indexes("events")}
 
-    upgrade(url, "0006")
-    engine = create_engine(url)
-    try:
+    with engine_at(url, "0006") as engine:
         assert {"ix_events_notification_offset", "ix_events_notification_created"} \
             <= indexes(engine)
         upgrade(url)
@@ -181,34 +157,18 @@ def one_notification_index(url: str) -> None:
         assert "ix_events_notification_offset" in indexes(engine)
         upgrade(url)
         assert "ix_events_notification_offset" not in indexes(engine)
-    finally:
-        engine.dispose()
-
-
-def test_sqlite_0007_drops_the_partial_stream_offset_index_and_downgrades(
-        tmp_path: Path) -> None:
-    one_notification_index(f"sqlite:///{tmp_path / 'i.db'}")
-
-
-def test_postgres_0007_drops_the_partial_stream_offset_index_and_downgrades() -> None:
-    with a_pg_database("_mig4") as url:
-        one_notification_index(url)
 
 
 SUMS = "SELECT sum(appended), sum(dispatched), sum(marked), sum(failed), sum(retrying) " \
     "FROM outbox_counts"
 
 
-def pending_table(url: str) -> None:
+def test_0008_moves_the_marks_into_their_own_table_and_downgrades(url: str) -> None:
     """0008 moves the marks and their `pending_since` into `pending_streams` (with each
     stream's head and epoch) and drops the columns; the counts stay, marks made or
     deleted afterwards are counted, a deleted stream's mark goes with it; its downgrade
     puts the marks back in the columns, counted by 0005's triggers again."""
-    from sqlalchemy import text
-
-    upgrade(url, "0007")
-    engine = create_engine(url)
-    try:
+    with engine_at(url, "0007") as engine:
         with engine.begin() as conn:
             for name, head, done, pending, since in (
                     ("user-1", 3, 3, False, None), ("user-2", 5, 2, True, "2026-01-03"),
@@ -250,28 +210,12 @@ def pending_table(url: str) -> None:
             conn.execute(text("UPDATE streams SET pending = false WHERE name = 'user-1'"))
             assert tuple(conn.execute(text(SUMS)).one()) == (9, 5, 1, 0, 0)
         upgrade(url)
-    finally:
-        engine.dispose()
 
 
-def test_sqlite_0008_moves_the_marks_into_their_own_table_and_downgrades(
-        tmp_path: Path) -> None:
-    pending_table(f"sqlite:///{tmp_path / 'p.db'}")
-
-
-def test_postgres_0008_moves_the_marks_into_their_own_table_and_downgrades() -> None:
-    with a_pg_database("_mig5") as url:
-        pending_table(url)
-
-
-def mark_not_before(url: str) -> None:
+def test_0009_says_until_when_each_marked_stream_waits_and_downgrades(url: str) -> None:
     """0009 gives each mark `not_before`: for a failed stream the year 9999, for one
     waiting on a backoff the end of it, else none; its downgrade drops the column."""
-    from sqlalchemy import text
-
-    upgrade(url, "0008")
-    engine = create_engine(url)
-    try:
+    with engine_at(url, "0008") as engine:
         with engine.begin() as conn:
             for name, state, attempts, at in (("user-1", "failed", 8, None),
                                               ("user-2", "active", 1, "2030-01-02 03:04:05"),
@@ -296,25 +240,11 @@ def mark_not_before(url: str) -> None:
         assert "not_before" not in {c["name"] for c in inspect(engine).get_columns(
             "pending_streams")}
         upgrade(url)
-    finally:
-        engine.dispose()
 
 
-def test_sqlite_0009_says_until_when_each_marked_stream_waits_and_downgrades(
-        tmp_path: Path) -> None:
-    mark_not_before(f"sqlite:///{tmp_path / 'w.db'}")
-
-
-def test_postgres_0009_says_until_when_each_marked_stream_waits_and_downgrades() -> None:
-    with a_pg_database("_mig6") as url:
-        mark_not_before(url)
-
-
-def failed_index(url: str) -> None:
+def test_0010_indexes_the_failed_cursors_and_downgrades(url: str) -> None:
     """0010 indexes the failed cursors (longest failed first); its downgrade drops it."""
-    upgrade(url)
-    engine = create_engine(url)
-    try:
+    with engine_at(url) as engine:
         def names() -> set[str]:
             return {i["name"] for i in inspect(engine).get_indexes("relay_cursors")}
 
@@ -323,14 +253,5 @@ def failed_index(url: str) -> None:
         assert "ix_relay_cursors_failed" not in names()
         upgrade(url)
         assert "ix_relay_cursors_failed" in names()
-    finally:
-        engine.dispose()
 
 
-def test_sqlite_0010_indexes_the_failed_cursors_and_downgrades(tmp_path: Path) -> None:
-    failed_index(f"sqlite:///{tmp_path / 'f.db'}")
-
-
-def test_postgres_0010_indexes_the_failed_cursors_and_downgrades() -> None:
-    with a_pg_database("_mig7") as url:
-        failed_index(url)
