@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.outbox.publisher import MemoryPublisher
 from app.outbox.relay import _CLAIM_ALL, RelayPolicy, relay
@@ -23,13 +24,18 @@ VACUUMED = re.compile(r"outbox table vacuumed table=pending_streams dead=(\d+) "
                       r"pages=(\d+)->(\d+)")
 
 
-def fanout(database: Database, streams: int, prefix: str = "user-") -> None:
-    """A notice to `streams` streams, written in batches of 1,000 and relayed."""
+def notice(factory: sessionmaker[Session], streams: int) -> None:
+    """A notice to `streams` `user-{k}` streams, written in batches of 1,000 (no nudge)."""
     for first in range(0, streams, 1000):
-        rows = [(f"{prefix}{k}", "notification", {"type": "info", "title": "hi", "message": ""})
+        rows = [(f"user-{k}", "notification", {"type": "info", "title": "hi", "message": ""})
                 for k in range(first + 1, min(streams, first + 1000) + 1)]
-        with database.factory() as session, session.begin():
+        with factory() as session, session.begin():
             append_rows(session, rows)
+
+
+def fanout(database: Database, streams: int) -> None:
+    """A notice to `streams` streams, relayed."""
+    notice(database.factory, streams)
     report = relay(session_factory=database.factory, publisher=MemoryPublisher(),
                    policy=POLICY)
     assert report.published == streams
@@ -119,11 +125,8 @@ def test_a_worker_vacuums_the_marks_of_a_fanout_it_relayed(pg_system: System) ->
     12,000 streams, written with no nudge, is relayed by the worker's sweep, and the
     same thread then vacuums the 12,000 dead marks away."""
     logs = {id(w): len(w.log()) for w in pg_system.workers}  # earlier tests' lines: not these
-    for first in range(0, 12_000, 1000):
-        rows = [(f"user-{k}", "notification", {"type": "info", "title": "hi", "message": ""})
-                for k in range(first + 1, first + 1001)]
-        with pg_system.factory() as session, session.begin():
-            append_rows(session, rows)
+    notice(pg_system.factory, 12_000)
+
     def vacuumed() -> list[tuple[int, int, int]]:
         return [(int(dead), int(before), int(after)) for w in pg_system.workers
                 for dead, before, after in VACUUMED.findall(w.log()[logs[id(w)]:])]
