@@ -41,8 +41,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 from sqlalchemy import Engine, text
@@ -427,36 +428,84 @@ async def run(report: Report, sizes: ScaleSizes, servers: str = "shared") -> Non
         small, large = await asyncio.to_thread(measure_sizes, sizes)
         report_sizes(report, sizes, small, large)
     if servers in ("sized", "both"):
-        free = _huge_pages_free()
+        restore = reserve_huge_pages(SIZED_SHARED_MB)
+        unregister = teardown.also(restore)  # a signal meanwhile puts the setting back too
         try:
-            server = await asyncio.to_thread(postgres.start_private, SIZED)
-        except postgres.NoServerBinaries as exc:
-            print(f"\n(scale on a sized PostgreSQL skipped: {exc})", flush=True)
-            return
-        forget = teardown.also(server.discard)  # a signal meanwhile discards it too
-        try:
-            huge = free - _huge_pages_free()
-            memory = (f"shared memory in {huge:,} MB of huge pages" if huge > 0 else
-                      "shared memory not in huge pages: too few reserved, vm.nr_hugepages")
-            report.section(
-                f"Scale, the same on a private PostgreSQL sized for "
-                f"{sizes.large:,} streams ({_settings(server.url)}; {memory})")
-            small, large = await asyncio.to_thread(measure_sizes, sizes, server.url)
-            report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
+            await _sized(report, sizes)
         finally:
-            await asyncio.to_thread(server.discard)
-            forget()
+            restore()
+            unregister()
+
+
+async def _sized(report: Report, sizes: ScaleSizes) -> None:
+    """The scale figures on a private server started with SIZED."""
+    free = _huge_pages_free()
+    try:
+        server = await asyncio.to_thread(postgres.start_private, SIZED)
+    except postgres.NoServerBinaries as exc:
+        print(f"\n(scale on a sized PostgreSQL skipped: {exc})", flush=True)
+        return
+    forget = teardown.also(server.discard)  # a signal meanwhile discards it too
+    try:
+        huge = free - _huge_pages_free()
+        memory = (f"shared memory in {huge:,} MB of huge pages" if huge > 0 else
+                  "shared memory not in huge pages: too few could be reserved, "
+                  "vm.nr_hugepages")
+        report.section(
+            f"Scale, the same on a private PostgreSQL sized for "
+            f"{sizes.large:,} streams ({_settings(server.url)}; {memory})")
+        small, large = await asyncio.to_thread(measure_sizes, sizes, server.url)
+        report_sizes(report, sizes, small, large, section=f"{SECTION}-sized")
+    finally:
+        await asyncio.to_thread(server.discard)
+        forget()
+
+
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+# The sized server's shared memory: 1 GB of shared_buffers and the rest (1,074 MB in all
+# here), with room to spare.
+SIZED_SHARED_MB = 1024 + 128
+
+
+def reserve_huge_pages(mb: int) -> Callable[[], None]:
+    """Have the kernel hold at least `mb` MB of free huge pages for the server about to
+    start (raising `vm.nr_hugepages`: root only), as docs/scaling.md advises for a server
+    sized for a million streams; returns what puts the setting back as it was (once the
+    server is gone, its pages are free again). Where the setting cannot be raised (not
+    root, no such file), nothing is reserved: the section's title says whether the
+    server's memory is in huge pages."""
+    try:
+        before = int(NR_HUGEPAGES.read_text())
+        size_mb = _meminfo().get("Hugepagesize", 0) // 1024
+        missing = -(-(mb - _huge_pages_free()) // size_mb) if size_mb else 0
+        if missing <= 0:
+            return lambda: None
+        NR_HUGEPAGES.write_text(f"{before + missing}\n")
+    except (OSError, ValueError):
+        return lambda: None
+    print(f"  (vm.nr_hugepages {before} -> {before + missing} for the sized server's run)",
+          flush=True)
+
+    def restore() -> None:
+        with contextlib.suppress(OSError):
+            NR_HUGEPAGES.write_text(f"{before}\n")
+    return restore
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo's figures (kB, or counts); empty where there is none."""
+    try:
+        with open("/proc/meminfo") as f:
+            return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
+    except (OSError, ValueError):
+        return {}
 
 
 def _huge_pages_free() -> int:
     """MB of huge pages the kernel holds for whoever asks (free and not yet reserved by a
     process: /proc/meminfo); 0 where there are none or no such file. PostgreSQL's default
     `huge_pages=try` puts its shared memory there when there are enough."""
-    try:
-        with open("/proc/meminfo") as f:
-            info = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
-    except (OSError, ValueError):
-        return 0
+    info = _meminfo()
     pages = info.get("HugePages_Free", 0) - info.get("HugePages_Rsvd", 0)
     return pages * info.get("Hugepagesize", 0) // 1024
 

@@ -242,3 +242,28 @@ def test_the_scales_alternated_figures_print_each_pairs_ratio_and_their_median()
     assert figures[drain + 1] == ("  ratio 100 / 10, each pair", 1.5, [1.5, 2.5, 1.1])
     claim = names.index("relay claim, nothing pending at 100")
     assert figures[claim + 1][:2] == ("  ratio 100 / 10", 3.0)  # not alternated
+
+
+HUGE = """
+import sys
+from pathlib import Path
+from bench import scale_bench
+setting = Path(sys.argv[1])
+setting.write_text("3\\n")
+scale_bench.NR_HUGEPAGES = setting
+scale_bench._meminfo = lambda: {"Hugepagesize": 2048, "HugePages_Free": 1, "HugePages_Rsvd": 0}
+restore = scale_bench.reserve_huge_pages(10)  # 2 MB free: 8 MB more, 4 pages
+raised = setting.read_text().strip()
+restore()
+scale_bench.NR_HUGEPAGES = setting.parent / "missing" / "nr_hugepages"
+scale_bench.reserve_huge_pages(10)()  # cannot: nothing done, nothing raised
+print("HUGE", raised, setting.read_text().strip())
+"""
+
+
+def test_the_sized_server_gets_the_huge_pages_it_lacks_for_its_run_then_the_setting_is_back(
+        tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", HUGE, str(tmp_path / "nr_hugepages")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "HUGE 7 3", done.stdout
