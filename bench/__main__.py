@@ -111,7 +111,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-pg", choices=("shared", "sized", "both"),
                         help="the scale part's PostgreSQL: the bench's server, a private one "
                              "sized for a million streams (started for the run; needs root "
-                             "and the server binaries), or both")
+                             "and the server binaries; its shared memory in huge pages, "
+                             "reserved for the run), or both")
     parser.add_argument("--scale-nodes",
                         help="web node counts of the scale part's rooms figures: a node's CPU "
                              "per event of rooms it does not hold, events/s cluster-wide on "
