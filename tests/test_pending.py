@@ -161,6 +161,40 @@ def test_retrying_and_failed_streams_stay_marked_and_counted_until_retried(
     assert lag(db)["user-1"] == (1, 1, "active") and marks(db)["user-1"] is False
 
 
+def _failed(database: Database) -> set[str]:
+    return {name for name, (_h, _d, state) in lag(database).items() if state == "failed"}
+
+
+def test_a_retry_gives_back_at_once_the_streams_no_writer_holds_and_the_rest_after_it(
+        pg_db: Database) -> None:
+    """`retry --all` while a writer holds one failed stream's row and mark: the other
+    failed streams are given back at once (committed), the held one once the writer has
+    committed. Before, the retry updated the marks in one transaction, waiting for the
+    held one while holding the others: a writer taking its marks in another order then
+    deadlocked with it."""
+    streams = ["user-1", "user-2", "user-3"]
+    for name in streams:
+        note(pg_db, name)
+    publisher = MemoryPublisher()
+    publisher.fail_streams.update(dict.fromkeys(streams, "ResponseError: refused"))
+    relay(session_factory=pg_db.factory, publisher=publisher,
+          policy=RelayPolicy(max_attempts=1))
+    assert _failed(pg_db) == set(streams)
+    answers: list[ops.Retried] = []
+    retrying = threading.Thread(
+        target=lambda: answers.append(ops.retry(pg_db.factory, all_failed=True)))
+    with pg_db.factory() as held, held.begin():
+        append(held, "user-2", "notification", {"type": "info", "title": "2", "message": ""})
+        retrying.start()
+        eventually(lambda: _failed(pg_db) == {"user-2"}, lambda: str(lag(pg_db)), 10)
+        assert retrying.is_alive()
+    retrying.join(30)
+    assert answers == [ops.Retried(retried=streams, healthy=[])]
+    assert not _failed(pg_db)
+    with pg_db.factory() as session:
+        assert set(session.scalars(select(PendingStream.not_before))) == {None}
+
+
 # -- writers and relays killed at random points ---------------------------------------------
 # A relay process: publishes rows by RPUSH onto a Redis list (so the test sees every
 # publish), refuses some streams at random (retries, backoff) and the "bad" ones until the

@@ -7,12 +7,13 @@ and a nudge after the commit (the workers' sweep picks it up anyway if the nudge
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import iso_utc, utcnow
@@ -55,18 +56,19 @@ def retry(
     healthy ones are reported, unchanged (unknown names raise NotFound and nothing
     changes). `all_failed`: every failed stream and every stream waiting on a backoff
     delay. The relay is nudged after the commit. `actor` (who asked) is logged.
+
+    A stream is given back in a transaction that holds its row, as a writer's does
+    (`_give_back`); the streams whose rows writers hold are given back in the next
+    rounds, once those writers have committed, so that the retry never waits for a lock
+    while it holds another.
     """
     if (streams is None) == (not all_failed):
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
-    unhealthy = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
-                    RelayCursor.next_attempt_at.is_not(None))
-    healthy: list[str] = []
     with factory() as session, session.begin():
         if all_failed:  # only pending streams can be failed or waiting: look only there
-            chosen = sorted(session.scalars(
+            candidates = sorted(session.scalars(
                 select(RelayCursor.stream)
-                .where(RelayCursor.stream.in_(select(PendingStream.name)), unhealthy)
-                .with_for_update()))
+                .where(RelayCursor.stream.in_(select(PendingStream.name)), UNHEALTHY)))
         else:
             names = _check_names(streams or [])
             known = {name for part in chunks(names) for name in session.scalars(
@@ -74,23 +76,73 @@ def retry(
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(f"no such stream: {', '.join(missing)}")
-            chosen = sorted(name for part in chunks(names) for name in session.scalars(
-                select(RelayCursor.stream).where(RelayCursor.stream.in_(part), unhealthy)
-                .with_for_update()))
-            healthy = sorted(set(names) - set(chosen))
-        for part in chunks(chosen):
-            session.execute(
-                update(RelayCursor).where(RelayCursor.stream.in_(part))
-                .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
-            )
-            session.execute(update(PendingStream).where(PendingStream.name.in_(part))
-                            .values(not_before=None))  # the claim looks at them again
+            candidates = sorted(names)
+    chosen: list[str] = []
+    left = candidates
+    patience = time.monotonic() + BUSY_PATIENCE
+    while left:
+        with factory() as session, session.begin():
+            taken, given = _give_back(session, left, wait=time.monotonic() >= patience)
+        chosen += given
+        left = [name for name in left if name not in taken]
+        if left:
+            time.sleep(BUSY_PAUSE)
+    chosen.sort()
     if chosen:
         log.info("outbox retry streams=%d names=%s by=%s", len(chosen), ",".join(chosen[:20]),
                  actor)
         with factory() as session:
             writer.nudge_now(session, chosen)  # the factory's nudger; the sweep relays anyway
+    healthy = [] if all_failed else sorted(set(candidates) - set(chosen))
     return Retried(retried=chosen, healthy=healthy)
+
+
+# A retry takes the rows of streams that writers hold in later rounds, BUSY_PAUSE apart;
+# after BUSY_PATIENCE it waits for them (in name order, as writers lock them).
+BUSY_PAUSE = 0.02
+BUSY_PATIENCE = 5.0
+UNHEALTHY = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
+                RelayCursor.next_attempt_at.is_not(None))
+# The streams' rows as a writer's head bump locks them (FOR NO KEY UPDATE), in the
+# database's order of names, in one statement (an array is one parameter, however many
+# names): those a writer holds are passed by (`skip`), or waited for in that order.
+_LOCK_STREAMS = ("SELECT name FROM streams WHERE name = ANY(:names) ORDER BY name "
+                 "FOR NO KEY UPDATE")
+_TAKE = text(_LOCK_STREAMS + " SKIP LOCKED")
+_WAIT = text(_LOCK_STREAMS)
+
+
+def _give_back(session: Session, names: list[str], *, wait: bool) -> tuple[set[str], list[str]]:
+    """Give back to the relay those of `names` that are failed or waiting, in the
+    session's transaction: (the streams it took, the ones of them it gave back).
+
+    It takes the streams' rows first, as a writer does, passing by the rows writers hold
+    (unless `wait`); then the taken streams' cursors; then it updates their cursors and
+    marks. A writer holds a stream's mark only while it holds the stream's row (it raises
+    the head and adds or updates the mark in one statement, and holds both to its
+    commit), and it takes its marks in no particular order: a retry that updated marks
+    while writers held some waited for a mark a writer held while holding a mark that
+    writer waited for, and PostgreSQL broke the deadlock by failing one of the two
+    (concurrent writes and `retry --all`). The relay never waits for a lock (SKIP
+    LOCKED): waiting for the cursors it holds closes no cycle."""
+    if session.get_bind().dialect.name != "postgresql":  # SQLite: one writer at a time
+        taken = set(names)
+    elif wait:  # every row, once its writers are done (a stream gone has nothing to give)
+        session.execute(_WAIT, {"names": names})
+        taken = set(names)
+    else:
+        taken = set(session.scalars(_TAKE, {"names": names}))
+    given = sorted(name for part in chunks(sorted(taken)) for name in session.scalars(
+        select(RelayCursor.stream).where(RelayCursor.stream.in_(part), UNHEALTHY)
+        .with_for_update()))
+    for part in chunks(given):
+        session.execute(
+            update(RelayCursor).where(RelayCursor.stream.in_(part))
+            .values(state="active", attempts=0, next_attempt_at=None, failed_at=None)
+        )
+        session.execute(update(PendingStream).where(PendingStream.name.in_(part))
+                        .values(not_before=None))  # the claim looks at them again
+    return taken, given
 
 
 def _check_retention(retention: timedelta) -> None:
