@@ -105,7 +105,8 @@ UNHEALTHY = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
                 RelayCursor.next_attempt_at.is_not(None))
 # The streams' rows as a writer's head bump locks them (FOR NO KEY UPDATE), in the
 # database's order of names, in one statement (an array is one parameter, however many
-# names): those a writer holds are passed by (`skip`), or waited for in that order.
+# names): those a writer holds are passed by (`_TAKE`), or waited for in that order
+# (`_WAIT`).
 _LOCK_STREAMS = ("SELECT name FROM streams WHERE name = ANY(:names) ORDER BY name "
                  "FOR NO KEY UPDATE")
 _TAKE = text(_LOCK_STREAMS + " SKIP LOCKED")
