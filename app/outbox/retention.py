@@ -15,7 +15,13 @@ from app.outbox.tables import Event, IdempotencyKey, RelayCursor, Stream
 log = logging.getLogger("herald.retention")
 
 # PostgreSQL: one chunk's streams pruned through their offsets in one statement, the
-# stream rows locked in name order first (as writers lock them: no deadlock cycle).
+# stream rows locked in name order (as writers lock them: no deadlock cycle). The old
+# events are deleted before the rows are locked: PostgreSQL runs the WITH queries that
+# change rows and that the main statement does not read (`up`, which reads `lk`) after
+# the main statement. So a chunk holds no stream while it waits for an old event (an
+# inbox change's foreign key check holds its item's event, then appends to the user's
+# stream), and waits for streams only while holding old events, which writers never
+# touch.
 # Each stream's old events are looked up on their own along `uq_events_stream_offset`
 # (a LATERAL subquery behind OFFSET 0, which the planner cannot flatten into a join) and
 # deleted by the rows found (their ctid; events are never updated): with a plain join,
