@@ -16,9 +16,10 @@ log = logging.getLogger("herald.retention")
 
 # PostgreSQL: one chunk's streams pruned through their offsets in one statement, the
 # stream rows locked in name order (as writers lock them: no deadlock cycle). The old
-# events are deleted before the rows are locked: PostgreSQL runs the WITH queries that
-# change rows and that the main statement does not read (`up`, which reads `lk`) after
-# the main statement. So a chunk holds no stream while it waits for an old event (an
+# events are deleted before the rows are locked: PostgreSQL runs a WITH query that
+# changes rows and that the main statement does not read (`up`, which reads `lk`) once
+# the main statement is done (seen here; its documentation leaves the order open). So
+# a chunk holds no stream while it waits for an old event (an
 # inbox change's foreign key check holds its item's event, then appends to the user's
 # stream), and waits for streams only while holding old events, which writers never
 # touch.
