@@ -19,10 +19,9 @@ log = logging.getLogger("herald.retention")
 # events are deleted before the rows are locked: PostgreSQL runs a WITH query that
 # changes rows and that the main statement does not read (`up`, which reads `lk`) once
 # the main statement is done (seen here; its documentation leaves the order open). So
-# a chunk holds no stream while it waits for an old event (an
-# inbox change's foreign key check holds its item's event, then appends to the user's
-# stream), and waits for streams only while holding old events, which writers never
-# touch.
+# a chunk holds no stream while it waits for an old event (an inbox change's foreign
+# key check holds its item's event, then appends to the user's stream), and waits for
+# streams only while holding old events, which writers never touch.
 # Each stream's old events are looked up on their own along `uq_events_stream_offset`
 # (a LATERAL subquery behind OFFSET 0, which the planner cannot flatten into a join) and
 # deleted by the rows found (their ctid; events are never updated): with a plain join,
