@@ -11,10 +11,12 @@ import threading
 import time
 import uuid
 
+import pytest
 import redis as redis_lib
 from sqlalchemy import select, update
 
 from app.outbox import ops
+from app.outbox.ops import actions
 from app.outbox.publish import EventSpec, publish_many
 from app.outbox.publisher import MemoryPublisher
 from app.outbox.relay import CLEAR_SQL, RelayPolicy, clear_params, relay
@@ -165,34 +167,49 @@ def _failed(database: Database) -> set[str]:
     return {name for name, (_h, _d, state) in lag(database).items() if state == "failed"}
 
 
-def test_a_retry_gives_back_at_once_the_streams_no_writer_holds_and_the_rest_after_it(
-        pg_db: Database) -> None:
-    """`retry --all` while a writer holds one failed stream's row and mark: the other
-    failed streams are given back at once (committed), the held one once the writer has
-    committed. Before, the retry updated the marks in one transaction, waiting for the
-    held one while holding the others: a writer taking its marks in another order then
-    deadlocked with it."""
+def _retry_while_user_2_is_held(database: Database, left_failed: set[str]) -> None:
+    """Three failed streams; `retry --all` while a writer holds user-2's row and mark:
+    `left_failed` are still failed (the rest given back, committed) while it waits; all
+    three are given back once the writer has committed."""
     streams = ["user-1", "user-2", "user-3"]
     for name in streams:
-        note(pg_db, name)
+        note(database, name)
     publisher = MemoryPublisher()
     publisher.fail_streams.update(dict.fromkeys(streams, "ResponseError: refused"))
-    relay(session_factory=pg_db.factory, publisher=publisher,
+    relay(session_factory=database.factory, publisher=publisher,
           policy=RelayPolicy(max_attempts=1))
-    assert _failed(pg_db) == set(streams)
+    assert _failed(database) == set(streams)
     answers: list[ops.Retried] = []
     retrying = threading.Thread(
-        target=lambda: answers.append(ops.retry(pg_db.factory, all_failed=True)))
-    with pg_db.factory() as held, held.begin():
+        target=lambda: answers.append(ops.retry(database.factory, all_failed=True)))
+    with database.factory() as held, held.begin():
         append(held, "user-2", "notification", {"type": "info", "title": "2", "message": ""})
         retrying.start()
-        eventually(lambda: _failed(pg_db) == {"user-2"}, lambda: str(lag(pg_db)), 10)
+        eventually(lambda: _failed(database) == left_failed, lambda: str(lag(database)), 10)
         assert retrying.is_alive()
     retrying.join(30)
     assert answers == [ops.Retried(retried=streams, healthy=[])]
-    assert not _failed(pg_db)
-    with pg_db.factory() as session:
+    assert not _failed(database)
+    with database.factory() as session:
         assert set(session.scalars(select(PendingStream.not_before))) == {None}
+
+
+def test_a_retry_gives_back_at_once_the_streams_no_writer_holds_and_the_rest_after_it(
+        pg_db: Database) -> None:
+    """The streams no writer holds are given back at once, the held one once its writer
+    has committed. Before, the retry updated the marks in one transaction, waiting for the
+    held one while holding the others: a writer taking its marks in another order then
+    deadlocked with it."""
+    _retry_while_user_2_is_held(pg_db, {"user-2"})
+
+
+def test_a_retry_past_its_patience_waits_for_one_held_stream_at_a_time(
+        pg_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past BUSY_PATIENCE the retry waits for the writers, one stream a transaction: it
+    has given back user-1 and holds nothing else while it waits for user-2 (user-3
+    after it)."""
+    monkeypatch.setattr(actions, "BUSY_PATIENCE", 0.0)
+    _retry_while_user_2_is_held(pg_db, {"user-2", "user-3"})
 
 
 # -- writers and relays killed at random points ---------------------------------------------

@@ -59,8 +59,8 @@ def retry(
 
     A stream is given back in a transaction that holds its row, as a writer's does
     (`_give_back`); the streams whose rows writers hold are given back in the next
-    rounds, once those writers have committed, so that the retry never waits for a lock
-    while it holds another.
+    rounds, once those writers have committed, and after BUSY_PATIENCE one at a time,
+    waiting for each: the retry never waits for a lock while it holds another.
     """
     if (streams is None) == (not all_failed):
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
@@ -81,11 +81,13 @@ def retry(
     left = candidates
     patience = time.monotonic() + BUSY_PATIENCE
     while left:
+        waiting = time.monotonic() >= patience
+        batch = left[:1] if waiting else left  # waiting for a writer, it holds no other
         with factory() as session, session.begin():
-            taken, given = _give_back(session, left, wait=time.monotonic() >= patience)
+            taken, given = _give_back(session, batch, wait=waiting)
         chosen += given
         left = [name for name in left if name not in taken]
-        if left:
+        if left and not waiting:
             time.sleep(BUSY_PAUSE)
     chosen.sort()
     if chosen:
@@ -98,15 +100,15 @@ def retry(
 
 
 # A retry takes the rows of streams that writers hold in later rounds, BUSY_PAUSE apart;
-# after BUSY_PATIENCE it waits for them (in name order, as writers lock them).
+# after BUSY_PATIENCE it waits for them, one stream a round.
 BUSY_PAUSE = 0.02
 BUSY_PATIENCE = 5.0
 UNHEALTHY = or_(RelayCursor.state == "failed", RelayCursor.attempts > 0,
                 RelayCursor.next_attempt_at.is_not(None))
 # The streams' rows as a writer's head bump locks them (FOR NO KEY UPDATE), in the
 # database's order of names, in one statement (an array is one parameter, however many
-# names): those a writer holds are passed by (`_TAKE`), or waited for in that order
-# (`_WAIT`).
+# names): those a writer holds are passed by (`_TAKE`), or waited for (`_WAIT`, one
+# stream at a time).
 _LOCK_STREAMS = ("SELECT name FROM streams WHERE name = ANY(:names) ORDER BY name "
                  "FOR NO KEY UPDATE")
 _TAKE = text(_LOCK_STREAMS + " SKIP LOCKED")
