@@ -60,7 +60,7 @@ def retry(
     A stream is given back in a transaction that holds its row, as a writer's does
     (`_give_back`); the streams whose rows writers hold are given back in the next
     rounds, once those writers have committed, and after BUSY_PATIENCE one at a time,
-    waiting for each: the retry never waits for a lock while it holds another.
+    waiting for each: the retry never waits for a writer while it holds another stream.
     """
     if (streams is None) == (not all_failed):
         raise InvalidInput("give stream names or all, not both", code="invalid_argument")
