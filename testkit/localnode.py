@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from app.gateway.server import Gateway
 from testkit.eventually import eventually_async
 from testkit.processes import free_port
 from testkit.system import System
+from testkit.testrun import fresh_name
 
 
 @dataclass
@@ -30,7 +30,7 @@ class LocalNode:
 async def local_node(system: System, redis_url: str, **kwargs: Any) -> AsyncIterator[LocalNode]:
     """A Gateway(**kwargs) on `system`'s database, served on a free port of 127.0.0.1."""
     gateway = Gateway(session_factory=system.factory, secret=os.environ["JWT_SECRET"],
-                      redis_url=redis_url, channel=f"herald-local-{uuid.uuid4().hex}",
+                      redis_url=redis_url, channel=fresh_name("local"),
                       **kwargs)
     port = free_port()
     config = uvicorn.Config(socketio.ASGIApp(gateway.sio), host="127.0.0.1", port=port,

@@ -22,12 +22,13 @@ from testkit.databases import (  # noqa: F401  (fixtures)
     sqlite_template,
     truncate_all,
 )
+from testkit.leftovers import delete_run_keys
 from testkit.postgres import private_pg  # noqa: F401  (fixture)
 from testkit.processes import WebNode
 from testkit.redis_cluster import redis_cluster, redis_sentinel  # noqa: F401  (fixtures)
 from testkit.source import serialise_parses
 from testkit.system import System, fresh, run_system
-from testkit.testrun import CI, REDIS_URL
+from testkit.testrun import CI, REDIS_URL, RUN
 from testkit.world import World, build_world
 
 # The longest test files (pytest --durations on a full run), in that order, run first: with
@@ -57,8 +58,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     install.begin(session.config)  # tests/test_install.py's venv, in the background
 
 
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down (pytest's runner)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     install.end()
+    if _redis_ok():  # this process's keys (each xdist worker's own): testkit/leftovers.py
+        delete_run_keys(REDIS_URL, RUN)
 
 
 # Before any test starts a thread (CPython 3.11's ast.parse is not thread-safe):

@@ -40,6 +40,7 @@ from testkit.clients import SocketClient, token
 from testkit.eventually import eventually_async
 from testkit.processes import free_port
 from testkit.system import System
+from testkit.testrun import fresh_name
 
 pytestmark = pytest.mark.anyio
 
@@ -341,7 +342,7 @@ class LocalNode:
 async def local_node(pg_system: System, redis_url: str) -> AsyncIterator[LocalNode]:
     """Herald's gateway in this process (to look at its objects), under a real uvicorn."""
     gateway = Gateway(session_factory=pg_system.factory, secret=os.environ["JWT_SECRET"],
-                      redis_url=redis_url, channel=f"herald-connects-{uuid.uuid4().hex}")
+                      redis_url=redis_url, channel=fresh_name("connects"))
     port = free_port()
     config = uvicorn.Config(socketio.ASGIApp(gateway.sio), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off",

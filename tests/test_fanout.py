@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from app.gateway import fanout
 from app.gateway.manager import HeraldRedisManager
 from testkit.eventually import eventually_async
 from testkit.processes import free_port
+from testkit.testrun import fresh_name
 
 pytestmark = pytest.mark.anyio
 ROOM = "project-1"
@@ -53,7 +53,7 @@ def durable(offset: int, room: str = ROOM) -> list[Any]:
 
 @pytest.fixture
 async def node(redis_url: str) -> AsyncIterator[Node]:
-    manager = HeraldRedisManager(redis_url, channel=f"herald-fanout-test-{uuid.uuid4().hex}")
+    manager = HeraldRedisManager(redis_url, channel=fresh_name("fanout"))
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, logger=False,
                                engineio_logger=False)
     port = free_port()

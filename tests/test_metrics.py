@@ -27,6 +27,7 @@ from testkit.localnode import local_node
 from testkit.ops import scrape
 from testkit.processes import free_port
 from testkit.system import System
+from testkit.testrun import fresh_name
 
 pytestmark = pytest.mark.anyio
 
@@ -135,7 +136,7 @@ def _snapshot() -> NodeSnapshot:
 
 def test_relay_meter_counts_into_redis_what_every_node_then_serves(pg_db: Database,
                                                                   redis_url: str) -> None:
-    channel = f"metrics-{uuid.uuid4().hex[:8]}"
+    channel = fresh_name("metrics")
     client = redis_lib.Redis.from_url(redis_url)
     meter = RelayMeter(client, channel=channel)
     with pg_db.factory() as session, session.begin():
@@ -176,7 +177,7 @@ def test_a_scrape_without_redis_still_answers_and_says_redis_is_down(pg_db: Data
 
 def test_counts_redis_did_not_take_are_added_once_it_answers(pg_db: Database,
                                                              redis_url: str) -> None:
-    channel = f"metrics-{uuid.uuid4().hex[:8]}"
+    channel = fresh_name("metrics")
     meter = RelayMeter(quick_redis(f"redis://127.0.0.1:{free_port()}/0"), channel=channel)
     meter.finish(RelayReport(transport_down="redis unreachable"))  # never raises
     meter.finish(RelayReport(transport_down="redis unreachable"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,13 +17,13 @@ from app.outbox.writer import append
 from testkit.eventually import eventually
 from testkit.processes import Worker, free_port
 from testkit.system import System
-from testkit.testrun import REDIS_URL
+from testkit.testrun import REDIS_URL, fresh_name
 from tests.test_durability import Tap, heads, wait_relayed, write_rounds
 
 
 @pytest.fixture
 def queue(redis_url: str) -> Iterator[str]:
-    name = f"nudge-test-{uuid.uuid4().hex}"
+    name = fresh_name("nudge")
     yield name
     with redis_lib.Redis.from_url(redis_url) as client:
         client.delete(nudge.wake_key(name))
@@ -68,7 +67,7 @@ def test_a_web_app_nudges_on_the_queue_of_the_settings_it_was_given(redis_url: s
     """No process-wide nudger: create_app's own Settings decide the relay's list."""
     from app.main import create_app
 
-    queue = f"nudge-app-{uuid.uuid4().hex}"
+    queue = fresh_name("nudge-app")
     settings = Settings(database_url="sqlite://", redis_url=redis_url, celery_queue=queue)
     asgi = create_app(settings)
     ctx = asgi.herald

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 import redis as redis_lib
@@ -26,6 +25,7 @@ from testkit.databases import Database, wait_for_a_lock_wait
 from testkit.eventually import eventually
 from testkit.marks import mark, marked, unmark
 from testkit.processes import ROOT
+from testkit.testrun import fresh_name
 
 POLICY = RelayPolicy(max_attempts=3, backoff=0.01, backoff_cap=0.05)
 
@@ -287,7 +287,7 @@ KILLS = 20  # about 6 s of random kills
 
 def test_concurrent_writers_and_relays_killed_at_random_points_dispatch_every_event(
         pg_db: Database, redis_url: str) -> None:
-    key = f"herald-test-pending-{uuid.uuid4().hex[:8]}"
+    key = fresh_name("pending")
     client = redis_lib.Redis.from_url(redis_url)
     relays = [_relay_process(pg_db.url, key) for _ in range(2)]
     stop = threading.Event()

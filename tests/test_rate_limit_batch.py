@@ -11,11 +11,12 @@ import redis
 from app.core.errors import RateLimited
 from app.core.ratelimit import RateLimits
 from app.core.settings import get_settings
+from testkit.testrun import fresh_name
 
 
 def _limits(redis_url: str, rate: str) -> RateLimits:
     settings = get_settings().model_copy(update={"rate_connects": rate})
-    return RateLimits(settings, redis_url=redis_url, prefix=f"test-batch-{uuid.uuid4().hex}")
+    return RateLimits(settings, redis_url=redis_url, prefix=fresh_name("batch"))
 
 
 async def _outcomes(limits: RateLimits, users: list[int]) -> list[bool]:

@@ -4,13 +4,13 @@ members again."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from app.gateway.roster import Member, Roster
+from testkit.testrun import fresh_name
 
 pytestmark = pytest.mark.anyio
 ALICE = Member(1, "Alice", "client")
@@ -34,7 +34,7 @@ class Node:
 
 @pytest.fixture
 async def nodes(redis_url: str) -> AsyncIterator[list[Node]]:
-    prefix = f"herald-roster:{{test-{uuid.uuid4().hex[:8]}}}"
+    prefix = f"herald-roster:{{{fresh_name('roster')}}}"
     both = [Node(redis_url, prefix, {"a1": {"ticket-1"}}), Node(redis_url, prefix, {})]
     yield both
     for node in both:
