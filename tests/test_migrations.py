@@ -255,3 +255,18 @@ def test_0010_indexes_the_failed_cursors_and_downgrades(url: str) -> None:
         assert "ix_relay_cursors_failed" in names()
 
 
+
+
+def test_0011_indexes_the_ready_and_the_waiting_marks_and_downgrades(url: str) -> None:
+    """0011 indexes the marks a claim may take and the waiting ones; its downgrade drops
+    both."""
+    added = {"ix_pending_streams_ready", "ix_pending_streams_waiting"}
+    with engine_at(url) as engine:
+        def names() -> set[str]:
+            return {i["name"] for i in inspect(engine).get_indexes("pending_streams")}
+
+        assert added <= names()
+        downgrade(url, "0010")
+        assert not added & names()
+        upgrade(url)
+        assert added <= names()

@@ -104,17 +104,16 @@ Hook = Callable[[Sequence[object]], None]  # the batch's events (records or rows
 
 @dataclass(slots=True)
 class Rotation:
-    """Where a run's next claim starts. Each claim takes the pending streams in the order
-    it walks their marks (on PostgreSQL their place in the table, `ctid`; on the ORM path
-    their names); a batch that claimed all it could is followed by one that starts after
-    the last mark it claimed, and a batch that reached the end of the marks without
-    filling up by one from the start. So under a backlog larger than a batch every mark is
-    claimed in turn: the first marks of the table do not take every batch while marks
-    written into the places the relay freed keep coming (a stream whose mark lay further
-    on would wait as long as the backlog lasted)."""
+    """Where a run's next claim starts. Each claim takes the pending streams it may take
+    now in name order (the streams whose wait ended come first, and do not count here);
+    a batch that claimed all it could is followed by one that starts after the last name
+    it claimed, and a batch that reached the end of the marks without filling up by one
+    from the start. So under a backlog larger than a batch every mark is claimed in turn:
+    the first names do not take every batch while new marks named before the others keep
+    coming (a stream named further on would wait as long as the backlog lasted)."""
 
-    after: str | None = None  # claim after this mark (None: from the start)
-    last: str | None = None  # the furthest mark the batch claimed (None: none)
+    after: str | None = None  # claim after this stream's name (None: from the start)
+    last: str | None = None  # the last name the batch claimed in order (None: none)
 
     def go_on(self, full: bool) -> bool:
         """After a batch: whether the run goes on (and from where)."""
@@ -201,8 +200,8 @@ def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bo
 # whose statistics may count thousands of marks where a hundred are left, and with
 # those the planner joined it to `relay_cursors` by walking the cursors' index from its
 # first name (a million entries at a million streams, batch after batch: a drain of
-# 5,000 events took 8-9 s instead of 0.9 s). With no ORDER BY the LIMIT stops the walk
-# of the marks as soon as enough cursors are locked, whatever the plan of that walk.
+# 5,000 events took 8-9 s instead of 0.9 s). The LIMIT stops the walk of the marks as
+# soon as enough cursors are locked.
 # A pending stream with nothing left to send (its cursor reached the head while a
 # writer held the mark) is claimed too, with a row of NULLs (the LEFT JOIN), so that its
 # mark gets cleared. Each claimed stream's events are read on their own too (a LATERAL
@@ -210,28 +209,37 @@ def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bo
 # once the events table held a long history per stream (430 events each over a thousand
 # streams), the planner hashed the claimed streams against a sequential scan of the whole
 # table, batch after batch (73 ms a batch instead of 3).
-# The walk of the marks starts after the mark `after` (a ctid; '(0,0)' for the start),
-# which the planner reads as a range of the table (a TID Range Scan): see `Rotation`.
-# A mark whose stream waits (on a backoff, or failed: its `not_before`, set with the
-# cursor's failure) is passed by without a lookup of its cursor.
-# Each claimed mark's ctid comes back on its stream's first row only (its first pending
-# event, or its row of NULLs), not on each of its events.
+# The marks walked are those a claim may take now, in name order after the mark `after`
+# (see `Rotation`), through their own index (`ix_pending_streams_ready`: the marks whose
+# `not_before` is not set); before them, the marks whose wait (a backoff) has ended,
+# through the index of the waiting marks by the end of their wait. So the marks of
+# streams that still wait (on a backoff, or failed: their `not_before`, set with the
+# cursor's failure) are neither walked nor looked up: 100,000 failed streams made each
+# idle relay() walk all their marks (18 ms; 1.5 ms now). Both walks are ordered scans of
+# their index that the LIMIT stops (`_CLAIM_PLAN` rules out the plans that read every
+# matching mark first).
+# Each claimed ready mark's name comes back as its last column on its stream's first row
+# only (its first pending event, or its row of NULLs), not on each of its events.
 _CLAIM_AND_READ = """
 WITH claimed AS (
-    SELECT c.stream, c.dispatched, c.attempts, c.tid, p.epoch, p.ctid AS mark
-    FROM pending_streams AS p
+    SELECT c.stream, c.dispatched, c.attempts, c.tid, p.epoch, p.ready
+    FROM ((SELECT name, epoch, false AS ready FROM pending_streams
+           WHERE not_before <= %(now)s {only} ORDER BY not_before)
+          UNION ALL
+          (SELECT name, epoch, true AS ready FROM pending_streams
+           WHERE not_before IS NULL AND name > %(after)s {only} ORDER BY name)) AS p
     CROSS JOIN LATERAL (
         SELECT c.stream, c.dispatched, c.attempts, c.ctid AS tid FROM relay_cursors AS c
         WHERE c.stream = p.name AND c.state = 'active'
           AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %(now)s)
         FOR UPDATE SKIP LOCKED) AS c
-    WHERE p.ctid > %(after)s::tid AND (p.not_before IS NULL OR p.not_before <= %(now)s) {only}
     LIMIT %(max_streams)s
 )
 SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
        to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        cl.attempts, cl.dispatched, cl.tid::text,
-       CASE WHEN e."offset" IS NULL OR e."offset" = cl.dispatched + 1 THEN cl.mark::text END
+       CASE WHEN cl.ready AND (e."offset" IS NULL OR e."offset" = cl.dispatched + 1)
+            THEN cl.stream END
 FROM claimed AS cl
 LEFT JOIN LATERAL (
     SELECT e.id, e."offset", e.type, e.payload, e.created_at FROM events AS e
@@ -241,7 +249,18 @@ LEFT JOIN LATERAL (
 ORDER BY cl.stream, e."offset"
 """
 _CLAIM_ALL = _CLAIM_AND_READ.format(only="")
-_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND p.name = ANY(%(streams)s)")
+_CLAIM_SOME = _CLAIM_AND_READ.format(only="AND name = ANY(%(streams)s)")
+# Before the claim, in its transaction: no sequential and no bitmap scans, and no JIT. Both
+# scans read every mark they match before the LIMIT can stop them, and then sort them for
+# the ORDER BY; the planner takes one for the ready marks when its statistics count few
+# of them (statistics lag behind a queue: analysed before a notice to every user marked
+# a million streams), and then reads every mark, batch after batch (5,005 marks read for
+# a claim of 100 in `test_relay`). Without them the walks are the ordered scans of the two
+# indexes, at any count. The rest of the transaction finds rows by name or by address (an
+# index or a TID scan) as before. No JIT: a plan the settings leave no choice for would
+# count their penalty as its cost and be compiled (hundreds of ms) for a few rows.
+_CLAIM_PLAN = ("SELECT set_config('enable_seqscan', 'off', true), "
+               "set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)")
 # Losing this transaction in a database crash only re-sends the batch (delivery is at
 # least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
 # same statement (no extra round trip).
@@ -360,30 +379,30 @@ def _relay_rows(
         now = clock()
         cursor = conn.cursor()
         after = rotation.after if rotation is not None else None
+        # No name is before '' (the claim compares names in the database's collation).
         params: dict[str, object] = {"now": now, "max_streams": caps[0],
-                                     "max_events": caps[1], "after": after or "(0,0)"}
+                                     "max_events": caps[1], "after": after or ""}
         if streams is not None:
             params["streams"] = list(streams)
         with pipeline:
+            cursor.execute(_CLAIM_PLAN)
             cursor.execute(_CLAIM_SOME if streams is not None else _CLAIM_ALL, params)
             fetched = cursor.fetchall()
         attempts: dict[str, int] = {}
         done: dict[str, int] = {}  # claimed stream -> its cursor after this batch
         tids: dict[str, str] = {}  # claimed stream -> the row of its cursor
-        furthest: tuple[int, int] | None = None  # of the claimed marks' ctids
+        furthest: str | None = None  # the last ready mark claimed, in the claim's order
         for (stream, epoch, id_, offset, type_, payload, ts, tries, dispatched, tid,
              mark) in fetched:
             if mark is not None:
-                at = _tid(mark)
-                if furthest is None or at > furthest:
-                    furthest = at
+                furthest = mark
             attempts[stream] = tries
             tids[stream] = tid
             done[stream] = dispatched
             if id_ is not None:
                 rows.append(Row(stream, epoch, id_, offset, type_, payload, ts))
         if rotation is not None:
-            rotation.last = None if furthest is None else f"({furthest[0]},{furthest[1]})"
+            rotation.last = furthest
         if not rows:
             cleared = 0
             if done:
@@ -431,12 +450,6 @@ def _relay_rows(
         if on_published is not None:
             on_published(rows)
     return full, light
-
-
-def _tid(text_: str) -> tuple[int, int]:
-    """A ctid as PostgreSQL writes it, "(block,item)", as numbers."""
-    block, item = text_.strip("()").split(",")
-    return int(block), int(item)
 
 
 def _relay_batch(

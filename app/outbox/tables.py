@@ -54,8 +54,16 @@ class PendingStream(Base):
     """
 
     __tablename__ = "pending_streams"
-    __table_args__ = (Index("ix_pending_streams_since", "since", "name"),
-                      {"postgresql_with": {"fillfactor": 80}})
+    __table_args__ = (
+        Index("ix_pending_streams_since", "since", "name"),
+        # The marks a claim may take, in name order, and those that wait, by the end of
+        # their wait (migration 0011): a claim reads no mark of a stream that still waits.
+        Index("ix_pending_streams_ready", "name", postgresql_where=text("not_before IS NULL"),
+              sqlite_where=text("not_before IS NULL")),
+        Index("ix_pending_streams_waiting", "not_before",
+              postgresql_where=text("not_before IS NOT NULL"),
+              sqlite_where=text("not_before IS NOT NULL")),
+        {"postgresql_with": {"fillfactor": 80}})
 
     # A stream's name; no foreign key (its check on every mark added cost a tenth of a
     # batch): a trigger on `streams` deletes a deleted stream's mark (migration 0008).
