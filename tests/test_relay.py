@@ -544,6 +544,24 @@ def test_the_claim_walks_the_ready_marks_in_order_when_statistics_count_few_of_t
     assert _marks_read(plan) <= 110, f"{_marks_read(plan)} marks read for a claim of 100"
 
 
+def test_the_claim_looks_up_each_cursor_by_its_stream_when_statistics_count_none_active(
+        pg_db: Database) -> None:
+    """Analysed when every stream had failed (an incident), then a notice to 5,000 new
+    streams: the statistics count no active cursor. The claim of 100 still looks up each
+    mark's cursor by its stream (100 read); it walked every active cursor of the state
+    index for each mark (495,100 read), until the next analyse."""
+    _marks(pg_db, 1, 3000, "9999-12-31")
+    with pg_db.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    _marks(pg_db, 3001, 8000, None)
+    claimed, plan = _claim_plan(pg_db)
+    read = sum((int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0)))
+               * int(node.get("Actual Loops", 1))
+               for node in _nodes(plan) if node.get("Relation Name") == "relay_cursors")
+    assert len({row[0] for row in claimed}) == 100
+    assert read <= 110, f"{read} cursors read for a claim of 100"
+
+
 def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     """A plan's node and every node under it (EXPLAIN's JSON)."""
     return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
