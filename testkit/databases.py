@@ -42,6 +42,13 @@ class Database:
     def is_postgres(self) -> bool:
         return self.kind == "postgres"
 
+    def analyse(self, table: str = "") -> None:
+        """ANALYZE `table` (every table if none), outside a transaction: the statistics
+        autovacuum would have taken by now, for a test of a plan."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text(f"ANALYZE {table}"))
+
 
 def pg_available() -> bool:
     return pg.pg_available(PG_ADMIN_URL)

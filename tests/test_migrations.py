@@ -255,8 +255,6 @@ def test_0010_indexes_the_failed_cursors_and_downgrades(url: str) -> None:
         assert "ix_relay_cursors_failed" in names()
 
 
-
-
 def test_0011_indexes_the_ready_and_the_waiting_marks_and_downgrades(url: str) -> None:
     """0011 indexes the marks a claim may take and the waiting ones; its downgrade drops
     both."""

@@ -279,8 +279,7 @@ def test_the_status_and_the_failed_list_read_a_page_of_failed_streams_however_ma
     # Analysed, as autovacuum leaves a database after 5,000 failures: unanalysed, the plan
     # of the failed page depends on whether autovacuum came by meanwhile (a sort of every
     # failed cursor when the planner counted one, in some orders of the suite's files).
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     with LookedUp(pg_db.engine) as looked_up, pg_db.factory() as session:
         state = ops.status(session, limit=100)
         status_looked_up, looked_up.rows = looked_up.rows, 0

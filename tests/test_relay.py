@@ -266,9 +266,7 @@ def _a_queue_whose_statistics_count_far_more_marks(pg_db: Database) -> None:
                           "'t', '{}', now() FROM generate_series(19901, 20000) AS g"))
         conn.execute(text("INSERT INTO pending_streams (name, head, epoch, since) "
                           "SELECT name, head, epoch, created_at FROM streams"))
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-            text("ANALYZE pending_streams"))
+    pg_db.analyse("pending_streams")
     with pg_db.engine.begin() as conn:  # the relay caught up: no vacuum has run since
         conn.execute(text("DELETE FROM pending_streams WHERE name <= 'user-19900'"))
 
@@ -318,8 +316,7 @@ def test_the_claim_reads_each_streams_events_by_its_index_even_when_streams_hold
                           "FROM generate_series(1, 200) AS g, generate_series(1, 300) AS k"))
         conn.execute(text("INSERT INTO pending_streams (name, head, epoch, since) "
                           "SELECT name, head, epoch, created_at FROM streams"))
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     scans: list[int] = []
     with pg_db.engine.connect() as conn:
         driver = conn.connection.driver_connection
@@ -446,18 +443,9 @@ def test_a_claim_passes_the_marks_of_waiting_streams_by_without_reading_their_cu
     _refused(pg_db, [f"project-{k}" for k in range(1, 21)], RelayPolicy(max_attempts=1))
     _refused(pg_db, [f"ticket-{k}" for k in range(1, 21)],
              RelayPolicy(backoff=60, backoff_cap=60))
-    params = {"now": datetime.now(UTC), "max_streams": 100, "max_events": 500,
-              "after": "(0,0)"}
-    with pg_db.engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        claimed = driver.execute(relay_module._CLAIM_ALL, params).fetchall()
-        [[plan]] = driver.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + relay_module._CLAIM_ALL,
-                                  params).fetchall()
-        driver.rollback()
+    claimed, plan = _claim_plan(pg_db)
     assert claimed == []
-    read = sum(int(node.get("Actual Loops", 0)) for node in _nodes(plan[0]["Plan"])
-               if node.get("Relation Name") == "relay_cursors")
+    read = _rows_read(plan, "relay_cursors")
     assert read == 0, f"{read} cursors read for 40 waiting streams"
 
 
@@ -503,12 +491,12 @@ def _claim_plan(pg_db: Database, max_streams: int = 100) -> tuple[list[Any], dic
     return claimed, plan[0]["Plan"]
 
 
-def _marks_read(plan: dict[str, Any]) -> int:
-    """The marks the plan's scans of `pending_streams` read: those they returned and those
-    their filters removed."""
-    return sum(int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
-               + int(node.get("Rows Removed by Filter", 0))
-               for node in _nodes(plan) if node.get("Relation Name") == "pending_streams")
+def _rows_read(plan: dict[str, Any], relation: str) -> int:
+    """The rows the plan's scans of `relation` read: those they returned and those their
+    filters removed (EXPLAIN gives both per loop)."""
+    return sum((int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0)))
+               * int(node.get("Actual Loops", 1))
+               for node in _nodes(plan) if node.get("Relation Name") == relation)
 
 
 def test_a_claim_reads_no_mark_of_a_stream_that_still_waits(pg_db: Database) -> None:
@@ -520,11 +508,11 @@ def test_a_claim_reads_no_mark_of_a_stream_that_still_waits(pg_db: Database) -> 
     _marks(pg_db, 3001, 3050, "2999-01-01")
     _marks(pg_db, 3051, 3052, None)
     _marks(pg_db, 3053, 3053, "2000-01-01")  # its backoff has ended
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     claimed, plan = _claim_plan(pg_db)
     assert sorted({row[0] for row in claimed}) == ["user-03051", "user-03052", "user-03053"]
-    assert _marks_read(plan) == 3, f"{_marks_read(plan)} marks read for 3 ready"
+    read = _rows_read(plan, "pending_streams")
+    assert read == 3, f"{read} marks read for 3 ready"
 
 
 def test_the_claim_walks_the_ready_marks_in_order_when_statistics_count_few_of_them(
@@ -536,12 +524,12 @@ def test_the_claim_walks_the_ready_marks_in_order_when_statistics_count_few_of_t
     batch after batch until the next analyse)."""
     _marks(pg_db, 1, 3000, "9999-12-31")
     _marks(pg_db, 3001, 3005, None)
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     _marks(pg_db, 3006, 8005, None)
     claimed, plan = _claim_plan(pg_db)
     assert len({row[0] for row in claimed}) == 100
-    assert _marks_read(plan) <= 110, f"{_marks_read(plan)} marks read for a claim of 100"
+    read = _rows_read(plan, "pending_streams")
+    assert read <= 110, f"{read} marks read for a claim of 100"
 
 
 def test_the_claim_looks_up_each_cursor_by_its_stream_when_statistics_count_none_active(
@@ -551,13 +539,10 @@ def test_the_claim_looks_up_each_cursor_by_its_stream_when_statistics_count_none
     mark's cursor by its stream (100 read); it walked every active cursor of the state
     index for each mark (495,100 read), until the next analyse."""
     _marks(pg_db, 1, 3000, "9999-12-31")
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     _marks(pg_db, 3001, 8000, None)
     claimed, plan = _claim_plan(pg_db)
-    read = sum((int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0)))
-               * int(node.get("Actual Loops", 1))
-               for node in _nodes(plan) if node.get("Relation Name") == "relay_cursors")
+    read = _rows_read(plan, "relay_cursors")
     assert len({row[0] for row in claimed}) == 100
     assert read <= 110, f"{read} cursors read for a claim of 100"
 

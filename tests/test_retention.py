@@ -103,8 +103,7 @@ def test_a_chunk_reads_each_streams_old_events_by_its_index_even_with_long_histo
         conn.execute(text('INSERT INTO events (id, stream, "offset", type, payload, created_at) '
                           "SELECT gen_random_uuid()::text, 'project-' || g, k, 't', '{}', now() "
                           "FROM generate_series(1, 200) AS g, generate_series(1, 300) AS k"))
-    with pg_db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    pg_db.analyse()
     scans = text("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'")
     with pg_db.factory() as session, session.begin():
         before = session.execute(scans).scalar()
