@@ -222,8 +222,8 @@ def _shape(claimed: int, sent: Sequence[str], caps: tuple[int, int]) -> tuple[bo
 # is by the stream's key whatever the statistics say of states: analysed while every
 # stream had failed, they count no active cursor, and the planner walked the state
 # index's every active cursor for each mark (495,100 read for a claim of 100, `test_relay`).
-# Each claimed ready mark's name comes back as its last column on its stream's first row
-# only (its first pending event, or its row of NULLs), not on each of its events.
+# The last column says whether the stream's mark was a ready one (the rotation goes on
+# after the last ready stream claimed).
 _CLAIM_AND_READ = """
 WITH claimed AS (
     SELECT c.stream, c.dispatched, c.attempts, c.tid, p.epoch, p.ready
@@ -241,9 +241,7 @@ WITH claimed AS (
 )
 SELECT cl.stream, cl.epoch, e.id, e."offset", e.type, e.payload::text,
        to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       cl.attempts, cl.dispatched, cl.tid::text,
-       CASE WHEN cl.ready AND (e."offset" IS NULL OR e."offset" = cl.dispatched + 1)
-            THEN cl.stream END
+       cl.attempts, cl.dispatched, cl.tid::text, cl.ready
 FROM claimed AS cl
 LEFT JOIN LATERAL (
     SELECT e.id, e."offset", e.type, e.payload, e.created_at FROM events AS e
@@ -395,11 +393,11 @@ def _relay_rows(
         attempts: dict[str, int] = {}
         done: dict[str, int] = {}  # claimed stream -> its cursor after this batch
         tids: dict[str, str] = {}  # claimed stream -> the row of its cursor
-        furthest: str | None = None  # the last ready mark claimed, in the claim's order
+        furthest: str | None = None  # the last ready stream claimed, in the claim's order
         for (stream, epoch, id_, offset, type_, payload, ts, tries, dispatched, tid,
-             mark) in fetched:
-            if mark is not None:
-                furthest = mark
+             ready) in fetched:
+            if ready:
+                furthest = stream
             attempts[stream] = tries
             tids[stream] = tid
             done[stream] = dispatched
