@@ -295,6 +295,39 @@ def test_the_status_and_the_failed_list_read_a_page_of_failed_streams_however_ma
     assert looked_up.rows == 1000
 
 
+def test_the_failed_list_reads_a_page_of_failed_cursors_when_statistics_count_none_failed(
+    pg_db: Database,
+) -> None:
+    """Analysed while every stream was healthy, then 5,000 failed (an incident; at a
+    million streams autovacuum analyses again only after 100,000 changed rows): the
+    failed list still reads a page of the failed cursors in failure order, not every
+    failed cursor sorted (5,003 index entries read for a page of 100 before
+    `status._sorts_off`), and the transaction's planner settings are as they were."""
+    streams, limit = 5000, 100
+    with pg_db.engine.begin() as conn:
+        for statement in (
+                "INSERT INTO streams (name, epoch, head, pruned_through, created_at) "
+                "SELECT 'user-' || g, 'e', 2, 0, now() FROM generate_series(1, :n) g",
+                "INSERT INTO relay_cursors (stream, dispatched, state, attempts) "
+                "SELECT 'user-' || g, 0, 'active', 0 FROM generate_series(1, :n) g",
+                "INSERT INTO pending_streams (name, head, epoch, since) "
+                "SELECT 'user-' || g, 2, 'e', now() FROM generate_series(1, :n) g"):
+            conn.execute(text(statement), {"n": streams})
+    pg_db.analyse()
+    with pg_db.engine.begin() as conn:  # user-g failed g seconds ago
+        conn.execute(text(
+            "UPDATE relay_cursors SET state = 'failed', attempts = 8, last_error = 'refused', "
+            "failed_at = now() - substr(stream, 6)::int * interval '1 s'"))
+        conn.execute(text("UPDATE pending_streams SET not_before = '9999-12-31'"))
+    read = text("SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+                "WHERE indrelid = 'relay_cursors'::regclass")  # in this transaction
+    with pg_db.factory() as session:
+        listed = ops.failed(session, limit=limit)
+        assert session.scalar(read) <= 2 * limit  # the page, then the rows of its streams
+        assert session.scalar(text("SELECT current_setting('enable_sort')")) == "on"
+    assert [s.stream for s in listed] == [f"user-{g}" for g in range(5000, 4900, -1)]
+
+
 async def test_retry_over_http_hands_a_failed_stream_back_to_the_real_workers(
     pg_system: System,
 ) -> None:
