@@ -125,7 +125,9 @@ def test_two_workers_relay_threads_share_nudged_writes_each_stream_in_order(
     workers relayed some."""
     streams = [f"ticket-{4000 + i}" for i in range(12)]
     rounds = 60  # 720 events
-    pg_system.add_worker()
+    added = pg_system.add_worker()
+    # ready (" ready.") comes before the worker's relay thread waits for wake-ups
+    eventually(lambda: "relay thread started" in added.log(), "no relay thread", timeout=20)
     before = [worker.log().count("relay batch") for worker in pg_system.workers]
     tap = Tap(REDIS_URL, streams)
     try:
