@@ -11,6 +11,7 @@ import atexit
 import functools
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,23 @@ def pg_db(pg_url: str) -> Iterator[Database]:
     truncate_all(engine)
     yield Database(pg_url, engine, make_session_factory(engine), "postgres")
     engine.dispose()
+
+
+@pytest.fixture
+def own_pg_db() -> Iterator[Database]:
+    """A fresh PostgreSQL database of the test's own, dropped after it. Unlike `pg_db`
+    (the process's database, emptied by a TRUNCATE), its statistics count its rows only:
+    an earlier test's connection may report its counts of `pg_db`'s rows a moment after
+    the TRUNCATE zeroed them (a backend sends them at most once a second, and when it
+    exits)."""
+    require_pg()
+    url = migrated_pg_database(f"_own_{uuid.uuid4().hex[:8]}")
+    engine = make_engine(url)
+    try:
+        yield Database(url, engine, make_session_factory(engine), "postgres")
+    finally:
+        engine.dispose()
+        drop_pg_database(url)
 
 
 @pytest.fixture

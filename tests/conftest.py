@@ -15,6 +15,7 @@ from testkit.databases import (  # noqa: F401  (fixtures)
     create_pg_database,
     db,
     drop_pg_database,
+    own_pg_db,
     pg_db,
     pg_url,
     require_pg,

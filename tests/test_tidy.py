@@ -3,48 +3,29 @@ notice to many streams is relayed, the claim walks a handful of pages again, not
 mark the table ever held (app/outbox/tidy.py).
 
 The tests that read PostgreSQL's dead-row counts run on a database of their own
-(`own_db`): on the session's shared database a TRUNCATE zeroes the counts, but an earlier
-test's connection can report its own dead rows a moment later (a backend sends its
-counts at most once a second, and when it exits), and then `tidy` sees 1,277 dead marks
-where this test made 200."""
+(`own_pg_db`): on the process's shared `pg_db` an earlier test's counts could arrive after
+the TRUNCATE, and `tidy` saw 1,277 dead marks where the test made 200."""
 
 from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import make_engine, make_session_factory
 from app.outbox.publisher import MemoryPublisher
 from app.outbox.relay import _CLAIM_ALL, RelayPolicy, relay
 from app.outbox.tidy import DEAD_ROWS, tidy
 from app.outbox.writer import append_rows
-from testkit.databases import Database, drop_pg_database, migrated_pg_database, require_pg
+from testkit.databases import Database
 from testkit.eventually import eventually
 from testkit.system import System
 
 POLICY = RelayPolicy()
 VACUUMED = re.compile(r"outbox table vacuumed table=pending_streams dead=(\d+) "
                       r"pages=(\d+)->(\d+)")
-
-
-@pytest.fixture
-def own_db() -> Iterator[Database]:
-    """A fresh PostgreSQL database of this test's: its statistics count its rows only."""
-    require_pg()
-    url = migrated_pg_database(f"_tidy_{uuid.uuid4().hex[:8]}")
-    engine = make_engine(url)
-    try:
-        yield Database(url, engine, make_session_factory(engine), "postgres")
-    finally:
-        engine.dispose()
-        drop_pg_database(url)
 
 
 def notice(factory: sessionmaker[Session], streams: int) -> None:
@@ -94,48 +75,48 @@ def idle_claim_buffers(database: Database) -> int:
 
 
 def test_a_relayed_fanout_leaves_dead_marks_that_tidy_vacuums_and_gives_back(
-        own_db: Database) -> None:
-    fanout(own_db, 3000)
-    counted_dead(own_db, "pending_streams", 3000)
-    _dead, pages = table_stats(own_db, "pending_streams")
-    done = {v.table: v for v in tidy(own_db.engine, dead_rows=1000)}
+        own_pg_db: Database) -> None:
+    fanout(own_pg_db, 3000)
+    counted_dead(own_pg_db, "pending_streams", 3000)
+    _dead, pages = table_stats(own_pg_db, "pending_streams")
+    done = {v.table: v for v in tidy(own_pg_db.engine, dead_rows=1000)}
     marks = done["pending_streams"]
     assert marks.dead >= 3000 and marks.pages_before == pages > 0
     assert marks.pages_after == 0  # every mark was cleared: the empty pages given back
-    assert table_stats(own_db, "pending_streams") == (0, 0)
+    assert table_stats(own_pg_db, "pending_streams") == (0, 0)
 
 
 def test_after_tidy_an_idle_claim_reads_a_handful_of_pages_not_every_dead_mark(
-        own_db: Database) -> None:
-    fanout(own_db, 3000)
-    counted_dead(own_db, "pending_streams", 3000)
-    before = idle_claim_buffers(own_db)
-    tidy(own_db.engine, dead_rows=1000)
-    after = idle_claim_buffers(own_db)
+        own_pg_db: Database) -> None:
+    fanout(own_pg_db, 3000)
+    counted_dead(own_pg_db, "pending_streams", 3000)
+    before = idle_claim_buffers(own_pg_db)
+    tidy(own_pg_db.engine, dead_rows=1000)
+    after = idle_claim_buffers(own_pg_db)
     assert before >= 30, before  # 3,000 dead marks: dozens of pages walked
     assert after <= 3, after
 
 
-def test_the_outbox_counts_churned_by_the_fold_are_vacuumed_too(own_db: Database) -> None:
+def test_the_outbox_counts_churned_by_the_fold_are_vacuumed_too(own_pg_db: Database) -> None:
     """The fold deletes `outbox_counts`' delta rows every second: 2,000 zero rows, added
     and deleted (the sums unchanged), stand for 2,000 folded ones."""
-    with own_db.engine.begin() as conn:
+    with own_pg_db.engine.begin() as conn:
         conn.execute(text("INSERT INTO outbox_counts (appended, dispatched, marked, failed, "
                           "retrying) SELECT 0, 0, 0, 0, 0 FROM generate_series(1, 2000)"))
         conn.execute(text("DELETE FROM outbox_counts WHERE appended = 0 AND dispatched = 0 "
                           "AND marked = 0 AND failed = 0 AND retrying = 0"))
-    counted_dead(own_db, "outbox_counts", 2000)
-    done = {v.table: v for v in tidy(own_db.engine, dead_rows=1000)}
+    counted_dead(own_pg_db, "outbox_counts", 2000)
+    done = {v.table: v for v in tidy(own_pg_db.engine, dead_rows=1000)}
     assert done["outbox_counts"].dead >= 2000
-    assert table_stats(own_db, "outbox_counts")[0] == 0
+    assert table_stats(own_pg_db, "outbox_counts")[0] == 0
 
 
-def test_tables_with_fewer_dead_rows_than_the_bound_are_left_alone(own_db: Database) -> None:
-    fanout(own_db, 200)
-    counted_dead(own_db, "pending_streams", 200)
-    _dead, pages = table_stats(own_db, "pending_streams")
-    assert tidy(own_db.engine, dead_rows=1000) == []
-    assert table_stats(own_db, "pending_streams")[1] == pages > 0
+def test_tables_with_fewer_dead_rows_than_the_bound_are_left_alone(own_pg_db: Database) -> None:
+    fanout(own_pg_db, 200)
+    counted_dead(own_pg_db, "pending_streams", 200)
+    _dead, pages = table_stats(own_pg_db, "pending_streams")
+    assert tidy(own_pg_db.engine, dead_rows=1000) == []
+    assert table_stats(own_pg_db, "pending_streams")[1] == pages > 0
 
 
 def test_tidy_does_nothing_on_sqlite(sqlite_db: Database) -> None:
