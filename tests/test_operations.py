@@ -302,7 +302,7 @@ def test_the_failed_list_reads_a_page_of_failed_cursors_when_statistics_count_no
     million streams autovacuum analyses again only after 100,000 changed rows): the
     failed list still reads a page of the failed cursors in failure order, not every
     failed cursor sorted (5,003 index entries read for a page of 100 before
-    `status._sorts_off`), and the transaction's planner settings are as they were."""
+    `db.planned`), and the transaction's planner settings are as they were."""
     streams, limit = 5000, 100
     with pg_db.engine.begin() as conn:
         for statement in (

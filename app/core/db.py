@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -154,3 +155,32 @@ def session_nudger(factory: sessionmaker[Session]) -> Callable[[list[str]], None
     info = factory.kw.get("info") or {}
     nudger: Callable[[list[str]], None] | None = info.get(NUDGER)
     return nudger
+
+
+def plan_settings(**settings: str) -> str:
+    """PostgreSQL: a SELECT that sets planner `settings` (`enable_sort="off"`, ...) for the
+    rest of the transaction (`set_config(..., true)`: nothing leaks into a pooled
+    connection), and JIT off with them. Statistics lag behind a queue: ruling a plan out
+    keeps a statement on its ordered index walk whatever they count. JIT is off because a
+    plan left with no other choice counts the ruled-out node's penalty as its cost, and
+    JIT would compile that plan (hundreds of ms for a few rows)."""
+    return "SELECT " + ", ".join(f"set_config('{name}', '{value}', true)"
+                                 for name, value in {**settings, "jit": "off"}.items())
+
+
+@contextmanager
+def planned(session: Session, **settings: str) -> Iterator[None]:
+    """`plan_settings` in the session's transaction while it holds, then set back as they
+    were (so the transaction's later statements plan as before). Nothing on SQLite. If a
+    statement inside fails, the transaction is lost, and the settings with it."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    names = [*settings, "jit"]
+    before = session.execute(text(
+        "SELECT " + ", ".join(f"current_setting('{name}')" for name in names) + ", "
+        + plan_settings(**settings).removeprefix("SELECT "))).one()
+    yield
+    session.execute(text("SELECT " + ", ".join(
+        f"set_config('{name}', :v{i}, true)" for i, name in enumerate(names))),
+        {f"v{i}": before[i] for i in range(len(names))})

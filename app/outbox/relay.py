@@ -47,7 +47,7 @@ import psycopg
 from sqlalchemy import Engine, Text, cast, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import utcnow
+from app.core.db import plan_settings, utcnow
 from app.core.errors import PublishRejected, TransportDown
 from app.core.jsoncodec import loads
 from app.outbox.publisher import Publisher, Row
@@ -252,17 +252,15 @@ ORDER BY cl.stream, e."offset"
 """
 _CLAIM_ALL = _CLAIM_AND_READ.format(only="")
 _CLAIM_SOME = _CLAIM_AND_READ.format(only="AND name = ANY(%(streams)s)")
-# Before the claim, in its transaction: no sequential and no bitmap scans, and no JIT. Both
-# scans read every mark they match before the LIMIT can stop them, and then sort them for
-# the ORDER BY; the planner takes one for the ready marks when its statistics count few
-# of them (statistics lag behind a queue: analysed before a notice to every user marked
-# a million streams), and then reads every mark, batch after batch (5,005 marks read for
-# a claim of 100 in `test_relay`). Without them the walks are the ordered scans of the two
-# indexes, at any count. The rest of the transaction finds rows by name or by address (an
-# index or a TID scan) as before. No JIT: a plan the settings leave no choice for would
-# count their penalty as its cost and be compiled (hundreds of ms) for a few rows.
-_CLAIM_PLAN = ("SELECT set_config('enable_seqscan', 'off', true), "
-               "set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)")
+# Before the claim, in its transaction: no sequential and no bitmap scans (and no JIT,
+# `plan_settings`). Both scans read every mark they match before the LIMIT can stop them,
+# and then sort them for the ORDER BY; the planner takes one for the ready marks when its
+# statistics count few of them (analysed before a notice to every user marked a million
+# streams), and then reads every mark, batch after batch (5,005 marks read for a claim of
+# 100 in `test_relay`). Without them the walks are the ordered scans of the two indexes,
+# at any count. The rest of the transaction finds rows by name or by address (an index
+# or a TID scan) as before.
+_CLAIM_PLAN = plan_settings(enable_seqscan="off", enable_bitmapscan="off")
 # Losing this transaction in a database crash only re-sends the batch (delivery is at
 # least once), so it need not wait for its WAL flush: synchronous_commit off, set in the
 # same statement (no extra round trip).

@@ -16,23 +16,22 @@ head the mark holds, which is the stream's head).
 - Failed streams are listed first, longest failed first: a page of them, along an index
   of the failed cursors only (`ix_relay_cursors_failed`), however many failed. The walk
   above passes their marks too, for the oldest pending event. On PostgreSQL that page is
-  read with sorts ruled out (`_sorts_off`), so the planner's statistics cannot make it
+  read with sorts ruled out (`db.planned`), so the planner's statistics cannot make it
   sort every failed cursor instead.
 - A search (`search`) lists the matching streams with one statement over the pending set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Subquery, and_, or_, select, text, true, tuple_, union_all
+from sqlalchemy import Subquery, and_, or_, select, true, tuple_, union_all
 from sqlalchemy.orm import Session
 
-from app.core.db import utcnow
+from app.core.db import planned, utcnow
 from app.outbox import counts
 from app.outbox.ops.common import MAX_LISTED, CamelView, age, aware, iso
 from app.outbox.tables import Event, PendingStream, RelayCursor
@@ -133,37 +132,16 @@ def _pending(*where: Any) -> Any:
     return select(PendingStream.name, PendingStream.head, PendingStream.since).where(*where)
 
 
-# A PostgreSQL transaction's planner settings while `_sorts_off` holds: no sort, and no JIT
-# (a plan with a ruled-out node counts its penalty as its cost, and JIT would compile it).
-_SETTINGS = text("SELECT current_setting('enable_sort'), current_setting('jit'), "
-                 "set_config('enable_sort', 'off', true), set_config('jit', 'off', true)")
-_SETTINGS_BACK = text("SELECT set_config('enable_sort', :sort, true), "
-                      "set_config('jit', :jit, true)")
-
-
-@contextmanager
-def _sorts_off(session: Session) -> Iterator[None]:
-    """On PostgreSQL, sorts (and JIT) off in the session's transaction while it holds,
-    then set back as they were. The failed page's ordered scan of `ix_relay_cursors_failed`
-    is then the plan whatever the statistics count: analysed before an incident they count
-    no failed cursor, and the planner read every failed cursor through
-    `ix_relay_cursors_state` and sorted them (5,003 index entries read for a page of 100,
-    `test_operations`); at a million streams autovacuum analyses again only after 100,000
-    changed rows."""
-    if session.get_bind().dialect.name != "postgresql":
-        yield
-        return
-    sort, jit, *_ = session.execute(_SETTINGS).one()
-    yield  # if its statement failed, the transaction is lost, and its settings with it
-    session.execute(_SETTINGS_BACK, {"sort": sort, "jit": jit})
-
-
 def _failed(session: Session, limit: int) -> list[_Lag]:
     """The `limit` longest-failed streams, oldest failure first (failed streams stay
     pending until retried)."""
     # The names first (`ix_relay_cursors_failed`: a page of the failed cursors, however
-    # many failed), then their rows.
-    with _sorts_off(session):
+    # many failed), then their rows. With no sort the page is that index's ordered scan
+    # whatever the statistics count: analysed before an incident they count no failed
+    # cursor, and the planner read every failed cursor through `ix_relay_cursors_state`
+    # and sorted them (5,003 index entries read for a page of 100, `test_operations`); at
+    # a million streams autovacuum analyses again only after 100,000 changed rows.
+    with planned(session, enable_sort="off"):
         names = list(session.scalars(
             select(RelayCursor.stream).where(RelayCursor.state == "failed")
             .order_by(RelayCursor.failed_at.asc().nulls_last(), RelayCursor.stream)
